@@ -1,0 +1,44 @@
+"""The ``scaivault-rotator`` command line: process roles and on-call commands.
+
+Exit codes: 0 success, 1 a failed operation, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="scaivault-rotator")
+def cli() -> None:
+    """Rotate credentials stored in ScaiVault: receiver, workers, beat and on-call tools."""
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=int, help="uvicorn worker processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the webhook receiver (POST /scaivault/events, /healthz, /readyz, /metrics)."""
+    from orchestrator.receiver import serve as run
+
+    run(host=host, port=port, workers=workers)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8200, show_default=True, type=int, help="Port to listen on.")
+@click.option("--admin-token", required=True, envvar="EMULATOR_ADMIN_TOKEN", help="Admin token.")
+@click.option("--state-file", type=click.Path(dir_okay=False), help="Keep state across restarts.")
+def emulator(host: str, port: int, admin_token: str, state_file: str | None) -> None:
+    """Run a local ScaiVault emulator (for plugin authors, tests and the demo)."""
+    from orchestrator.emulator import serve as run
+
+    run(host=host, port=port, admin_token=admin_token, state_file=state_file)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()

@@ -1,0 +1,116 @@
+"""Exceptions of the orchestrator. Messages name what went wrong and what to do; never a secret.
+
+    OrchestratorError
+     +-- ConfigError                    settings or routing file unusable (CLI exit 2)
+     +-- VaultError                     ScaiVault refused or could not be reached
+     |    +-- VaultTransientError       (also a rotators.TransientError) retry with backoff
+     |    |    +-- RateLimited              rate_limited
+     |    |    +-- ServiceUnavailable       service_unavailable, 5xx, timeouts, connection errors
+     |    +-- VaultPermanentError       (also a rotators.PermanentError) do not retry
+     |         +-- AuthenticationRequired   authentication_required
+     |         +-- TokenExpired             token_expired (after re-reading SCAIVAULT_TOKEN_FILE)
+     |         +-- AccessDenied             access_denied
+     |         +-- NotFound                 not_found
+     |         +-- InvalidRequest           invalid_request, and unknown 4xx codes
+     |         +-- VersionConflict          version_conflict (CAS mismatch)
+     |              +-- WriteOutcomeUnknown the response to our write was lost, and a re-send
+     |                                      would conflict: check whether our write landed
+     +-- RotationError                  the engine cannot go on with a rotation (state carried)
+
+VaultTransientError and VaultPermanentError also derive from the rotators' TransientError and
+PermanentError, so a rotator that reads ScaiVault and every layer above share one split.
+"""
+
+from __future__ import annotations
+
+from rotators.errors import PermanentError, RotatorError, TransientError
+
+
+class OrchestratorError(Exception):
+    """Root of the orchestrator's own exceptions."""
+
+
+class ConfigError(OrchestratorError):
+    """Settings or the routing file are missing or malformed. ``problems`` lists every one."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+class VaultError(OrchestratorError, RotatorError):
+    """ScaiVault answered with an error, or could not be reached.
+
+    ``code`` is the spec's error code (``rate_limited``, ``not_found``, ...), ``status`` the HTTP
+    status (``None`` when no response came), ``path`` the secret path involved if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status: int | None = None,
+        path: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        Exception.__init__(self, message)
+        self.message = message
+        self.step: str | None = None
+        self.code = code
+        self.status = status
+        self.path = path
+        self.retry_after = retry_after
+
+
+class VaultTransientError(VaultError, TransientError):
+    """A failure that may pass; retried with backoff and jitter until a deadline."""
+
+
+class RateLimited(VaultTransientError):
+    """ScaiVault said ``rate_limited``; ``retry_after`` holds its ``Retry-After``."""
+
+
+class ServiceUnavailable(VaultTransientError):
+    """``service_unavailable``, a 5xx, a timeout or a connection error."""
+
+
+class VaultPermanentError(VaultError, PermanentError):
+    """A failure that retrying will not fix."""
+
+
+class AuthenticationRequired(VaultPermanentError):
+    """No or an unknown token (``authentication_required``)."""
+
+
+class TokenExpired(VaultPermanentError):
+    """The token expired, also after re-reading ``SCAIVAULT_TOKEN_FILE``."""
+
+
+class AccessDenied(VaultPermanentError):
+    """The token's identity lacks a permission on the path (``access_denied``)."""
+
+
+class NotFound(VaultPermanentError):
+    """The secret (or version) does not exist (``not_found``)."""
+
+
+class InvalidRequest(VaultPermanentError):
+    """ScaiVault rejected the request's shape (``invalid_request`` or an unknown 4xx code)."""
+
+
+class VersionConflict(VaultPermanentError):
+    """The ``options.cas`` version no longer matches: someone else wrote first."""
+
+
+class WriteOutcomeUnknown(VersionConflict):
+    """A write's response was lost and a re-send would conflict; read back to see if it landed."""
+
+
+class RotationError(OrchestratorError):
+    """The engine cannot continue a rotation; ``state`` is where it left it."""
+
+    def __init__(self, message: str, *, rotation_id: str, state: str) -> None:
+        super().__init__(message)
+        self.rotation_id = rotation_id
+        self.state = state

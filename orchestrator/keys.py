@@ -1,0 +1,57 @@
+"""Every Redis key and queue name the orchestrator uses, built in this one place.
+
+All keys share the ``svr:`` prefix so operators can find (and back up) them with one pattern.
+Paths are embedded as-is: ScaiVault paths never contain ``{``/``}`` or whitespace.
+"""
+
+from __future__ import annotations
+
+PREFIX = "svr:"
+
+#: The Celery queue every task of ours goes to (on Redis, also the broker list's key).
+TASK_QUEUE = "scaivault"
+
+
+def event(event_id: str) -> str:
+    """Webhook dedupe claim for one event id (``SET NX`` with a TTL of at least 7 days)."""
+    return f"{PREFIX}event:{event_id}"
+
+
+def run(rotation_id: str) -> str:
+    """Hash: the run record of one rotation (no secret values; sealed blob only)."""
+    return f"{PREFIX}run:{rotation_id}"
+
+
+def active(path: str) -> str:
+    """String: the rotation id currently active on ``path`` (one at a time)."""
+    return f"{PREFIX}active:{path}"
+
+
+def last(path: str) -> str:
+    """String: the most recent rotation id on ``path``, active or not."""
+    return f"{PREFIX}last:{path}"
+
+
+def history(path: str) -> str:
+    """Stream: the capped audit trail of ``path`` that ``history`` shows."""
+    return f"{PREFIX}history:{path}"
+
+
+def attempts(rotation_id: str) -> str:
+    """Counter: task attempts of one rotation (the app-level poison-loop cap)."""
+    return f"{PREFIX}attempts:{rotation_id}"
+
+
+def lock(path: str) -> str:
+    """Short lock for contention on ``path``; correctness comes from the run record and CAS."""
+    return f"{PREFIX}lock:{path}"
+
+
+#: Sorted set: rotation ids waiting to finalize, scored by finalize time in ms (the due-queue).
+DUE = f"{PREFIX}due"
+
+#: Sorted set: active rotation ids scored by lease expiry in ms (re-driven if a worker died).
+LEASES = f"{PREFIX}leases"
+
+#: Sorted set: every rotation id by last update in ms, for ``status`` without a path.
+RUNS = f"{PREFIX}runs"

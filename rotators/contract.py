@@ -1,0 +1,119 @@
+"""The rotator plugin contract: what a plugin author subclasses and what each step receives.
+
+A rotator is a class with a ``name`` (its entry-point name in group ``scaivault.rotators``), a
+``strategy``, an ``Options`` schema (a pydantic model validated from the routing file) and up to
+four step methods. The engine calls the steps; it owns every ScaiVault write. Every step checks
+whether its work is already done before acting, so calling it again after a crash is harmless,
+and "already done" is success.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from rotators.secret import SecretData
+
+Strategy = Literal["issuer", "updater", "vault-only"]
+STRATEGIES: tuple[Strategy, ...] = ("issuer", "updater", "vault-only")
+
+
+@dataclass(frozen=True)
+class SecretVersion:
+    """One version of a ScaiVault secret as read from the API (``data`` redacts itself)."""
+
+    path: str
+    version: int
+    data: SecretData
+    secret_type: str = "json"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: str | None = None
+
+
+class VaultReader(Protocol):
+    """Read-only ScaiVault access for rotators, e.g. an admin credential at another path."""
+
+    def read(self, path: str, version: int | None = None) -> SecretVersion:
+        """Return the current version of ``path`` (or version ``version``)."""
+        ...
+
+
+class Logger(Protocol):
+    """The slice of a structlog ``BoundLogger`` a rotator may use: events with fields."""
+
+    def debug(self, event: str, **fields: Any) -> Any: ...
+    def info(self, event: str, **fields: Any) -> Any: ...
+    def warning(self, event: str, **fields: Any) -> Any: ...
+    def error(self, event: str, **fields: Any) -> Any: ...
+
+
+class NoOptions(BaseModel):
+    """The options schema of a rotator that takes none: any key in the routing file is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class RotationContext:
+    """Everything a step knows about the rotation it works on.
+
+    ``rotation_id`` is the idempotency token: the same rotation always carries the same id,
+    across retries and crashes, so a rotator can tag what it creates with it and find it again.
+    ``current`` is the ScaiVault version being rotated *from*. ``attempt`` counts from 1.
+    """
+
+    path: str
+    rotation_id: str
+    current: SecretVersion
+    options: BaseModel
+    log: Logger
+    vault: VaultReader
+    attempt: int = 1
+
+
+class Rotator:
+    """Base class of every rotator plugin. Subclass it, set the class attributes, override steps.
+
+    Strategies:
+
+    - ``issuer``: mints a *second* credential; the old one stays valid until :meth:`finalize`
+      revokes it after the grace period (OAuth client secrets, API keys, Salesforce).
+    - ``updater``: changes one credential in place with :meth:`apply` (a database password).
+      The engine seals the minted value in its run record before ``apply`` so a crash can never
+      lose the only working credential.
+    - ``vault-only``: the value lives only in ScaiVault (a shared secret both sides read).
+    """
+
+    name: ClassVar[str]
+    strategy: ClassVar[Strategy]
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    #: How long the engine keeps retrying :meth:`verify` for propagation delay, in seconds.
+    verify_timeout: ClassVar[float] = 30.0
+    #: How many times the engine mints a new value after :class:`CredentialRejected`.
+    max_mint_attempts: ClassVar[int] = 3
+
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        """Create the new credential and return the *full* new secret data.
+
+        Keep every field of ``ctx.current.data`` that this rotator does not own.
+        """
+        raise NotImplementedError(f"rotator {self.name!r} does not implement mint()")
+
+    def apply(self, ctx: RotationContext, new: SecretData) -> None:
+        """Updaters only: make the target accept ``new``, checking first whether it already does."""
+        if self.strategy == "updater":
+            raise NotImplementedError(f"updater {self.name!r} must implement apply()")
+
+    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+        """Prove ``new`` works at the target; raise :class:`TransientError` while it propagates."""
+
+    def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
+        """Revoke ``old`` after the grace period. An already revoked credential is success."""
+
+    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+        """Revoke a minted credential that will never be stored (abandoned or rolled back).
+
+        Optional: the default does nothing, which is right for updaters and vault-only rotators.
+        """

@@ -1,3 +1,9 @@
-"""Shared fixtures; each area's fixtures live in its own module under tests/fixtures/."""
+"""Shared fixtures. Each area keeps its fixtures in its own module under tests/fixtures/."""
 
-pytest_plugins = ["tests.fixtures.redis", "tests.fixtures.logs"]
+from pathlib import Path
+
+pytest_plugins = [
+    f"tests.fixtures.{module.stem}"
+    for module in sorted((Path(__file__).parent / "fixtures").glob("*.py"))
+    if module.stem != "__init__"
+]

@@ -2,6 +2,7 @@
 
     OrchestratorError
      +-- ConfigError                    settings or routing file unusable (CLI exit 2)
+     +-- InvalidPath                    (also a ValueError) a secret path we refuse to send
      +-- VaultError                     ScaiVault refused or could not be reached
      |    +-- VaultTransientError       (also a rotators.TransientError) retry with backoff
      |    |    +-- RateLimited              rate_limited
@@ -12,6 +13,7 @@
      |         +-- AccessDenied             access_denied
      |         +-- NotFound                 not_found
      |         +-- InvalidRequest           invalid_request, and unknown 4xx codes
+     |         +-- UnexpectedResponse       a success whose body is not what the spec says
      |         +-- VersionConflict          version_conflict (CAS mismatch)
      |              +-- WriteOutcomeUnknown the response to our write was lost, and a re-send
      |                                      would conflict: check whether our write landed
@@ -36,6 +38,10 @@ class ConfigError(OrchestratorError):
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.problems = problems or [message]
+
+
+class InvalidPath(OrchestratorError, ValueError):
+    """A secret path with an empty, ``.`` or ``..`` segment or a leading ``/``; never sent."""
 
 
 class VaultError(OrchestratorError, RotatorError):
@@ -97,6 +103,10 @@ class NotFound(VaultPermanentError):
 
 class InvalidRequest(VaultPermanentError):
     """ScaiVault rejected the request's shape (``invalid_request`` or an unknown 4xx code)."""
+
+
+class UnexpectedResponse(VaultPermanentError):
+    """ScaiVault answered 2xx with a body that is not the spec's shape (wrong URL, a proxy)."""
 
 
 class VersionConflict(VaultPermanentError):

@@ -18,6 +18,10 @@
      |              +-- WriteOutcomeUnknown the response to our write was lost, and a re-send
      |                                      would conflict: check whether our write landed
      +-- RotationError                  the engine cannot go on with a rotation (state carried)
+     +-- WebhookRejected                a webhook request failed a receiver check (HTTP status
+     |                                  and a reason enum; never the body or the signature)
+     +-- PublishError                   the receiver could not claim and publish an event in
+                                        time (Redis down or slow): the request answers 503
 
 VaultTransientError and VaultPermanentError also derive from the rotators' TransientError and
 PermanentError, so a rotator that reads ScaiVault and every layer above share one split.
@@ -124,3 +128,26 @@ class RotationError(OrchestratorError):
         super().__init__(message)
         self.rotation_id = rotation_id
         self.state = state
+
+
+class WebhookRejected(OrchestratorError):
+    """A webhook request failed a receiver check: ``status`` is the answer, ``reason`` an enum.
+
+    ``field`` names the offending envelope field for 422s (the sender is authenticated by then).
+    """
+
+    def __init__(self, status: int, reason: str, field: str | None = None) -> None:
+        super().__init__(f"webhook rejected: {reason}")
+        self.status = status
+        self.reason = reason
+        self.field = field
+
+
+class PublishError(OrchestratorError):
+    """Claiming and publishing an event failed or timed out; ``reason`` is ``timeout`` or
+    ``unavailable``. The outcome may be unknown after a timeout: the claim and the message are
+    written by one atomic script, so a redelivery is either a duplicate or a fresh publish."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"could not publish the event to the broker ({reason}); retry later")
+        self.reason = reason

@@ -1,0 +1,267 @@
+"""The routing file: which rotator, with which options and grace period, rotates which path.
+
+TOML at ``ROTATOR_CONFIG`` (DESIGN §7)::
+
+    [[rules]]
+    match = "integrations/salesforce/*"   # * = one path segment, ** = any number of segments
+    rotator = "salesforce-oauth"
+    grace_period = "48h"                  # optional: used when the event carries none
+    [rules.options]                       # validated against the rotator's Options schema
+    my_domain_url = "https://acme.my.salesforce.com"
+
+The first matching rule wins. Loading validates every rule and raises one
+:class:`~orchestrator.errors.ConfigError` whose ``problems`` list *every* problem, each line
+naming the file, the rule number, the field and what to do. Rotator choice and options come
+only from this file, never from an event or secret metadata (DESIGN §6, I6).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from orchestrator import plugins
+from orchestrator.duration import parse_duration
+from orchestrator.errors import ConfigError
+from rotators.contract import Rotator
+
+RULE_KEYS = frozenset({"match", "rotator", "grace_period", "options"})
+_BAD_GLOB_CHARS = re.compile(r"[?\[\]{}\s]")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validated rule: a path glob, the rotator's name, its grace period and options."""
+
+    match: str
+    rotator: str
+    grace_period: timedelta | None
+    options: BaseModel
+    _segments: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self._segments:
+            object.__setattr__(self, "_segments", tuple(self.match.split("/")))
+
+    def matches(self, path: str) -> bool:
+        """True when ``path`` (segments separated by ``/``) matches this rule's glob."""
+        return _match(self._segments, tuple(path.strip("/").split("/")))
+
+
+class RoutingTable:
+    """The validated rules, in file order, and the rotator instances they refer to."""
+
+    def __init__(self, rules: Sequence[Rule], rotators: Mapping[str, Rotator]) -> None:
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        self.rotators: dict[str, Rotator] = dict(rotators)
+
+    @classmethod
+    def load(cls, path: Path, rotators: Mapping[str, Rotator] | None = None) -> RoutingTable:
+        """Read and validate ``path``; ``rotators`` None loads the plugins the file names."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"{path}: cannot read the routing file ({exc.strerror}); create it or point "
+                "ROTATOR_CONFIG at it"
+            ) from None
+        return cls.parse(text, source=str(path), rotators=rotators)
+
+    @classmethod
+    def parse(
+        cls, text: str, *, source: str = "<routing>", rotators: Mapping[str, Rotator] | None = None
+    ) -> RoutingTable:
+        """Validate routing TOML ``text``; ``source`` names it in problem lines."""
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        return _Validator(source, rotators).table(document)
+
+    def match(self, path: str) -> Rule | None:
+        """The first rule whose glob matches ``path``, or None."""
+        return next((rule for rule in self.rules if rule.matches(path)), None)
+
+    def rotator_for(self, rule: Rule) -> Rotator:
+        """The rotator instance ``rule`` names."""
+        return self.rotators[rule.rotator]
+
+    def prefixes(self) -> list[str]:
+        """The literal leading segments of every rule, for listing candidate secret paths."""
+        out = []
+        for rule in self.rules:
+            literal = []
+            for segment in rule.match.split("/"):
+                if "*" in segment:
+                    break
+                literal.append(segment)
+            prefix = "/".join(literal)
+            if prefix not in out:
+                out.append(prefix)
+        return out
+
+
+def check_glob(glob: str) -> str | None:
+    """What is wrong with a ``match`` glob, or None when it is usable."""
+    if not glob.strip():
+        return "is empty; write a path glob such as 'integrations/salesforce/*'"
+    if glob.startswith("/") or glob.endswith("/") or "//" in glob:
+        return "has an empty segment or a leading/trailing '/'; write 'a/b/*' style paths"
+    if _BAD_GLOB_CHARS.search(glob):
+        return "contains whitespace or ?[]{}; only * (one segment) and ** (any) are wildcards"
+    for segment in glob.split("/"):
+        if "**" in segment and segment != "**":
+            return f"segment {segment!r}: ** must be a whole segment, e.g. 'a/**/b'"
+        if segment in {".", ".."}:
+            return "must not contain '.' or '..' segments"
+    return None
+
+
+def _match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not segments
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_match(rest, segments[i:]) for i in range(len(segments) + 1))
+    if not segments or not _segment_matches(head, segments[0]):
+        return False
+    return _match(rest, segments[1:])
+
+
+def _segment_matches(pattern: str, segment: str) -> bool:
+    if "*" not in pattern:
+        return pattern == segment
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, segment) is not None
+
+
+class _Validator:
+    """Collects every problem of one routing document, then builds the table or raises."""
+
+    def __init__(self, source: str, rotators: Mapping[str, Rotator] | None) -> None:
+        self.source = source
+        self.given = rotators
+        self.problems: list[str] = []
+        self.load_problems: dict[str, list[str]] = {}
+
+    def table(self, document: dict[str, Any]) -> RoutingTable:
+        raw_rules = self._raw_rules(document)
+        available = self._rotators(raw_rules)
+        rules = []
+        seen: dict[str, int] = {}
+        for number, raw in enumerate(raw_rules, start=1):
+            rule = self._rule(number, raw, available)
+            if rule is None:
+                continue
+            if rule.match in seen:
+                self._problem(
+                    number,
+                    "match",
+                    f"repeats rule {seen[rule.match]}, so it never matches; remove one of them",
+                )
+            seen.setdefault(rule.match, number)
+            rules.append(rule)
+        if self.problems:
+            raise ConfigError(
+                f"{self.source}: {len(self.problems)} problem(s) in the routing file",
+                self.problems,
+            )
+        used = {rule.rotator for rule in rules}
+        return RoutingTable(rules, {n: r for n, r in available.items() if n in used})
+
+    def _raw_rules(self, document: dict[str, Any]) -> list[dict[str, Any]]:
+        for key in sorted(set(document) - {"rules"}):
+            self.problems.append(
+                f"{self.source}: unknown top-level key {key!r}; only [[rules]] tables belong here"
+            )
+        raw = document.get("rules")
+        if raw is None:
+            self.problems.append(f"{self.source}: no [[rules]]; add at least one rule")
+            return []
+        if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+            self.problems.append(f"{self.source}: 'rules' must be an array of tables ([[rules]])")
+            return []
+        return raw
+
+    def _rotators(self, raw_rules: list[dict[str, Any]]) -> Mapping[str, Rotator]:
+        if self.given is not None:
+            return self.given
+        names = {r["rotator"] for r in raw_rules if isinstance(r.get("rotator"), str)}
+        result = plugins.try_load(names)
+        self.load_problems = result.problems
+        return result.rotators
+
+    def _rule(
+        self, number: int, raw: dict[str, Any], available: Mapping[str, Rotator]
+    ) -> Rule | None:
+        before = len(self.problems)
+        for key in sorted(set(raw) - RULE_KEYS):
+            self._problem(
+                number, key, "unknown key; a rule has match, rotator, grace_period, options"
+            )
+        match = self._match(number, raw.get("match"))
+        rotator = self._rotator(number, raw.get("rotator"), available)
+        grace = self._grace(number, raw.get("grace_period"))
+        options = self._options(number, raw.get("options", {}), rotator)
+        if len(self.problems) > before or match is None or rotator is None or options is None:
+            return None
+        return Rule(match=match, rotator=rotator.name, grace_period=grace, options=options)
+
+    def _match(self, number: int, value: Any) -> str | None:
+        if not isinstance(value, str):
+            self._problem(number, "match", 'missing or not a string; e.g. match = "apps/*/db"')
+            return None
+        error = check_glob(value)
+        if error:
+            self._problem(number, "match", f"{value!r} {error}")
+            return None
+        return value
+
+    def _rotator(self, number: int, value: Any, available: Mapping[str, Rotator]) -> Rotator | None:
+        if not isinstance(value, str):
+            self._problem(number, "rotator", "missing or not a string; name an installed rotator")
+            return None
+        if value in available:
+            return available[value]
+        if value in self.load_problems:
+            detail = "; ".join(self.load_problems[value])
+        else:
+            known = ", ".join(sorted(available)) or "none"
+            detail = f"no such rotator is installed (available: {known})"
+        self._problem(number, "rotator", f"{value!r}: {detail}")
+        return None
+
+    def _grace(self, number: int, value: Any) -> timedelta | None:
+        if value is None:
+            return None
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self._problem(number, "grace_period", str(exc))
+            return None
+
+    def _options(self, number: int, value: Any, rotator: Rotator | None) -> BaseModel | None:
+        if not isinstance(value, dict):
+            self._problem(number, "options", "must be a table ([rules.options])")
+            return None
+        if rotator is None:
+            return None
+        try:
+            return rotator.Options.model_validate(value)
+        except ValidationError as exc:
+            for error in exc.errors(include_input=False, include_url=False):
+                where = ".".join(str(part) for part in error.get("loc", ()))
+                name = f"options.{where}" if where else "options"
+                message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+                self._problem(number, name, f"{message} (rotator {rotator.name!r})")
+            return None
+
+    def _problem(self, number: int, field_name: str, text: str) -> None:
+        self.problems.append(f"{self.source}: rule {number}: {field_name}: {text}")

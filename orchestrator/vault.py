@@ -1,19 +1,77 @@
 """The ScaiVault API client used by the worker and the CLI (sync, one pooled ``httpx.Client``).
 
-INTERFACE SKETCH — the foundation issue's client work fills in the bodies; signatures are what
-the engine, receiver and CLI code against.
+Every request goes through :meth:`VaultClient._send`, which retries transient failures
+(``rate_limited``, ``service_unavailable``, 5xx, timeouts, connection errors) with exponential
+backoff and full jitter, honours ``Retry-After`` (capped) and gives up at an overall deadline.
+Status codes and error codes become exceptions in :func:`raise_for_error` alone; httpx's own
+exceptions are translated in :func:`_transport_error` alone. A request that may have changed
+state (PUT, POST) is never re-sent once it may have reached ScaiVault: a lost response raises
+:class:`~orchestrator.errors.WriteOutcomeUnknown` so the caller reads back and decides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
+from orchestrator import __version__
+from orchestrator.errors import (
+    AccessDenied,
+    AuthenticationRequired,
+    InvalidPath,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    TokenExpired,
+    UnexpectedResponse,
+    VaultError,
+    VaultTransientError,
+    VersionConflict,
+    WriteOutcomeUnknown,
+)
+from orchestrator.log import get_logger
 from orchestrator.settings import Settings
 from rotators.contract import SecretVersion
+from rotators.secret import SecretData
+
+USER_AGENT = f"scaivault-rotator/{__version__}"
+#: Longest ``Retry-After`` we wait, in seconds, whatever the server asks.
+RETRY_AFTER_CAP = 30.0
+#: Full-jitter backoff: attempt n sleeps uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**(n-1))).
+BACKOFF_BASE = 0.25
+BACKOFF_CAP = 8.0
+
+_CODE_ERRORS: dict[str, type[VaultError]] = {
+    "rate_limited": RateLimited,
+    "service_unavailable": ServiceUnavailable,
+    "authentication_required": AuthenticationRequired,
+    "token_expired": TokenExpired,
+    "access_denied": AccessDenied,
+    "not_found": NotFound,
+    "invalid_request": InvalidRequest,
+    "version_conflict": VersionConflict,
+}
+_STATUS_CODES = {
+    401: "authentication_required",
+    403: "access_denied",
+    404: "not_found",
+    409: "version_conflict",
+    429: "rate_limited",
+}
+# Raised before the request reached the server: re-sending even a write is safe.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,24 +83,230 @@ class VersionInfo:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Call:
+    """What a request is for, so an error can name the path and the permission it needed."""
+
+    method: str
+    path: str
+    permission: str
+
+    @property
+    def resend_safe(self) -> bool:
+        """GETs may be re-sent after a lost response; writes and triggers may not."""
+        return self.method == "GET"
+
+
 def quote_path(path: str) -> str:
     """Validate and URL-quote a secret path; refuse empty segments, ``..`` and a leading ``/``."""
-    raise NotImplementedError
+    if not isinstance(path, str) or not path:
+        raise InvalidPath("secret path is empty: give one such as integrations/salesforce/oauth")
+    if path.startswith("/"):
+        raise InvalidPath(f"secret path {path!r} starts with '/': drop the leading slash")
+    segments = path.split("/")
+    for segment in segments:
+        if segment in {"", ".", ".."}:
+            raise InvalidPath(
+                f"secret path {path!r} has an empty, '.' or '..' segment; "
+                "write it as plain names separated by single slashes"
+            )
+    return "/".join(quote(segment, safe="") for segment in segments)
+
+
+def _error_fields(response: httpx.Response) -> tuple[str | None, str]:
+    """The spec's ``{"error": {"code", "message"}}``, tolerating bodies that are not JSON."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return None, ""
+    if not isinstance(error, Mapping):
+        return None, ""
+    code, message = error.get("code"), error.get("message")
+    return (code if isinstance(code, str) else None), (message if isinstance(message, str) else "")
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date), capped at RETRY_AFTER_CAP."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
+def _hint(code: str, call: Call, response: httpx.Response) -> str:
+    where = f"{call.method} {call.path!r}"
+    hints = {
+        "rate_limited": f"ScaiVault is rate limiting {where}; retry later",
+        "service_unavailable": f"ScaiVault is unavailable for {where} "
+        f"(HTTP {response.status_code}); retry later",
+        "authentication_required": f"ScaiVault did not accept the token for {where}: set "
+        f"SCAIVAULT_TOKEN or SCAIVAULT_TOKEN_FILE to a valid token with '{call.permission}' "
+        f"permission on {call.path!r}",
+        "token_expired": "the ScaiVault token expired, also after re-reading it; put a fresh "
+        "token in SCAIVAULT_TOKEN_FILE (re-read automatically) or SCAIVAULT_TOKEN and restart",
+        "access_denied": f"ScaiVault denied {where}: the token's identity lacks "
+        f"'{call.permission}' permission on {call.path!r}; bind it to a policy granting it",
+        "not_found": f"ScaiVault has no secret (or version) at {call.path!r}",
+        "version_conflict": f"{where} lost a race: the secret changed since it was read "
+        "(options.cas no longer matches); read it again",
+    }
+    return hints.get(code, f"ScaiVault rejected {where} (HTTP {response.status_code})")
+
+
+def raise_for_error(response: httpx.Response, call: Call) -> None:
+    """Raise the exception for an error response; do nothing for a 2xx.
+
+    The error code decides; without a known code the status does (5xx is transient, other
+    unknown 4xx are :class:`InvalidRequest`). ScaiVault's own message is quoted only for reads:
+    an answer to a write might echo the data we sent.
+    """
+    if response.is_success:
+        return
+    status = response.status_code
+    code, server_message = _error_fields(response)
+    if code not in _CODE_ERRORS:
+        fallback = "service_unavailable" if status >= 500 else _STATUS_CODES.get(status)
+        code = code or fallback or "invalid_request"
+        kind = _CODE_ERRORS.get(fallback or "invalid_request", InvalidRequest)
+    else:
+        kind = _CODE_ERRORS[code]
+    message = f"{_hint(code, call, response)} ({code})"
+    if server_message and call.resend_safe:
+        message += f": {server_message[:200]}"
+    raise kind(message, code=code, status=status, path=call.path, retry_after=retry_after(response))
+
+
+def _transport_error(exc: httpx.HTTPError, call: Call) -> VaultError:
+    """Translate an httpx exception (its text never holds a body) into our tree."""
+    name = type(exc).__name__
+    if not call.resend_safe and not isinstance(exc, _NOT_SENT):
+        return WriteOutcomeUnknown(
+            f"the response to {call.method} {call.path!r} was lost ({name}); it may or may not "
+            "have been applied: read the secret back and check whether the new version is yours",
+            code="outcome_unknown",
+            path=call.path,
+        )
+    if isinstance(exc, httpx.TransportError):
+        return ServiceUnavailable(
+            f"cannot reach ScaiVault for {call.method} {call.path!r} ({name}); check "
+            "SCAIVAULT_URL and the network, retrying",
+            code="service_unavailable",
+            path=call.path,
+        )
+    return InvalidRequest(
+        f"could not send {call.method} {call.path!r} to ScaiVault ({name}); check SCAIVAULT_URL",
+        code="invalid_request",
+        path=call.path,
+    )
+
+
+class TokenAuth(httpx.Auth):
+    """Bearer auth that re-reads the token once when ScaiVault says it expired or is unknown."""
+
+    requires_response_body = True
+
+    def __init__(self, read_token: Callable[[], str]) -> None:
+        self._read_token = read_token
+        self._token: str | None = None
+        self._lock = threading.Lock()
+
+    def _current(self, refresh: bool = False) -> str:
+        with self._lock:
+            if self._token is None or refresh:
+                self._token = self._read_token()
+            return self._token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self._current()
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if _error_fields(response)[0] not in {"token_expired", "authentication_required"}:
+            return
+        fresh = self._current(refresh=True)
+        if fresh != token:  # the same token would only be refused again
+            request.headers["Authorization"] = f"Bearer {fresh}"
+            yield request
 
 
 class VaultClient:
-    """ScaiVault API client. Errors are the tree in :mod:`orchestrator.errors`."""
+    """ScaiVault API client. Errors are the tree in :mod:`orchestrator.errors`.
 
-    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
-        raise NotImplementedError
+    ``sleep``, ``clock`` and ``rng`` replace ``time.sleep``, ``time.monotonic`` and the jitter
+    source, for tests.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._deadline = settings.scaivault_retry_deadline
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()  # jitter only, not cryptography
+        timeout = httpx.Timeout(
+            connect=settings.scaivault_connect_timeout,
+            read=settings.scaivault_read_timeout,
+            write=settings.scaivault_read_timeout,
+            pool=settings.scaivault_connect_timeout,
+        )
+        self._http = httpx.Client(
+            base_url=settings.require_vault(),
+            auth=TokenAuth(settings.read_token),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> VaultClient:
+        """A client configured from the environment (or ``settings``)."""
+        return cls(settings or Settings.load())
 
     def read(self, path: str, version: int | None = None) -> SecretVersion:
         """``GET /v1/secrets/{path}`` (``?version=N``)."""
-        raise NotImplementedError
+        params = {"version": str(version)} if version is not None else None
+        call = Call("GET", path, "read")
+        body = self._json(call, f"/v1/secrets/{quote_path(path)}", params=params)
+        data = body.get("data")
+        if not isinstance(data, Mapping) or not isinstance(body.get("version"), int):
+            raise self._unexpected(call, "a secret with integer 'version' and object 'data'")
+        return SecretVersion(
+            path=str(body.get("path") or path),
+            version=body["version"],
+            data=SecretData(data),
+            secret_type=str(body.get("secret_type") or "json"),
+            metadata=dict(body.get("metadata") or {}),
+            created_at=body.get("created_at"),
+        )
 
     def versions(self, path: str) -> list[VersionInfo]:
         """``GET /v1/secrets/{path}/versions``, oldest first."""
-        raise NotImplementedError
+        call = Call("GET", path, "read")
+        body = self._json(call, f"/v1/secrets/{quote_path(path)}/versions")
+        entries = body.get("versions")
+        if not isinstance(entries, list):
+            raise self._unexpected(call, "a 'versions' list")
+        try:
+            infos = [
+                VersionInfo(int(e["version"]), e.get("created_at"), dict(e.get("metadata") or {}))
+                for e in entries
+            ]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise self._unexpected(call, "version entries with an integer 'version'") from None
+        return sorted(infos, key=lambda info: info.version)
 
     def write(
         self,
@@ -54,16 +318,127 @@ class VaultClient:
         metadata: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> int:
-        """``PUT /v1/secrets/{path}`` with ``options.cas``; return the new version number."""
-        raise NotImplementedError
+        """``PUT /v1/secrets/{path}`` with ``options.cas``; return the new version number.
+
+        A lost response raises :class:`WriteOutcomeUnknown` instead of re-sending.
+        """
+        merged = dict(options or {})
+        if cas is not None:
+            merged["cas"] = cas
+        payload: dict[str, Any] = {"data": dict(data), "secret_type": secret_type}
+        if metadata is not None:
+            payload["metadata"] = dict(metadata)
+        if merged:
+            payload["options"] = merged
+        call = Call("PUT", path, "write")
+        response = self._send(call, f"/v1/secrets/{quote_path(path)}", json=payload)
+        try:
+            version = response.json()["version"]
+        except (ValueError, KeyError, TypeError):
+            version = None
+        if not isinstance(version, int):
+            raise WriteOutcomeUnknown(
+                f"ScaiVault accepted PUT {path!r} but its answer has no integer 'version'; "
+                "read the secret back to see which version is yours",
+                code="outcome_unknown",
+                status=response.status_code,
+                path=path,
+            )
+        return version
 
     def rotate(self, path: str) -> dict[str, Any]:
         """``POST /v1/secrets/{path}/rotate``: ask ScaiVault to fire rotation now."""
-        raise NotImplementedError
+        call = Call("POST", path, "rotate")
+        response = self._send(call, f"/v1/secrets/{quote_path(path)}/rotate")
+        if not response.content:
+            return {}
+        return self._decode(call, response)
 
     def list(self, prefix: str) -> list[str]:
         """``GET /v1/secrets?prefix=...``: every secret path under ``prefix``."""
-        raise NotImplementedError
+        call = Call("GET", prefix, "list")
+        body = self._json(call, "/v1/secrets", params={"prefix": prefix})
+        entries = body.get("secrets")
+        if not isinstance(entries, list):
+            raise self._unexpected(call, "a 'secrets' list")
+        paths = [e.get("path") if isinstance(e, Mapping) else e for e in entries]
+        if not all(isinstance(p, str) for p in paths):
+            raise self._unexpected(call, "'secrets' entries that are paths")
+        return [str(p) for p in paths]
 
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> VaultClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- plumbing ---
+
+    def _json(self, call: Call, url: str, **kwargs: Any) -> dict[str, Any]:
+        return self._decode(call, self._send(call, url, **kwargs))
+
+    def _decode(self, call: Call, response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise self._unexpected(call, "a JSON object")
+        return body
+
+    @staticmethod
+    def _unexpected(call: Call, expected: str) -> UnexpectedResponse:
+        return UnexpectedResponse(
+            f"ScaiVault's answer to {call.method} {call.path!r} is not {expected}; check that "
+            "SCAIVAULT_URL points at ScaiVault itself",
+            code="unexpected_response",
+            path=call.path,
+        )
+
+    def _send(self, call: Call, url: str, **kwargs: Any) -> httpx.Response:
+        """Send once, then retry transient failures until the deadline."""
+        give_up_at = self._clock() + self._deadline
+        attempt = 1
+        while True:
+            try:
+                return self._attempt(call, url, **kwargs)
+            except VaultTransientError as exc:
+                delay = self._delay(exc, attempt)
+                if self._clock() + delay > give_up_at:
+                    log.warning("vault_gave_up", **self._fields(call, exc, attempt))
+                    raise
+                log.info("vault_retry", delay=round(delay, 3), **self._fields(call, exc, attempt))
+                self._sleep(delay)
+                attempt += 1
+
+    def _attempt(self, call: Call, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(call.method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, call) from exc
+        raise_for_error(response, call)
+        return response
+
+    def _delay(self, exc: VaultTransientError, attempt: int) -> float:
+        if exc.retry_after is not None:
+            return exc.retry_after
+        return self._rng.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
+
+    @staticmethod
+    def _fields(call: Call, exc: VaultError, attempt: int) -> dict[str, Any]:
+        return {
+            "method": call.method,
+            "path": call.path,
+            "code": exc.code,
+            "status": exc.status,
+            "attempt": attempt,
+        }

@@ -169,10 +169,9 @@ class _Validator:
             seen.setdefault(rule.match, number)
             rules.append(rule)
         if self.problems:
-            raise ConfigError(
-                f"{self.source}: {len(self.problems)} problem(s) in the routing file",
-                self.problems,
-            )
+            count = len(self.problems)
+            summary = f"{self.source}: {count} problem(s) in the routing file: "
+            raise ConfigError(summary + "; ".join(self.problems), self.problems)
         used = {rule.rotator for rule in rules}
         return RoutingTable(rules, {n: r for n, r in available.items() if n in used})
 

@@ -1,0 +1,197 @@
+"""The routing file: glob matching, first-match-wins, and every problem reported at once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import ConfigError
+from orchestrator.routing import RoutingTable, check_glob
+from rotators.random_password import RandomPasswordOptions, RandomPasswordRotator
+
+ROTATORS = {"random-password": RandomPasswordRotator()}
+
+GOOD = """
+[[rules]]
+match = "integrations/salesforce/*"
+rotator = "random-password"
+grace_period = "48h"
+[rules.options]
+length = 40
+field = "client_secret"
+
+[[rules]]
+match = "apps/**/db"
+rotator = "random-password"
+
+[[rules]]
+match = "**"
+rotator = "random-password"
+grace_period = "1h30m"
+"""
+
+
+def table(text: str = GOOD) -> RoutingTable:
+    return RoutingTable.parse(text, source="rotation.toml", rotators=ROTATORS)
+
+
+def test_rules_are_validated_into_typed_values() -> None:
+    rules = table().rules
+    assert len(rules) == 3
+    first = rules[0]
+    assert first.rotator == "random-password"
+    assert first.grace_period == timedelta(hours=48)
+    assert isinstance(first.options, RandomPasswordOptions)
+    assert first.options.length == 40 and first.options.field == "client_secret"
+    assert rules[1].grace_period is None
+    assert rules[1].options == RandomPasswordOptions()
+    assert rules[2].grace_period == timedelta(minutes=90)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("integrations/salesforce/oauth", "integrations/salesforce/*"),
+        ("integrations/salesforce/oauth/extra", "**"),
+        ("integrations/salesforce", "**"),
+        ("apps/db", "apps/**/db"),
+        ("apps/a/b/c/db", "apps/**/db"),
+        ("apps/a/b/c/dbx", "**"),
+    ],
+)
+def test_first_match_wins(path: str, expected: str) -> None:
+    rule = table().match(path)
+    assert rule is not None and rule.match == expected
+
+
+@pytest.mark.parametrize(
+    ("glob", "path", "matches"),
+    [
+        ("a/*", "a/b", True),
+        ("a/*", "a", False),
+        ("a/*", "a/b/c", False),
+        ("a/*/c", "a/b/c", True),
+        ("a/**", "a", True),
+        ("a/**", "a/b/c/d", True),
+        ("a/**/c", "a/c", True),
+        ("a/**/c", "a/x/y/c", True),
+        ("a/**/c", "a/x/y/d", False),
+        ("db-*/pw", "db-orders/pw", True),
+        ("db-*/pw", "cache-orders/pw", False),
+        ("exact/path", "exact/path", True),
+        ("exact/path", "exact/pathx", False),
+        ("a.b/c", "axb/c", False),
+    ],
+)
+def test_glob_semantics(glob: str, path: str, matches: bool) -> None:
+    text = f'[[rules]]\nmatch = "{glob}"\nrotator = "random-password"\n'
+    assert (table(text).match(path) is not None) is matches
+
+
+def test_no_rule_matches() -> None:
+    text = '[[rules]]\nmatch = "a/*"\nrotator = "random-password"\n'
+    assert table(text).match("b/c") is None
+
+
+def test_every_problem_is_reported_at_once_with_file_rule_and_field() -> None:
+    text = """
+colour = "blue"
+[[rules]]
+match = "a//b"
+rotator = "random-password"
+grace_period = "two days"
+typo_key = 1
+[rules.options]
+length = 4
+colour = "red"
+
+[[rules]]
+rotator = "no-such-rotator"
+
+[[rules]]
+match = "c/x**"
+rotator = 7
+
+[[rules]]
+match = "ok/*"
+rotator = "random-password"
+[rules.options]
+lowercase = false
+uppercase = false
+digits = false
+symbols = false
+
+[[rules]]
+match = "ok/*"
+rotator = "random-password"
+options = "nope"
+"""
+    with pytest.raises(ConfigError) as info:
+        table(text)
+    problems = info.value.problems
+    assert all(p.startswith("rotation.toml: ") for p in problems)
+    expected = [
+        "unknown top-level key 'colour'",
+        "rule 1: typo_key: unknown key",
+        "rule 1: match: 'a//b' has an empty segment",
+        "rule 1: grace_period: 'two days' is not a duration",
+        "rule 1: options.length: Input should be greater than or equal to 12",
+        "rule 1: options.colour: Extra inputs are not permitted",
+        "rule 2: match: missing or not a string",
+        "rule 2: rotator: 'no-such-rotator': no such rotator is installed",
+        "rule 3: match: 'c/x**' segment 'x**': ** must be a whole segment",
+        "rule 3: rotator: missing or not a string",
+        "rule 4: options: every character class is off",
+        "rule 5: options: must be a table",
+    ]
+    for fragment in expected:
+        assert any(fragment in p for p in problems), (fragment, problems)
+    assert len(problems) == len(expected)
+
+
+def test_repeated_match_is_a_problem() -> None:
+    text = '[[rules]]\nmatch = "a/*"\nrotator = "random-password"\n' * 2
+    with pytest.raises(ConfigError, match=r"rule 2: match: repeats rule 1"):
+        table(text)
+
+
+def test_missing_rules_and_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no \\[\\[rules\\]\\]"):
+        table("")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        table("[[rules]\n")
+    with pytest.raises(ConfigError, match="must be an array of tables"):
+        table("rules = 3\n")
+    with pytest.raises(ConfigError, match="cannot read the routing file"):
+        RoutingTable.load(tmp_path / "absent.toml", ROTATORS)
+
+
+def test_load_discovers_only_the_rotators_the_file_names(tmp_path: Path) -> None:
+    path = tmp_path / "rotation.toml"
+    path.write_text('[[rules]]\nmatch = "a/*"\nrotator = "random-password"\n')
+    loaded = RoutingTable.load(path)
+    rule = loaded.match("a/b")
+    assert rule is not None
+    assert isinstance(loaded.rotator_for(rule), RandomPasswordRotator)
+    assert set(loaded.rotators) == {"random-password"}
+
+
+def test_load_reports_an_uninstalled_rotator_with_the_installed_ones(tmp_path: Path) -> None:
+    path = tmp_path / "rotation.toml"
+    path.write_text('[[rules]]\nmatch = "a/*"\nrotator = "acme-token"\n')
+    with pytest.raises(ConfigError) as info:
+        RoutingTable.load(path)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}: rule 1: rotator: 'acme-token': no such rotator")
+    assert "random-password" in problem
+
+
+def test_prefixes_for_listing() -> None:
+    assert table().prefixes() == ["integrations/salesforce", "apps", ""]
+
+
+@pytest.mark.parametrize("glob", ["", "/a", "a/", "a b", "a/?", "a/[bc]", "a/../b", "a/b**"])
+def test_check_glob_refuses(glob: str) -> None:
+    assert check_glob(glob) is not None

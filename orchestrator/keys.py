@@ -55,3 +55,9 @@ LEASES = f"{PREFIX}leases"
 
 #: Sorted set: every rotation id by last update in ms, for ``status`` without a path.
 RUNS = f"{PREFIX}runs"
+
+#: Hash: rotations by outcome; field = JSON ``[rotator, outcome]``, value = count (metrics).
+METRIC_OUTCOMES = f"{PREFIX}metrics:outcomes"
+
+#: Hash: step-duration histogram; fields = JSON ``[rotator, step, "le"|"sum"|"count", bound]``.
+METRIC_STEPS = f"{PREFIX}metrics:steps"

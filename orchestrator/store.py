@@ -1,0 +1,571 @@
+"""The run store: one Redis hash per rotation (its state, never a secret value) and its rules.
+
+Every state change is an atomic check-and-set in a Lua script: it refuses a transition that
+:data:`TRANSITIONS` does not allow, one from a worker whose lease was taken over, and an active
+state on a path another rotation holds. The same scripts keep the side indexes in step: the
+path's active claim (one rotation per path), the lease index the sweeper re-drives from, and
+the ``status`` index of every run by last update.
+
+The only sensitive field is ``sealed``: the updater's minted value, Fernet-encrypted, kept from
+before ``apply`` until the new version is stored. :class:`RunRecord` only says whether it is set.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import redis
+
+from orchestrator import keys
+from orchestrator.errors import OrchestratorError
+
+#: States that hold their path: no other rotation may start on it (needs_attention too, so a
+#: half-done rotation is resolved by a human before another begins).
+ACTIVE_STATES: Final = (
+    "queued",
+    "minting",
+    "applying",
+    "verifying",
+    "storing",
+    "grace",
+    "finalizing",
+    "needs_attention",
+)
+#: States a rotation ends in; the path is free again.
+TERMINAL_STATES: Final = ("done", "failed", "cancelled", "rolled_back", "skipped")
+STATES: Final = ACTIVE_STATES + TERMINAL_STATES
+#: States a worker is driving: they carry a lease that the sweeper re-drives when it expires.
+LEASED_STATES: Final = ("queued", "minting", "applying", "verifying", "storing", "finalizing")
+
+_FROM_ATTENTION = frozenset(
+    {"queued", "minting", "applying", "verifying", "storing", "grace", "finalizing"}
+    | {"cancelled", "rolled_back", "failed", "done"}
+)
+#: Legal transitions: state -> states it may move to.
+TRANSITIONS: Final[Mapping[str, frozenset[str]]] = {
+    "queued": frozenset({"minting", "grace", "failed", "needs_attention", "cancelled", "skipped"}),
+    "minting": frozenset(
+        {"minting", "applying", "verifying", "storing", "grace"}
+        | {"failed", "needs_attention", "cancelled"}
+    ),
+    "applying": frozenset(
+        {"applying", "verifying", "minting", "grace", "failed", "needs_attention", "cancelled"}
+    ),
+    "verifying": frozenset(
+        {"verifying", "storing", "minting", "grace", "failed", "needs_attention", "cancelled"}
+    ),
+    "storing": frozenset({"storing", "grace", "minting", "failed", "needs_attention"}),
+    "grace": frozenset({"finalizing", "rolled_back", "needs_attention", "cancelled"}),
+    "finalizing": frozenset({"finalizing", "done", "grace", "needs_attention", "failed"}),
+    "needs_attention": _FROM_ATTENTION,
+    "failed": frozenset({"queued"}),
+    "done": frozenset(),
+    "cancelled": frozenset(),
+    "rolled_back": frozenset(),
+    "skipped": frozenset(),
+}
+
+
+class StoreError(OrchestratorError):
+    """The run store refused an operation; ``rotation_id`` names the run."""
+
+    def __init__(self, message: str, *, rotation_id: str) -> None:
+        super().__init__(message)
+        self.rotation_id = rotation_id
+
+
+class RunNotFound(StoreError):
+    """No run record with that rotation id."""
+
+
+class IllegalTransition(StoreError):
+    """The run is in ``state``, from which the requested state may not be reached."""
+
+    def __init__(self, message: str, *, rotation_id: str, state: str) -> None:
+        super().__init__(message, rotation_id=rotation_id)
+        self.state = state
+
+
+class LeaseLost(StoreError):
+    """Another worker holds this run's lease now; the caller must stop driving it."""
+
+
+class PathBusy(StoreError):
+    """Another rotation holds the path; ``holder`` is its rotation id."""
+
+    def __init__(self, message: str, *, rotation_id: str, holder: str) -> None:
+        super().__init__(message, rotation_id=rotation_id)
+        self.holder = holder
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the run store knows about one rotation. Holds no secret value.
+
+    ``grace_period`` is duration text (``48h``); ``finalize_after``, ``created_at``,
+    ``updated_at`` and ``lease_until`` are ISO 8601 UTC times; ``sealed`` says whether an
+    updater's encrypted new value is held (the blob itself never leaves the store's API).
+    """
+
+    rotation_id: str
+    path: str
+    state: str
+    step: str | None = None
+    trigger: str = "schedule"
+    rotator: str | None = None
+    event_id: str | None = None
+    actor: str | None = None
+    reason: str | None = None
+    from_version: int | None = None
+    new_version: int | None = None
+    grace_period: str | None = None
+    finalize_after: str | None = None
+    attempts: int = 0
+    mint_attempts: int = 0
+    last_error: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    lease_until: str | None = None
+    lease_owner: str | None = None
+    sealed: bool = False
+
+    @property
+    def is_active(self) -> bool:
+        """True while the rotation holds its path."""
+        return self.state in ACTIVE_STATES
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the rotation has ended."""
+        return self.state in TERMINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``status --json`` prints)."""
+        return asdict(self)
+
+
+_INT_FIELDS = frozenset({"from_version", "new_version", "attempts", "mint_attempts"})
+_RECORD_FIELDS = frozenset(f.name for f in fields(RunRecord))
+#: Hash fields the store manages itself; callers may not set them through ``**changes``.
+_RESERVED = frozenset({"state", "sealed", "lease_until", "lease_owner", "rotation_id", "path"})
+
+
+def _decode(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+
+def _record(raw: Mapping[str, str]) -> RunRecord:
+    values: dict[str, Any] = {}
+    for name in _RECORD_FIELDS - {"sealed", "lease_until"}:
+        if name in raw and raw[name] != "":
+            values[name] = int(raw[name]) if name in _INT_FIELDS else raw[name]
+    lease_ms = raw.get("lease_until_ms")
+    if lease_ms:
+        values["lease_until"] = datetime.fromtimestamp(int(lease_ms) / 1000, UTC).isoformat(
+            timespec="milliseconds"
+        )
+    values["sealed"] = bool(raw.get("sealed"))
+    return RunRecord(**values)
+
+
+def _flatten(changes: Mapping[str, Any]) -> list[str]:
+    """``[field, value, ...]`` for the scripts; ``None`` becomes ``""`` (the script deletes it)."""
+    out: list[str] = []
+    for name, value in changes.items():
+        if name == "sealed" and value is None:  # the one way to drop the sealed value
+            out += [name, ""]
+            continue
+        if name not in _RECORD_FIELDS or name in _RESERVED:
+            raise ValueError(f"not a settable run field: {name!r}")
+        out += [name, "" if value is None else str(value)]
+    return out
+
+
+# Shared Lua prelude: Redis TIME in ms, and "set these fields, deleting empty ones".
+_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function apply_fields(key, from)
+  for i = from, #ARGV, 2 do
+    if ARGV[i + 1] == '' then redis.call('HDEL', key, ARGV[i])
+    else redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+  end
+end
+local function holder_ok(path_key, rid, terminal)
+  local holder = redis.call('GET', path_key)
+  if (not holder) or holder == rid then return true, nil end
+  local hstate = redis.call('HGET', KEYS[5] .. holder, 'state')
+  if (not hstate) or terminal[hstate] then return true, nil end
+  return false, holder
+end
+"""
+
+# KEYS: run, active(path), last(path), runs-index, run-key-prefix
+# ARGV: rotation_id, terminal-states csv, field, value, ...
+_CREATE = (
+    _PRELUDE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'exists', redis.call('HGET', KEYS[1], 'state')}
+end
+local terminal = {}
+for s in string.gmatch(ARGV[2], '[^,]+') do terminal[s] = true end
+local state = nil
+for i = 3, #ARGV, 2 do if ARGV[i] == 'state' then state = ARGV[i + 1] end end
+if not terminal[state] then
+  local ok, holder = holder_ok(KEYS[2], ARGV[1], terminal)
+  if not ok then return {'busy', holder} end
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+apply_fields(KEYS[1], 3)
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+return {'ok', state}
+"""
+)
+
+# KEYS: run, active(path), leases, runs-index, run-key-prefix
+# ARGV: rotation_id, to_state, allowed-from csv, owner ('' = any), terminal csv, leased csv,
+#       require-no-seal ('1'/''), field, value, ...
+_TRANSITION = (
+    _PRELUDE
+    + """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {'missing', ''} end
+local allowed = {}
+for s in string.gmatch(ARGV[3], '[^,]+') do allowed[s] = true end
+if not allowed[cur] then return {'illegal', cur} end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[4] then
+  return {'lease', cur}
+end
+if ARGV[7] == '1' and redis.call('HEXISTS', KEYS[1], 'sealed') == 1 then return {'sealed', cur} end
+local terminal = {}
+for s in string.gmatch(ARGV[5], '[^,]+') do terminal[s] = true end
+local leased = {}
+for s in string.gmatch(ARGV[6], '[^,]+') do leased[s] = true end
+local to = ARGV[2]
+if terminal[to] then
+  if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+elseif terminal[cur] then
+  local ok, holder = holder_ok(KEYS[2], ARGV[1], terminal)
+  if not ok then return {'busy', holder} end
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'state', to)
+apply_fields(KEYS[1], 8)
+if leased[to] then
+  local lu = redis.call('HGET', KEYS[1], 'lease_until_ms')
+  redis.call('ZADD', KEYS[3], lu or now, ARGV[1])
+else
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms')
+end
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+return {'ok', cur}
+"""
+)
+
+# KEYS: run, leases
+# ARGV: rotation_id, owner, lease_ms, leased csv, mode ('acquire' | 'renew' | 'release')
+_LEASE = (
+    _PRELUDE
+    + """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {'missing', ''} end
+local leased = {}
+for s in string.gmatch(ARGV[4], '[^,]+') do leased[s] = true end
+if not leased[cur] then return {'state', cur} end
+local owner = redis.call('HGET', KEYS[1], 'lease_owner')
+local lu = tonumber(redis.call('HGET', KEYS[1], 'lease_until_ms') or '0')
+local mode = ARGV[5]
+if owner and owner ~= '' and owner ~= ARGV[2] then
+  if mode ~= 'acquire' or lu > now then return {'held', owner} end
+end
+if mode ~= 'acquire' and owner ~= ARGV[2] then return {'held', owner or ''} end
+local until_ms = now + tonumber(ARGV[3])
+if mode == 'release' then redis.call('HDEL', KEYS[1], 'lease_owner')
+else redis.call('HSET', KEYS[1], 'lease_owner', ARGV[2]) end
+redis.call('HSET', KEYS[1], 'lease_until_ms', until_ms)
+if mode == 'acquire' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+redis.call('ZADD', KEYS[2], until_ms, ARGV[1])
+return {'ok', tostring(until_ms)}
+"""
+)
+
+# KEYS: leases   ARGV: lease_ms, limit
+# Claim expired leases for re-driving: bump each score so the next sweep does not re-drive it
+# again before the re-driven task has had a lease's time to run.
+_CLAIM_EXPIRED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), id) end
+return ids
+"""
+
+# KEYS: run   ARGV: owner, blob    -- seal only while the caller holds the lease
+_SEAL = """
+if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'sealed', ARGV[2])
+return 1
+"""
+
+
+def _csv(states: Iterable[str]) -> str:
+    return ",".join(states)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RunStore:
+    """Run records in Redis. Every write is atomic and checked; reads never return secrets."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._create = client.register_script(_CREATE)
+        self._transition = client.register_script(_TRANSITION)
+        self._lease = client.register_script(_LEASE)
+        self._claim_expired = client.register_script(_CLAIM_EXPIRED)
+        self._seal = client.register_script(_SEAL)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def get(self, rotation_id: str) -> RunRecord | None:
+        """The run record of ``rotation_id``, or ``None``."""
+        raw = _decode(self.client.hgetall(keys.run(rotation_id)))
+        return _record(raw) if raw else None
+
+    def require(self, rotation_id: str) -> RunRecord:
+        """Like :meth:`get`, but raise :class:`RunNotFound` when there is no such run."""
+        record = self.get(rotation_id)
+        if record is None:
+            raise RunNotFound(f"no rotation {rotation_id!r}", rotation_id=rotation_id)
+        return record
+
+    def active(self, path: str) -> RunRecord | None:
+        """The rotation holding ``path`` (an active state), or ``None``."""
+        rotation_id = self.client.get(keys.active(path))
+        record = self.get(_s(rotation_id)) if rotation_id else None
+        return record if record is not None and record.is_active else None
+
+    def last(self, path: str) -> RunRecord | None:
+        """The most recent rotation on ``path``, whatever its state."""
+        rotation_id = self.client.get(keys.last(path))
+        return self.get(_s(rotation_id)) if rotation_id else None
+
+    def list(self, states: Iterable[str] | None = None, limit: int = 50) -> list[RunRecord]:
+        """Up to ``limit`` runs, most recently updated first, optionally only in ``states``."""
+        wanted = set(states) if states is not None else None
+        out: list[RunRecord] = []
+        start, page = 0, max(limit, 100)
+        while len(out) < limit:
+            ids = self.client.zrevrange(keys.RUNS, start, start + page - 1)
+            if not ids:
+                break
+            for rotation_id in ids:
+                record = self.get(_s(rotation_id))
+                if record is not None and (wanted is None or record.state in wanted):
+                    out.append(record)
+                    if len(out) == limit:
+                        break
+            start += page
+        return out
+
+    def sealed(self, rotation_id: str) -> str | None:
+        """The sealed (encrypted) new value of an updater's rotation, if one is held."""
+        blob = self.client.hget(keys.run(rotation_id), "sealed")
+        return _s(blob) if blob else None
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def create(self, record: RunRecord) -> RunRecord:
+        """Store a new run. An active one also claims its path.
+
+        Raises :class:`PathBusy` if another active rotation holds the path, and
+        :class:`IllegalTransition` (with the existing state) if the id already exists.
+        """
+        now = now_iso()
+        values = {k: v for k, v in record.to_dict().items() if k not in _RESERVED}
+        values.update(created_at=record.created_at or now, updated_at=now)
+        argv = [record.rotation_id, _csv(TERMINAL_STATES)]
+        argv += ["state", record.state, "rotation_id", record.rotation_id, "path", record.path]
+        argv += _flatten(values)
+        status, detail = self._run(
+            self._create,
+            [
+                keys.run(record.rotation_id),
+                keys.active(record.path),
+                keys.last(record.path),
+                keys.RUNS,
+                keys.run(""),
+            ],
+            argv,
+        )
+        if status == "exists":
+            raise IllegalTransition(
+                f"rotation {record.rotation_id} already exists (state {detail})",
+                rotation_id=record.rotation_id,
+                state=detail,
+            )
+        if status == "busy":
+            raise PathBusy(
+                f"path {record.path!r} is held by rotation {detail}",
+                rotation_id=record.rotation_id,
+                holder=detail,
+            )
+        return self.require(record.rotation_id)
+
+    def transition(
+        self,
+        rotation_id: str,
+        to: str,
+        *,
+        expect: Iterable[str] | None = None,
+        owner: str | None = None,
+        refuse_if_sealed: bool = False,
+        **changes: Any,
+    ) -> RunRecord:
+        """Move the run to state ``to`` and set ``changes`` (``None`` deletes a field), atomically.
+
+        Allowed only from states that :data:`TRANSITIONS` lets reach ``to`` (narrowed further by
+        ``expect``), and, when ``owner`` is given, only while that owner holds the lease.
+        ``refuse_if_sealed`` refuses while an updater's sealed value is held (it may be applied).
+        Leaving the leased states drops the lease; a terminal state frees the path; leaving a
+        terminal state (``retry``) claims the path again. ``sealed=None`` drops the sealed value.
+        """
+        if to not in TRANSITIONS:
+            raise ValueError(f"unknown state {to!r}")
+        allowed = {s for s, targets in TRANSITIONS.items() if to in targets}
+        if expect is not None:
+            allowed &= set(expect)
+        return self._apply(rotation_id, to, allowed, owner, refuse_if_sealed, changes)
+
+    def update(self, rotation_id: str, *, owner: str | None = None, **changes: Any) -> RunRecord:
+        """Set fields without changing the state (still lease-checked when ``owner`` is given)."""
+        record = self.require(rotation_id)
+        return self._apply(rotation_id, record.state, {record.state}, owner, False, changes)
+
+    def _apply(
+        self,
+        rotation_id: str,
+        to: str,
+        allowed: set[str],
+        owner: str | None,
+        refuse_if_sealed: bool,
+        changes: dict[str, Any],
+    ) -> RunRecord:
+        record = self.require(rotation_id)
+        changes.setdefault("updated_at", now_iso())
+        argv = [
+            rotation_id,
+            to,
+            _csv(sorted(allowed)),
+            owner or "",
+            _csv(TERMINAL_STATES),
+            _csv(LEASED_STATES),
+            "1" if refuse_if_sealed else "",
+            *_flatten(changes),
+        ]
+        status, detail = self._run(
+            self._transition,
+            [keys.run(rotation_id), keys.active(record.path), keys.LEASES, keys.RUNS, keys.run("")],
+            argv,
+        )
+        if status == "missing":
+            raise RunNotFound(f"no rotation {rotation_id!r}", rotation_id=rotation_id)
+        if status == "illegal":
+            raise IllegalTransition(
+                f"rotation {rotation_id} is {detail}; it cannot become {to}",
+                rotation_id=rotation_id,
+                state=detail,
+            )
+        if status == "lease":
+            raise LeaseLost(
+                f"rotation {rotation_id}: another worker holds the lease", rotation_id=rotation_id
+            )
+        if status == "sealed":
+            raise IllegalTransition(
+                f"rotation {rotation_id} is {detail} and its new value may already be applied at "
+                f"the target; retry it instead of moving it to {to}",
+                rotation_id=rotation_id,
+                state=detail,
+            )
+        if status == "busy":
+            raise PathBusy(
+                f"path {record.path!r} is held by rotation {detail}",
+                rotation_id=rotation_id,
+                holder=detail,
+            )
+        return self.require(rotation_id)
+
+    def acquire_lease(self, rotation_id: str, owner: str, seconds: float) -> bool:
+        """Take the run's lease for ``owner`` if it is free, expired or already ``owner``'s.
+
+        Counts one attempt (the app-level poison-loop cap). False if another owner holds an
+        unexpired lease or the run is not in a leased state.
+        """
+        status, _ = self._lease_call(rotation_id, owner, seconds, "acquire")
+        return status == "ok"
+
+    def renew_lease(self, rotation_id: str, owner: str, seconds: float) -> None:
+        """Extend ``owner``'s lease; raise :class:`LeaseLost` if it is no longer ``owner``'s."""
+        status, detail = self._lease_call(rotation_id, owner, seconds, "renew")
+        if status != "ok":
+            raise LeaseLost(
+                f"rotation {rotation_id}: lease lost ({status} {detail})", rotation_id=rotation_id
+            )
+
+    def release_lease(self, rotation_id: str, owner: str, hold_seconds: float) -> None:
+        """Give the lease up but keep the run off the re-drive list for ``hold_seconds``.
+
+        Used before a Celery retry with a countdown: the retried task takes the lease again.
+        """
+        self._lease_call(rotation_id, owner, hold_seconds, "release")
+
+    def claim_expired(self, lease_seconds: float, limit: int = 100) -> builtins.list[str]:
+        """Rotation ids whose lease expired (their worker died); each is held off for a lease."""
+        ids = self._claim_expired(keys=[keys.LEASES], args=[int(lease_seconds * 1000), limit])
+        return [_s(i) for i in ids]
+
+    def seal(self, rotation_id: str, owner: str, blob: str) -> None:
+        """Keep the sealed new value in the run; only while ``owner`` holds the lease."""
+        if not self._seal(keys=[keys.run(rotation_id)], args=[owner, blob]):
+            raise LeaseLost(
+                f"rotation {rotation_id}: lease lost before sealing", rotation_id=rotation_id
+            )
+
+    def forget_expired_lease(self, rotation_id: str) -> None:
+        """Drop ``rotation_id`` from the lease index (it is no longer in a leased state)."""
+        self.client.zrem(keys.LEASES, rotation_id)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _lease_call(
+        self, rotation_id: str, owner: str, seconds: float, mode: str
+    ) -> tuple[str, str]:
+        return self._run(
+            self._lease,
+            [keys.run(rotation_id), keys.LEASES],
+            [rotation_id, owner, int(seconds * 1000), _csv(LEASED_STATES), mode],
+        )
+
+    @staticmethod
+    def _run(
+        script: Any, key_list: builtins.list[str], argv: builtins.list[Any]
+    ) -> tuple[str, str]:
+        status, detail = script(keys=key_list, args=argv)
+        return _s(status), _s(detail) if detail is not None else ""

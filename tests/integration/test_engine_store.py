@@ -1,0 +1,176 @@
+"""The run store against a real Redis: the Lua check-and-set scripts, leases and path claims."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from orchestrator import keys
+from orchestrator.store import (
+    ACTIVE_STATES,
+    IllegalTransition,
+    LeaseLost,
+    PathBusy,
+    RunNotFound,
+    RunRecord,
+    RunStore,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> RunStore:
+    return RunStore(redis_client)
+
+
+def _new(store: RunStore, rid: str = "r1", path: str = "a/b", state: str = "queued") -> RunRecord:
+    return store.create(
+        RunRecord(
+            rotation_id=rid, path=path, state=state, rotator="random-password", from_version=3
+        )
+    )
+
+
+def test_create_claims_path_and_reads_back(store: RunStore) -> None:
+    record = _new(store)
+    assert record.state == "queued" and record.from_version == 3 and record.attempts == 0
+    assert record.created_at and record.updated_at and not record.sealed
+    assert store.active("a/b") == record
+    assert store.last("a/b") == record
+    assert store.get("nope") is None
+    with pytest.raises(RunNotFound):
+        store.require("nope")
+
+
+def test_second_active_rotation_on_a_path_is_refused(store: RunStore) -> None:
+    _new(store, "r1")
+    with pytest.raises(PathBusy) as info:
+        _new(store, "r2")
+    assert info.value.holder == "r1"
+    skipped = _new(store, "r2", state="skipped")  # terminal records do not claim
+    assert skipped.state == "skipped"
+    assert store.active("a/b").rotation_id == "r1"  # type: ignore[union-attr]
+    assert store.last("a/b").rotation_id == "r2"  # type: ignore[union-attr]
+
+
+def test_duplicate_create_is_refused_with_the_existing_state(store: RunStore) -> None:
+    _new(store)
+    with pytest.raises(IllegalTransition) as info:
+        _new(store)
+    assert info.value.state == "queued"
+
+
+def test_legal_and_illegal_transitions(store: RunStore) -> None:
+    _new(store)
+    assert store.transition("r1", "minting", step="mint").state == "minting"
+    with pytest.raises(IllegalTransition) as info:
+        store.transition("r1", "done")
+    assert info.value.state == "minting"
+    store.transition("r1", "cancelled", actor="alice", reason="change freeze")
+    with pytest.raises(IllegalTransition):
+        store.transition("r1", "minting")
+    assert store.active("a/b") is None, "a terminal state frees the path"
+    _new(store, "r2")  # so a new rotation can start
+
+
+def test_expect_narrows_the_allowed_sources(store: RunStore) -> None:
+    _new(store)
+    with pytest.raises(IllegalTransition):
+        store.transition("r1", "failed", expect=["storing"])
+    assert store.transition("r1", "failed", expect=["queued"], last_error="x").last_error == "x"
+
+
+def test_none_deletes_a_field_and_unknown_fields_are_refused(store: RunStore) -> None:
+    _new(store)
+    store.update("r1", last_error="boom")
+    assert store.update("r1", last_error=None).last_error is None
+    with pytest.raises(ValueError, match="password"):
+        store.update("r1", password="hunter2")
+    with pytest.raises(ValueError, match="state"):
+        store.update("r1", state="done")
+
+
+def test_lease_is_exclusive_until_it_expires(store: RunStore, redis_client: redis.Redis) -> None:
+    _new(store)
+    assert store.acquire_lease("r1", "w1", 0.3)
+    assert not store.acquire_lease("r1", "w2", 10)
+    assert store.acquire_lease("r1", "w1", 0.3), "the owner may take it again"
+    with pytest.raises(LeaseLost):
+        store.renew_lease("r1", "w2", 10)
+    with pytest.raises(LeaseLost):
+        store.transition("r1", "minting", owner="w2")
+    store.transition("r1", "minting", owner="w1")
+    time.sleep(0.4)
+    assert store.claim_expired(lease_seconds=5) == ["r1"]
+    assert store.claim_expired(lease_seconds=5) == [], "a claimed expiry is held off"
+    assert store.acquire_lease("r1", "w2", 10), "an expired lease can be taken over"
+    assert store.get("r1").attempts == 3  # type: ignore[union-attr]
+    with pytest.raises(LeaseLost):
+        store.transition("r1", "applying", owner="w1")
+
+
+def test_leaving_leased_states_drops_the_lease(store: RunStore, redis_client: redis.Redis) -> None:
+    _new(store)
+    store.acquire_lease("r1", "w1", 30)
+    assert redis_client.zscore(keys.LEASES, "r1") is not None
+    store.transition("r1", "minting", owner="w1")
+    store.transition("r1", "storing", owner="w1")
+    record = store.transition("r1", "grace", owner="w1", new_version=4)
+    assert record.lease_owner is None and record.lease_until is None
+    assert redis_client.zscore(keys.LEASES, "r1") is None
+    assert not store.acquire_lease("r1", "w1", 30), "grace is not a leased state"
+
+
+def test_release_keeps_the_run_off_the_redrive_list(store: RunStore) -> None:
+    _new(store)
+    store.acquire_lease("r1", "w1", 30)
+    store.release_lease("r1", "w1", hold_seconds=30)
+    assert store.claim_expired(lease_seconds=5) == []
+    assert store.acquire_lease("r1", "w2", 30), "a released lease is free for the retried task"
+
+
+def test_sealed_value_is_held_only_by_the_lease_owner(store: RunStore) -> None:
+    _new(store)
+    store.acquire_lease("r1", "w1", 30)
+    with pytest.raises(LeaseLost):
+        store.seal("r1", "w2", "gAAAA-blob")
+    store.seal("r1", "w1", "gAAAA-blob")
+    store.transition("r1", "minting", owner="w1")
+    record = store.transition("r1", "applying", owner="w1")
+    assert record.sealed and store.sealed("r1") == "gAAAA-blob"
+    assert "gAAAA" not in repr(record) and "gAAAA" not in str(record.to_dict())
+    with pytest.raises(IllegalTransition, match="applied"):
+        store.transition("r1", "cancelled", refuse_if_sealed=True)
+    record = store.transition("r1", "verifying", sealed=None)
+    assert not record.sealed and store.sealed("r1") is None
+
+
+def test_retry_from_failed_reclaims_the_path(store: RunStore) -> None:
+    _new(store)
+    store.transition("r1", "failed", last_error="denied")
+    _new(store, "r2")
+    with pytest.raises(PathBusy):
+        store.transition("r1", "queued")
+    store.transition("r2", "cancelled")
+    assert store.transition("r1", "queued").state == "queued"
+    assert store.active("a/b").rotation_id == "r1"  # type: ignore[union-attr]
+
+
+def test_stale_path_claim_of_a_lost_run_is_taken_over(
+    store: RunStore, redis_client: redis.Redis
+) -> None:
+    redis_client.set(keys.active("a/b"), "gone")
+    assert _new(store, "r1").state == "queued"
+
+
+def test_list_filters_by_state_newest_first(store: RunStore) -> None:
+    for n in range(5):
+        _new(store, f"r{n}", path=f"p/{n}")
+    store.transition("r1", "cancelled")
+    store.transition("r3", "minting")
+    assert [r.rotation_id for r in store.list(limit=2)] == ["r3", "r1"]
+    assert {r.rotation_id for r in store.list(states=["queued"])} == {"r0", "r2", "r4"}
+    assert all(r.state in ACTIVE_STATES for r in store.list(states=ACTIVE_STATES))

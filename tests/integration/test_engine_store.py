@@ -169,7 +169,9 @@ def test_stale_path_claim_of_a_lost_run_is_taken_over(
 def test_list_filters_by_state_newest_first(store: RunStore) -> None:
     for n in range(5):
         _new(store, f"r{n}", path=f"p/{n}")
+    time.sleep(0.005)  # the index is scored in ms: keep the updates apart
     store.transition("r1", "cancelled")
+    time.sleep(0.005)
     store.transition("r3", "minting")
     assert [r.rotation_id for r in store.list(limit=2)] == ["r3", "r1"]
     assert {r.rotation_id for r in store.list(states=["queued"])} == {"r0", "r2", "r4"}

@@ -1,0 +1,333 @@
+"""The webhook receiver: an ASGI app that verifies, dedupes and enqueues ScaiVault events.
+
+``POST /scaivault/events`` runs the checks in this order and stops at the first failure:
+size (``Content-Length``, then while reading; 413) -> content type (415) -> raw bytes ->
+signature against every configured secret (401, one fixed body) -> JSON (400) -> shape (422) ->
+age of ``created_at`` (400) -> claim the event id and publish in one atomic Redis script
+(duplicate: 200; Redis down or slow: 503 + ``Retry-After``) -> 202. No request answers 500:
+anything unexpected is logged and answered 503 so ScaiVault redelivers.
+
+``GET /healthz`` (process up), ``GET /readyz`` (Redis reachable), ``GET /metrics`` (Prometheus,
+the receiver's own registry; each uvicorn worker process reports its own counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+import redis.asyncio
+import redis.exceptions
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from orchestrator import envelope, publish, signing
+from orchestrator.envelope import Envelope
+from orchestrator.errors import ConfigError, PublishError, WebhookRejected
+from orchestrator.log import configure_logging, get_logger
+from orchestrator.settings import Settings
+
+EVENTS_PATH = "/scaivault/events"
+
+#: Largest body accepted, checked on ``Content-Length`` and again while reading.
+MAX_BODY = 64 * 1024
+
+#: Seconds ScaiVault is asked to wait before redelivering after a 503.
+RETRY_AFTER = 5
+
+#: Shortest time an event id stays claimed; always at least the accepted event age plus a day.
+MIN_CLAIM_TTL = timedelta(days=7)
+
+_UNAUTHORIZED = Response(
+    b'{"error":"unauthorized"}',
+    401,
+    {"WWW-Authenticate": 'HMAC-SHA256 realm="scaivault-webhook"'},
+    media_type="application/json",
+)
+_ERRORS = {
+    400: "malformed_payload",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_event",
+}
+
+log = get_logger("orchestrator.receiver")
+
+
+def claim_ttl(max_age: timedelta) -> int:
+    """Seconds to keep a dedupe claim: longer than any event we would still accept."""
+    return int(max(MIN_CLAIM_TTL, max_age + timedelta(days=1)).total_seconds())
+
+
+class Metrics:
+    """The receiver's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "scaivault_receiver_events",
+            "Webhook requests by event type and outcome.",
+            ["type", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "scaivault_receiver_request_seconds",
+            "Time to answer POST /scaivault/events.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.publish_failures = Counter(
+            "scaivault_receiver_publish_failures",
+            "Claim-and-publish attempts that failed (answered 503).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.secret_matches = Counter(
+            "scaivault_receiver_signature_matches",
+            "Verified requests by the position of the secret that matched (for rollover).",
+            ["secret_position"],
+            registry=self.registry,
+        )
+
+
+class Receiver:
+    """The request handlers, bound to one settings object, Redis client and metrics."""
+
+    def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
+        self.settings = settings
+        self.secrets = settings.require_webhook_secrets()
+        self.client = client
+        self.max_age = settings.event_max_age
+        self.publisher = publish.Publisher(
+            client,
+            claim_ttl=claim_ttl(self.max_age),
+            timeout=settings.rotator_publish_timeout,
+        )
+        self.metrics = Metrics()
+
+    async def events(self, request: Request) -> Response:
+        """``POST /scaivault/events``: never raises, never answers 500."""
+        started = time.perf_counter()
+        fields: dict[str, Any] = {"type": "none"}
+        try:
+            response = await self._accept(request, fields)
+        except WebhookRejected as exc:
+            response = self._rejected(exc, fields)
+        except PublishError as exc:
+            response = self._unavailable(exc.reason, fields)
+        except ClientDisconnect:
+            response = self._rejected(WebhookRejected(400, "client_disconnected"), fields)
+        except Exception:
+            log.exception("event_failed", **fields)
+            response = self._unavailable("internal_error", fields)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        return response
+
+    async def _accept(self, request: Request, fields: dict[str, Any]) -> Response:
+        check_length(request.headers.get("content-length"))
+        check_content_type(request.headers.get("content-type"))
+        body = await read_body(request)
+        fields["body_len"] = len(body)
+        header = ",".join(request.headers.getlist("x-scaivault-signature"))
+        fields["secret_position"] = signing.verify(body, header, self.secrets)
+        self.metrics.secret_matches.labels(str(fields["secret_position"])).inc()
+        event = envelope.parse(body, now=datetime.now(UTC), max_age=self.max_age)
+        fields.update(event_id=event.id, type=_type_label(event.type), path=event.path or None)
+        if event.type == envelope.ROTATION_DUE:
+            return await self._rotation_due(event, fields)
+        if event.type in envelope.RECORDED_TYPES:
+            return await self._record(event, fields)
+        return self._done(202, "ignored", fields, event_type=event.type)
+
+    async def _rotation_due(self, event: Envelope, fields: dict[str, Any]) -> Response:
+        kwargs = publish.rotate_kwargs(
+            path=event.path,
+            event_id=event.id,
+            from_version=event.version,
+            grace_period=event.grace_period,
+            trigger=event.trigger,
+            actor="scaivault",
+            reason="rotation.due event",
+        )
+        claim = await self.publisher.publish_task(event.id, publish.ROTATE_TASK, kwargs)
+        if not claim.fresh:
+            return self._done(200, "duplicate", fields)
+        return self._done(202, "queued", fields, task_id=claim.value)
+
+    async def _record(self, event: Envelope, fields: dict[str, Any]) -> Response:
+        claim = await self.publisher.record_history(
+            event.id,
+            event.path,
+            event.type,
+            event_id=event.id,
+            new_version=event.version,
+            actor="scaivault",
+        )
+        if not claim.fresh:
+            return self._done(200, "duplicate", fields)
+        return self._done(202, "recorded", fields)
+
+    def _done(self, status: int, outcome: str, fields: dict[str, Any], **extra: Any) -> Response:
+        self.metrics.events.labels(fields["type"], outcome).inc()
+        log.info("event_accepted", status=status, outcome=outcome, **fields, **extra)
+        body = {"status": outcome, "event_id": fields.get("event_id"), **extra}
+        return _json(status, body)
+
+    def _rejected(self, exc: WebhookRejected, fields: dict[str, Any]) -> Response:
+        self.metrics.events.labels(fields["type"], exc.reason).inc()
+        log.warning("event_rejected", status=exc.status, outcome=exc.reason, **fields)
+        if exc.status == 401:
+            return _UNAUTHORIZED
+        body: dict[str, Any] = {"error": _ERRORS.get(exc.status, "rejected"), "reason": exc.reason}
+        if exc.field:
+            body["field"] = exc.field
+        return _json(exc.status, body)
+
+    def _unavailable(self, reason: str, fields: dict[str, Any]) -> Response:
+        self.metrics.events.labels(fields["type"], "unavailable").inc()
+        self.metrics.publish_failures.labels(reason).inc()
+        log.error("event_unavailable", status=503, outcome="unavailable", reason=reason, **fields)
+        response = _json(503, {"error": "temporarily_unavailable"})
+        response.headers["Retry-After"] = str(RETRY_AFTER)
+        return response
+
+    async def healthz(self, request: Request) -> Response:
+        """``GET /healthz``: the process is up."""
+        return _json(200, {"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """``GET /readyz``: settings loaded (else no app) and Redis answers a PING in time."""
+        try:
+            async with asyncio.timeout(self.settings.rotator_publish_timeout):
+                await self.client.ping()
+        except (TimeoutError, redis.exceptions.RedisError, OSError):
+            return _json(503, {"status": "unavailable", "redis": "unreachable"})
+        return _json(200, {"status": "ready"})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        """``GET /metrics``: Prometheus text of this process's receiver metrics."""
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def check_length(value: str | None) -> None:
+    """413 when ``Content-Length`` announces more than :data:`MAX_BODY`; 400 if it is garbage."""
+    if value is None:
+        return
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise WebhookRejected(400, "bad_content_length")
+    if int(value) > MAX_BODY:
+        raise WebhookRejected(413, "too_large")
+
+
+def check_content_type(value: str | None) -> None:
+    """415 unless the media type is ``application/json`` with at most ``charset=utf-8``."""
+    media, *params = (value or "").split(";")
+    if media.strip().lower() != "application/json":
+        raise WebhookRejected(415, "unsupported_media_type")
+    for param in params:
+        name, _, val = param.partition("=")
+        if name.strip().lower() != "charset" or val.strip().strip('"').lower() not in {
+            "utf-8",
+            "utf8",
+        }:
+            raise WebhookRejected(415, "unsupported_media_type")
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, refusing (413) as soon as more than :data:`MAX_BODY` bytes arrive."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise WebhookRejected(413, "too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _type_label(event_type: str) -> str:
+    return event_type if event_type in envelope.KNOWN_TYPES else "unknown"
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body).encode(), status, media_type="application/json")
+
+
+def redis_client(settings: Settings) -> redis.asyncio.Redis:
+    """An asyncio Redis client bounded by the publish timeout and without silent retries.
+
+    No retries: after a lost reply the script's outcome is unknown, and the sender's
+    redelivery (after our 503) is the one retry that reports the outcome honestly.
+    """
+    timeout = settings.rotator_publish_timeout
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def create_app(settings: Settings, redis: redis.asyncio.Redis | None = None) -> Starlette:
+    """The receiver's ASGI app. Raises :class:`ConfigError` without a webhook secret."""
+    client = redis if redis is not None else redis_client(settings)
+    receiver = Receiver(settings, client)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log.info("receiver_started", secrets=len(receiver.secrets), path=EVENTS_PATH)
+        yield
+        await client.aclose()
+
+    routes = [
+        Route(EVENTS_PATH, receiver.events, methods=["POST"]),
+        Route("/healthz", receiver.healthz, methods=["GET"]),
+        Route("/readyz", receiver.readyz, methods=["GET"]),
+        Route("/metrics", receiver.metrics_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.receiver = receiver
+    return app
+
+
+def app_factory() -> Starlette:
+    """Build the app from the environment (what each uvicorn worker process calls)."""
+    settings = Settings.load()
+    configure_logging(settings.rotator_log_level, settings.rotator_log_format)
+    return create_app(settings)
+
+
+def serve(host: str, port: int, workers: int = 1) -> None:
+    """Run the receiver on uvicorn; refuse (exit 2) when the configuration is unusable."""
+    import uvicorn
+
+    try:
+        settings = Settings.load()
+        settings.require_webhook_secrets()
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    configure_logging(settings.rotator_log_level, settings.rotator_log_format)
+    uvicorn.run(
+        "orchestrator.receiver:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )

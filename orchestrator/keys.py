@@ -59,5 +59,5 @@ RUNS = f"{PREFIX}runs"
 #: Hash: rotations by outcome; field = JSON ``[rotator, outcome]``, value = count (metrics).
 METRIC_OUTCOMES = f"{PREFIX}metrics:outcomes"
 
-#: Hash: step-duration histogram; fields = JSON ``[rotator, step, "le"|"sum"|"count", bound]``.
+#: Hash: step-duration histogram; fields = JSON ``[rotator, step, "le", bound]``/``[.., "sum"]``.
 METRIC_STEPS = f"{PREFIX}metrics:steps"

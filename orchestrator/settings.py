@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     rotator_max_attempts: int = Field(default=8, ge=1, alias="ROTATOR_MAX_ATTEMPTS")
     rotator_task_time_limit: int = Field(default=300, ge=10, alias="ROTATOR_TASK_TIME_LIMIT")
     rotator_visibility_timeout: int = Field(default=3600, ge=60, alias="ROTATOR_VISIBILITY_TIMEOUT")
+    rotator_lease_seconds: float = Field(default=30.0, gt=0, alias="ROTATOR_LEASE_SECONDS")
+    rotator_sweep_interval: float = Field(default=15.0, gt=0, alias="ROTATOR_SWEEP_INTERVAL")
+    rotator_reconcile_interval: float = Field(
+        default=900.0, gt=0, alias="ROTATOR_RECONCILE_INTERVAL"
+    )
+    rotator_finalize_lease: float = Field(default=300.0, gt=0, alias="ROTATOR_FINALIZE_LEASE")
+    rotator_retry_backoff_max: float = Field(default=60.0, gt=0, alias="ROTATOR_RETRY_BACKOFF_MAX")
+    rotator_default_grace: str = Field(default="48h", alias="ROTATOR_DEFAULT_GRACE")
 
     @field_validator("scaivault_webhook_secret", "rotator_seal_key", mode="before")
     @classmethod
@@ -109,7 +117,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("rotator_event_max_age")
+    @field_validator("rotator_event_max_age", "rotator_default_grace")
     @classmethod
     def _duration(cls, value: str) -> str:
         parse_duration(value)

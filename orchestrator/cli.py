@@ -39,6 +39,13 @@ def emulator(host: str, port: int, admin_token: str, state_file: str | None) -> 
     run(host=host, port=port, admin_token=admin_token, state_file=state_file)
 
 
+# --- on-call commands and the demo (implemented in orchestrator.command) ---
+from orchestrator.command import COMMANDS as _ONCALL_COMMANDS  # noqa: E402
+
+for _command in _ONCALL_COMMANDS:
+    cli.add_command(_command)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

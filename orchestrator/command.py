@@ -1,0 +1,371 @@
+"""The on-call click commands (rotate, status, history, finalize, retry, cancel, rollback,
+rotators, check-config, demo); ``orchestrator.cli`` registers them on its group.
+
+Commands are thin: they parse arguments, call :mod:`orchestrator.oncall`,
+:mod:`orchestrator.grace`, :mod:`orchestrator.preflight` or :mod:`orchestrator.demo`, and
+print through :mod:`orchestrator.output`. Heavy imports happen inside the commands so that
+``serve`` and ``worker`` start without them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from orchestrator.duration import parse_duration
+from orchestrator.output import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    TABLE_COLUMNS,
+    dump_json,
+    emit,
+    fail,
+    guarded,
+    render_history,
+    render_record,
+    render_step,
+    render_table,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.oncall import OnCall
+    from orchestrator.store import RunRecord
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+actor_option = click.option("--actor", help="Who does this (default: your login name).")
+reason_option = click.option("--reason", help="Why, recorded in the path's history.")
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _session() -> OnCall:
+    from orchestrator.oncall import OnCall
+    from orchestrator.settings import Settings
+
+    return OnCall(Settings.load())
+
+
+def _actor(actor: str | None) -> str:
+    from orchestrator.oncall import login_user
+
+    return actor or login_user()
+
+
+def _progress(as_json: bool) -> Callable[[RunRecord], None]:
+    """Step lines while watching: on stderr with --json, else stdout (time-stamped on a tty)."""
+    import time
+
+    started = time.monotonic()
+    tty = sys.stdout.isatty() and not as_json
+
+    def show(record: RunRecord) -> None:
+        line = render_step(record.to_dict())
+        if tty:
+            line = f"[{time.monotonic() - started:5.1f}s] {line}"
+        click.echo(line, err=as_json)
+
+    return show
+
+
+def _finish(record: RunRecord, as_json: bool) -> None:
+    from orchestrator.oncall import GOOD_STATES
+
+    emit(record.to_dict(), as_json, render_record)
+    if record.state not in GOOD_STATES:
+        if not as_json:
+            hint = record.last_error or "see `history` for the reason"
+            click.echo(f"error: rotation ended {record.state}: {hint}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+@click.command()
+@click.argument("path", required=False)
+@click.option("--prefix", help="Emergency mass rotation of every secret under PREFIX.")
+@click.option("--wait", is_flag=True, help="Show the steps until grace, done or a failure.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits.")
+@click.option("--grace", callback=_duration, help="Grace period, e.g. 48h (default: the rule's).")
+@reason_option
+@actor_option
+@click.option("--via-vault", is_flag=True, help="Ask ScaiVault to fire rotation.due instead.")
+@click.option("--yes", is_flag=True, help="Do not ask before a mass rotation.")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64))
+@json_option
+def rotate(
+    path: str | None,
+    prefix: str | None,
+    wait: bool,
+    timeout: float,
+    grace: str | None,
+    reason: str | None,
+    actor: str | None,
+    via_vault: bool,
+    yes: bool,
+    concurrency: int,
+    as_json: bool,
+) -> None:
+    """Rotate PATH now (or every secret under --prefix, paced by --concurrency)."""
+    if (path is None) == (prefix is None):
+        raise click.UsageError("give either PATH or --prefix PREFIX")
+    with guarded(as_json):
+        oc = _session()
+        who = _actor(actor)
+        if prefix is not None:
+            _rotate_prefix(oc, prefix, who, grace, reason, via_vault, yes, concurrency, timeout)
+            return
+        assert path is not None
+        from orchestrator import oncall
+
+        request = oncall.request_rotation(
+            oc, path, grace=grace, reason=reason, actor=who, via_vault=via_vault
+        )
+        if not wait:
+            emit(
+                {"path": path, "from_version": request.from_version, "queued": True,
+                 "via": request.via, "actor": who},
+                as_json,
+                lambda d: f"rotation of {path} requested (from version {d['from_version']}, "
+                f"via {d['via']}); watch it with `scaivault-rotator status {path}`",
+            )  # fmt: skip
+            return
+        record = oncall.find_new_run(oc, request, timeout=min(timeout, 60.0))
+        record = oncall.follow(oc, record.rotation_id, timeout, _progress(as_json))
+        _finish(record, as_json)
+
+
+def _rotate_prefix(
+    oc: OnCall,
+    prefix: str,
+    actor: str,
+    grace: str | None,
+    reason: str | None,
+    via_vault: bool,
+    yes: bool,
+    concurrency: int,
+    timeout: float,
+) -> None:
+    from orchestrator import oncall
+
+    ready, unrouted, busy = oncall.plan_prefix(oc, prefix)
+    click.echo(f"{len(ready)} secret(s) under {prefix!r} will be rotated:", err=True)
+    for path in ready:
+        click.echo(f"  {path}", err=True)
+    for path in unrouted:
+        click.echo(f"  skipped {path}: no routing rule matches", err=True)
+    for record in busy:
+        click.echo(
+            f"  skipped {record.path}: rotation {record.rotation_id} is {record.state}", err=True
+        )
+    if not ready:
+        fail(f"nothing to rotate under {prefix!r}", hint="check the prefix and the routing file")
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("a mass rotation needs confirmation", hint="pass --yes", exit_code=EXIT_USAGE)
+        click.confirm(f"Rotate {len(ready)} secret(s), {concurrency} at a time?", abort=True)
+
+    def start(path: str) -> oncall.Request:
+        return oncall.request_rotation(
+            oc, path, grace=grace, reason=reason, actor=actor, via_vault=via_vault
+        )
+
+    results = oncall.rotate_paced(
+        oc, ready, concurrency=concurrency, timeout=timeout, start=start,
+        on_change=_progress(False),
+    )  # fmt: skip
+    bad = {
+        p: r for p, r in results.items() if isinstance(r, str) or r.state not in oncall.GOOD_STATES
+    }
+    for path, result in sorted(bad.items()):
+        why = result if isinstance(result, str) else f"{result.state}: {result.last_error or '-'}"
+        click.echo(f"error: {path}: {why}", err=True)
+    click.echo(f"{len(results) - len(bad)} of {len(results)} rotation(s) reached grace or done")
+    if bad:
+        sys.exit(EXIT_FAILED)
+
+
+@click.command()
+@click.argument("path", required=False)
+@json_option
+def status(path: str | None, as_json: bool) -> None:
+    """PATH's current or last rotation; without PATH, what needs a look."""
+    with guarded(as_json):
+        from orchestrator import oncall
+
+        oc = _session()
+        if path is not None:
+            record = oncall.last_run(oc, path)
+            data = record.to_dict()
+            data["overdue"] = oncall.is_overdue(record)
+            emit(data, as_json, render_record)
+            return
+        rows = oncall.overview(oc)
+        if as_json:
+            click.echo(dump_json(rows))
+        elif not rows:
+            click.echo("nothing active, failed, stuck or overdue")
+        else:
+            for row in rows:
+                if row["overdue"]:
+                    row["state"] = f"{row['state']} (OVERDUE)"
+            click.echo(render_table(rows, TABLE_COLUMNS))
+
+
+@click.command()
+@click.argument("path")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@json_option
+def history(path: str, limit: int, as_json: bool) -> None:
+    """PATH's audit trail, oldest first."""
+    with guarded(as_json):
+        from orchestrator import oncall
+
+        entries = oncall.recent_history(_session(), path, limit)
+        emit(entries, as_json, render_history)
+
+
+@click.command()
+@click.argument("path")
+@click.option("--now", is_flag=True, help="Finalize before the grace period ends.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for it.")
+@reason_option
+@actor_option
+@json_option
+def finalize(
+    path: str, now: bool, timeout: float, reason: str | None, actor: str | None, as_json: bool
+) -> None:
+    """Finalize PATH's rotation in grace: re-verify the new credential, then revoke the old."""
+    with guarded(as_json):
+        from orchestrator import grace
+
+        record = grace.finalize_now(
+            _session(), path, early=now, timeout=timeout, actor=_actor(actor), reason=reason
+        )
+        _finish(record, as_json)
+
+
+@click.command()
+@click.argument("path")
+@reason_option
+@actor_option
+@json_option
+def retry(path: str, reason: str | None, actor: str | None, as_json: bool) -> None:
+    """Retry PATH's failed or needs_attention rotation with a fresh set of attempts."""
+    with guarded(as_json):
+        from orchestrator import oncall
+
+        record = oncall.retry(_session(), path, _actor(actor), reason)
+        emit(record.to_dict(), as_json, lambda _: f"rotation {record.rotation_id} re-queued")
+
+
+@click.command()
+@click.argument("path")
+@reason_option
+@actor_option
+@json_option
+def cancel(path: str, reason: str | None, actor: str | None, as_json: bool) -> None:
+    """Cancel PATH's active rotation before it stores a new version."""
+    with guarded(as_json):
+        from orchestrator import oncall
+
+        record = oncall.cancel(_session(), path, _actor(actor), reason)
+        emit(record.to_dict(), as_json, lambda _: f"rotation {record.rotation_id} cancelled")
+
+
+@click.command()
+@click.argument("path")
+@reason_option
+@actor_option
+@json_option
+def rollback(path: str, reason: str | None, actor: str | None, as_json: bool) -> None:
+    """Roll PATH back to the previous version during grace (the new credential is revoked)."""
+    with guarded(as_json):
+        from orchestrator import grace
+
+        record = grace.rollback(_session(), path, actor=_actor(actor), reason=reason)
+        emit(
+            record.to_dict(),
+            as_json,
+            lambda _: f"rolled back {path}: ScaiVault holds the previous data as a new version",
+        )
+
+
+@click.command()
+@json_option
+def rotators(as_json: bool) -> None:
+    """Installed rotator plugins, their strategies and option schemas."""
+    with guarded(as_json):
+        from dataclasses import asdict
+
+        from orchestrator.plugins import discover
+
+        infos = [asdict(info) for info in discover()]
+        emit(infos, as_json, _render_rotators)
+        if any(info["error"] for info in infos):
+            sys.exit(EXIT_FAILED)
+
+
+def _render_rotators(infos: list[dict[str, Any]]) -> str:
+    lines = []
+    for info in infos:
+        if info["error"]:
+            lines.append(f"{info['name']}  BROKEN: {info['error']}")
+            continue
+        props = info["options_schema"].get("properties", {})
+        required = set(info["options_schema"].get("required", []))
+        lines.append(f"{info['name']}  strategy={info['strategy']}  ({info['target']})")
+        for name, spec in props.items():
+            kind = spec.get("type") or "/".join(a.get("type", "?") for a in spec.get("anyOf", []))
+            mark = " (required)" if name in required else f" default={spec.get('default')!r}"
+            lines.append(f"    {name}: {kind}{mark}")
+    return "\n".join(lines) or "no rotator plugins installed"
+
+
+@click.command("check-config")
+@json_option
+def check_config(as_json: bool) -> None:
+    """Validate settings and the routing file, and check ScaiVault and Redis; list every problem."""
+    with guarded(as_json):
+        from orchestrator.preflight import check
+
+        report = check()
+        emit(report.as_dict(), as_json, lambda _: report.render())
+        if report.problems:
+            sys.exit(report.exit_code)
+
+
+@click.command()
+@click.option("--keep-running", is_flag=True, help="Leave the stack up until Ctrl-C.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--timeout", default=150.0, show_default=True, help="Seconds to wait for the run.")
+@json_option
+def demo(keep_running: bool, workdir: Path | None, timeout: float, as_json: bool) -> None:
+    """Run a whole rotation end to end on local defaults (Redis, emulator, fake Salesforce, ...)."""
+    with guarded(as_json):
+        from orchestrator.demo import run
+
+        sys.exit(run(keep_running=keep_running, workdir=workdir, timeout=timeout, as_json=as_json))
+
+
+COMMANDS = (
+    rotate,
+    status,
+    history,
+    finalize,
+    retry,
+    cancel,
+    rollback,
+    rotators,
+    check_config,
+    demo,
+)

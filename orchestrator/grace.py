@@ -1,0 +1,214 @@
+"""What on-call can do while a rotation is in grace: finalize it early, or roll it back.
+
+Finalize early re-verifies the new credential here first (and refuses, with the rotator's
+reason, if it does not work), then moves the rotation's due-queue entry to now so the
+beat-driven sweep hands it to a worker, which re-verifies again and revokes the old credential.
+
+Rollback is offered during grace only (DESIGN I4): it takes the due entry out of the queue so
+nothing finalizes meanwhile, makes the target accept the old credential again where the rotator
+changed it in place, writes the previous version's data back to ScaiVault as a new version with
+``options.cas``, revokes the new credential where the rotator can, and records ``rolled_back``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from orchestrator import history, keys
+from orchestrator.log import get_logger
+from orchestrator.oncall import POLL_SECONDS, OnCall, enqueue_finalize, rule_for
+from orchestrator.output import EXIT_USAGE, CommandError
+from orchestrator.store import RunRecord
+from rotators.contract import RotationContext, Rotator, SecretVersion
+from rotators.errors import RotatorError
+
+#: Metadata the engine writes on a rotated version; a rolled-back version must not carry it
+#: (``reconcile`` would otherwise schedule a finalize from ``finalize_after``).
+ENGINE_METADATA = ("rotation_id", "rotator", "previous_version", "finalize_after")
+
+
+def _in_grace(oc: OnCall, path: str, action: str) -> RunRecord:
+    """The rotation of ``path`` that is in grace, or an error saying why ``action`` can't run."""
+    record = oc.store.last(path)
+    if record is None:
+        raise CommandError(
+            f"no rotation of {path!r} is recorded, so there is nothing to {action}",
+            hint="check the path's spelling; `scaivault-rotator status` lists rotations",
+        )
+    if record.state == "grace":
+        return record
+    if record.state in {"done", "finalizing"}:
+        when = "is being finalized now" if record.state == "finalizing" else "was finalized"
+        raise CommandError(
+            f"{action} is no longer possible: rotation {record.rotation_id} {when} "
+            f"({record.updated_at}), which revokes the old credential",
+            hint=f"rotate again with `scaivault-rotator rotate {path}` if the new one is bad",
+        )
+    raise CommandError(
+        f"rotation {record.rotation_id} of {path!r} is {record.state}, not in grace; "
+        f"only a rotation in grace can {action}",
+        hint=f"`scaivault-rotator status {path}` shows where it is",
+    )
+
+
+def _context(oc: OnCall, record: RunRecord, current: SecretVersion) -> tuple[Rotator, Any]:
+    rule = rule_for(oc, record.path)
+    rotator = oc.routing.rotator_for(rule)
+    ctx = RotationContext(
+        path=record.path,
+        rotation_id=record.rotation_id,
+        current=current,
+        options=rule.options,
+        log=get_logger("orchestrator.grace", path=record.path, rotation_id=record.rotation_id),
+        vault=oc.vault,
+    )
+    return rotator, ctx
+
+
+def _versions(oc: OnCall, record: RunRecord) -> tuple[SecretVersion, SecretVersion]:
+    if record.from_version is None or record.new_version is None:
+        raise CommandError(
+            f"rotation {record.rotation_id} records no from/new version",
+            hint="look at `history` and ScaiVault's versions; act by hand",
+        )
+    old = oc.vault.read(record.path, version=record.from_version)
+    new = oc.vault.read(record.path, version=record.new_version)
+    return old, new
+
+
+def verify_new(oc: OnCall, record: RunRecord) -> None:
+    """Refuse (exit 1) unless the stored new credential verifies at the target right now."""
+    old, new = _versions(oc, record)
+    rotator, ctx = _context(oc, record, old)
+    try:
+        rotator.verify(ctx, new.data)
+    except RotatorError as exc:
+        raise CommandError(
+            f"refusing to finalize {record.path!r}: the new credential (version "
+            f"{record.new_version}) does not verify: {exc.message}",
+            hint="the old credential stays valid; fix the target or "
+            f"`rollback {record.path}`, then try again",
+        ) from None
+
+
+def _due_score_ms(record: RunRecord) -> int:
+    if record.finalize_after:
+        moment = datetime.fromisoformat(record.finalize_after.replace("Z", "+00:00"))
+        return int(moment.timestamp() * 1000)
+    return int(time.time() * 1000)
+
+
+def finalize_now(
+    oc: OnCall, path: str, *, early: bool, timeout: float, actor: str, reason: str | None
+) -> RunRecord:
+    """Finalize ``path``'s rotation in grace and wait for the worker's outcome."""
+    record = _in_grace(oc, path, "finalize")
+    if not early and _due_score_ms(record) > time.time() * 1000:
+        raise CommandError(
+            f"rotation {record.rotation_id} is in grace until {record.finalize_after}",
+            hint=f"pass --now to finalize early (e.g. after a leak): finalize {path} --now",
+            exit_code=EXIT_USAGE,
+        )
+    verify_new(oc, record)
+    history.append(
+        oc.redis, path, "finalize_requested", rotation_id=record.rotation_id, actor=actor,
+        reason=reason, state=record.state, detail="early" if early else "overdue",
+    )  # fmt: skip
+    now_ms = int(time.time() * 1000)
+    if not oc.redis.zadd(keys.DUE, {record.rotation_id: now_ms}, xx=True, ch=True):
+        # The due entry is gone (claimed right now, or lost with Redis data): ask directly.
+        enqueue_finalize(oc.settings, record.rotation_id)
+    return _await_finalize(oc, record, timeout)
+
+
+def _await_finalize(oc: OnCall, record: RunRecord, timeout: float) -> RunRecord:
+    deadline = time.monotonic() + timeout
+    left_grace = False
+    while time.monotonic() < deadline:
+        current = oc.store.require(record.rotation_id)
+        if current.state in {"done", "failed", "needs_attention"}:
+            return current
+        if current.state == "finalizing":
+            left_grace = True
+        elif left_grace or current.last_error != record.last_error:
+            raise CommandError(
+                f"the worker refused to finalize {record.path!r}: {current.last_error or '-'}",
+                hint="the old credential stays valid; see `history` for details",
+            )
+        time.sleep(POLL_SECONDS)
+    raise CommandError(
+        f"rotation {record.rotation_id} was not finalized within {timeout:.0f}s",
+        hint="are a worker and beat running? It is due now; `status` shows progress",
+    )
+
+
+def _rollback_metadata(old: SecretVersion, record: RunRecord) -> dict[str, Any]:
+    metadata = {k: v for k, v in old.metadata.items() if k not in ENGINE_METADATA}
+    metadata.update(
+        rotated_by="scaivault-rotator",
+        rolled_back_rotation_id=record.rotation_id,
+        rolled_back_from_version=record.new_version,
+        restored_version=record.from_version,
+    )
+    return metadata
+
+
+def rollback(oc: OnCall, path: str, *, actor: str, reason: str | None) -> RunRecord:
+    """Restore ``path`` to the data it had before its rotation in grace (see module doc)."""
+    record = _in_grace(oc, path, "roll back")
+    score = oc.redis.zscore(keys.DUE, record.rotation_id)
+    oc.redis.zrem(keys.DUE, record.rotation_id)
+    try:
+        record = _in_grace(oc, path, "roll back")  # the sweep may have claimed it just now
+        new_version = _restore(oc, record)
+    except BaseException:
+        if score is not None and oc.store.require(record.rotation_id).state == "grace":
+            oc.redis.zadd(keys.DUE, {record.rotation_id: score})
+        raise
+    return _record_rollback(oc, record, new_version, actor, reason)
+
+
+def _restore(oc: OnCall, record: RunRecord) -> tuple[int, str | None]:
+    current = oc.vault.read(record.path)
+    if current.version != record.new_version:
+        raise CommandError(
+            f"ScaiVault's current version of {record.path!r} is {current.version}, not the "
+            f"rotation's {record.new_version}: someone wrote since, and a rollback would undo it",
+            hint="look at the versions in ScaiVault and restore by hand if needed",
+        )
+    old, new = _versions(oc, record)
+    rotator, ctx = _context(oc, record, new)
+    if rotator.strategy == "updater":
+        rotator.apply(ctx, old.data)
+    if rotator.strategy != "vault-only":  # the target must accept the old credential again
+        rotator.verify(ctx, old.data)
+    version = oc.vault.write(
+        record.path,
+        old.data,
+        cas=current.version,
+        secret_type=old.secret_type,
+        metadata=_rollback_metadata(old, record),
+    )
+    problem = None
+    try:
+        rotator.discard(ctx, new.data)
+    except RotatorError as exc:
+        problem = f"the new credential could not be revoked ({exc.message}); revoke it by hand"
+    return version, problem
+
+
+def _record_rollback(
+    oc: OnCall, record: RunRecord, restored: tuple[int, str | None], actor: str, reason: str | None
+) -> RunRecord:
+    version, problem = restored
+    done = oc.store.transition(
+        record.rotation_id, "rolled_back", expect={"grace"}, last_error=problem
+    )
+    history.append(
+        oc.redis, record.path, "rotation_rolled_back", rotation_id=record.rotation_id,
+        actor=actor, reason=reason, state="rolled_back", from_version=record.new_version,
+        new_version=version, detail=problem or f"restored version {record.from_version}'s data",
+    )  # fmt: skip
+    return done

@@ -1,0 +1,429 @@
+"""The ``salesforce-oauth`` rotator: an External Client App's consumer key and secret.
+
+Uses the OAuth staged-credentials Connect REST resources (API 65.0+). *mint* stages a new
+pair, waits until the token endpoint accepts it (propagation), promotes it with
+``{"command": "rotate"}`` and returns ``{"client_id", "client_secret"}`` (other fields kept).
+The old pair stays valid in the staged slot as ``Rotated`` until *finalize* deletes it.
+
+Salesforce itself is the rotation's state, so a crash anywhere is recoverable without a store:
+before staging, mint looks at the staged slot and adopts an ``Active`` pair an earlier attempt
+left; if the ScaiVault ``client_id`` is no longer the primary but sits in the slot as
+``Rotated``, the promotion already happened and the new primary is re-read with
+``?part=keyandsecret``. A stage is never re-POSTed blindly.
+
+The rotator authenticates as a *separate* admin credential read from ``admin_secret_path`` and
+refuses to rotate that credential itself.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rotators.contract import RotationContext, Rotator
+from rotators.errors import PermanentError, TransientError
+from rotators.salesforce_client import (
+    ConnectionSettings,
+    CredentialRefused,
+    NotFound,
+    SalesforceConnection,
+)
+from rotators.secret import Secret, SecretData
+
+MIN_API_VERSION = 65.0
+
+
+class SalesforceOAuthOptions(BaseModel):
+    """Routing-file options of ``salesforce-oauth``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    my_domain_url: str = Field(
+        description="https base URL of the org, e.g. https://acme.my.salesforce.com"
+    )
+    api_version: str = Field(default="65.0", description="REST API version, 65.0 or later")
+    app_id: str = Field(description="The External Client App's id (0xI...)")
+    consumer_id: str | None = Field(
+        default=None, description="The consumer's id; found by the current client_id if unset"
+    )
+    admin_secret_path: str = Field(
+        description="ScaiVault path of the separate admin credential {client_id, client_secret}"
+    )
+    ca_bundle: str | None = Field(default=None, description="CA file for a private endpoint")
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=30.0, gt=0)
+    propagation_timeout: float = Field(
+        default=60.0, ge=0, description="Seconds mint waits for a staged pair to be accepted"
+    )
+    propagation_interval: float = Field(default=2.0, gt=0)
+    limit_backoff: float = Field(
+        default=3600.0, gt=0, description="Retry-after (s) when the org's API budget is used up"
+    )
+    min_api_remaining: int = Field(
+        default=0, ge=0, description="Do not start a mint below this many daily API calls left"
+    )
+
+    @field_validator("my_domain_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("expected an https URL such as https://acme.my.salesforce.com")
+        return value.rstrip("/")
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+\.\d", value) or float(value) < MIN_API_VERSION:
+            raise ValueError("expected a version like 65.0 (staged credentials need 65.0+)")
+        return value
+
+    def connection(self) -> ConnectionSettings:
+        return ConnectionSettings(
+            my_domain_url=self.my_domain_url,
+            api_version=self.api_version,
+            ca_bundle=self.ca_bundle,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            limit_backoff=self.limit_backoff,
+        )
+
+
+@dataclass(frozen=True)
+class StagedEntry:
+    """One staged-slot entry; ``secret`` is wrapped so it never prints."""
+
+    id: str
+    key: str
+    secret: Secret
+    state: str
+
+
+def key_hint(key: str) -> str:
+    """A loggable fingerprint of a consumer key: its last four characters."""
+    return "..." + key[-4:]
+
+
+def _pair(data: Mapping[str, Any], what: str) -> tuple[str, Secret]:
+    client_id, secret = data.get("client_id"), data.get("client_secret")
+    if not isinstance(client_id, str) or not isinstance(secret, str) or not client_id:
+        raise PermanentError(f"{what} secret data needs string fields client_id and client_secret")
+    return client_id, Secret(secret)
+
+
+class OrgApp:
+    """The app's consumers and staged slot, through an admin connection."""
+
+    def __init__(self, conn: SalesforceConnection, options: SalesforceOAuthOptions) -> None:
+        self.conn = conn
+        self.options = options
+        self.base = f"apps/oauth/credentials/{options.app_id}"
+
+    def consumers(self) -> list[dict[str, Any]]:
+        try:
+            body = self.conn.rest("list consumers", self.base)
+        except NotFound:
+            raise self._not_an_eca() from None
+        return [dict(c) for c in (body or {}).get("consumers", [])]
+
+    def _not_an_eca(self) -> PermanentError:
+        apps = (self.conn.rest("list apps", "apps/oauth/usage") or {}).get("apps", [])
+        if any(a.get("identifier") == self.options.app_id for a in apps):
+            return PermanentError(f"app {self.options.app_id} has no OAuth credentials resource")
+        return PermanentError(
+            f"app {self.options.app_id} is not found among External Client Apps. A classic "
+            "Connected App has no API to rotate its consumer secret: migrate it (App Manager > "
+            "Migrate to External Client App) and set app_id to the new app's id"
+        )
+
+    def staged(self, consumer_id: str) -> list[StagedEntry]:
+        body = self.conn.rest("read staged credentials", f"{self.base}/{consumer_id}/staged")
+        return [_entry(e) for e in (body or {}).get("stagedCredentials", [])]
+
+    def stage(self, consumer_id: str) -> StagedEntry | None:
+        # An empty body makes real Salesforce hang; send {}. Never retried blindly: the next
+        # attempt re-reads the slot to learn whether this POST took effect.
+        body = self.conn.rest(
+            "stage credentials", f"{self.base}/{consumer_id}/staged", method="POST", json={}
+        )
+        entries = (body or {}).get("stagedCredentials", [])
+        return _entry(entries[0]) if entries else None
+
+    def promote(self, consumer_id: str, staged_id: str) -> None:
+        self.conn.rest(
+            "promote staged credentials",
+            f"{self.base}/{consumer_id}/staged/{staged_id}",
+            method="PATCH",
+            json={"command": "rotate"},
+        )
+
+    def delete(self, consumer_id: str, staged_id: str) -> bool:
+        """Delete a staged entry; False if it was already gone (404)."""
+        try:
+            self.conn.rest(
+                "delete staged credentials",
+                f"{self.base}/{consumer_id}/staged/{staged_id}",
+                method="DELETE",
+            )
+        except NotFound:
+            return False
+        return True
+
+    def primary(self, consumer_id: str) -> tuple[str, Secret]:
+        body = self.conn.rest(
+            "read primary credentials",
+            f"{self.base}/{consumer_id}",
+            params={"part": "keyandsecret"},
+        )
+        return _pair({"client_id": body.get("key"), "client_secret": body.get("secret")}, "primary")
+
+    def find_consumer(self, key: str) -> tuple[dict[str, Any], StagedEntry | None]:
+        """The consumer whose primary key is ``key``, else the one holding ``key`` in its slot."""
+        consumers = self.consumers()
+        if self.options.consumer_id is not None:
+            consumers = [c for c in consumers if c.get("id") == self.options.consumer_id]
+            if not consumers:
+                raise PermanentError(
+                    f"consumer_id {self.options.consumer_id} not found in app {self.options.app_id}"
+                )
+        for consumer in consumers:
+            if consumer.get("key") == key:
+                return consumer, None
+        for consumer in consumers:
+            for entry in self.staged(str(consumer["id"])):
+                if entry.key == key:
+                    return consumer, entry
+        raise PermanentError(
+            f"client_id {key_hint(key)} is neither a consumer key of app {self.options.app_id} "
+            "nor in a staged slot; was it rotated outside scaivault-rotator?"
+        )
+
+
+def _entry(raw: Mapping[str, Any]) -> StagedEntry:
+    return StagedEntry(
+        id=str(raw.get("id", "")),
+        key=str(raw.get("key", "")),
+        secret=Secret(str(raw.get("secret") or "")),
+        state=str(raw.get("state", "")),
+    )
+
+
+class SalesforceOAuthRotator(Rotator):
+    """Rotates ``{"client_id", "client_secret"}`` of a Salesforce External Client App."""
+
+    name = "salesforce-oauth"
+    strategy = "issuer"
+    Options = SalesforceOAuthOptions
+    verify_timeout = 120.0
+    max_mint_attempts = 1
+
+    # --- steps --------------------------------------------------------------------------
+
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        """Stage (or adopt), check, promote; return the new primary with the other fields kept."""
+        options = _options(ctx)
+        old_id, _ = _pair(ctx.current.data, "current")
+        with self._admin(ctx, options, rotating=old_id) as conn:
+            self._check_budget(conn, options)
+            app = OrgApp(conn, options)
+            consumer, slot_entry = app.find_consumer(old_id)
+            consumer_id = str(consumer["id"])
+            log = ctx.log
+            if slot_entry is None:
+                staged = self._stage_or_adopt(ctx, app, consumer_id)
+                self._await_propagation(ctx, conn, staged, options)
+                app.promote(consumer_id, staged.id)
+                log.info("salesforce_promoted", consumer_id=consumer_id, staged_id=staged.id)
+            elif slot_entry.state == "Rotated":
+                log.info(
+                    "salesforce_promotion_found",
+                    consumer_id=consumer_id,
+                    staged_id=slot_entry.id,
+                    key_hint=key_hint(old_id),
+                )
+            else:
+                raise PermanentError(
+                    f"client_id {key_hint(old_id)} sits in the staged slot as {slot_entry.state}, "
+                    "not as the primary: the app was changed outside scaivault-rotator"
+                )
+            new_id, new_secret = app.primary(consumer_id)
+        if new_id == old_id:
+            raise TransientError("the promoted pair is not the primary yet")
+        ctx.log.info("salesforce_minted", consumer_id=consumer_id, key_hint=key_hint(new_id))
+        return {**ctx.current.data, "client_id": new_id, "client_secret": new_secret.reveal()}
+
+    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+        """A token request with the new pair, then one cheap authorised call (``limits``)."""
+        options = _options(ctx)
+        client_id, secret = _pair(new, "new")
+        conn = SalesforceConnection(options.connection())
+        try:
+            try:
+                token = conn.token(client_id, secret)
+            except CredentialRefused:
+                raise TransientError(
+                    "the token endpoint does not accept the new credential (invalid_client)"
+                ) from None
+            if urlsplit(token.instance_url).hostname != urlsplit(options.my_domain_url).hostname:
+                raise PermanentError("the token's instance_url is not my_domain_url's host")
+            limits = conn.probe(token)
+        finally:
+            conn.close()
+        remaining = limits.get("DailyApiRequests", {}).get("Remaining")
+        ctx.log.info("salesforce_verified", key_hint=key_hint(client_id), api_remaining=remaining)
+
+    def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
+        """Delete the ``Rotated`` entry holding the old key, then check the old pair is refused."""
+        options = _options(ctx)
+        old_id, old_secret = _pair(old, "old")
+        new_id, _ = _pair(new, "new")
+        if old_id == new_id:
+            raise PermanentError("old and new client_id are the same: nothing to revoke safely")
+        with self._admin(ctx, options, rotating=old_id) as conn:
+            app = OrgApp(conn, options)
+            consumer, _ = app.find_consumer(new_id)
+            if consumer.get("key") == old_id:
+                raise PermanentError("the old client_id is still the primary; refusing to revoke")
+            consumer_id = str(consumer["id"])
+            for entry in app.staged(consumer_id):
+                if entry.key != old_id:
+                    continue
+                if entry.state == "Active":
+                    raise PermanentError("the old key is staged as Active; refusing to delete it")
+                deleted = app.delete(consumer_id, entry.id)
+                ctx.log.info(
+                    "salesforce_old_deleted",
+                    consumer_id=consumer_id,
+                    staged_id=entry.id,
+                    deleted=deleted,
+                )
+            try:
+                conn.token(old_id, old_secret)
+            except CredentialRefused:
+                ctx.log.info("salesforce_finalized", key_hint=key_hint(old_id))
+                return
+        raise TransientError("the old credential is still accepted after its deletion; re-checking")
+
+    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+        """Delete ``new`` if it is still only staged; a promoted pair cannot be un-rotated."""
+        options = _options(ctx)
+        new_id, _ = _pair(new, "new")
+        with self._admin(ctx, options, rotating=new_id) as conn:
+            app = OrgApp(conn, options)
+            consumer, entry = app.find_consumer(new_id)
+            if entry is not None and entry.state == "Active":
+                app.delete(str(consumer["id"]), entry.id)
+                ctx.log.info("salesforce_discarded", staged_id=entry.id, key_hint=key_hint(new_id))
+                return
+        ctx.log.warning(
+            "salesforce_discard_skipped",
+            key_hint=key_hint(new_id),
+            reason="the pair is the app's primary; Salesforce has no un-rotate",
+        )
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _admin(
+        self, ctx: RotationContext, options: SalesforceOAuthOptions, rotating: str
+    ) -> Iterator[SalesforceConnection]:
+        """An admin connection; refuses when the credential rotated is the admin's own."""
+        if options.admin_secret_path.strip("/") == ctx.path.strip("/"):
+            raise PermanentError("admin_secret_path is the secret being rotated (self-rotation)")
+        admin_id, admin_secret = _pair(ctx.vault.read(options.admin_secret_path).data, "admin")
+        if admin_id == rotating:
+            raise PermanentError(
+                "refusing to rotate the credential the rotator authenticates with; use a "
+                "separate admin identity at admin_secret_path"
+            )
+        conn = SalesforceConnection(options.connection())
+        try:
+            conn.login(admin_id, admin_secret)
+            yield conn
+        finally:
+            conn.close()
+
+    def _check_budget(self, conn: SalesforceConnection, options: SalesforceOAuthOptions) -> None:
+        if options.min_api_remaining <= 0:
+            return
+        limits = conn.rest("limits", "limits/") or {}
+        remaining = int(limits.get("DailyApiRequests", {}).get("Remaining", 0))
+        if remaining < options.min_api_remaining:
+            raise TransientError(
+                f"only {remaining} daily API calls left (min_api_remaining "
+                f"{options.min_api_remaining}); waiting for the budget to recover",
+                retry_after=options.limit_backoff,
+            )
+
+    def _stage_or_adopt(self, ctx: RotationContext, app: OrgApp, consumer_id: str) -> StagedEntry:
+        """Clean the slot of what an earlier attempt left, adopt an Active pair, or stage one."""
+        for entry in app.staged(consumer_id):
+            if entry.state == "Active" and entry.secret:
+                ctx.log.info(
+                    "salesforce_staged_adopted", consumer_id=consumer_id, staged_id=entry.id
+                )
+                return entry
+            if entry.state == "Rotated" and not self._late_finalize_due(ctx, entry):
+                raise PermanentError(
+                    f"the staged slot holds a Rotated credential ({key_hint(entry.key)}) that is "
+                    "not known to be past its grace period; finalize the previous rotation first"
+                )
+            app.delete(consumer_id, entry.id)
+            ctx.log.info("salesforce_slot_cleared", staged_id=entry.id, state=entry.state)
+        staged = app.stage(consumer_id)
+        if staged is None or not staged.secret:
+            staged = next((e for e in app.staged(consumer_id) if e.state == "Active"), None)
+        if staged is None:
+            raise TransientError("the staged credential did not appear after staging")
+        ctx.log.info("salesforce_staged", consumer_id=consumer_id, staged_id=staged.id)
+        return staged
+
+    def _late_finalize_due(self, ctx: RotationContext, entry: StagedEntry) -> bool:
+        """Is ``entry`` the previous rotation's old pair, past ``finalize_after``?"""
+        metadata = ctx.current.metadata
+        previous, finalize_after = metadata.get("previous_version"), metadata.get("finalize_after")
+        if not isinstance(previous, int) or not isinstance(finalize_after, str):
+            return False
+        due = datetime.fromisoformat(finalize_after.replace("Z", "+00:00"))
+        if datetime.now(UTC) < due:
+            return False
+        return ctx.vault.read(ctx.path, previous).data.get("client_id") == entry.key
+
+    def _await_propagation(
+        self,
+        ctx: RotationContext,
+        conn: SalesforceConnection,
+        staged: StagedEntry,
+        options: SalesforceOAuthOptions,
+    ) -> None:
+        deadline = time.monotonic() + options.propagation_timeout
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                conn.token(staged.key, staged.secret)
+            except CredentialRefused:
+                if time.monotonic() >= deadline:
+                    raise TransientError(
+                        "the staged credential is not accepted yet (propagation); it stays "
+                        "staged and the next attempt adopts it"
+                    ) from None
+                time.sleep(options.propagation_interval)
+                continue
+            ctx.log.info("salesforce_staged_accepted", staged_id=staged.id, tries=tries)
+            return
+
+
+def _options(ctx: RotationContext) -> SalesforceOAuthOptions:
+    options = ctx.options
+    if isinstance(options, SalesforceOAuthOptions):
+        return options
+    return SalesforceOAuthOptions.model_validate(options.model_dump())

@@ -1,7 +1,7 @@
 """What on-call can do while a rotation is in grace: finalize it early, or roll it back.
 
 Finalize early re-verifies the new credential here first (and refuses, with the rotator's
-reason, if it does not work), then moves the rotation's due-queue entry to now so the
+reason, if it does not work), then moves the rotation's due-queue entry to now so the next
 beat-driven sweep hands it to a worker, which re-verifies again and revokes the old credential.
 
 Rollback is offered during grace only (DESIGN I4): it takes the due entry out of the queue so
@@ -16,9 +16,10 @@ import time
 from datetime import datetime
 from typing import Any
 
-from orchestrator import history, keys
+from orchestrator import history
+from orchestrator.due import DueQueue
 from orchestrator.log import get_logger
-from orchestrator.oncall import POLL_SECONDS, OnCall, enqueue_finalize, rule_for
+from orchestrator.oncall import POLL_SECONDS, OnCall, rule_for
 from orchestrator.output import EXIT_USAGE, CommandError
 from orchestrator.store import RunRecord
 from rotators.contract import RotationContext, Rotator, SecretVersion
@@ -116,10 +117,8 @@ def finalize_now(
         oc.redis, path, "finalize_requested", rotation_id=record.rotation_id, actor=actor,
         reason=reason, state=record.state, detail="early" if early else "overdue",
     )  # fmt: skip
-    now_ms = int(time.time() * 1000)
-    if not oc.redis.zadd(keys.DUE, {record.rotation_id: now_ms}, xx=True, ch=True):
-        # The due entry is gone (claimed right now, or lost with Redis data): ask directly.
-        enqueue_finalize(oc.settings, record.rotation_id)
+    # Due now: the next sweep claims it (an entry lost with Redis data is simply re-added).
+    DueQueue(oc.redis).schedule(record.rotation_id, int(time.time() * 1000), replace=True)
     return _await_finalize(oc, record, timeout)
 
 
@@ -158,14 +157,15 @@ def _rollback_metadata(old: SecretVersion, record: RunRecord) -> dict[str, Any]:
 def rollback(oc: OnCall, path: str, *, actor: str, reason: str | None) -> RunRecord:
     """Restore ``path`` to the data it had before its rotation in grace (see module doc)."""
     record = _in_grace(oc, path, "roll back")
-    score = oc.redis.zscore(keys.DUE, record.rotation_id)
-    oc.redis.zrem(keys.DUE, record.rotation_id)
+    due = DueQueue(oc.redis)
+    score = due.score(record.rotation_id)
+    due.remove(record.rotation_id)  # nothing may finalize while we roll back
     try:
         record = _in_grace(oc, path, "roll back")  # the sweep may have claimed it just now
         new_version = _restore(oc, record)
     except BaseException:
         if score is not None and oc.store.require(record.rotation_id).state == "grace":
-            oc.redis.zadd(keys.DUE, {record.rotation_id: score})
+            due.schedule(record.rotation_id, score, replace=True)
         raise
     return _record_rollback(oc, record, new_version, actor, reason)
 

@@ -23,7 +23,7 @@ import redis
 from celery import Celery
 
 from orchestrator import history, keys
-from orchestrator.errors import NotFound
+from orchestrator.errors import AccessDenied, NotFound
 from orchestrator.output import EXIT_USAGE, CommandError, safe_url
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.settings import Settings
@@ -130,9 +130,9 @@ def last_run(oc: OnCall, path: str) -> RunRecord:
     if record is not None:
         return record
     known = _known_in_vault(oc, path)
-    if known is False:
+    if known is not True and known is not None:
         raise CommandError(
-            f"unknown path: no rotation recorded and ScaiVault has no secret at {path!r}",
+            f"unknown path: no rotation of {path!r} is recorded and {known}",
             hint="check the path's spelling; `scaivault-rotator status` lists recent rotations",
         )
     raise CommandError(
@@ -141,15 +141,17 @@ def last_run(oc: OnCall, path: str) -> RunRecord:
     )
 
 
-def _known_in_vault(oc: OnCall, path: str) -> bool | None:
-    """Whether ScaiVault has ``path``; ``None`` when ScaiVault is not configured or reachable."""
+def _known_in_vault(oc: OnCall, path: str) -> bool | str | None:
+    """True if ScaiVault has ``path``, else why not; ``None`` when we cannot ask ScaiVault."""
     if not oc.settings.scaivault_url:
         return None
     try:
         oc.vault.read(path)
     except NotFound:
-        return False
-    except Exception:  # reachability is not this question's business
+        return "ScaiVault has no secret there"
+    except AccessDenied:
+        return "ScaiVault does not let this token read it"
+    except Exception:  # ScaiVault down or misconfigured: not this question's business
         return None
     return True
 
@@ -206,18 +208,6 @@ def enqueue_rotate(settings: Settings, **kwargs: Any) -> None:
     app = producer(settings)
     try:
         app.send_task("scaivault.rotate", kwargs=kwargs, queue=keys.TASK_QUEUE, retry=False)
-    finally:
-        app.close()
-
-
-def enqueue_finalize(settings: Settings, rotation_id: str) -> None:
-    """Publish ``scaivault.finalize`` for one rotation (the engine re-verifies before revoking)."""
-    app = producer(settings)
-    try:
-        app.send_task(
-            "scaivault.finalize", kwargs={"rotation_id": rotation_id}, queue=keys.TASK_QUEUE,
-            retry=False,
-        )  # fmt: skip
     finally:
         app.close()
 

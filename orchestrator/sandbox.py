@@ -332,6 +332,11 @@ length = 24
 field = "password"
 
 [[rules]]
+match = "{ends.prefix}/fleet/**"
+rotator = "random-password"
+grace_period = "{self.grace}"
+
+[[rules]]
 match = "{ends.prefix}/salesforce/*"
 rotator = "salesforce-oauth"
 grace_period = "{self.grace}"
@@ -355,9 +360,12 @@ propagation_interval = 0.5
         }
         return int(self.admin("PUT", f"/v1/secrets/{path}", body)["version"])
 
-    def add_password(self, name: str, *, scheduled: bool = True) -> str:
-        """A database-style secret ``{username, password}`` under ``PREFIX/db/``."""
-        path = f"{self.ends.prefix}/db/{name}"
+    def add_password(self, name: str, *, folder: str = "db", scheduled: bool = True) -> str:
+        """A database-style secret ``{username, password}`` at ``PREFIX/FOLDER/NAME``.
+
+        ``db/*`` and ``fleet/**`` are routed to ``random-password``.
+        """
+        path = f"{self.ends.prefix}/{folder}/{name}"
         alphabet = string.ascii_letters + string.digits
         data = {"username": name, "password": "".join(secrets.choice(alphabet) for _ in range(20))}
         self.originals[path] = data

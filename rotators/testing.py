@@ -149,12 +149,15 @@ class Scenario:
     """A fresh credential at the target: the secret's data and the rotator's options for it.
 
     ``vault_secrets`` are other ScaiVault paths the rotator reads (e.g. an admin credential).
+    ``public_fields`` names fields of ``data`` that are not secret and may be logged (e.g. a
+    username); every other string value is searched for in logs and exception texts.
     """
 
     data: Mapping[str, Any]
     options: Mapping[str, Any] | BaseModel
     path: str = "conformance/secret"
     vault_secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    public_fields: frozenset[str] = frozenset()
 
 
 @runtime_checkable
@@ -195,7 +198,10 @@ class Rotation:
         self.old = dict(scenario.data)
         self.rotation_id = f"rot_{uuid.uuid4().hex[:12]}"
         self.attempt = 0
+        kit.public_fields = scenario.public_fields
         kit.remember(self.old)
+        for data in scenario.vault_secrets.values():
+            kit.remember(data)
 
     def ctx(self, version: int | None = None) -> RotationContext:
         self.attempt += 1
@@ -285,6 +291,7 @@ class Conformance:
         self.sentinels: set[str] = set()
         self.records: list[str] = []
         self.check_name = ""
+        self.public_fields: frozenset[str] = frozenset()
 
     # --- bookkeeping ----------------------------------------------------------------------
 
@@ -294,7 +301,9 @@ class Conformance:
 
     def remember(self, data: Mapping[str, Any]) -> None:
         """Every string value of a credential becomes a sentinel searched for in the output."""
-        for value in data.values():
+        for key, value in data.items():
+            if key in self.public_fields:
+                continue
             if isinstance(value, str) and len(value) >= SENTINEL_MIN_LENGTH:
                 self.sentinels.add(value)
 

@@ -1,0 +1,164 @@
+"""The conformance kit passes our built-in rotators and catches rotators that break the rules."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from rotators import PermanentError, RotationContext, Rotator, SecretData, TransientError
+from rotators.random_password import RandomPasswordOptions, RandomPasswordRotator, policy_problem
+from rotators.salesforce_oauth import SalesforceOAuthRotator
+from rotators.testing import Conformance, ConformanceError, Scenario
+from tests.fixtures.salesforce import FakeSalesforce, SalesforceTarget
+
+
+def test_salesforce_oauth_passes_the_kit(salesforce: FakeSalesforce) -> None:
+    assert Conformance(SalesforceOAuthRotator, SalesforceTarget(salesforce)).run()
+
+
+def test_salesforce_oauth_passes_the_kit_with_propagation_delay(
+    salesforce: FakeSalesforce,
+) -> None:
+    salesforce.configure(propagation_delay=0.3)
+    kit = Conformance(SalesforceOAuthRotator, SalesforceTarget(salesforce))
+    kit.check_crash_resume()
+    kit.check_no_secret_leaks()
+
+
+class PasswordPolicyTarget:
+    """random-password is vault-only: "valid at the target" means "meets the policy"."""
+
+    options = RandomPasswordOptions(length=24)
+
+    def setup(self) -> Scenario:
+        password = "".join(secrets.choice("abcXYZ123!") for _ in range(23)) + "a"
+        return Scenario(
+            data={"username": "app-user", "password": password},
+            options={"length": 24},
+            public_fields=frozenset({"username"}),
+        )
+
+    def is_valid(self, data: Mapping[str, Any]) -> bool:
+        return policy_problem(data.get("password"), self.options) is None
+
+
+def test_random_password_passes_the_kit() -> None:
+    assert Conformance(RandomPasswordRotator, PasswordPolicyTarget()).run()
+
+
+# --- a toy issuer, and broken variants the kit must reject -------------------------------
+
+
+class KeyServer:
+    """An in-memory API with named keys: the target of the toy rotators."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}
+
+    def setup(self) -> Scenario:
+        name, value = f"key_{secrets.token_hex(4)}", secrets.token_hex(16)
+        self.keys[name] = value
+        return Scenario(
+            data={"key_name": name, "api_key": value, "owner": "team-a"},
+            options={},
+            public_fields=frozenset({"key_name", "owner"}),
+        )
+
+    def is_valid(self, data: Mapping[str, Any]) -> bool:
+        return self.keys.get(str(data.get("key_name"))) == data.get("api_key")
+
+
+SERVER = KeyServer()
+
+
+class ApiKeyRotator(Rotator):
+    """A correct issuer: one key per rotation_id, revocation by name."""
+
+    name = "toy-api-key"
+    strategy = "issuer"
+
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        name = f"key_{ctx.rotation_id}"
+        if name not in SERVER.keys:
+            SERVER.keys[name] = secrets.token_hex(16)
+        ctx.log.info("key_minted", key_name=name)
+        return {**ctx.current.data, "key_name": name, "api_key": SERVER.keys[name]}
+
+    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+        if not SERVER.is_valid(new):
+            raise TransientError("the new key is not accepted")
+
+    def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
+        SERVER.keys.pop(str(old["key_name"]), None)
+
+
+class FreshKeyEachMint(ApiKeyRotator):
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        name = f"key_{secrets.token_hex(4)}"
+        SERVER.keys[name] = secrets.token_hex(16)
+        return {**ctx.current.data, "key_name": name, "api_key": SERVER.keys[name]}
+
+
+class LogsTheKey(ApiKeyRotator):
+    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+        logging.getLogger("toy").debug("verifying %s", new["api_key"])
+        super().verify(ctx, new)
+
+
+class LeaksInErrors(ApiKeyRotator):
+    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+        if not SERVER.is_valid(new):
+            raise PermanentError(f"key {new['api_key']} refused")
+
+
+class AcceptsAnything(ApiKeyRotator):
+    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+        pass
+
+
+class FinalizeOnce(ApiKeyRotator):
+    def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
+        del SERVER.keys[str(old["key_name"])]  # KeyError when already revoked
+
+
+class RevokesAtMint(ApiKeyRotator):
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        SERVER.keys.pop(str(ctx.current.data["key_name"]), None)
+        return super().mint(ctx)
+
+
+class NeverRevokes(ApiKeyRotator):
+    def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
+        pass
+
+
+def test_a_correct_toy_rotator_passes() -> None:
+    assert Conformance(ApiKeyRotator, SERVER).run() == list(Conformance.CHECKS)
+
+
+@pytest.mark.parametrize(
+    ("rotator", "check", "complaint"),
+    [
+        (FreshKeyEachMint, "check_idempotent_steps", "different value"),
+        (LogsTheKey, "check_no_secret_leaks", "appears in logging"),
+        (LeaksInErrors, "check_no_secret_leaks", "appears in exceptions"),
+        (AcceptsAnything, "check_verify_rejects_wrong", "accepted a wrong credential"),
+        (FinalizeOnce, "check_finalize_repeatable", "finalize raised KeyError"),
+        (RevokesAtMint, "check_idempotent_steps", "refuses the old credential"),
+        (NeverRevokes, "check_crash_resume", "still accepts the old credential"),
+    ],
+)
+def test_the_kit_catches_broken_rotators(
+    rotator: type[Rotator], check: str, complaint: str
+) -> None:
+    kit = Conformance(rotator, SERVER, verify_timeout=0.5)
+    with pytest.raises(ConformanceError, match=complaint) as err:
+        if check == "check_no_secret_leaks":
+            kit.check_verify_rejects_wrong()
+        getattr(kit, check)()
+    for value in kit.sentinels:
+        assert value not in str(err.value)

@@ -204,7 +204,10 @@ def producer(settings: Settings) -> Celery:
 
 
 def enqueue_rotate(settings: Settings, **kwargs: Any) -> None:
-    """Publish ``scaivault.rotate`` with the contract's keyword arguments (no secret data)."""
+    """Publish ``scaivault.rotate`` with the contract's keyword arguments (no secret data).
+
+    ``rotation_id`` (the engine's extension) resumes that run rather than starting one.
+    """
     app = producer(settings)
     try:
         app.send_task("scaivault.rotate", kwargs=kwargs, queue=keys.TASK_QUEUE, retry=False)
@@ -460,5 +463,6 @@ def retry(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
         grace_period=record.grace_period,
         actor=actor,
         reason=reason or record.reason,
+        rotation_id=record.rotation_id,  # the engine resumes this run instead of a new one
     )
     return queued

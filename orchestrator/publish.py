@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
+import re
 import socket
 import uuid
 from collections.abc import Mapping
@@ -28,6 +30,7 @@ from typing import Any
 
 import redis.asyncio
 import redis.exceptions
+from redis.exceptions import NoScriptError
 
 from orchestrator import history, keys
 from orchestrator.errors import PublishError
@@ -101,32 +104,32 @@ def task_message(
     queue: str = keys.TASK_QUEUE,
 ) -> tuple[str, bytes]:
     """Return ``(task_id, payload)``: the bytes kombu's Redis transport would ``LPUSH`` for
-    ``send_task(task, kwargs=kwargs, queue=queue)`` (Celery protocol 2, JSON, priority 0)."""
+    ``send_task(task, kwargs=kwargs, queue=queue)`` (Celery protocol 2, JSON, priority 0).
+
+    The envelope is filled into a pre-serialised template (a third of the cost of dumping the
+    nested dicts each time); a unit test keeps it equal to what Celery and kombu produce.
+    """
     task_id = task_id or str(uuid.uuid4())
     body = json.dumps([[], dict(kwargs), _EMBED]).encode()
-    envelope = {
-        "body": base64.b64encode(body).decode("ascii"),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": _headers(task, task_id, kwargs),
-        "properties": {
-            "correlation_id": task_id,
-            "reply_to": _REPLY_TO,
-            "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": 0,
-            "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
-        },
+    quoted_id = json.dumps(task_id)
+    payload = _TEMPLATE % {
+        "body": '"' + base64.b64encode(body).decode("ascii") + '"',
+        "task": json.dumps(task),
+        "id": quoted_id,
+        "kwargsrepr": json.dumps(repr(dict(kwargs))),
+        "queue": json.dumps(queue),
+        "tag": json.dumps(str(uuid.uuid4())),
     }
-    return task_id, json.dumps(envelope).encode()
+    return task_id, payload.encode()
 
 
-def _headers(task: str, task_id: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+def _template() -> str:
+    """The kombu Redis envelope of a Celery protocol-2 message, with ``%(...)s`` slots."""
+    marker = "\x00slot:%s\x00"
+    headers: dict[str, Any] = {
         "lang": "py",
-        "task": task,
-        "id": task_id,
+        "task": marker % "task",
+        "id": marker % "id",
         "shadow": None,
         "eta": None,
         "expires": None,
@@ -134,16 +137,105 @@ def _headers(task: str, task_id: str, kwargs: Mapping[str, Any]) -> dict[str, An
         "group_index": None,
         "retries": 0,
         "timelimit": [None, None],
-        "root_id": task_id,
+        "root_id": marker % "id",
         "parent_id": None,
         "argsrepr": "()",
-        "kwargsrepr": repr(dict(kwargs)),
+        "kwargsrepr": marker % "kwargsrepr",
         "origin": _ORIGIN,
         "ignore_result": None,
         "replaced_task_nesting": 0,
         "stamped_headers": None,
         "stamps": {},
     }
+    envelope = {
+        "body": marker % "body",
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            "correlation_id": marker % "id",
+            "reply_to": _REPLY_TO,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": marker % "queue"},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": marker % "tag",
+        },
+    }
+    text = json.dumps(envelope).replace("%", "%%")
+    return re.sub(r'"\\u0000slot:(\w+)\\u0000"', r"%(\1)s", text)
+
+
+_TEMPLATE = _template()
+
+
+class ScriptBatch:
+    """Group commit for one Lua script: calls made while a pipeline is in flight go out together
+    in the next pipeline (one write, one connection checkout), so under load each request pays a
+    fraction of the client's per-command cost. Each call is still one atomic script run.
+
+    A script missing from Redis's cache (after a restart) is loaded and only the calls Redis
+    refused with ``NOSCRIPT`` (which therefore did not run) are sent again.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, script: str) -> None:
+        self.client = client
+        self.script = script
+        self.sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+        self._pending: list[_Call] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def __call__(self, script_keys: list[str], args: list[Any]) -> Any:
+        """Run the script once with ``script_keys`` and ``args``; return its reply."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Call(script_keys, args, future))
+        if self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._send(batch)
+        finally:
+            self._drainer = None
+
+    async def _send(self, batch: list[_Call]) -> None:
+        try:
+            results = await self._execute(batch)
+        except Exception as exc:
+            results = [exc] * len(batch)
+        for call, result in zip(batch, results, strict=True):
+            if call.future.done():  # its request timed out and was answered already
+                continue
+            if isinstance(result, Exception):
+                call.future.set_exception(result)
+            else:
+                call.future.set_result(result)
+
+    async def _execute(self, batch: list[_Call]) -> list[Any]:
+        results = await self._pipeline(batch)
+        missing = [n for n, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.client.script_load(self.script)
+            retried = await self._pipeline([batch[n] for n in missing])
+            for n, result in zip(missing, retried, strict=True):
+                results[n] = result
+        return results
+
+    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for call in batch:
+                pipe.evalsha(self.sha, len(call.keys), *call.keys, *call.args)
+            return list(await pipe.execute(raise_on_error=False))
+
+
+@dataclass(frozen=True)
+class _Call:
+    keys: list[str]
+    args: list[Any]
+    future: asyncio.Future[Any]
 
 
 class Publisher:
@@ -157,12 +249,12 @@ class Publisher:
         self.client = client
         self.claim_ttl = claim_ttl
         self.timeout = timeout
-        self._script = client.register_script(CLAIM_AND_WRITE)
+        self._script = ScriptBatch(client, CLAIM_AND_WRITE)
 
     async def publish_task(
         self, event_id: str, task: str, kwargs: Mapping[str, Any], queue: str = keys.TASK_QUEUE
     ) -> Claim:
-        """Claim ``event_id`` and push ``task``'s message in one round trip."""
+        """Claim ``event_id`` and push ``task``'s message in one atomic script."""
         task_id, message = task_message(task, kwargs, queue=queue)
         args = [task_id, self.claim_ttl, "list", message]
         return await self._run([keys.event(event_id), queue], args)
@@ -176,7 +268,7 @@ class Publisher:
     async def _run(self, script_keys: list[str], args: list[Any]) -> Claim:
         try:
             async with asyncio.timeout(self.timeout):
-                fresh, value = await self._script(keys=script_keys, args=args)
+                fresh, value = await self._script(script_keys, args)
         except TimeoutError:
             raise PublishError("timeout") from None
         except (redis.exceptions.RedisError, OSError):

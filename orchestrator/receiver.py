@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,9 +31,10 @@ from prometheus_client.exposition import generate_latest
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from orchestrator import envelope, publish, signing
 from orchestrator.envelope import Envelope
@@ -51,12 +53,6 @@ RETRY_AFTER = 5
 #: Shortest time an event id stays claimed; always at least the accepted event age plus a day.
 MIN_CLAIM_TTL = timedelta(days=7)
 
-_UNAUTHORIZED = Response(
-    b'{"error":"unauthorized"}',
-    401,
-    {"WWW-Authenticate": 'HMAC-SHA256 realm="scaivault-webhook"'},
-    media_type="application/json",
-)
 _ERRORS = {
     400: "malformed_payload",
     413: "payload_too_large",
@@ -101,10 +97,57 @@ class Metrics:
             ["secret_position"],
             registry=self.registry,
         )
+        self._events: dict[tuple[str, str], Any] = {}
+        self._matches: dict[int, Any] = {}
+
+    def event(self, event_type: str, outcome: str) -> None:
+        """Count one request (label children cached: ``labels()`` is costly on the hot path)."""
+        child = self._events.get((event_type, outcome))
+        if child is None:
+            child = self._events[event_type, outcome] = self.events.labels(event_type, outcome)
+        child.inc()
+
+    def secret_match(self, position: int) -> None:
+        """Count one verified request by the position of the secret that matched."""
+        child = self._matches.get(position)
+        if child is None:
+            child = self._matches[position] = self.secret_matches.labels(str(position))
+        child.inc()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer of the events endpoint, sent with two raw ASGI messages."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    async def send(self, send: Send) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.body)).encode()),
+            *self.headers,
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+_UNAUTHORIZED = Reply(
+    401,
+    b'{"error":"unauthorized"}',
+    ((b"www-authenticate", b'HMAC-SHA256 realm="scaivault-webhook"'),),
+)
+_UNAVAILABLE = Reply(
+    503,
+    b'{"error":"temporarily_unavailable"}',
+    ((b"retry-after", str(RETRY_AFTER).encode()),),
+)
 
 
 class Receiver:
-    """The request handlers, bound to one settings object, Redis client and metrics."""
+    """The events endpoint (a raw ASGI app: the hot path skips Request/Response objects) and
+    the health, readiness and metrics handlers, bound to settings, a Redis client and metrics."""
 
     def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
         self.settings = settings
@@ -118,32 +161,31 @@ class Receiver:
         )
         self.metrics = Metrics()
 
-    async def events(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /scaivault/events``: never raises, never answers 500."""
         started = time.perf_counter()
         fields: dict[str, Any] = {"type": "none"}
         try:
-            response = await self._accept(request, fields)
+            reply = await self._accept(scope, receive, fields)
         except WebhookRejected as exc:
-            response = self._rejected(exc, fields)
+            reply = self._rejected(exc, fields)
         except PublishError as exc:
-            response = self._unavailable(exc.reason, fields)
-        except ClientDisconnect:
-            response = self._rejected(WebhookRejected(400, "client_disconnected"), fields)
+            reply = self._unavailable(exc.reason, fields)
         except Exception:
             log.exception("event_failed", **fields)
-            response = self._unavailable("internal_error", fields)
+            reply = self._unavailable("internal_error", fields)
         self.metrics.latency.observe(time.perf_counter() - started)
-        return response
+        await reply.send(send)
 
-    async def _accept(self, request: Request, fields: dict[str, Any]) -> Response:
-        check_length(request.headers.get("content-length"))
-        check_content_type(request.headers.get("content-type"))
-        body = await read_body(request)
+    async def _accept(self, scope: Scope, receive: Receive, fields: dict[str, Any]) -> Reply:
+        length, content_type, signature = request_headers(scope)
+        check_length(length)
+        check_content_type(content_type)
+        body = await read_body(receive)
         fields["body_len"] = len(body)
-        header = ",".join(request.headers.getlist("x-scaivault-signature"))
-        fields["secret_position"] = signing.verify(body, header, self.secrets)
-        self.metrics.secret_matches.labels(str(fields["secret_position"])).inc()
+        position = signing.verify(body, signature, self.secrets)
+        fields["secret_position"] = position
+        self.metrics.secret_match(position)
         event = envelope.parse(body, now=datetime.now(UTC), max_age=self.max_age)
         fields.update(event_id=event.id, type=_type_label(event.type), path=event.path or None)
         if event.type == envelope.ROTATION_DUE:
@@ -152,7 +194,7 @@ class Receiver:
             return await self._record(event, fields)
         return self._done(202, "ignored", fields, event_type=event.type)
 
-    async def _rotation_due(self, event: Envelope, fields: dict[str, Any]) -> Response:
+    async def _rotation_due(self, event: Envelope, fields: dict[str, Any]) -> Reply:
         kwargs = publish.rotate_kwargs(
             path=event.path,
             event_id=event.id,
@@ -167,7 +209,7 @@ class Receiver:
             return self._done(200, "duplicate", fields)
         return self._done(202, "queued", fields, task_id=claim.value)
 
-    async def _record(self, event: Envelope, fields: dict[str, Any]) -> Response:
+    async def _record(self, event: Envelope, fields: dict[str, Any]) -> Reply:
         claim = await self.publisher.record_history(
             event.id,
             event.path,
@@ -180,29 +222,27 @@ class Receiver:
             return self._done(200, "duplicate", fields)
         return self._done(202, "recorded", fields)
 
-    def _done(self, status: int, outcome: str, fields: dict[str, Any], **extra: Any) -> Response:
-        self.metrics.events.labels(fields["type"], outcome).inc()
+    def _done(self, status: int, outcome: str, fields: dict[str, Any], **extra: Any) -> Reply:
+        self.metrics.event(fields["type"], outcome)
         log.info("event_accepted", status=status, outcome=outcome, **fields, **extra)
         body = {"status": outcome, "event_id": fields.get("event_id"), **extra}
-        return _json(status, body)
+        return Reply(status, json.dumps(body).encode())
 
-    def _rejected(self, exc: WebhookRejected, fields: dict[str, Any]) -> Response:
-        self.metrics.events.labels(fields["type"], exc.reason).inc()
+    def _rejected(self, exc: WebhookRejected, fields: dict[str, Any]) -> Reply:
+        self.metrics.event(fields["type"], exc.reason)
         log.warning("event_rejected", status=exc.status, outcome=exc.reason, **fields)
         if exc.status == 401:
             return _UNAUTHORIZED
         body: dict[str, Any] = {"error": _ERRORS.get(exc.status, "rejected"), "reason": exc.reason}
         if exc.field:
             body["field"] = exc.field
-        return _json(exc.status, body)
+        return Reply(exc.status, json.dumps(body).encode())
 
-    def _unavailable(self, reason: str, fields: dict[str, Any]) -> Response:
-        self.metrics.events.labels(fields["type"], "unavailable").inc()
+    def _unavailable(self, reason: str, fields: dict[str, Any]) -> Reply:
+        self.metrics.event(fields["type"], "unavailable")
         self.metrics.publish_failures.labels(reason).inc()
         log.error("event_unavailable", status=503, outcome="unavailable", reason=reason, **fields)
-        response = _json(503, {"error": "temporarily_unavailable"})
-        response.headers["Retry-After"] = str(RETRY_AFTER)
-        return response
+        return _UNAVAILABLE
 
     async def healthz(self, request: Request) -> Response:
         """``GET /healthz``: the process is up."""
@@ -246,16 +286,35 @@ def check_content_type(value: str | None) -> None:
             raise WebhookRejected(415, "unsupported_media_type")
 
 
-async def read_body(request: Request) -> bytes:
+def request_headers(scope: Scope) -> tuple[str | None, str | None, str]:
+    """``Content-Length``, ``Content-Type`` and the signature header(s), joined by commas."""
+    length = content_type = None
+    signatures = []
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            length = value.decode("latin-1")
+        elif name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"x-scaivault-signature":
+            signatures.append(value.decode("latin-1"))
+    return length, content_type, ",".join(signatures)
+
+
+async def read_body(receive: Receive) -> bytes:
     """The raw body, refusing (413) as soon as more than :data:`MAX_BODY` bytes arrive."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise WebhookRejected(400, "client_disconnected")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
             raise WebhookRejected(413, "too_large")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _type_label(event_type: str) -> str:
@@ -293,7 +352,7 @@ def create_app(settings: Settings, redis: redis.asyncio.Redis | None = None) -> 
         await client.aclose()
 
     routes = [
-        Route(EVENTS_PATH, receiver.events, methods=["POST"]),
+        Route(EVENTS_PATH, receiver, methods=["POST"]),
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/readyz", receiver.readyz, methods=["GET"]),
         Route("/metrics", receiver.metrics_endpoint, methods=["GET"]),

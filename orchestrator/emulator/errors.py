@@ -7,6 +7,8 @@ OrchestratorError
 
 from __future__ import annotations
 
+import math
+
 from orchestrator.errors import OrchestratorError
 
 STATUS_BY_CODE = {
@@ -49,7 +51,8 @@ class ApiError(OrchestratorError):
         """``Retry-After`` for rate limiting and unavailability, else nothing."""
         if self.retry_after is None:
             return {}
-        return {"Retry-After": str(max(0, round(self.retry_after)))}
+        # delta-seconds must be a whole number (RFC 9110; the spec's client does int(...)).
+        return {"Retry-After": str(max(0, math.ceil(self.retry_after)))}
 
 
 class ConnectionDropped(OrchestratorError):

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from starlette.requests import Request
 
 from orchestrator.duration import parse_duration
@@ -39,6 +46,14 @@ class PutSecret(Body):
     secret_type: Text = "json"
     metadata: dict[str, Any] = Field(default_factory=dict)
     options: PutOptions = Field(default_factory=PutOptions)
+
+    @field_validator("secret_type", "metadata", "options", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        # Clients often send explicit nulls for optional fields; treat them as left out.
+        if value is None:
+            return {"secret_type": "json", "metadata": {}, "options": {}}[info.field_name or ""]
+        return value
 
 
 class TokenRequest(Body):

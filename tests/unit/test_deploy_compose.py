@@ -11,16 +11,19 @@ from typing import Any
 import jsonschema
 import pytest
 
+from orchestrator.emulator.app import ROUTES as EMULATOR_ROUTES
 from orchestrator.routing import RoutingTable
 from orchestrator.settings import Settings, env_names
 from tests.fixtures.deploy import (
     DEPLOY,
     REPO,
     check_cli_argv,
+    check_stop_signal,
     cli_envvars,
     env_file,
     load_yaml,
     option_value,
+    soft_shutdown_timeout,
 )
 
 SCHEMA = json.loads((REPO / "tests" / "data" / "compose-spec.json").read_text(encoding="utf-8"))
@@ -124,8 +127,8 @@ def test_worker_scales_and_beat_does_not(compose: dict[str, Any]) -> None:
 def test_worker_stop_grace_outlasts_the_task_time_limit(compose: dict[str, Any]) -> None:
     worker = compose["services"]["worker"]
     limit = Settings.model_fields["rotator_task_time_limit"].default
-    assert _seconds(worker["stop_grace_period"]) > limit + 30
-    assert worker["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
+    assert _seconds(worker["stop_grace_period"]) > limit + soft_shutdown_timeout()
+    assert check_stop_signal(worker.get("environment", {})) is None
 
 
 def test_health_checks_and_dependencies(compose: dict[str, Any]) -> None:
@@ -143,6 +146,10 @@ def test_health_checks_and_dependencies(compose: dict[str, Any]) -> None:
     assert f"127.0.0.1:{receiver_port}/readyz" in " ".join(
         services["receiver"]["healthcheck"]["test"]
     )
+    emulator_port = option_value(services["emulator"]["command"], "--port")
+    emulator_check = " ".join(services["emulator"]["healthcheck"]["test"])
+    assert f"127.0.0.1:{emulator_port}/healthz" in emulator_check
+    assert "/healthz" in {route.path for route in EMULATOR_ROUTES}
     metrics_port = Settings.model_fields["rotator_metrics_port"].default
     assert f"127.0.0.1:{metrics_port}/metrics" in " ".join(
         services["worker"]["healthcheck"]["test"]

@@ -14,8 +14,10 @@ from tests.fixtures.deploy import (
     DEPLOY,
     REPO,
     check_cli_argv,
+    check_stop_signal,
     dockerfile_instructions,
     option_value,
+    soft_shutdown_timeout,
     stages,
     venv_tool,
 )
@@ -158,3 +160,9 @@ def test_cli_check_reports_unknown_commands_options_types_and_missing_required()
     assert "abc" in str(check_cli_argv(["serve", "--port", "abc"]))
     assert "--admin-token" in str(check_cli_argv(["emulator", "--port", "8200"]))
     assert check_cli_argv(["emulator"], {"EMULATOR_ADMIN_TOKEN": "change-me"}) is None
+
+
+def test_stop_signal_check_rejects_a_cold_shutdown_without_soft_timeout() -> None:
+    assert check_stop_signal({}) is None
+    remapped = check_stop_signal({"REMAP_SIGTERM": "SIGQUIT"})
+    assert (remapped is None) == (soft_shutdown_timeout() > 0)

@@ -6,7 +6,6 @@ installed: without it the base's files are read directly).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import kubernetes_validate
@@ -20,8 +19,10 @@ from tests.fixtures.deploy import (
     K8S_TARGETS,
     SECRET_NAME,
     THIRD_PARTY_ENV,
+    beat_keeps_a_schedule_file,
     by_kind,
     check_cli_argv,
+    check_stop_signal,
     component,
     configmap_data,
     container_env,
@@ -31,6 +32,7 @@ from tests.fixtures.deploy import (
     option_value,
     pod_spec,
     render_kustomize,
+    soft_shutdown_timeout,
     workloads,
 )
 
@@ -71,16 +73,6 @@ def _task_time_limit(docs: tuple[dict[str, Any], ...]) -> int:
     settings = configmap_data(docs, "scaivault-rotator-settings")
     default = Settings.model_fields["rotator_task_time_limit"].default
     return int(settings.get("ROTATOR_TASK_TIME_LIMIT", default))
-
-
-def _soft_shutdown_timeout() -> float:
-    """Celery's soft shutdown timeout as the app configures it (Celery's default 0 otherwise)."""
-    try:
-        module = importlib.import_module("orchestrator.celery_app")
-    except ImportError:
-        return 0.0
-    app = getattr(module, "app", None) or getattr(module, "celery_app", None)
-    return float(getattr(app, "conf", {}).get("worker_soft_shutdown_timeout") or 0.0)
 
 
 @pytest.mark.skipif(kubectl() is None, reason="kubectl is not installed")
@@ -200,9 +192,8 @@ def test_worker_grace_period_outlasts_soft_shutdown_and_task_time_limit(
 ) -> None:
     worker = deployment(docs, "worker")
     grace = pod_spec(worker)["terminationGracePeriodSeconds"]
-    assert grace > _task_time_limit(docs) + _soft_shutdown_timeout()
-    env = container_env(docs, _main(worker))
-    assert env["REMAP_SIGTERM"] == "SIGQUIT", "SIGTERM must start Celery's soft shutdown"
+    assert grace > _task_time_limit(docs) + soft_shutdown_timeout()
+    assert check_stop_signal(container_env(docs, _main(worker))) is None
 
 
 def test_worker_metrics_port_and_liveness(docs: tuple[dict[str, Any], ...]) -> None:
@@ -219,6 +210,9 @@ def test_beat_is_a_single_replica_that_is_never_doubled(docs: tuple[dict[str, An
     assert beat["spec"]["replicas"] == 1
     assert beat["spec"]["strategy"] == {"type": "Recreate"}
     assert not [d for d in by_kind(docs, "HorizontalPodAutoscaler") if "beat" in str(d)]
+    if beat_keeps_a_schedule_file():
+        mounts = {m["mountPath"] for m in _main(beat).get("volumeMounts", [])}
+        assert "/var/lib/scaivault-rotator" in mounts, "beat's schedule file needs a volume"
 
 
 def test_secrets_are_referenced_never_committed(docs: tuple[dict[str, Any], ...]) -> None:

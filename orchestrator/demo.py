@@ -26,13 +26,21 @@ import redis
 
 from orchestrator import history
 from orchestrator.output import dump_json
-from orchestrator.sandbox import GRACE, Sandbox, explicit_redis
+from orchestrator.sandbox import GRACE, WHO, Sandbox, explicit_redis
 from orchestrator.settings import Settings
 from orchestrator.stack import StackError
 from orchestrator.store import RunRecord, RunStore
 
 #: States that end the wait: done is success, the rest are failures.
 END_STATES = frozenset({"done", "failed", "needs_attention", "cancelled", "rolled_back", "skipped"})
+
+#: History fields the timeline shows, by event (the rest repeat what is already on screen).
+TIMELINE_FIELDS = {
+    "rotation_started": ("trigger", "actor", "rotator", "from_version"),
+    "step_done": ("step", "duration_ms"),
+    "secret.updated": ("new_version",),
+}
+DEFAULT_FIELDS = ("step", "from_version", "new_version", "outcome", "detail")
 
 Echo = Callable[[str], None]
 
@@ -105,7 +113,7 @@ class Watcher:
                 status = item.get("status") or item.get("error")
                 self.timeline.once(
                     ("delivery", item["event_id"], item["attempt"]),
-                    f"{'scaivault':<12} signed {item['type']} {item['event_id']} for "
+                    f"{'scaivault':<{WHO}} signed {item['type']} {item['event_id']} for "
                     f"{self.short(item['path'])} -> receiver answered {status}",
                 )
         records = {}
@@ -116,17 +124,17 @@ class Watcher:
             if record is not None:
                 self.timeline.once(
                     (record.rotation_id, record.state),
-                    f"{self.short(path):<12} state {record.state}"
+                    f"{self.short(path):<{WHO}} state {record.state}"
                     + (f" (new version {record.new_version})" if record.new_version else "")
                     + (f" - {record.last_error}" if record.last_error else ""),
                 )
         return records
 
     def _history_line(self, path: str, entry: dict[str, str]) -> None:
-        rest = {k: v for k, v in entry.items() if k not in {"ts", "event", "rotation_id", "state"}}
-        detail = " ".join(f"{k}={v}" for k, v in rest.items())
+        shown = TIMELINE_FIELDS.get(entry.get("event", ""), DEFAULT_FIELDS)
+        detail = " ".join(f"{k}={entry[k]}" for k in shown if entry.get(k))
         key = ("history", path, entry.get("ts"), entry.get("event"))
-        self.timeline.once(key, f"{self.short(path):<12} {entry.get('event')} {detail}".rstrip())
+        self.timeline.once(key, f"{self.short(path):<{WHO}} {entry.get('event')} {detail}".rstrip())
 
     def until_done(self, timeout: float) -> dict[str, RunRecord | None]:
         """Poll until every path's rotation ended (or raise on timeout or a dead process)."""
@@ -227,11 +235,11 @@ def _run(box: Sandbox, timeline: Timeline, outcome: Outcome, timeout: float) -> 
     box.start()
     paths = [box.add_password("password"), box.add_salesforce("oauth")]
     timeline.say(
-        f"{'scaivault':<12} stored 2 secrets under {box.ends.prefix}/ "
+        f"{'scaivault':<{WHO}} stored 2 secrets under {box.ends.prefix}/ "
         f"with a rotation policy (grace {GRACE})"
     )
     for path in paths:
-        timeline.say(f"{'demo':<12} POST /v1/secrets/{path}/rotate")
+        timeline.say(f"{'demo':<{WHO}} POST /v1/secrets/{path}/rotate")
         box.trigger(path)
     watcher = Watcher(box, paths, timeline)
     try:

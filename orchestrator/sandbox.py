@@ -38,6 +38,8 @@ from orchestrator.stack import (
 
 #: Grace period of the sandbox's routing rules, short so finalize is seen within the minute.
 GRACE = "10s"
+#: Width of the "who" column of progress lines (long enough for ``salesforce/oauth``).
+WHO = 17
 #: The identity the worker authenticates to ScaiVault as.
 WORKER_IDENTITY = "sa:scaivault-rotator"
 
@@ -172,7 +174,7 @@ class Sandbox:
 
     def _start_redis(self) -> None:
         if self.ends.redis_url:
-            self.echo(f"{'redis':<12} using REDIS_URL (reachable)")
+            self.echo(f"{'redis':<{WHO}} using REDIS_URL (reachable)")
             return
         try:
             server = RedisServer(self.ends.workdir / "redis")
@@ -185,7 +187,7 @@ class Sandbox:
         server.start()
         self.ends.redis_url = server.url
         self.redis_note = f"private redis-server on port {server.port}"
-        self.echo(f"{'redis':<12} {self.redis_note} (data in {server.directory})")
+        self.echo(f"{'redis':<{WHO}} {self.redis_note} (data in {server.directory})")
 
     def _start_emulator(self) -> None:
         port = free_port()
@@ -201,7 +203,7 @@ class Sandbox:
             timeout=10.0,
             trust_env=False,
         )
-        self.echo(f"{'emulator':<12} ScaiVault emulator at {self.ends.vault_url}")
+        self.echo(f"{'emulator':<{WHO}} ScaiVault emulator at {self.ends.vault_url}")
 
     def _start_salesforce(self) -> None:
         argv = [
@@ -219,7 +221,7 @@ class Sandbox:
         self._salesforce = httpx.Client(
             base_url=self.ends.salesforce_url, verify=context, timeout=10.0, trust_env=False
         )
-        self.echo(f"{'salesforce':<12} fake Salesforce (TLS) at {self.ends.salesforce_url}")
+        self.echo(f"{'salesforce':<{WHO}} fake Salesforce (TLS) at {self.ends.salesforce_url}")
 
     def role_env(self, token: str | None = None) -> dict[str, str]:
         """The environment for our own processes (receiver, worker, beat, CLI) in this stack."""
@@ -255,13 +257,13 @@ class Sandbox:
         worker = self._child("worker", cli_argv("worker", "--concurrency", "2"), env=env)
         beat = self._child("beat", cli_argv("beat"), env=env)
         receiver.wait_http(f"http://127.0.0.1:{receiver_port}/healthz", timeout=30)
-        self.echo(f"{'receiver':<12} webhook receiver at {self.ends.receiver_url}")
+        self.echo(f"{'receiver':<{WHO}} webhook receiver at {self.ends.receiver_url}")
         for child in (worker, beat):
             if not child.alive:
                 raise StackError(
                     f"{child.name} exited at start; its log ends with:\n{child.log_tail()}"
                 )
-        self.echo(f"{'worker':<12} Celery worker (2 processes) and beat started")
+        self.echo(f"{'worker':<{WHO}} Celery worker (2 processes) and beat started")
 
     # --- setup through the APIs ----------------------------------------------------------------
 
@@ -316,7 +318,7 @@ class Sandbox:
             "name": "demo", "interval": "90d", "grace_period": self.grace, "auto_generate": False,
         })["id"])  # fmt: skip
         self.echo(
-            f"{'scaivault':<12} policy + token for {WORKER_IDENTITY}, webhook subscription, "
+            f"{'scaivault':<{WHO}} policy + token for {WORKER_IDENTITY}, webhook subscription, "
             f"rotation policy (grace {self.grace})"
         )
 

@@ -5,6 +5,8 @@ Exit codes: 0 success, 1 a failed operation, 2 bad usage or configuration.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from orchestrator import __version__
@@ -37,6 +39,55 @@ def emulator(host: str, port: int, admin_token: str, state_file: str | None) -> 
     from orchestrator.emulator import serve as run
 
     run(host=host, port=port, admin_token=admin_token, state_file=state_file)
+
+
+def _celery_app() -> Any:
+    """Import the Celery app; a bad environment exits 2 with every problem listed."""
+    from orchestrator.errors import ConfigError
+
+    try:
+        from orchestrator import celery_app
+    except ConfigError as exc:
+        click.echo("scaivault-rotator: invalid configuration", err=True)
+        for problem in exc.problems:
+            click.echo(f"  - {problem}", err=True)
+        raise SystemExit(2) from None
+    return celery_app
+
+
+@cli.command()
+@click.option("--concurrency", "-c", type=int, help="Pool processes (default: CPU count).")
+@click.option("--loglevel", "-l", help="Log level (default: ROTATOR_LOG_LEVEL).")
+@click.option(
+    "--pool",
+    "-P",
+    type=click.Choice(["prefork", "solo", "threads"]),
+    default="prefork",
+    show_default=True,
+    help="Celery execution pool.",
+)
+def worker(concurrency: int | None, loglevel: str | None, pool: str) -> None:
+    """Run a Celery worker for the rotation tasks (refuses a bad routing file with exit 2)."""
+    module = _celery_app()
+    from orchestrator.errors import ConfigError
+
+    try:
+        module.check_worker_config(module.settings)
+    except ConfigError as exc:
+        module.refuse(exc)
+    argv = ["worker", "-Q", module.keys.TASK_QUEUE, "-P", pool]
+    argv += ["--loglevel", loglevel or module.settings.rotator_log_level]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    module.app.worker_main(argv)
+
+
+@cli.command()
+@click.option("--loglevel", "-l", help="Log level (default: ROTATOR_LOG_LEVEL).")
+def beat(loglevel: str | None) -> None:
+    """Run Celery beat: sweep every ROTATOR_SWEEP_INTERVAL, reconcile every ..._INTERVAL."""
+    module = _celery_app()
+    module.app.start(["beat", "--loglevel", loglevel or module.settings.rotator_log_level])
 
 
 # --- on-call commands and the demo (implemented in orchestrator.command) ---

@@ -1,0 +1,1009 @@
+"""The rotation engine: runs the steps of DESIGN §6 for one rotation, checking before acting.
+
+Celery-free on purpose: :mod:`orchestrator.tasks` calls it, the CLI reuses its helpers. One
+worker drives a rotation at a time: it holds the run's lease (renewed by a heartbeat thread
+while it works) and every state change is checked against that lease in Redis, so a worker
+that lost its lease stops at its next step. A worker that dies leaves an expiring lease that
+the sweeper re-drives; the resumed rotation re-reads ScaiVault first, so work already done is
+recognised ("already stored by us" = version N+1 carries our ``rotation_id``).
+
+Steps of :meth:`Engine.drive`::
+
+    read N -> mint (updaters: seal, apply) -> verify (retries for propagation) -> store N+1
+    with options.cas=N -> grace (due-queue entry) ... finalize: re-verify new, revoke old -> done
+
+Failures: transient errors raise :class:`RetryLater` (the task retries after a countdown of
+seconds) until ``ROTATOR_MAX_ATTEMPTS`` attempts; then ``needs_attention``. Permanent errors go
+to ``failed`` at once, or to ``needs_attention`` when an updater's new value may already be
+applied. Either way: an error log line, a metric, a history entry and an alert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import redis
+
+from orchestrator import history, metrics
+from orchestrator.due import DueQueue, to_ms
+from orchestrator.duration import format_duration, parse_duration
+from orchestrator.errors import ConfigError, OrchestratorError, VaultError, VersionConflict
+from orchestrator.log import get_logger
+from orchestrator.routing import RoutingTable, Rule
+from orchestrator.seal import Sealer
+from orchestrator.settings import Settings
+from orchestrator.store import (
+    LEASED_STATES,
+    TERMINAL_STATES,
+    IllegalTransition,
+    LeaseLost,
+    PathBusy,
+    RunRecord,
+    RunStore,
+)
+from orchestrator.vault import VaultClient
+from rotators.contract import RotationContext, Rotator, SecretVersion
+from rotators.errors import CredentialRejected, PermanentError, TransientError
+from rotators.secret import SecretData
+
+#: ``rotated_by`` on every version the engine writes (DESIGN §5).
+ROTATED_BY = "scaivault-rotator"
+#: States a rotation may be in when it enters grace (including "found already stored").
+_PRE_GRACE = ("queued", "minting", "applying", "verifying", "storing")
+
+
+class RetryLater(OrchestratorError):
+    """A transient failure: run the task again after ``countdown`` seconds (never hours)."""
+
+    def __init__(self, message: str, *, rotation_id: str, countdown: float) -> None:
+        super().__init__(message)
+        self.rotation_id = rotation_id
+        self.countdown = countdown
+
+
+class NeedsAttention(OrchestratorError):
+    """The rotation cannot safely go on by itself; a human must look (state needs_attention)."""
+
+
+class AlertSink(Protocol):
+    """Where failure alerts go (:class:`orchestrator.alert.Alerter`)."""
+
+    def send(
+        self,
+        *,
+        path: str,
+        rotation_id: str,
+        state: str,
+        reason: str,
+        rotator: str | None = None,
+        step: str | None = None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class RotateRequest:
+    """The keyword arguments of ``scaivault.rotate`` (ids and paths only, never secret data).
+
+    ``rotation_id`` is set only when the sweeper re-drives a rotation whose worker died.
+    """
+
+    path: str
+    trigger: str = "schedule"
+    event_id: str | None = None
+    from_version: int | None = None
+    grace_period: str | None = None
+    actor: str | None = None
+    reason: str | None = None
+    rotation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What one sweep claimed: due finalizations ``(rotation_id, lease)`` and runs to re-drive."""
+
+    due: list[tuple[str, int]] = field(default_factory=list)
+    redrive: list[RunRecord] = field(default_factory=list)
+
+
+def scheduled_id(path: str, from_version: int) -> str:
+    """The rotation id of a scheduled rotation: derived from (path, version it rotates from).
+
+    So every delivery of the same ``rotation.due`` (and any late duplicate) names one rotation.
+    """
+    digest = hashlib.sha256(f"{path}\0{from_version}".encode()).hexdigest()
+    return f"rot-{digest[:24]}"
+
+
+def manual_id() -> str:
+    """A fresh rotation id for a manual rotation."""
+    return f"rot-m{uuid.uuid4().hex[:23]}"
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line, bounded reason for a run record, log line and alert (never a secret value:
+    every error of ours and of the rotator contract keeps secrets out of its message)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    return (f"{name}: {text}" if text else name)[:500]
+
+
+class _ReadOnlyVault:
+    """The :class:`~rotators.VaultReader` handed to rotators: ``read`` and nothing else."""
+
+    def __init__(self, vault: VaultClient) -> None:
+        self._vault = vault
+
+    def read(self, path: str, version: int | None = None) -> SecretVersion:
+        return self._vault.read(path, version)
+
+
+class _Heartbeat:
+    """Renews a run's lease in a thread while a step runs, so only a dead worker's expires."""
+
+    def __init__(self, store: RunStore, rotation_id: str, owner: str, seconds: float) -> None:
+        self._store = store
+        self._rotation_id = rotation_id
+        self._owner = owner
+        self._seconds = seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+        self.lost = False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._seconds / 3):
+            try:
+                self._store.renew_lease(self._rotation_id, self._owner, self._seconds)
+            except LeaseLost:
+                self.lost = True
+                return
+            except redis.RedisError:
+                continue
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+class Engine:
+    """Runs rotations. One instance per worker process (it holds connections)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        vault: VaultClient,
+        routing: RoutingTable,
+        *,
+        sealer: Sealer | None = None,
+        alerter: AlertSink | None = None,
+        sleep: Any = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.store = RunStore(client)
+        self.due = DueQueue(client)
+        self.vault = vault
+        self.routing = routing
+        self.sealer = sealer
+        self.alerter = alerter
+        self._sleep = sleep
+        self._lease = settings.rotator_lease_seconds
+        self.log = get_logger("orchestrator.engine")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, routing: RoutingTable | None = None) -> Engine:
+        """An engine wired from ``settings``: Redis, ScaiVault, routing file, seal key, alerts."""
+        from orchestrator.alert import Alerter
+
+        return cls(
+            settings,
+            redis.Redis.from_url(settings.redis_url),
+            VaultClient(settings),
+            routing or RoutingTable.load(settings.rotator_config),
+            sealer=Sealer(settings.seal_keys()) if settings.seal_keys() else None,
+            alerter=Alerter(settings.rotator_alert_webhook_url),
+        )
+
+    def close(self) -> None:
+        """Close the ScaiVault and Redis connections."""
+        self.vault.close()
+        self.client.close()
+
+    # --- starting a rotation -----------------------------------------------------------------
+
+    def rotate(self, request: RotateRequest, owner: str) -> RunRecord | None:
+        """Handle one ``scaivault.rotate``: start, merge into the active run, or skip.
+
+        ``owner`` identifies this attempt (the Celery task id, stable across its retries).
+        """
+        if request.rotation_id:
+            return self.drive(request.rotation_id, owner)
+        log = self.log.bind(path=request.path, event_id=request.event_id)
+        rule = self.routing.match(request.path)
+        try:
+            current = self.vault.read(request.path)
+        except PermanentError as exc:  # e.g. not_found, access_denied: nothing to rotate
+            rid = manual_id()
+            if request.trigger == "schedule" and request.from_version is not None:
+                rid = scheduled_id(request.path, request.from_version)
+            record = self._new_record(request, rid, rule, request.from_version, "failed")
+            return self._refuse(record, f"cannot read the secret: {_reason(exc)}")
+        from_version = request.from_version or current.version
+        rid = scheduled_id(request.path, from_version)
+        if request.trigger != "schedule":
+            rid = manual_id()
+        existing = self.store.get(rid)
+        if existing is not None:
+            if existing.state in LEASED_STATES:
+                return self.drive(rid, owner)
+            log.info("rotation_duplicate", rotation_id=rid, state=existing.state)
+            return existing
+        active = self.store.active(request.path)
+        if (
+            active is not None
+            and active.state in LEASED_STATES
+            and (active.from_version == from_version or active.state == "queued")
+        ):
+            log.info("rotation_merged", rotation_id=active.rotation_id, merged=rid)
+            return self.drive(active.rotation_id, owner)
+        problem = self._why_not_start(request, rule, current, from_version, active)
+        record = self._new_record(
+            request, rid, rule, from_version, "skipped" if problem else "queued"
+        )
+        if problem is not None:
+            return self._skip(record, problem)
+        try:
+            self.store.create(record)
+        except PathBusy as exc:
+            return self._skip(record, f"rotation {exc.holder} holds this path")
+        except IllegalTransition:  # a concurrent delivery created it first: merge
+            return self.drive(rid, owner)
+        self._history(record, "rotation_started", state="queued", from_version=from_version)
+        return self.drive(rid, owner)
+
+    def _why_not_start(
+        self,
+        request: RotateRequest,
+        rule: Rule | None,
+        current: SecretVersion,
+        from_version: int,
+        active: RunRecord | None,
+    ) -> str | None:
+        if rule is None:
+            return "no rule in the routing file matches this path"
+        if active is not None:
+            return f"rotation {active.rotation_id} is {active.state} on this path"
+        if from_version != current.version:
+            return f"stale request: it rotates version {from_version}, current is {current.version}"
+        return None
+
+    def _new_record(
+        self,
+        request: RotateRequest,
+        rid: str,
+        rule: Rule | None,
+        from_version: int | None,
+        state: str,
+    ) -> RunRecord:
+        return RunRecord(
+            rotation_id=rid,
+            path=request.path,
+            state=state,
+            step="claim",
+            trigger=request.trigger,
+            rotator=rule.rotator if rule else None,
+            event_id=request.event_id,
+            actor=request.actor,
+            reason=request.reason,
+            from_version=from_version,
+            grace_period=self._grace_text(request.grace_period, rule),
+        )
+
+    def _grace_text(self, requested: str | None, rule: Rule | None) -> str:
+        if requested:
+            try:
+                return format_duration(parse_duration(requested))
+            except ValueError:
+                self.log.warning("grace_period_ignored", grace_period=requested[:40])
+        if rule is not None and rule.grace_period is not None:
+            return format_duration(rule.grace_period)
+        return self.settings.rotator_default_grace
+
+    def _refuse(self, record: RunRecord, reason: str) -> RunRecord:
+        """Record a request that failed before it could start (loud: log, metric, alert)."""
+        try:
+            failed = self.store.create(
+                RunRecord(**{**record.to_dict(), "state": "failed", "last_error": reason})
+            )
+        except IllegalTransition:
+            return self.store.require(record.rotation_id)
+        self.log.error(
+            "rotation_failed",
+            rotation_id=failed.rotation_id,
+            path=failed.path,
+            state="failed",
+            step="read",
+            reason=reason,
+        )
+        metrics.record_outcome(self.client, failed.rotator or "none", "failed")
+        self._history(
+            failed, "rotation_failed", state="failed", step="read", outcome="failed", detail=reason
+        )
+        self._alert(failed, "failed", reason, "read")
+        return failed
+
+    def _skip(self, record: RunRecord, reason: str) -> RunRecord:
+        skipped = RunRecord(**{**record.to_dict(), "state": "skipped", "last_error": reason})
+        try:
+            self.store.create(skipped)
+        except IllegalTransition:
+            return self.store.require(record.rotation_id)
+        self.log.info(
+            "rotation_skipped", rotation_id=record.rotation_id, path=record.path, reason=reason
+        )
+        metrics.record_outcome(self.client, record.rotator or "none", "skipped")
+        self._history(record, "rotation_skipped", state="skipped", outcome="skipped", detail=reason)
+        if record.rotator is None:  # an unrouted path is a configuration problem: be loud
+            self._alert(skipped, "skipped", reason, "claim")
+        return skipped
+
+    # --- driving a rotation ------------------------------------------------------------------
+
+    def drive(self, rotation_id: str, owner: str) -> RunRecord | None:
+        """Take the run's lease and carry it as far as it goes now (grace, or a failure).
+
+        Returns the run record afterwards; does nothing if another live worker drives it.
+        Raises :class:`RetryLater` for transient failures within the attempt budget.
+        """
+        if not self.store.acquire_lease(rotation_id, owner, self._lease):
+            record = self.store.get(rotation_id)
+            self.log.info(
+                "rotation_not_driven",
+                rotation_id=rotation_id,
+                state=record.state if record else None,
+            )
+            return record
+        record = self.store.require(rotation_id)
+        if record.state == "finalizing":
+            return self._finalize_leased(record, owner, None)
+        rotator = self._rotator_or_fail(record, owner)
+        if rotator is None or self._over_budget(record, owner):
+            return self.store.get(rotation_id)
+        retry: TransientError | None = None
+        with _Heartbeat(self.store, rotation_id, owner, self._lease):
+            try:
+                self._run(record, rotator, owner)
+            except (LeaseLost, IllegalTransition) as exc:
+                self.log.info("rotation_stopped", rotation_id=rotation_id, reason=_reason(exc))
+            except TransientError as exc:
+                retry = exc
+            except NeedsAttention as exc:
+                self._fail(rotation_id, "needs_attention", _reason(exc), owner)
+            except Exception as exc:
+                held = self.store.sealed(rotation_id) is not None
+                self._fail(
+                    rotation_id, "needs_attention" if held else "failed", _reason(exc), owner
+                )
+        if retry is not None:
+            self._retry_or_give_up(rotation_id, owner, retry)
+        return self.store.get(rotation_id)
+
+    def _rotator_or_fail(self, record: RunRecord, owner: str) -> Rotator | None:
+        rule = self.routing.match(record.path)
+        if rule is None or rule.rotator != record.rotator:
+            reason = (
+                f"the routing file no longer routes this path to {record.rotator!r}; "
+                "fix the routing file, then retry"
+            )
+            self._fail(record.rotation_id, "needs_attention", reason, owner)
+            return None
+        return self.routing.rotator_for(rule)
+
+    def _over_budget(self, record: RunRecord, owner: str) -> bool:
+        limit = self.settings.rotator_max_attempts
+        if record.attempts <= limit:
+            return False
+        reason = f"gave up after {limit} attempts (ROTATOR_MAX_ATTEMPTS); last: {record.last_error}"
+        self._fail(record.rotation_id, "needs_attention", reason, owner)
+        return True
+
+    def _run(self, record: RunRecord, rotator: Rotator, owner: str) -> None:
+        with self._timed(record, "read"):
+            current = self.vault.read(record.path)
+        if current.version != record.from_version:
+            if current.metadata.get("rotation_id") == record.rotation_id:
+                self._enter_grace(record, owner, current.version, current.metadata)
+                return
+            if record.mint_attempts and self.store.sealed(record.rotation_id) is not None:
+                raise NeedsAttention(
+                    f"version {current.version} was written by someone else while rotating from "
+                    f"version {record.from_version}; the target may already use our sealed value"
+                )
+            raise PermanentError(
+                f"version {current.version} is current, but this rotation started from version "
+                f"{record.from_version}: someone else rotated the secret; nothing of ours is stored"
+            )
+        ctx = self.load_context(record, current)
+        new = self._obtain_new(record, rotator, ctx, owner)
+        self._store(record, rotator, ctx, current, new, owner)
+
+    def _obtain_new(
+        self, record: RunRecord, rotator: Rotator, ctx: RotationContext, owner: str
+    ) -> SecretData:
+        """A verified new value: the sealed one if an updater already minted, else mint."""
+        rid = record.rotation_id
+        sealed = self.store.sealed(rid)
+        if sealed is not None:
+            new = self._require_sealer().unseal(sealed, context=rid)
+            self.log.info("rotation_resumed_sealed", rotation_id=rid, path=record.path)
+            self._apply(record, rotator, ctx, new, owner, resumed=True)
+            self._verify_step(record, rotator, ctx, new, owner)
+            return new
+        while True:
+            record = self.store.require(rid)
+            if record.mint_attempts >= rotator.max_mint_attempts:
+                raise PermanentError(
+                    f"the target rejected {record.mint_attempts} minted values in a row",
+                    step="mint",
+                )
+            self._move(rid, "minting", owner, step="mint", mint_attempts=record.mint_attempts + 1)
+            with self._timed(record, "mint"):
+                new = SecretData(rotator.mint(ctx))
+            try:
+                if rotator.strategy == "updater":
+                    self.store.seal(rid, owner, self._require_sealer().seal(new, context=rid))
+                    self._apply(record, rotator, ctx, new, owner, resumed=False)
+                self._verify_step(record, rotator, ctx, new, owner)
+                return new
+            except CredentialRejected as exc:
+                self._history(record, "value_rejected", step=exc.step, detail=_reason(exc))
+                if rotator.strategy != "updater":
+                    self._discard(rotator, ctx, new)
+            except (PermanentError, NeedsAttention):
+                if rotator.strategy != "updater":
+                    self._discard(rotator, ctx, new)
+                raise
+
+    def _apply(
+        self,
+        record: RunRecord,
+        rotator: Rotator,
+        ctx: RotationContext,
+        new: SecretData,
+        owner: str,
+        *,
+        resumed: bool,
+    ) -> None:
+        self._move(record.rotation_id, "applying", owner, step="apply")
+        try:
+            with self._timed(record, "apply"):
+                rotator.apply(ctx, new)
+        except CredentialRejected as exc:
+            if resumed:
+                raise NeedsAttention(
+                    f"the target rejects the sealed new value on resume ({_reason(exc)}); "
+                    "it may be half-applied"
+                ) from None
+            # Refused before it took effect: drop the sealed value and mint another.
+            self._move(record.rotation_id, "minting", owner, step="mint", sealed=None)
+            exc.step = exc.step or "apply"
+            raise
+
+    def _verify_step(
+        self,
+        record: RunRecord,
+        rotator: Rotator,
+        ctx: RotationContext,
+        new: SecretData,
+        owner: str,
+    ) -> None:
+        self._move(record.rotation_id, "verifying", owner, step="verify")
+        try:
+            with self._timed(record, "verify"):
+                self.verify(rotator, ctx, new)
+        except CredentialRejected as exc:
+            if rotator.strategy == "updater":
+                raise NeedsAttention(
+                    f"the target took the new value but verify rejects it ({_reason(exc)})"
+                ) from None
+            exc.step = exc.step or "verify"
+            raise
+
+    def verify(self, rotator: Rotator, ctx: RotationContext, new: SecretData) -> None:
+        """Call ``rotator.verify``, retrying transient errors up to ``rotator.verify_timeout``.
+
+        Propagation delay shows as :class:`TransientError`; the last one is re-raised when the
+        time is up. :class:`CredentialRejected` and permanent errors pass straight through.
+        """
+        deadline = time.monotonic() + rotator.verify_timeout
+        delay = 0.2
+        while True:
+            try:
+                rotator.verify(ctx, new)
+                return
+            except TransientError as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+                wait = min(max(delay, exc.retry_after or 0.0), remaining)
+                ctx.log.info("verify_retry", step="verify", wait=round(wait, 2))
+                self._sleep(wait)
+                delay = min(delay * 2, 5.0)
+
+    def _store(
+        self,
+        record: RunRecord,
+        rotator: Rotator,
+        ctx: RotationContext,
+        current: SecretVersion,
+        new: SecretData,
+        owner: str,
+    ) -> None:
+        rid = record.rotation_id
+        record = self._move(rid, "storing", owner, step="store")
+        grace = parse_duration(record.grace_period or self.settings.rotator_default_grace)
+        finalize_after = datetime.now(UTC) + grace
+        metadata = {
+            **current.metadata,
+            "rotation_id": rid,
+            "rotator": rotator.name,
+            "previous_version": current.version,
+            "finalize_after": finalize_after.isoformat(timespec="seconds"),
+            "rotated_by": ROTATED_BY,
+        }
+        try:
+            with self._timed(record, "store"):
+                version = self.vault.write(
+                    record.path,
+                    new,
+                    cas=current.version,
+                    secret_type=current.secret_type,
+                    metadata=metadata,
+                )
+        except VersionConflict as exc:
+            latest = self.vault.read(record.path)
+            if latest.metadata.get("rotation_id") != rid:
+                self._abandon(record, rotator, ctx, new, owner, latest.version, exc)
+                return
+            self.log.info("rotation_already_stored", rotation_id=rid, version=latest.version)
+            version, metadata = latest.version, latest.metadata
+        self._enter_grace(record, owner, version, metadata)
+
+    def _abandon(
+        self,
+        record: RunRecord,
+        rotator: Rotator,
+        ctx: RotationContext,
+        new: SecretData,
+        owner: str,
+        theirs: int,
+        exc: VaultError,
+    ) -> None:
+        """Someone else wrote the secret first: our value is never stored."""
+        reason = (
+            f"CAS conflict: version {theirs} was written by someone else while rotating from "
+            f"version {record.from_version} ({exc.code})"
+        )
+        if rotator.strategy == "updater":
+            reason += "; the target may already use our sealed value: decide, then retry"
+            self._fail(record.rotation_id, "needs_attention", reason, owner, step="store")
+            return
+        self._discard(rotator, ctx, new)
+        self._fail(record.rotation_id, "failed", reason, owner, step="store")
+
+    def _enter_grace(
+        self, record: RunRecord, owner: str, version: int, metadata: dict[str, Any]
+    ) -> None:
+        finalize_after = _parse_time(metadata.get("finalize_after")) or datetime.now(UTC)
+        stored = self.store.transition(
+            record.rotation_id,
+            "grace",
+            expect=_PRE_GRACE,
+            owner=owner,
+            step="grace",
+            new_version=version,
+            finalize_after=finalize_after.isoformat(timespec="seconds"),
+            sealed=None,
+            last_error=None,
+        )
+        self.due.schedule(record.rotation_id, to_ms(finalize_after))
+        metrics.record_outcome(self.client, stored.rotator or "none", "stored")
+        self.log.info(
+            "rotation_stored",
+            rotation_id=stored.rotation_id,
+            path=stored.path,
+            rotator=stored.rotator,
+            new_version=version,
+            finalize_after=stored.finalize_after,
+        )
+        self._history(
+            stored,
+            "rotation_stored",
+            state="grace",
+            from_version=stored.from_version,
+            new_version=version,
+            outcome="stored",
+        )
+
+    # --- finalizing ---------------------------------------------------------------------------
+
+    def finalize(self, rotation_id: str, owner: str, lease: int | None = None) -> RunRecord | None:
+        """Finalize a rotation whose grace period is over: re-verify new, revoke old, ``done``.
+
+        ``lease`` is the due-queue claim the sweeper gave this task; the entry is removed only
+        while it still matches. Without one (on-call, re-drive) the entry is removed when done.
+        """
+        record = self.store.get(rotation_id)
+        if record is None or record.state in TERMINAL_STATES or record.state == "needs_attention":
+            self._complete_due(rotation_id, lease)
+            return record
+        if record.state == "grace":
+            try:
+                record = self.store.transition(
+                    rotation_id, "finalizing", expect=["grace"], step="finalize"
+                )
+            except IllegalTransition:
+                return self.store.get(rotation_id)
+        if record.state != "finalizing":
+            return record
+        if not self.store.acquire_lease(rotation_id, owner, self._lease):
+            return self.store.get(rotation_id)
+        return self._finalize_leased(self.store.require(rotation_id), owner, lease)
+
+    def _finalize_leased(
+        self, record: RunRecord, owner: str, lease: int | None
+    ) -> RunRecord | None:
+        rid = record.rotation_id
+        rotator = self._rotator_or_fail(record, owner)
+        if rotator is None or self._over_budget(record, owner):
+            return self.store.get(rid)
+        retry: TransientError | None = None
+        with _Heartbeat(self.store, rid, owner, self._lease):
+            try:
+                self._finalize_steps(record, rotator, owner)
+            except (LeaseLost, IllegalTransition) as exc:
+                self.log.info("rotation_stopped", rotation_id=rid, reason=_reason(exc))
+                return self.store.get(rid)
+            except TransientError as exc:
+                retry = exc
+            except Exception as exc:  # after the store, a failure is never just "failed"
+                self._fail(rid, "needs_attention", _reason(exc), owner, step="finalize")
+                self._complete_due(rid, lease)
+                return self.store.get(rid)
+        if retry is not None:
+            self._retry_or_give_up(rid, owner, retry)
+        self._complete_due(rid, lease)
+        return self.store.get(rid)
+
+    def _finalize_steps(self, record: RunRecord, rotator: Rotator, owner: str) -> None:
+        if record.from_version is None or record.new_version is None:
+            raise NeedsAttention("the run record lacks its versions; cannot finalize")
+        with self._timed(record, "read"):
+            old = self.vault.read(record.path, record.from_version)
+            new = self.vault.read(record.path, record.new_version)
+        ctx = self.load_context(record, old)
+        try:
+            with self._timed(record, "verify"):
+                self.verify(rotator, ctx, new.data)
+        except CredentialRejected as exc:
+            raise NeedsAttention(
+                f"the stored new credential no longer verifies ({_reason(exc)}); "
+                "the old one was NOT revoked"
+            ) from None
+        with self._timed(record, "finalize"):
+            rotator.finalize(ctx, old.data, new.data)
+        done = self.store.transition(record.rotation_id, "done", owner=owner, step="done")
+        metrics.record_outcome(self.client, rotator.name, "done")
+        self.log.info(
+            "rotation_done",
+            rotation_id=done.rotation_id,
+            path=done.path,
+            rotator=rotator.name,
+            new_version=done.new_version,
+        )
+        self._history(
+            done,
+            "rotation_finalized",
+            state="done",
+            outcome="done",
+            from_version=done.from_version,
+            new_version=done.new_version,
+        )
+
+    def _complete_due(self, rotation_id: str, lease: int | None) -> None:
+        if lease is None:
+            self.due.remove(rotation_id)
+        else:
+            self.due.complete(rotation_id, lease)
+
+    # --- beat jobs ----------------------------------------------------------------------------
+
+    def sweep(self, limit: int = 200) -> Sweep:
+        """Claim due finalizations and runs whose lease expired (their worker died)."""
+        due = self.due.claim(int(self.settings.rotator_finalize_lease * 1000), limit)
+        redrive = []
+        for rotation_id in self.store.claim_expired(self._lease, limit):
+            record = self.store.get(rotation_id)
+            if record is None or record.state not in LEASED_STATES:
+                self.store.forget_expired_lease(rotation_id)
+                continue
+            self.log.warning(
+                "rotation_redriven", rotation_id=rotation_id, path=record.path, state=record.state
+            )
+            redrive.append(record)
+        return Sweep(due, redrive)
+
+    def reconcile(self) -> int:
+        """Re-add due-queue entries from ScaiVault metadata (``finalize_after``).
+
+        After Redis lost data, every secret under the routing rules whose current version we
+        wrote and whose run is missing (or in grace) gets its run record and due entry back,
+        so finalization is delayed, never skipped. Returns how many entries were added.
+        """
+        added = 0
+        for prefix in self.routing.prefixes():
+            for path in self.vault.list(prefix):
+                if self.routing.match(path) is None:
+                    continue
+                try:
+                    added += self._reconcile_path(path)
+                except (VaultError, PathBusy) as exc:
+                    self.log.warning("reconcile_path_failed", path=path, reason=_reason(exc))
+        self.log.info("reconcile_done", added=added)
+        return added
+
+    def _reconcile_path(self, path: str) -> int:
+        versions = self.vault.versions(path)
+        if not versions:
+            return 0
+        latest = versions[-1]
+        meta = latest.metadata
+        rid, after = meta.get("rotation_id"), _parse_time(meta.get("finalize_after"))
+        if meta.get("rotated_by") != ROTATED_BY or not rid or after is None:
+            return 0
+        record = self.store.get(str(rid))
+        if record is None:
+            record = self._rebuild(path, str(rid), latest.version, meta)
+        if record.state != "grace":
+            return 0
+        return int(self.due.schedule(record.rotation_id, to_ms(after)))
+
+    def _rebuild(self, path: str, rid: str, version: int, meta: dict[str, Any]) -> RunRecord:
+        rule = self.routing.match(path)
+        previous = meta.get("previous_version")
+        record = self.store.create(
+            RunRecord(
+                rotation_id=rid,
+                path=path,
+                state="grace",
+                step="grace",
+                trigger="reconcile",
+                rotator=rule.rotator if rule else None,  # never from metadata (I6)
+                actor="reconcile",
+                reason="rebuilt from ScaiVault metadata after Redis lost the run",
+                from_version=int(previous) if isinstance(previous, int | str) else None,
+                new_version=version,
+                finalize_after=str(meta.get("finalize_after")),
+            )
+        )
+        self.log.warning("rotation_reconciled", rotation_id=rid, path=path)
+        self._history(record, "rotation_reconciled", state="grace", new_version=version)
+        return record
+
+    # --- helpers for the CLI and the steps ---------------------------------------------------
+
+    def load_context(
+        self, record: RunRecord, current: SecretVersion | None = None
+    ) -> RotationContext:
+        """The :class:`RotationContext` for ``record`` (``current`` = the version rotated from;
+        read from ScaiVault when not given). Options come from the routing file only."""
+        rule = self.routing.match(record.path)
+        if rule is None:
+            raise ConfigError(f"no rule in the routing file matches {record.path!r}")
+        if current is None:
+            current = self.vault.read(record.path, record.from_version)
+        return RotationContext(
+            path=record.path,
+            rotation_id=record.rotation_id,
+            current=current,
+            options=rule.options,
+            log=self.log.bind(
+                rotation_id=record.rotation_id, path=record.path, rotator=rule.rotator
+            ),
+            vault=_ReadOnlyVault(self.vault),
+            attempt=max(record.attempts, 1),
+        )
+
+    def rotator_for(self, record: RunRecord) -> Rotator:
+        """The rotator the routing file assigns to ``record``'s path."""
+        rule = self.routing.match(record.path)
+        if rule is None:
+            raise ConfigError(f"no rule in the routing file matches {record.path!r}")
+        return self.routing.rotator_for(rule)
+
+    def verify_new(self, rotation_id: str) -> None:
+        """Prove the stored new version of a rotation works (raises the rotator's error if not).
+
+        For on-call commands (``finalize --now``, ``rollback``) before they act.
+        """
+        record = self.store.require(rotation_id)
+        if record.new_version is None:
+            raise NeedsAttention(f"rotation {rotation_id} has stored no new version yet")
+        new = self.vault.read(record.path, record.new_version)
+        self.verify(self.rotator_for(record), self.load_context(record), new.data)
+
+    def finalize_now(self, rotation_id: str) -> None:
+        """Make a rotation in grace due now; the next sweep finalizes it."""
+        record = self.store.require(rotation_id)
+        if record.state != "grace":
+            raise IllegalTransition(
+                f"rotation {rotation_id} is {record.state}, not in grace",
+                rotation_id=rotation_id,
+                state=record.state,
+            )
+        self.due.schedule(rotation_id, to_ms(datetime.now(UTC)), replace=True)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _move(self, rotation_id: str, to: str, owner: str, **changes: Any) -> RunRecord:
+        """A leased state change; raises LeaseLost/IllegalTransition if cancelled or taken."""
+        return self.store.transition(rotation_id, to, owner=owner, **changes)
+
+    def _require_sealer(self) -> Sealer:
+        if self.sealer is None:
+            raise ConfigError(
+                "ROTATOR_SEAL_KEY is not set: updater rotators refuse to run without it"
+            )
+        return self.sealer
+
+    def _discard(self, rotator: Rotator, ctx: RotationContext, new: SecretData) -> None:
+        try:
+            rotator.discard(ctx, new)
+        except Exception as exc:
+            self.log.error(
+                "discard_failed",
+                rotation_id=ctx.rotation_id,
+                path=ctx.path,
+                rotator=rotator.name,
+                reason=_reason(exc),
+            )
+
+    def _retry_or_give_up(self, rotation_id: str, owner: str, exc: TransientError) -> None:
+        record = self.store.require(rotation_id)
+        reason = _reason(exc)
+        if record.attempts >= self.settings.rotator_max_attempts:
+            self._fail(
+                rotation_id,
+                "needs_attention",
+                f"still failing after {record.attempts} attempts: {reason}",
+                owner,
+            )
+            return
+        backoff = min(self.settings.rotator_retry_backoff_max, 2.0**record.attempts)
+        countdown = max(backoff * random.uniform(0.5, 1.0), exc.retry_after or 0.0)
+        try:
+            self.store.update(rotation_id, owner=owner, last_error=reason)
+            self.store.release_lease(rotation_id, owner, countdown + self._lease)
+        except (LeaseLost, IllegalTransition):
+            return
+        self.log.warning(
+            "rotation_retry",
+            rotation_id=rotation_id,
+            path=record.path,
+            step=record.step,
+            attempt=record.attempts,
+            reason=reason,
+            countdown=round(countdown, 2),
+        )
+        self._history(
+            record, "step_retry", step=record.step, attempt=record.attempts, detail=reason
+        )
+        raise RetryLater(reason, rotation_id=rotation_id, countdown=countdown)
+
+    def _fail(
+        self, rotation_id: str, state: str, reason: str, owner: str | None, step: str | None = None
+    ) -> None:
+        """Fail loudly: state, one error log line, a metric, a history entry and an alert."""
+        try:
+            before = self.store.require(rotation_id)
+            record = self.store.transition(
+                rotation_id, state, owner=owner, last_error=reason, step=step or before.step
+            )
+        except (LeaseLost, IllegalTransition) as exc:
+            self.log.info("rotation_stopped", rotation_id=rotation_id, reason=_reason(exc))
+            return
+        self.log.error(
+            "rotation_failed",
+            rotation_id=rotation_id,
+            path=record.path,
+            rotator=record.rotator,
+            state=state,
+            step=record.step,
+            reason=reason,
+            attempt=record.attempts,
+        )
+        metrics.record_outcome(self.client, record.rotator or "none", state)
+        self._history(
+            record,
+            "rotation_failed",
+            state=state,
+            step=record.step,
+            outcome=state,
+            detail=reason,
+            attempt=record.attempts,
+        )
+        self._alert(record, state, reason, record.step)
+
+    def _alert(self, record: RunRecord, state: str, reason: str, step: str | None) -> None:
+        if self.alerter is not None:
+            self.alerter.send(
+                path=record.path,
+                rotation_id=record.rotation_id,
+                state=state,
+                reason=reason,
+                rotator=record.rotator,
+                step=step,
+            )
+
+    def _history(self, record: RunRecord, event: str, **fields: Any) -> None:
+        fields.setdefault("rotation_id", record.rotation_id)
+        fields.setdefault("rotator", record.rotator)
+        fields.setdefault("trigger", record.trigger)
+        fields.setdefault("actor", record.actor)
+        fields.setdefault("event_id", record.event_id)
+        try:
+            history.append(self.client, record.path, event, **fields)
+        except redis.RedisError as exc:
+            self.log.warning("history_write_failed", path=record.path, reason=_reason(exc))
+
+    @contextmanager
+    def _timed(self, record: RunRecord, step: str) -> Iterator[None]:
+        started = time.monotonic()
+        yield
+        seconds = time.monotonic() - started
+        metrics.observe_step(self.client, record.rotator or "none", step, seconds)
+        self.log.info(
+            "step_done",
+            rotation_id=record.rotation_id,
+            path=record.path,
+            rotator=record.rotator,
+            step=step,
+            duration_ms=round(seconds * 1000),
+        )
+        self._history(record, "step_done", step=step, duration_ms=round(seconds * 1000))
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+__all__ = [
+    "ROTATED_BY",
+    "AlertSink",
+    "Engine",
+    "NeedsAttention",
+    "RetryLater",
+    "RotateRequest",
+    "Sweep",
+    "manual_id",
+    "scheduled_id",
+]

@@ -2,11 +2,12 @@
 
 Every request goes through :meth:`VaultClient._send`, which retries transient failures
 (``rate_limited``, ``service_unavailable``, 5xx, timeouts, connection errors) with exponential
-backoff and full jitter, honours ``Retry-After`` (capped) and gives up at an overall deadline.
-Status codes and error codes become exceptions in :func:`raise_for_error` alone; httpx's own
-exceptions are translated in :func:`_transport_error` alone. A request that may have changed
-state (PUT, POST) is never re-sent once it may have reached ScaiVault: a lost response raises
-:class:`~orchestrator.errors.WriteOutcomeUnknown` so the caller reads back and decides.
+backoff and full jitter, honours ``Retry-After`` (capped; a floor under the backoff) and gives
+up at an overall deadline. Status codes and error codes become exceptions in
+:func:`raise_for_error` alone; httpx's own exceptions are translated in :func:`_transport_error`
+alone. A request that may have changed state (PUT, POST) is never re-sent once it may have
+reached ScaiVault: a lost response raises :class:`~orchestrator.errors.WriteOutcomeUnknown` so
+the caller reads back and decides.
 """
 
 from __future__ import annotations
@@ -429,9 +430,9 @@ class VaultClient:
         return response
 
     def _delay(self, exc: VaultTransientError, attempt: int) -> float:
-        if exc.retry_after is not None:
-            return exc.retry_after
-        return self._rng.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
+        backoff = self._rng.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
+        # Retry-After is a floor: a server answering "0" every time must not be hammered.
+        return max(backoff, exc.retry_after or 0.0)
 
     @staticmethod
     def _fields(call: Call, exc: VaultError, attempt: int) -> dict[str, Any]:

@@ -455,7 +455,13 @@ def test_real_jitter_stays_within_bounds(
 
 @pytest.mark.parametrize(
     ("header", "slept"),
-    [("2", 2.0), ("0.5", 0.5), ("3600", RETRY_AFTER_CAP), ("-4", 0.0)],
+    [
+        ("2", 2.0),
+        ("0.5", 0.5),
+        ("3600", RETRY_AFTER_CAP),
+        ("-4", BACKOFF_BASE),
+        ("0", BACKOFF_BASE),
+    ],
 )
 def test_retry_after_is_honoured_and_capped(
     header: str, slept: float, make_client: Callable[..., VaultClient], fake_time: FakeTime
@@ -463,6 +469,14 @@ def test_retry_after_is_honoured_and_capped(
     recorder = Recorder(error(429, "rate_limited", **{"Retry-After": header}), ok(SECRET_BODY))
     make_client(recorder).read("a/b")
     assert fake_time.sleeps == [slept]
+
+
+def test_retry_after_zero_still_backs_off_exponentially(
+    make_client: Callable[..., VaultClient], fake_time: FakeTime
+) -> None:
+    handlers = [error(429, "rate_limited", **{"Retry-After": "0"})] * 4 + [ok(SECRET_BODY)]
+    make_client(Recorder(*handlers)).read("a/b")
+    assert fake_time.sleeps == [BACKOFF_BASE * 2**n for n in range(4)]
 
 
 def test_retry_after_as_http_date(

@@ -48,6 +48,11 @@ def creds_key(path: str) -> str:
     return f"ledger:{path}:creds"
 
 
+def minted_key(path: str, rotation_id: str) -> str:
+    """Set: fingerprints the issuer minted for one rotation (its idempotency tag)."""
+    return f"ledger:{path}:minted:{rotation_id}"
+
+
 def current_key(path: str) -> str:
     """String: fingerprint of the one current credential (updater target)."""
     return f"ledger:{path}:current"
@@ -97,9 +102,17 @@ class LedgerIssuer(_Ledger):
     strategy = "issuer"
 
     def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        """Check first: a credential an earlier attempt of this rotation minted was never
+        handed over (the engine seals what ``mint`` returns and never mints again after
+        that), so revoke it; then issue a new one tagged with the rotation id."""
         data = self._new_data(ctx)
+        tagged = minted_key(ctx.path, ctx.rotation_id)
         with self._target(ctx) as target:
-            target.hset(creds_key(ctx.path), fingerprint(data[_options(ctx).field]), "active")
+            for earlier in target.smembers(tagged):
+                target.hset(creds_key(ctx.path), earlier, "revoked")
+            new_fp = fingerprint(data[_options(ctx).field])
+            target.sadd(tagged, new_fp)
+            target.hset(creds_key(ctx.path), new_fp, "active")
         self._reach(ctx, "mint")
         return data
 

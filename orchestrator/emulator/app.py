@@ -33,6 +33,7 @@ from orchestrator.emulator.schema import (
     RotationPolicyBody,
     SubscriptionBody,
     TokenRequest,
+    is_number,
     parse,
 )
 from orchestrator.emulator.service import VaultService
@@ -66,7 +67,7 @@ def int_param(request: Request, name: str, default: int | None, low: int = 1) ->
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < low:
+    if not is_number(raw) or int(raw) < low:
         raise invalid(f"{name}: expected a whole number of at least {low}")
     return int(raw)
 

@@ -132,12 +132,20 @@ class FaultMiddleware:
         if fault.code is None:
             await self.app(scope, receive, send)
         elif fault.code == "drop_request":
+            await _drain(receive)  # closing on unread data would turn the drop into a reset
             await _drop(send)
         elif fault.code == "drop_response":
             await self.app(scope, receive, _swallow)
             await _drop(send)
         else:
             await _answer(send, fault.error())
+
+
+async def _drain(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 async def _swallow(message: Message) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -31,8 +33,26 @@ class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
+MAX_DURATION = timedelta(days=36500)
+
+
 def _duration(value: str) -> str:
-    parse_duration(value)
+    if parse_duration(value) > MAX_DURATION:
+        raise ValueError("durations longer than 36500d (100 years) are not supported")
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """Refuse numbers JSON cannot carry back out (``1e400`` parses to infinity)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("numbers must be finite")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return value
 
 
@@ -46,6 +66,8 @@ class PutSecret(Body):
     secret_type: Text = "json"
     metadata: dict[str, Any] = Field(default_factory=dict)
     options: PutOptions = Field(default_factory=PutOptions)
+
+    _finite_values = field_validator("data", "metadata")(_finite)
 
     @field_validator("secret_type", "metadata", "options", mode="before")
     @classmethod
@@ -140,8 +162,13 @@ class ConfigBody(Body):
         Annotated[list[Annotated[float, Field(ge=0, le=3600)]], Field(max_length=20)] | None
     ) = None
     delivery_timeout: Annotated[float, Field(gt=0, le=120)] | None = None
-    tick_interval: Annotated[float, Field(gt=0, le=60)] | None = None
+    tick_interval: Annotated[float, Field(ge=0.01, le=60)] | None = None
     max_retry_after: Annotated[float, Field(ge=0, le=3600)] | None = None
+
+
+def is_number(text: str) -> bool:
+    """True for a plain ASCII whole number (``str.isdigit`` also accepts ``²``)."""
+    return text.isascii() and text.isdigit()
 
 
 def describe(exc: ValidationError) -> str:
@@ -157,7 +184,7 @@ def describe(exc: ValidationError) -> str:
 async def read_raw(request: Request) -> bytes:
     """The request body, refusing more than 1 MiB without reading it all."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+    if declared is not None and (not is_number(declared) or int(declared) > MAX_BODY_BYTES):
         raise ApiError("invalid_request", "request body larger than 1 MiB", status=413)
     chunks: list[bytes] = []
     size = 0

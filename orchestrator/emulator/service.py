@@ -43,6 +43,7 @@ from orchestrator.log import get_logger
 log = get_logger("orchestrator.emulator")
 
 MAX_AUDIT = 50_000
+MAX_CLOCK_OFFSET = timedelta(days=365_000)
 RESERVED_LAST_SEGMENTS = ("versions", "rotate")
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
@@ -348,7 +349,10 @@ class VaultService:
 
     def advance(self, delta: timedelta) -> datetime:
         """Move the emulator clock forward and fire what became due."""
-        self.state.clock_offset += delta.total_seconds()
+        offset = self.state.clock_offset + delta.total_seconds()
+        if offset > MAX_CLOCK_OFFSET.total_seconds():
+            raise invalid("advance: the emulator clock cannot run more than 1000 years ahead")
+        self.state.clock_offset = offset
         self.save()
         self.check_due()
         return self.state.now()

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fixtures.emulator import Emulator, EmulatorProcess, WebhookSink
+from tests.fixtures.emulator import FAST_DELIVERY, Emulator, EmulatorProcess, WebhookSink
 
 pytestmark = pytest.mark.integration
 
@@ -216,7 +216,7 @@ def test_fault_probability_hits_some_requests(emulator: Emulator) -> None:
 def test_drop_response_performs_the_write_but_loses_the_answer(emulator: Emulator) -> None:
     emulator.put_secret(PATH, {"k": 1})
     emulator.fault(match=PATH, code="drop_response", count=1, methods=["PUT"])
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx.TransportError):  # an incomplete answer or a reset, never a status
         emulator.client.put(f"/v1/secrets/{PATH}", json={"data": {"k": 2}, "options": {"cas": 1}})
     assert emulator.get_secret(PATH)["version"] == 2  # the write landed
     retry = emulator.client.put(f"/v1/secrets/{PATH}", json={"data": {}, "options": {"cas": 1}})
@@ -226,7 +226,7 @@ def test_drop_response_performs_the_write_but_loses_the_answer(emulator: Emulato
 def test_drop_request_loses_the_request(emulator: Emulator) -> None:
     emulator.put_secret(PATH, {"k": 1})
     emulator.fault(match=PATH, code="drop_request", count=1)
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx.TransportError):  # an incomplete answer or a reset, never a status
         emulator.client.put(f"/v1/secrets/{PATH}", json={"data": {"k": 2}})
     assert emulator.get_secret(PATH)["version"] == 1
 
@@ -444,6 +444,9 @@ BAD_REQUESTS: list[tuple[str, str, Any]] = [
     ("PUT", f"/v1/secrets/{PATH}", b"\xff\xfe\x00garbage"),
     ("PUT", f"/v1/secrets/{PATH}", b"[1, 2]"),
     ("PUT", f"/v1/secrets/{PATH}", b'"just a string"'),
+    ("PUT", f"/v1/secrets/{PATH}", b'{"data": {"x": 1e400}}'),
+    ("PUT", f"/v1/secrets/{PATH}", b'{"data": {}, "metadata": {"x": [-1e999]}}'),
+    ("PUT", f"/v1/secrets/{PATH}", b"[" * 100_000),
     ("PUT", f"/v1/secrets/{PATH}", {"data": "not an object"}),
     ("PUT", f"/v1/secrets/{PATH}", {"data": {}, "options": {"cas": "1"}}),
     ("PUT", f"/v1/secrets/{PATH}", {"data": {}, "options": {"cas": True}}),
@@ -457,6 +460,9 @@ BAD_REQUESTS: list[tuple[str, str, Any]] = [
     ("PUT", "/v1/secrets/a/versions", {"data": {}}),
     ("GET", f"/v1/secrets/{PATH}?version=abc", None),
     ("GET", f"/v1/secrets/{PATH}?version=0", None),
+    ("GET", f"/v1/secrets/{PATH}?version=%C2%B2", None),
+    ("POST", "/v1/_emulator/tokens", {"identity": "sa:x", "ttl": "999999999d"}),
+    ("POST", "/v1/_emulator/clock", {"advance": "999999999d"}),
     ("POST", "/v1/_emulator/tokens", {"identity": "sa:x", "ttl": "soon"}),
     ("POST", "/v1/_emulator/tokens", {"identity": ""}),
     ("POST", "/v1/_emulator/clock", {"advance": "-1d"}),
@@ -511,7 +517,11 @@ def test_oversized_body_is_refused(emulator: Emulator) -> None:
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
     ),
@@ -544,3 +554,33 @@ def test_secret_values_stay_out_of_the_emulator_log(
     webhook_sink.wait(2)
     assert SENTINEL not in emulator_server.child.log_tail(100_000)
     assert webhook_sink.secret not in emulator_server.child.log_tail(100_000)
+
+
+FUZZ_ROUTES = [
+    ("PUT", "/v1/secrets/fuzz/target"), ("POST", "/v1/policies"),
+    ("POST", "/v1/subscriptions"), ("POST", "/v1/rotation/policies"),
+    ("POST", "/v1/_emulator/tokens"), ("POST", "/v1/_emulator/faults"),
+    ("POST", "/v1/_emulator/clock"), ("POST", "/v1/_emulator/config"),
+]  # fmt: skip
+FIELDS = st.sampled_from([
+    "data", "options", "name", "rules", "identity", "ttl", "advance", "interval", "paths",
+    "events", "delivery", "code", "count", "latency", "retry_schedule", "tick_interval",
+])  # fmt: skip
+VALUES = JSON | st.from_regex(r"\A[0-9]{1,12}[dhms]\Z") | st.sampled_from([1e308, -0.0, 2**70])
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(route=st.sampled_from(FUZZ_ROUTES), body=st.dictionaries(FIELDS, VALUES, max_size=5))
+def test_random_bodies_on_every_route_never_give_a_500(
+    emulator: Emulator, route: tuple[str, str], body: dict[str, Any]
+) -> None:
+    method, path = route
+    response = emulator.client.request(method, path, json=body)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        error_of(response)
+    emulator.clear_faults()  # a random fault (or latency) must not leak into the next example
+    emulator.configure(**FAST_DELIVERY)
+    assert emulator.client.get("/v1/secrets").status_code == 200  # still healthy afterwards

@@ -106,7 +106,7 @@ def ok(body: Any = None, status: int = 200) -> Handler:
     return lambda request: httpx.Response(status, json=body if body is not None else {})
 
 
-def raises(exc: type[httpx.HTTPError]) -> Handler:
+def raises(exc: type[httpx.RequestError]) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:
         raise exc("simulated", request=request)
 
@@ -418,7 +418,7 @@ def test_server_message_is_quoted_for_reads_but_never_for_writes(
 
 @pytest.mark.parametrize("kind", [httpx.ConnectError, httpx.ReadTimeout, httpx.RemoteProtocolError])
 def test_reads_retry_transport_errors_then_succeed(
-    kind: type[httpx.HTTPError], make_client: Callable[..., VaultClient]
+    kind: type[httpx.RequestError], make_client: Callable[..., VaultClient]
 ) -> None:
     recorder = Recorder(raises(kind), raises(kind), ok(SECRET_BODY))
     assert make_client(recorder).read("a/b").version == 3
@@ -519,7 +519,7 @@ def test_permanent_errors_are_not_retried(
     "kind", [httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteTimeout]
 )
 def test_lost_write_response_is_not_resent(
-    kind: type[httpx.HTTPError], make_client: Callable[..., VaultClient], fake_time: FakeTime
+    kind: type[httpx.RequestError], make_client: Callable[..., VaultClient], fake_time: FakeTime
 ) -> None:
     recorder = Recorder(raises(kind), ok({"version": 4}))
     with pytest.raises(WriteOutcomeUnknown) as info:

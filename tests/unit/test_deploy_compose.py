@@ -6,6 +6,7 @@ import copy
 import json
 import re
 import subprocess
+import tomllib
 from typing import Any
 
 import jsonschema
@@ -108,6 +109,13 @@ def test_env_example_holds_placeholders_and_only_known_names() -> None:
     assert set(values) <= known, set(values) - known
     for name in ("SCAIVAULT_TOKEN", "SCAIVAULT_WEBHOOK_SECRET", "ROTATOR_SEAL_KEY"):
         assert values[name] == "change-me", f"{name} must be a placeholder in env.example"
+
+
+def test_rotator_services_use_the_image_of_this_release(compose: dict[str, Any]) -> None:
+    version = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for name in IMAGE_SERVICES:
+        assert compose["services"][name]["image"] == f"scaivault-rotator:{version['version']}"
+        assert compose["services"][name]["build"]["dockerfile"] == "deploy/Dockerfile"
 
 
 def test_ports_are_published_on_loopback_only(compose: dict[str, Any]) -> None:

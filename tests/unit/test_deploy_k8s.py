@@ -6,6 +6,7 @@ installed: without it the base's files are read directly).
 
 from __future__ import annotations
 
+import tomllib
 from typing import Any
 
 import kubernetes_validate
@@ -17,6 +18,7 @@ from orchestrator.routing import RoutingTable
 from orchestrator.settings import Settings, env_names
 from tests.fixtures.deploy import (
     K8S_TARGETS,
+    REPO,
     SECRET_NAME,
     THIRD_PARTY_ENV,
     beat_keeps_a_schedule_file,
@@ -130,12 +132,14 @@ def test_every_container_has_resource_requests_and_limits(
                 assert set(resources.get(kind, {})) >= {"cpu", "memory"}, container["name"]
 
 
-def test_images_are_pinned(docs: tuple[dict[str, Any], ...]) -> None:
+def test_images_are_pinned_to_the_project_version(docs: tuple[dict[str, Any], ...]) -> None:
+    version = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     for workload in workloads(docs):
+        assert workload["metadata"]["labels"]["app.kubernetes.io/version"] == version["version"]
         for container in _containers(workload):
             image = container["image"]
             tag = image.rsplit("/", 1)[-1].partition(":")[2]
-            assert tag and tag != "latest", f"{image}: pin a version"
+            assert tag == version["version"], f"{image}: pin the release this tree builds"
 
 
 def test_commands_match_the_cli(docs: tuple[dict[str, Any], ...]) -> None:

@@ -176,7 +176,7 @@ def test_injected_transient_errors_are_retried_until_success(
 def test_retries_stop_at_the_deadline(
     emulator: Emulator, connect: Callable[..., VaultClient]
 ) -> None:
-    vault = connect(scaivault_retry_deadline=2.5)
+    vault = connect(scaivault_retry_deadline=2.7)
     emulator.put_secret(PATH, {"k": "v"})
     emulator.fault(match=PATH, code="rate_limited", retry_after=1)
     with pytest.raises(RateLimited) as info:

@@ -94,16 +94,14 @@ class RoutingTable:
         return self.rotators[rule.rotator]
 
     def prefixes(self) -> list[str]:
-        """The literal leading segments of every rule, for listing candidate secret paths."""
-        out = []
-        for rule in self.rules:
-            literal = []
-            for segment in rule.match.split("/"):
-                if "*" in segment:
-                    break
-                literal.append(segment)
-            prefix = "/".join(literal)
-            if prefix not in out:
+        """The literal leading segments of the rules, for listing candidate secret paths.
+
+        A prefix under another one is left out (``""`` covers everything), so listing each
+        returned prefix visits every path a rule can match exactly once.
+        """
+        out: list[str] = []
+        for prefix in sorted({_literal_prefix(rule.match) for rule in self.rules}, key=len):
+            if not any(q == "" or prefix == q or prefix.startswith(q + "/") for q in out):
                 out.append(prefix)
         return out
 
@@ -122,6 +120,15 @@ def check_glob(glob: str) -> str | None:
         if segment in {".", ".."}:
             return "must not contain '.' or '..' segments"
     return None
+
+
+def _literal_prefix(glob: str) -> str:
+    literal = []
+    for segment in glob.split("/"):
+        if "*" in segment:
+            break
+        literal.append(segment)
+    return "/".join(literal)
 
 
 def _match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:

@@ -191,7 +191,12 @@ def test_load_reports_an_uninstalled_rotator_with_the_installed_ones(tmp_path: P
 
 
 def test_prefixes_for_listing() -> None:
-    assert table().prefixes() == ["integrations/salesforce", "apps", ""]
+    assert table().prefixes() == [""]
+    rules = "".join(
+        f'[[rules]]\nmatch = "{glob}"\nrotator = "random-password"\n'
+        for glob in ("apps/db-*/pw", "integrations/sf/*", "apps/**", "integrations/sfx/x")
+    )
+    assert table(rules).prefixes() == ["apps", "integrations/sf", "integrations/sfx/x"]
 
 
 @pytest.mark.parametrize("glob", ["", "/a", "a/", "a b", "a/?", "a/[bc]", "a/../b", "a/b**"])

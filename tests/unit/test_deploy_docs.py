@@ -11,15 +11,21 @@ import pytest
 from cryptography.fernet import Fernet
 
 from orchestrator import metrics
+from orchestrator.errors import ConfigError
 from orchestrator.receiver import Metrics
-from orchestrator.settings import env_names
+from orchestrator.settings import Settings, env_names
 from tests.fixtures.deploy import (
     DEPLOY,
+    K8S_TARGETS,
     REPO,
     THIRD_PARTY_ENV,
     check_cli_argv,
     cli_envvars,
     committed_deploy_files,
+    configmap_data,
+    env_file,
+    k8s_resources,
+    kubectl,
     load_yaml,
     load_yaml_all,
     option_value,
@@ -166,3 +172,26 @@ def test_secret_scan_catches_real_looking_values(line: str) -> None:
 )
 def test_secret_scan_accepts_placeholders_and_references(line: str) -> None:
     assert list(secret_findings("sample", line)) == [], line
+
+
+def _loads(values: dict[str, str]) -> None:
+    """Settings.load() accepts ``values`` (placeholders swapped for well-formed fakes)."""
+    fakes = {"ROTATOR_SEAL_KEY": Fernet.generate_key().decode()}
+    settings = {k: fakes.get(k, v) for k, v in values.items() if k in set(env_names())}
+    Settings.load(**settings)
+
+
+def test_env_example_values_are_valid_settings() -> None:
+    _loads(env_file(DEPLOY / "env.example"))
+
+
+def test_kubernetes_settings_configmaps_are_valid_settings() -> None:
+    for target in K8S_TARGETS:
+        if target != "base" and kubectl() is None:
+            continue
+        _loads(configmap_data(k8s_resources(target), "scaivault-rotator-settings"))
+
+
+def test_settings_loader_rejects_a_bad_value() -> None:
+    with pytest.raises(ConfigError):
+        _loads({"ROTATOR_LOG_LEVEL": "LOUD", "REDIS_URL": "http://redis:6379"})

@@ -218,7 +218,7 @@ class _Validator:
         options = self._options(number, raw.get("options", {}), rotator)
         if len(self.problems) > before or match is None or rotator is None or options is None:
             return None
-        return Rule(match=match, rotator=rotator.name, grace_period=grace, options=options)
+        return Rule(match=match, rotator=raw["rotator"], grace_period=grace, options=options)
 
     def _match(self, number: int, value: Any) -> str | None:
         if not isinstance(value, str):

@@ -219,3 +219,11 @@ def test_the_readme_example_is_valid() -> None:
     routing = RoutingTable.parse(example, rotators={**ROTATORS, "salesforce-oauth": Salesforce()})
     rule = routing.match("apps/orders/eu/db")
     assert rule is not None and rule.rotator == "random-password"
+
+
+def test_rules_name_rotators_by_their_routing_key() -> None:
+    text = '[[rules]]\nmatch = "a/*"\nrotator = "alias"\n'
+    routing = RoutingTable.parse(text, rotators={"alias": RandomPasswordRotator()})
+    rule = routing.match("a/b")
+    assert rule is not None and rule.rotator == "alias"
+    assert isinstance(routing.rotator_for(rule), RandomPasswordRotator)

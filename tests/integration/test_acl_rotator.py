@@ -14,7 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import redis
 
 from orchestrator.stack import ChildProcess, free_port
 from rotators import PermanentError, RotationContext, SecretData, SecretVersion, TransientError
+from rotators.testing import Conformance, Scenario
 from tests.rotators.acl_password import AclPasswordOptions, AclPasswordRotator, accepts
 from tests.rotators.hook import reached_key, release_key
 
@@ -198,3 +199,37 @@ def test_fake_dist_info_registers_the_rotator_in_a_child(
     ).stdout
     assert "['acl-password', 'random-password'] updater" in out
     assert "'acl-password'" in out.rsplit("updater", 1)[1]
+
+
+class AclTarget:
+    """Conformance-kit target: a fresh ACL user on the test Redis per scenario."""
+
+    def __init__(self, client: redis.Redis, url: str) -> None:
+        self.client = client
+        self.url = url
+        self.users: list[str] = []
+
+    def setup(self) -> Scenario:
+        user = f"conf_{secrets.token_hex(4)}"
+        password = secrets.token_urlsafe(18)
+        self.client.execute_command(
+            "ACL", "SETUSER", user, "on", f">{password}", "+ping", "+acl|setuser"
+        )
+        self.users.append(user)
+        return Scenario(
+            data={"username": user, "password": password},
+            options={"redis_url": self.url},
+            public_fields=frozenset({"username"}),
+        )
+
+    def is_valid(self, data: Mapping[str, Any]) -> bool:
+        return accepts(self.url, str(data["username"]), str(data["password"]))
+
+
+def test_acl_password_passes_the_conformance_kit(redis_url: str, redis_client: redis.Redis) -> None:
+    target = AclTarget(redis_client, redis_url)
+    try:
+        assert Conformance(AclPasswordRotator, target).run()
+    finally:
+        for user in target.users:
+            redis_client.execute_command("ACL", "DELUSER", user)

@@ -223,7 +223,6 @@ class SalesforceOAuthRotator(Rotator):
     strategy = "issuer"
     Options = SalesforceOAuthOptions
     verify_timeout = 120.0
-    max_mint_attempts = 1
 
     # --- steps --------------------------------------------------------------------------
 

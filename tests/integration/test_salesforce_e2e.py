@@ -93,7 +93,12 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SalesforceBox]:
     sandbox = SalesforceBox(
         tmp_path_factory.mktemp("sf-e2e"),
         grace=GRACE,
-        engine_env={"ROTATOR_LEASE_SECONDS": "3", "ROTATOR_FINALIZE_LEASE": "4"},
+        engine_env={
+            "ROTATOR_LEASE_SECONDS": "3",
+            "ROTATOR_FINALIZE_LEASE": "4",
+            "ROTATOR_SWEEP_INTERVAL": "1",
+            "ROTATOR_RETRY_BACKOFF_MAX": "1.5",
+        },
     )
     try:
         sandbox.start()

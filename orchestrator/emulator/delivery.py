@@ -110,7 +110,8 @@ class Dispatcher:
         self.events[event_id] = event
         while len(self.events) > MAX_EVENTS:
             self.events.popitem(last=False)
-        log.info(
+        # Every write publishes; only events someone subscribed to are worth an info line.
+        (log.info if targets else log.debug)(
             "event_published", event_id=event_id, type=event_type, path=path, targets=len(targets)
         )
         for target in targets:
@@ -236,7 +237,7 @@ class Dispatcher:
                 "at": iso(datetime.now(UTC)),
             }
         )
-        log.info(
+        (log.debug if ok else log.info)(
             "delivery_attempted",
             event_id=event.id,
             url=target.url,

@@ -31,12 +31,12 @@ from orchestrator.emulator.state import (
     Rule,
     SecretRecord,
     State,
+    StateWriter,
     Subscription,
     Token,
     Version,
     iso,
     load_state,
-    save_state,
 )
 from orchestrator.log import get_logger
 
@@ -70,6 +70,7 @@ class VaultService:
         self.admin_token = admin_token
         self.state_file = state_file
         self.state = load_state(state_file)
+        self.writer = StateWriter(state_file) if state_file is not None else None
         self.dispatcher = dispatcher or Dispatcher()
         self.audit_log: deque[dict[str, Any]] = deque(maxlen=MAX_AUDIT)
 
@@ -77,12 +78,14 @@ class VaultService:
 
     def save(self) -> None:
         """Persist the state (a no-op without a state file)."""
-        if self.state_file is not None:
-            save_state(self.state, self.state_file)
+        if self.writer is not None:
+            self.writer.save(self.state)
 
     def reset(self) -> None:
         """Forget everything: secrets, tokens, policies, subscriptions, clock, audit, events."""
         self.state = State()
+        if self.writer is not None:
+            self.writer.forget()
         self.audit_log.clear()
         self.dispatcher.clear()
         self.save()

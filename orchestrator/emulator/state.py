@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -126,15 +127,55 @@ def load_state(path: Path | None) -> State:
     return State.model_validate_json(path.read_bytes())
 
 
-def save_state(state: State, path: Path) -> None:
-    """Write ``state`` to ``path`` atomically (temp file in the same directory, then replace)."""
+class StateWriter:
+    """Saves the state to its file atomically after each change.
+
+    Only secrets that changed since the last save are serialized again: with a few hundred
+    secrets of ten versions each, dumping everything would cost milliseconds per write.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._blobs: dict[str, tuple[tuple[Any, ...], bytes]] = {}
+
+    def save(self, state: State) -> None:
+        """Write ``state`` (temp file in the same directory, then ``os.replace``)."""
+        blobs = {path: self._blob(record) for path, record in state.secrets.items()}
+        self._blobs = blobs
+        secrets = b",".join(
+            json.dumps(path).encode() + b":" + blob for path, (_, blob) in blobs.items()
+        )
+        rest = state.model_dump_json(exclude={"secrets"}).encode()
+        atomic_write(self.path, b'{"secrets":{' + secrets + b"}," + rest[1:])
+
+    def forget(self) -> None:
+        """Drop the cache (after a reset, a path may come back with the same version number)."""
+        self._blobs.clear()
+
+    def _blob(self, record: SecretRecord) -> tuple[tuple[Any, ...], bytes]:
+        newest = record.versions[-1] if record.versions else None
+        stamp = (
+            id(newest),
+            len(record.versions),
+            record.max_versions,
+            newest.version if newest else 0,
+            newest.created_at if newest else None,
+        )
+        cached = self._blobs.get(record.path)
+        if cached is not None and cached[0] == stamp:
+            return cached
+        return stamp, record.model_dump_json().encode()
+
+
+def atomic_write(path: Path, content: bytes) -> None:
+    """Replace ``path`` with ``content`` so a reader (or a restart) sees old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             # No fsync: this guards against a killed process, not a lost machine, and the
             # chaos suite writes often.
-            out.write(state.model_dump_json().encode())
+            out.write(content)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -435,6 +435,12 @@ def test_state_file_survives_restart_and_kill(
         emu.advance("1h")  # the clock offset survived: 1h + 1h reaches the 2h expiry
         with emu.client_for(token) as reader:
             assert error_of(reader.get(f"/v1/secrets/{PATH}")) == "token_expired"
+        emu.reset()  # a path written again after a reset must not be saved from stale cache
+        emu.put_secret(PATH, {"k": "after-reset"})
+    process.restart()
+    with process.handle() as emu:
+        assert emu.get_secret(PATH)["data"] == {"k": "after-reset"}
+        assert emu.client.get("/v1/subscriptions").json()["subscriptions"] == []
 
 
 # --- bad input -------------------------------------------------------------------------

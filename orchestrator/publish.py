@@ -196,8 +196,11 @@ class ScriptBatch:
     async def _drain(self) -> None:
         try:
             while self._pending:
-                batch, self._pending = self._pending, []
-                await self._send(batch)
+                # Calls whose request already timed out (and answered 503) are not sent late.
+                batch = [call for call in self._pending if not call.future.done()]
+                self._pending = []
+                if batch:
+                    await self._send(batch)
         finally:
             self._drainer = None
 

@@ -250,6 +250,17 @@ def test_concurrent_duplicates_publish_once(
     assert len(queued(redis_client)) == 1
 
 
+def test_concurrent_events_are_each_queued_once_after_a_script_flush(
+    receiver: LiveReceiver, redis_client: redis.Redis
+) -> None:
+    redis_client.script_flush()  # as after a Redis restart: the script is reloaded on NOSCRIPT
+    ids = [f"evt_many_{n}" for n in range(64)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(lambda i: receiver.post(event_body(i)).status_code, ids))
+    assert statuses == [202] * 64
+    assert sorted(k["event_id"] for k in queued(redis_client)) == sorted(ids)
+
+
 def test_redis_stopped_mid_test_gives_503_then_recovers(
     own_redis: RedisServer, receiver_factory: Factory
 ) -> None:

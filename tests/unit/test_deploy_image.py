@@ -148,6 +148,10 @@ def test_copies_only_what_the_package_needs() -> None:
     packages = set(PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"])
     wanted = {p.rstrip("*") for p in packages} | {"pyproject.toml", "README.md"}
     assert sources == wanted
+    # Every file the build reads must be in the copied set.
+    assert PYPROJECT["project"]["readme"] in sources
+    assert "file" not in PYPROJECT["project"].get("license", {}), "copy the licence file too"
+    assert "license-files" not in PYPROJECT["project"]
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
     assert ignore[ignore.index("**") + 1 :], "the dockerignore must start from excluding all"
     for source in wanted:

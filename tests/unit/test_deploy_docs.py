@@ -23,6 +23,7 @@ from tests.fixtures.deploy import (
     cli_envvars,
     committed_deploy_files,
     configmap_data,
+    dockerfile_instructions,
     env_file,
     k8s_resources,
     kubectl,
@@ -31,6 +32,7 @@ from tests.fixtures.deploy import (
     option_value,
     secret_findings,
     systemd_unit,
+    unit_environment,
     unit_values,
 )
 
@@ -195,3 +197,17 @@ def test_kubernetes_settings_configmaps_are_valid_settings() -> None:
 def test_settings_loader_rejects_a_bad_value() -> None:
     with pytest.raises(ConfigError):
         _loads({"ROTATOR_LOG_LEVEL": "LOUD", "REDIS_URL": "http://redis:6379"})
+
+
+def test_routing_file_path_is_the_same_everywhere() -> None:
+    env = " ".join(i.text for i in dockerfile_instructions() if i.keyword == "ENV")
+    (image_path,) = re.findall(r"ROTATOR_CONFIG=(\S+)", env)
+    compose = load_yaml(DEPLOY / "compose.yaml")["services"]["worker"]["volumes"]
+    assert any(m.split(":")[1] == image_path for m in compose), compose
+    for target in K8S_TARGETS:
+        if target == "base" or kubectl() is not None:
+            data = configmap_data(k8s_resources(target), "scaivault-rotator-settings")
+            assert data["ROTATOR_CONFIG"] == image_path
+    for role in ("receiver", "worker", "beat"):
+        unit = systemd_unit(DEPLOY / "systemd" / f"scaivault-rotator-{role}.service")
+        assert unit_environment(unit)["ROTATOR_CONFIG"] == image_path

@@ -129,7 +129,8 @@ def test_worker_scales_and_beat_does_not(compose: dict[str, Any]) -> None:
     assert "container_name" not in worker and "ports" not in worker, "--scale worker=N must work"
     beat = compose["services"]["beat"]
     assert beat["deploy"]["replicas"] == 1
-    assert "container_name" not in beat or beat.get("deploy", {}).get("replicas") == 1
+    runs_beat = [n for n, s in compose["services"].items() if s.get("command", [""])[0] == "beat"]
+    assert runs_beat == ["beat"], "exactly one service may run beat"
 
 
 def test_worker_stop_grace_outlasts_the_task_time_limit(compose: dict[str, Any]) -> None:

@@ -155,16 +155,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: Any, limit_info: bool) -> None:
         payload = b"" if status == 204 or body is None else json.dumps(body).encode()
-        self.send_response(status)
-        if payload:
-            self.send_header("Content-Type", "application/json;charset=UTF-8")
-        self.send_header("Content-Length", str(len(payload)))
-        if limit_info:
-            self.send_header(
-                "Sforce-Limit-Info", f"api-usage={self.org.api_used}/{self.org.api_max}"
-            )
-        self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.send_response(status)
+            if payload:
+                self.send_header("Content-Type", "application/json;charset=UTF-8")
+            self.send_header("Content-Length", str(len(payload)))
+            if limit_info:
+                usage = f"api-usage={self.org.api_used}/{self.org.api_max}"
+                self.send_header("Sforce-Limit-Info", usage)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            self.close_connection = True  # the client gave up (e.g. killed during a "hang")
 
     def _json(self) -> Any:
         return json.loads(self.raw_body) if self.raw_body.strip() else {}
@@ -312,13 +314,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def h_fake_admin(self) -> Reply:
         """The rotator's admin identity in one call: an ECA whose consumer has the permissions."""
-        body = self._json()
-        app = self.org.create_app(body.get("developer_name", "RotatorAdmin"))
-        self.path = f"/_fake/apps/{app.id}/consumers"
-        self.raw_body = json.dumps(
-            {"name": "admin", "permissions": list(ADMIN_PERMISSIONS)}
-        ).encode()
-        return self.h_fake_consumer(app.id)
+        app = self.org.create_app(self._json().get("developer_name", "RotatorAdmin"))
+        consumer = self.org.create_consumer(app.id, "admin", list(ADMIN_PERMISSIONS))
+        return 201, {
+            "app_id": app.id,
+            "id": consumer.id,
+            "client_id": consumer.primary.key,
+            "client_secret": consumer.primary.secret,
+        }
 
     def h_fake_fault(self) -> Reply:
         body = self._json()

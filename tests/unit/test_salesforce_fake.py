@@ -132,3 +132,14 @@ def test_state_file_survives_a_restart(tmp_path: Path) -> None:
     again, _ = make_server(state_file=tmp_path / "state.json")
     assert again.org.apps[app.id].consumers[consumer.id].primary == consumer.primary
     again.server_close()
+
+
+def test_revoke_ends_a_session(salesforce: FakeSalesforce) -> None:
+    sf = connect(salesforce, salesforce.admin())
+    sf.limits()
+    revoked = salesforce.http.post("/services/oauth2/revoke", data={"token": sf.session_id})
+    assert revoked.status_code == 200
+    with pytest.raises(SalesforceExpiredSession):
+        sf.limits()
+    again = salesforce.http.post("/services/oauth2/revoke", data={"token": sf.session_id})
+    assert (again.status_code, again.json()["error"]) == (400, "invalid_token")

@@ -181,7 +181,12 @@ class Handler(BaseHTTPRequestHandler):
         return token
 
     def _url(self) -> str:
-        return self.server.base_url + urlsplit(self.path).path.rstrip("/")
+        return self._base() + urlsplit(self.path).path.rstrip("/")
+
+    def _base(self) -> str:
+        """The base URL the client used (its Host header), so ``--host 0.0.0.0`` works too."""
+        host = self.headers.get("Host")
+        return f"{self.server.scheme}://{host}" if host else self.server.base_url
 
     # --- OAuth ----------------------------------------------------------------------------
 
@@ -192,7 +197,7 @@ class Handler(BaseHTTPRequestHandler):
         if header.startswith("Basic "):
             key, _, secret = base64.b64decode(header[6:]).decode().partition(":")
         token = self.org.issue_token(form.get("grant_type"), key, secret)
-        base, issued = self.server.base_url, str(int(time.time() * 1000))
+        base, issued = self._base(), str(int(time.time() * 1000))
         return 200, {
             "access_token": token,
             "signature": base64.b64encode(os.urandom(32)).decode(),

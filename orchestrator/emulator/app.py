@@ -10,7 +10,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
@@ -47,6 +47,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     else:
         error = ApiError("invalid_request", str(exc.detail), status=exc.status_code)
     return JSONResponse(error.body(), status_code=error.status, headers=exc.headers)
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    # The caller hung up before its body was read; there is nobody left to answer.
+    log.debug("client_disconnected", method=request.method, path=request.url.path)
+    return Response(status_code=499)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
@@ -104,6 +110,7 @@ def create_app(
         exception_handlers={
             ApiError: api_error,
             HTTPException: http_error,
+            ClientDisconnect: client_gone,
             Exception: unexpected_error,
         },
     )

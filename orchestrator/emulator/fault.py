@@ -128,6 +128,9 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
             return
         if fault.latency:
+            # Take the whole request in first, as a server would before working on it: the
+            # request is then carried out after the delay even if the client gave up waiting.
+            receive = await _buffered(receive)
             await asyncio.sleep(fault.latency)
         if fault.code is None:
             await self.app(scope, receive, send)
@@ -139,6 +142,21 @@ class FaultMiddleware:
             await _drop(send)
         else:
             await _answer(send, fault.error())
+
+
+async def _buffered(receive: Receive) -> Receive:
+    """Read the body now; the returned ``receive`` replays it, then defers to the real one."""
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replay
 
 
 async def _drain(receive: Receive) -> None:

@@ -223,6 +223,17 @@ def test_drop_response_performs_the_write_but_loses_the_answer(emulator: Emulato
     assert retry.status_code == 409
 
 
+def test_a_slow_write_lands_even_when_the_client_gave_up(emulator: Emulator) -> None:
+    emulator.put_secret(PATH, {"k": 1})
+    emulator.fault(match=PATH, methods=["PUT"], latency=1.0, count=1)
+    with pytest.raises(httpx.ReadTimeout):
+        emulator.client.put(f"/v1/secrets/{PATH}", json={"data": {"k": 2}}, timeout=0.2)
+    deadline = time.monotonic() + 10
+    while emulator.get_secret(PATH)["version"] == 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert emulator.get_secret(PATH)["data"] == {"k": 2}
+
+
 def test_drop_request_loses_the_request(emulator: Emulator) -> None:
     emulator.put_secret(PATH, {"k": 1})
     emulator.fault(match=PATH, code="drop_request", count=1)

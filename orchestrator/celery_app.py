@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 from celery import Celery, signals
+from kombu.entity import Exchange, Queue
 
 from orchestrator import keys
 from orchestrator.errors import ConfigError
@@ -32,6 +33,11 @@ SWEEP = "scaivault.sweep"
 RECONCILE = "scaivault.reconcile"
 
 log = get_logger(__name__)
+
+
+def _queue() -> Queue:
+    """Our one queue, bound to the anonymous exchange (routing by queue name)."""
+    return Queue(keys.TASK_QUEUE, Exchange(""), routing_key=keys.TASK_QUEUE)  # type: ignore[no-untyped-call]
 
 
 def configuration(settings: Settings) -> dict[str, Any]:
@@ -65,7 +71,12 @@ def configuration(settings: Settings) -> dict[str, Any]:
         "visibility_timeout": vt,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
+        # The anonymous exchange routes by queue name alone, so publishing does not depend on
+        # kombu's ``_kombu.binding.*`` keys, which a Redis flush or data loss would remove.
+        "task_queues": (_queue(),),
         "task_default_queue": keys.TASK_QUEUE,
+        "task_default_exchange": "",
+        "task_default_routing_key": keys.TASK_QUEUE,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "beat_scheduler": "celery.beat:Scheduler",  # in memory: nothing to persist but intervals

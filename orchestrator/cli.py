@@ -55,7 +55,7 @@ def _celery_app() -> Any:
     return celery_app
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.option("--concurrency", "-c", type=int, help="Pool processes (default: CPU count).")
 @click.option("--loglevel", "-l", help="Log level (default: ROTATOR_LOG_LEVEL).")
 @click.option(
@@ -66,8 +66,14 @@ def _celery_app() -> Any:
     show_default=True,
     help="Celery execution pool.",
 )
-def worker(concurrency: int | None, loglevel: str | None, pool: str) -> None:
-    """Run a Celery worker for the rotation tasks (refuses a bad routing file with exit 2)."""
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(
+    concurrency: int | None, loglevel: str | None, pool: str, celery_args: tuple[str, ...]
+) -> None:
+    """Run a Celery worker for the rotation tasks (refuses a bad routing file with exit 2).
+
+    Arguments after ``--`` go to ``celery worker`` as they are (e.g. ``-- --without-mingle``).
+    """
     module = _celery_app()
     from orchestrator.errors import ConfigError
 
@@ -79,7 +85,7 @@ def worker(concurrency: int | None, loglevel: str | None, pool: str) -> None:
     argv += ["--loglevel", loglevel or module.settings.rotator_log_level]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
-    module.app.worker_main(argv)
+    module.app.worker_main(argv + list(celery_args))
 
 
 @cli.command()

@@ -387,19 +387,34 @@ class Engine:
             try:
                 self._run(record, rotator, owner)
             except (LeaseLost, IllegalTransition) as exc:
-                self.log.info("rotation_stopped", rotation_id=rotation_id, reason=_reason(exc))
+                self._stopped(rotation_id, owner, exc)
             except TransientError as exc:
                 retry = exc
             except NeedsAttention as exc:
                 self._fail(rotation_id, "needs_attention", _reason(exc), owner)
             except Exception as exc:
-                held = self.store.sealed(rotation_id) is not None
+                held = self.store.may_be_applied(rotation_id)
                 self._fail(
                     rotation_id, "needs_attention" if held else "failed", _reason(exc), owner
                 )
         if retry is not None:
             self._retry_or_give_up(rotation_id, owner, retry)
         return self.store.get(rotation_id)
+
+    def _stopped(self, rotation_id: str, owner: str, exc: LeaseLost | IllegalTransition) -> None:
+        """A state change was refused: expected when on-call cancelled the run or another
+        worker took it over (stop quietly); anything else is a bug to be loud about."""
+        record = self.store.get(rotation_id)
+        expected = (
+            isinstance(exc, LeaseLost)
+            or record is None
+            or record.is_terminal
+            or record.lease_owner != owner
+        )
+        if expected:
+            self.log.info("rotation_stopped", rotation_id=rotation_id, reason=_reason(exc))
+            return
+        self._fail(rotation_id, "needs_attention", f"unexpected state: {_reason(exc)}", owner)
 
     def _rotator_or_fail(self, record: RunRecord, owner: str) -> Rotator | None:
         rule = self.routing.match(record.path)
@@ -427,7 +442,7 @@ class Engine:
             if current.metadata.get("rotation_id") == record.rotation_id:
                 self._enter_grace(record, owner, current.version, current.metadata)
                 return
-            if record.mint_attempts and self.store.sealed(record.rotation_id) is not None:
+            if self.store.may_be_applied(record.rotation_id):
                 raise NeedsAttention(
                     f"version {current.version} was written by someone else while rotating from "
                     f"version {record.from_version}; the target may already use our sealed value"
@@ -449,7 +464,8 @@ class Engine:
         if sealed is not None:
             new = self._require_sealer().unseal(sealed, context=rid)
             self.log.info("rotation_resumed_sealed", rotation_id=rid, path=record.path)
-            self._apply(record, rotator, ctx, new, owner, resumed=True)
+            if rotator.strategy == "updater":
+                self._apply(record, rotator, ctx, new, owner, resumed=True)
             self._verify_step(record, rotator, ctx, new, owner)
             return new
         while True:
@@ -463,8 +479,11 @@ class Engine:
             with self._timed(record, "mint"):
                 new = SecretData(rotator.mint(ctx))
             try:
-                if rotator.strategy == "updater":
-                    self.store.seal(rid, owner, self._require_sealer().seal(new, context=rid))
+                in_place = rotator.strategy == "updater"
+                if in_place or self.sealer is not None:  # a resume reuses it, never re-mints
+                    blob = self._require_sealer().seal(new, context=rid)
+                    self.store.seal(rid, owner, blob, in_place=in_place)
+                if in_place:
                     self._apply(record, rotator, ctx, new, owner, resumed=False)
                 self._verify_step(record, rotator, ctx, new, owner)
                 return new
@@ -579,6 +598,8 @@ class Engine:
                 self._abandon(record, rotator, ctx, new, owner, latest.version, exc)
                 return
             self.log.info("rotation_already_stored", rotation_id=rid, version=latest.version)
+            if rotator.strategy != "updater" and dict(latest.data) != dict(new):
+                self._discard(rotator, ctx, new)  # an earlier attempt's value was stored
             version, metadata = latest.version, latest.metadata
         self._enter_grace(record, owner, version, metadata)
 
@@ -675,7 +696,7 @@ class Engine:
             try:
                 self._finalize_steps(record, rotator, owner)
             except (LeaseLost, IllegalTransition) as exc:
-                self.log.info("rotation_stopped", rotation_id=rid, reason=_reason(exc))
+                self._stopped(rid, owner, exc)
                 return self.store.get(rid)
             except TransientError as exc:
                 retry = exc
@@ -919,8 +940,14 @@ class Engine:
         """Fail loudly: state, one error log line, a metric, a history entry and an alert."""
         try:
             before = self.store.require(rotation_id)
+            dropped: dict[str, Any] = {"sealed": None} if state == "failed" else {}
             record = self.store.transition(
-                rotation_id, state, owner=owner, last_error=reason, step=step or before.step
+                rotation_id,
+                state,
+                owner=owner,
+                last_error=reason,
+                step=step or before.step,
+                **dropped,
             )
         except (LeaseLost, IllegalTransition) as exc:
             self.log.info("rotation_stopped", rotation_id=rotation_id, reason=_reason(exc))

@@ -6,8 +6,9 @@ state on a path another rotation holds. The same scripts keep the side indexes i
 path's active claim (one rotation per path), the lease index the sweeper re-drives from, and
 the ``status`` index of every run by last update.
 
-The only sensitive field is ``sealed``: the updater's minted value, Fernet-encrypted, kept from
-before ``apply`` until the new version is stored. :class:`RunRecord` only says whether it is set.
+The only sensitive fields are ``sealed`` (an updater's minted value, Fernet-encrypted, kept from
+before ``apply`` until the new version is stored) and ``minted`` (the same for other strategies,
+so a resumed rotation reuses its value). :class:`RunRecord` only says whether one is set.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ TRANSITIONS: Final[Mapping[str, frozenset[str]]] = {
     "verifying": frozenset(
         {"verifying", "storing", "minting", "grace", "failed", "needs_attention", "cancelled"}
     ),
-    "storing": frozenset({"storing", "grace", "minting", "failed", "needs_attention"}),
+    "storing": frozenset(
+        {"storing", "applying", "verifying", "grace", "minting", "failed", "needs_attention"}
+    ),
     "grace": frozenset({"finalizing", "rolled_back", "needs_attention", "cancelled"}),
     "finalizing": frozenset({"finalizing", "done", "grace", "needs_attention", "failed"}),
     "needs_attention": _FROM_ATTENTION,
@@ -176,7 +179,7 @@ def _record(raw: Mapping[str, str]) -> RunRecord:
         values["lease_until"] = datetime.fromtimestamp(int(lease_ms) / 1000, UTC).isoformat(
             timespec="milliseconds"
         )
-    values["sealed"] = bool(raw.get("sealed"))
+    values["sealed"] = bool(raw.get("sealed") or raw.get("minted"))
     return RunRecord(**values)
 
 
@@ -185,7 +188,7 @@ def _flatten(changes: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     for name, value in changes.items():
         if name == "sealed" and value is None:  # the one way to drop the sealed value
-            out += [name, ""]
+            out += ["sealed", "", "minted", ""]
             continue
         if name not in _RECORD_FIELDS or name in _RESERVED:
             raise ValueError(f"not a settable run field: {name!r}")
@@ -315,10 +318,10 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARG
 return ids
 """
 
-# KEYS: run   ARGV: owner, blob    -- seal only while the caller holds the lease
+# KEYS: run   ARGV: owner, blob, field    -- seal only while the caller holds the lease
 _SEAL = """
 if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'sealed', ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[2])
 return 1
 """
 
@@ -386,9 +389,14 @@ class RunStore:
         return out
 
     def sealed(self, rotation_id: str) -> str | None:
-        """The sealed (encrypted) new value of an updater's rotation, if one is held."""
+        """The sealed (encrypted) new value of the rotation, if one is held."""
         blob = self.client.hget(keys.run(rotation_id), "sealed")
+        blob = blob or self.client.hget(keys.run(rotation_id), "minted")
         return _s(blob) if blob else None
+
+    def may_be_applied(self, rotation_id: str) -> bool:
+        """True while an updater's sealed value is held: the target may already use it."""
+        return bool(self.client.hexists(keys.run(rotation_id), "sealed"))
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -541,9 +549,15 @@ class RunStore:
         ids = self._claim_expired(keys=[keys.LEASES], args=[int(lease_seconds * 1000), limit])
         return [_s(i) for i in ids]
 
-    def seal(self, rotation_id: str, owner: str, blob: str) -> None:
-        """Keep the sealed new value in the run; only while ``owner`` holds the lease."""
-        if not self._seal(keys=[keys.run(rotation_id)], args=[owner, blob]):
+    def seal(self, rotation_id: str, owner: str, blob: str, *, in_place: bool = True) -> None:
+        """Keep the sealed new value in the run; only while ``owner`` holds the lease.
+
+        ``in_place`` (updaters) marks a value that may be applied at the target before it is
+        stored, which ``refuse_if_sealed`` guards; other strategies seal so that a resumed
+        rotation reuses the minted value instead of minting another.
+        """
+        field = "sealed" if in_place else "minted"
+        if not self._seal(keys=[keys.run(rotation_id)], args=[owner, blob, field]):
             raise LeaseLost(
                 f"rotation {rotation_id}: lease lost before sealing", rotation_id=rotation_id
             )

@@ -33,8 +33,7 @@ def test_rotation_due_to_done(engine_stack: EngineStack) -> None:
     stack = engine_stack
     stack.routing(stack.ledger_rule())
     version = _seed(stack)
-    stack.worker()
-    stack.beat()
+    stack.start()
     stack.publish(path=PATH, event_id="evt_1", from_version=version, grace_period="2s")
     done = stack.wait_run(PATH, ("done", "failed", "needs_attention"))
     assert done.state == "done", done

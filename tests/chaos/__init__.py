@@ -1,0 +1,1 @@
+"""The crash and fault suite: one seeded scenario on a real stack (see ``harness``)."""

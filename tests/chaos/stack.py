@@ -1,0 +1,184 @@
+"""The chaos scenario's stack: the sandbox with its own Redis, fast engine timings, two workers.
+
+:class:`ChaosStack` reuses :class:`~orchestrator.sandbox.Sandbox` (emulator, fake Salesforce over
+TLS, receiver, beat, the first worker) and adds what the scenario needs on top: a private
+``redis-server`` with AOF that the harness restarts, a worker token that outlives months of
+emulator clock, a routing file whose backoffs fit a test, and a pool of worker processes that
+can be SIGKILLed (whole process group) and replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from orchestrator.sandbox import WORKER_IDENTITY, Sandbox
+from orchestrator.stack import ChildProcess, RedisServer, cli_argv, free_port
+from orchestrator.store import RunStore
+
+#: Engine settings for the scenario: short leases, sweeps and backoffs so that crash recovery
+#: takes seconds; the visibility timeout is the smallest the settings accept.
+ENGINE_ENV = {
+    "ROTATOR_LOG_LEVEL": "INFO",
+    "ROTATOR_LEASE_SECONDS": "3",
+    "ROTATOR_SWEEP_INTERVAL": "0.5",
+    "ROTATOR_RECONCILE_INTERVAL": "3600",
+    "ROTATOR_FINALIZE_LEASE": "10",
+    "ROTATOR_RETRY_BACKOFF_MAX": "2",
+    "ROTATOR_MAX_ATTEMPTS": "15",
+    "SCAIVAULT_RETRY_DEADLINE": "3",
+    "ROTATOR_TASK_TIME_LIMIT": "30",
+    "ROTATOR_VISIBILITY_TIMEOUT": "60",
+}
+
+
+class ChaosSandbox(Sandbox):
+    """The sandbox with a long-lived worker token and the scenario's routing file."""
+
+    def _configure_vault(self) -> None:
+        super()._configure_vault()
+        # The scenario fires schedules by moving the emulator clock by months; the sandbox's
+        # 24h token would expire on that clock. Same identity and policy, longer life.
+        body = {"identity": WORKER_IDENTITY, "ttl": "3650d"}
+        self.ends.worker_token = str(self.admin("POST", "/v1/_emulator/tokens", body)["token"])
+
+    def _write_routing(self) -> None:
+        ends = self.ends
+        text = f"""# Written by the chaos harness.
+[[rules]]
+match = "{ends.prefix}/db/*"
+rotator = "random-password"
+grace_period = "{self.grace}"
+[rules.options]
+length = 24
+field = "password"
+
+[[rules]]
+match = "{ends.prefix}/salesforce/*"
+rotator = "salesforce-oauth"
+grace_period = "{self.grace}"
+[rules.options]
+my_domain_url = "{ends.salesforce_url}"
+app_id = "{ends.sf_app_id}"
+admin_secret_path = "{ends.sf_admin_path}"
+ca_bundle = "{ends.salesforce_ca}"
+read_timeout = 10.0
+propagation_timeout = 20.0
+propagation_interval = 0.5
+limit_backoff = 1.0
+"""
+        ends.routing_file.write_text(text, encoding="utf-8")
+
+
+class ChaosStack:
+    """Redis, the sandbox and a pool of worker processes; everything stops on :meth:`close`."""
+
+    def __init__(self, workdir: Path, grace: str) -> None:
+        self.workdir = workdir
+        self.redis = RedisServer(workdir / "redis")
+        self.box = ChaosSandbox(
+            workdir / "stack", prefix="chaos", grace=grace, engine_env=ENGINE_ENV
+        )
+        self.workers: list[ChildProcess] = []
+        self.retired: list[ChildProcess] = []
+        self.metrics_ports: dict[str, int] = {}
+        self._started = 0
+        self._client: redis.Redis | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, workers: int = 2) -> ChaosStack:
+        """Start Redis, the sandbox (receiver, beat, first worker) and more workers."""
+        self.redis.start()
+        self.box.ends.redis_url = self.redis.url
+        self.box.start()
+        first = self.box.children["worker"]
+        self.workers.append(first)
+        self.metrics_ports[first.name] = self.box.ends.metrics_port
+        while len(self.workers) < workers:
+            self.start_worker()
+        for child in self.workers:
+            child.wait_log("ready.", timeout=60)
+        return self
+
+    def close(self) -> None:
+        """Stop every process (the sandbox's and the workers added here), then Redis."""
+        if self._client is not None:
+            self._client.close()
+        self.box.close()
+        self.redis.stop()
+
+    # --- handles -----------------------------------------------------------------------------
+
+    @property
+    def client(self) -> redis.Redis:
+        """A Redis client (strings) on the stack's Redis."""
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.redis.url, decode_responses=True)
+        return self._client
+
+    @property
+    def store(self) -> RunStore:
+        return RunStore(self.client)
+
+    def salesforce_client(self) -> httpx.Client:
+        """A new HTTPS client for the fake Salesforce (one per thread)."""
+        context = ssl.create_default_context(cafile=self.box.ends.salesforce_ca)
+        return httpx.Client(
+            base_url=self.box.ends.salesforce_url, verify=context, timeout=10.0, trust_env=False
+        )
+
+    def cli_env(self) -> dict[str, str]:
+        """The on-call CLI's environment (admin token) for this stack."""
+        return self.box.role_env(token=self.box.ends.admin_token)
+
+    # --- workers -----------------------------------------------------------------------------
+
+    def start_worker(self) -> ChildProcess:
+        """Start one more worker process (prefork, 2 pool processes); do not wait for it."""
+        self._started += 1
+        name = f"worker-{self._started + 1}"
+        port = free_port()
+        env = self.box.role_env()
+        env["ROTATOR_METRICS_PORT"] = str(port)
+        argv = cli_argv("worker", "--concurrency", "2", "-P", "prefork")
+        child = ChildProcess(name, argv, self.box.ends.workdir / f"{name}.log", env=env)
+        self.box.stack.add(child)
+        self.workers.append(child.start())
+        self.metrics_ports[name] = port
+        return child
+
+    def kill_worker(self, index: int) -> ChildProcess:
+        """SIGKILL the ``index``-th live worker's process group; return it."""
+        live = [w for w in self.workers if w.alive]
+        victim = live[index % len(live)]
+        victim.kill()
+        self.workers.remove(victim)
+        self.retired.append(victim)
+        return victim
+
+    def live_metrics_urls(self) -> list[str]:
+        """``/metrics`` of every live worker and of the receiver."""
+        urls = [f"http://127.0.0.1:{self.metrics_ports[w.name]}/metrics" for w in self.workers]
+        urls.append(self.box.ends.receiver_url.rsplit("/scaivault/", 1)[0] + "/metrics")
+        return urls
+
+    def our_logs(self) -> list[Path]:
+        """Log files of our own processes (receiver, workers, beat) and the emulator."""
+        names = {"receiver", "beat", "emulator", *(w.name for w in self.workers + self.retired)}
+        return [self.box.ends.workdir / f"{name}.log" for name in sorted(names)]
+
+    def scrape(self, url: str) -> str:
+        """One metrics scrape ('' if the endpoint does not answer)."""
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(url, timeout=5.0, trust_env=False).text
+        return ""
+
+    def emulator(self, method: str, path: str, body: Any = None) -> Any:
+        """An admin call to the emulator (control endpoints are never faulted)."""
+        return self.box.admin(method, path, body)

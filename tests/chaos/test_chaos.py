@@ -1,0 +1,76 @@
+"""The crash and fault scenario in a bounded form, as part of the normal test run.
+
+One run of :mod:`tests.chaos.harness` (24 secrets, 3 worker SIGKILLs, one Redis restart,
+ScaiVault and Salesforce faults on) is shared by the tests below; each invariant is its own
+test, so a failure names the invariant and lists what broke it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.stack import REDIS_INSTALL_HINT
+from tests.chaos.harness import Params, Report, run, summary
+
+pytestmark = pytest.mark.integration
+
+#: The bounded scenario: small enough for CI, with every kind of fault.
+BOUNDED = Params(
+    secrets=24,
+    seed=7,
+    kills=3,
+    fault_rate=0.2,
+    duration=20.0,
+    grace="5s",
+    waves=4,
+    manual_share=0.25,
+    settle_timeout=150.0,
+)
+
+CHECKS = (
+    "every due event produced exactly one new version",
+    "every current version works at its target",
+    "every old credential revoked after its grace, not before",
+    "no rotation left in a non-terminal state",
+    "permanent failures are failed with a reason",
+    "no secret sentinel in logs, Redis, broker messages or metrics",
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
+    """One bounded chaos run for this module; its summary goes to the test output."""
+    if shutil.which("redis-server") is None:
+        pytest.fail(f"the chaos suite needs a real Redis: {REDIS_INSTALL_HINT}", pytrace=False)
+    workdir: Path = tmp_path_factory.mktemp("chaos")
+    lines: list[str] = []
+    result = run(BOUNDED, workdir, echo=lines.append)
+    print("\n".join(lines), summary(result), sep="\n")
+    yield result
+
+
+def test_the_faults_really_happened(report: Report) -> None:
+    tally = report.tally
+    assert len(tally.kills) >= 3
+    assert tally.redis_restarts == 1
+    assert all(tally.vault_faults[kind] > 0 for kind in ("rate_limited", "service_unavailable"))
+    assert tally.vault_faults["latency"] > 0
+    assert sum(tally.salesforce_faults.values()) > 0
+    assert tally.due_events == BOUNDED.secrets
+    assert tally.redeliveries > 0
+    assert report.facts.manual and sum(tally.manual.values()) == len(report.facts.manual)
+
+
+def test_every_check_ran(report: Report) -> None:
+    assert [check.name for check in report.checks] == list(CHECKS)
+    assert all(check.covered > 0 for check in report.checks)
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_invariant(report: Report, name: str) -> None:
+    check = next(c for c in report.checks if c.name == name)
+    assert check.ok, f"{name}:\n" + "\n".join(check.problems)

@@ -453,7 +453,12 @@ class Engine:
             )
         ctx = self.load_context(record, current)
         new = self._obtain_new(record, rotator, ctx, owner)
-        self._store(record, rotator, ctx, current, new, owner)
+        try:
+            self._store(record, rotator, ctx, current, new, owner)
+        except PermanentError:
+            if rotator.strategy != "updater":  # never stored: revoke the unused credential
+                self._discard(rotator, ctx, new)
+            raise
 
     def _obtain_new(
         self, record: RunRecord, rotator: Rotator, ctx: RotationContext, owner: str

@@ -27,7 +27,6 @@ from orchestrator.output import (
     guarded,
     render_history,
     render_record,
-    render_step,
     render_table,
 )
 
@@ -51,10 +50,15 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 
 
 def _session() -> OnCall:
+    from orchestrator.log import configure_logging
     from orchestrator.oncall import OnCall
     from orchestrator.settings import Settings
 
-    return OnCall(Settings.load())
+    settings = Settings.load()
+    # Rotator and client logs go to stderr for people, warnings and worse only: stdout is
+    # the answer (plain or --json).
+    configure_logging(level="WARNING", fmt="console")
+    return OnCall(settings)
 
 
 def _actor(actor: str | None) -> str:
@@ -63,15 +67,14 @@ def _actor(actor: str | None) -> str:
     return actor or login_user()
 
 
-def _progress(as_json: bool) -> Callable[[RunRecord], None]:
-    """Step lines while watching: on stderr with --json, else stdout (time-stamped on a tty)."""
+def _progress(as_json: bool) -> Callable[[str], None]:
+    """Progress lines while watching: on stderr with --json, else stdout (timed on a tty)."""
     import time
 
     started = time.monotonic()
     tty = sys.stdout.isatty() and not as_json
 
-    def show(record: RunRecord) -> None:
-        line = render_step(record.to_dict())
+    def show(line: str) -> None:
         if tty:
             line = f"[{time.monotonic() - started:5.1f}s] {line}"
         click.echo(line, err=as_json)
@@ -181,7 +184,7 @@ def _rotate_prefix(
 
     results = oncall.rotate_paced(
         oc, ready, concurrency=concurrency, timeout=timeout, start=start,
-        on_change=_progress(False),
+        show=_progress(False),
     )  # fmt: skip
     bad = {
         p: r for p, r in results.items() if isinstance(r, str) or r.state not in oncall.GOOD_STATES
@@ -296,7 +299,10 @@ def rollback(path: str, reason: str | None, actor: str | None, as_json: bool) ->
         emit(
             record.to_dict(),
             as_json,
-            lambda _: f"rolled back {path}: ScaiVault holds the previous data as a new version",
+            lambda _: (
+                f"rolled back {path}: ScaiVault holds the previous data as a new version; "
+                "the rotator revoked the new credential where it can (see `history`)"
+            ),
         )
 
 

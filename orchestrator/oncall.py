@@ -20,11 +20,10 @@ from functools import cached_property
 from typing import Any
 
 import redis
-from celery import Celery
 
 from orchestrator import history, keys
 from orchestrator.errors import AccessDenied, NotFound
-from orchestrator.output import EXIT_USAGE, CommandError, safe_url
+from orchestrator.output import EXIT_USAGE, CommandError, render_entry, render_step, safe_url
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.settings import Settings
 from orchestrator.store import ACTIVE_STATES, RunRecord, RunStore
@@ -190,8 +189,10 @@ class Request:
     requested_at: float
 
 
-def producer(settings: Settings) -> Celery:
+def producer(settings: Settings) -> Any:
     """A publish-only Celery app: JSON, our queue, no retrying a dead broker forever."""
+    from celery import Celery  # imported here: status and history do not need it
+
     app = Celery("scaivault-rotator-cli", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
@@ -276,19 +277,24 @@ def follow(
     oc: OnCall,
     rotation_id: str,
     timeout: float,
-    on_change: Callable[[RunRecord], None],
+    show: Callable[[str], None],
     stop: Iterable[str] = STOP_STATES,
 ) -> RunRecord:
-    """Watch a run until it reaches a state in ``stop``, reporting each change."""
+    """Watch a run until it reaches a state in ``stop``, showing its steps and state changes."""
     stop_states = frozenset(stop)
     deadline = time.monotonic() + timeout
-    seen: tuple[Any, ...] | None = None
+    seen: set[tuple[str, ...]] = set()
     while True:
         record = oc.store.require(rotation_id)
-        marker = (record.state, record.step, record.attempts, record.last_error)
-        if marker != seen:
-            seen = marker
-            on_change(record)
+        for entry in history.read(oc.redis, record.path, limit=100):
+            key = (entry.get("ts", ""), entry.get("event", ""), entry.get("step", ""))
+            if entry.get("rotation_id") == rotation_id and key not in seen:
+                seen.add(key)
+                show(render_entry(record.path, entry))
+        marker = ("state", record.state, str(record.attempts), record.last_error or "")
+        if marker not in seen:
+            seen.add(marker)
+            show(render_step(record.to_dict()))
         if record.state in stop_states:
             return record
         if time.monotonic() >= deadline:
@@ -322,7 +328,7 @@ def rotate_paced(
     concurrency: int,
     timeout: float,
     start: Callable[[str], Request],
-    on_change: Callable[[RunRecord], None],
+    show: Callable[[str], None],
 ) -> dict[str, RunRecord | str]:
     """Rotate ``paths`` keeping at most ``concurrency`` in flight (until grace or an end)."""
     pending = list(paths)
@@ -342,7 +348,7 @@ def rotate_paced(
             else:
                 state = record.state
                 if state != last_state:
-                    on_change(record)
+                    show(render_step(record.to_dict()))
                     inflight[path] = (request, began, state)
             if record is not None and state in STOP_STATES:
                 results[path] = record

@@ -185,6 +185,16 @@ def render_history(entries: Sequence[Mapping[str, str]]) -> str:
     return "\n".join(lines)
 
 
+#: History fields a progress line shows (the others repeat what the run record says).
+ENTRY_FIELDS = ("step", "from_version", "new_version", "outcome", "duration_ms", "detail")
+
+
+def render_entry(path: str, entry: Mapping[str, str]) -> str:
+    """One progress line for a history entry: ``path: event step=... outcome=...``."""
+    rest = " ".join(f"{k}={entry[k]}" for k in ENTRY_FIELDS if entry.get(k))
+    return f"{path}: {entry.get('event', '-')} {rest}".rstrip()
+
+
 def render_step(record: Mapping[str, Any]) -> str:
     """One progress line for ``rotate --wait``: state, step, attempt and any error."""
     parts = [f"{record.get('path')}: {record.get('state')}"]

@@ -145,7 +145,9 @@ def _check_rule_access(
         return
     matching = [path for path in paths if table.match(path) is rule]
     if not matching:
-        report.passed.append(f"{label}: ScaiVault reachable; no secret matches yet")
+        report.passed.append(
+            f"{label}: ScaiVault reachable; no secret this token may list matches yet"
+        )
         return
     _check_path_access(vault, matching[0], label, report)
 

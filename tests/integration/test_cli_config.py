@@ -1,0 +1,91 @@
+"""``rotators`` and ``check-config`` as real subprocesses: every problem listed, right exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.sandbox import Sandbox
+from orchestrator.stack import free_port
+from tests.fixtures.stack import OnCallCli, unique
+
+pytestmark = pytest.mark.integration
+
+
+def test_rotators_lists_plugins_with_strategies_and_schemas(oncall_cli: OnCallCli) -> None:
+    result = oncall_cli("rotators", "--json")
+    assert result.code == 0, result
+    plugins = {p["name"]: p for p in result.json()}
+    assert plugins["random-password"]["strategy"] == "vault-only"
+    assert plugins["salesforce-oauth"]["strategy"] == "issuer"
+    assert "app_id" in plugins["salesforce-oauth"]["options_schema"]["properties"]
+    plain = oncall_cli("rotators")
+    assert (
+        "salesforce-oauth  strategy=issuer" in plain.out
+        and "app_id: string (required)" in plain.out
+    )
+
+
+def test_check_config_passes_on_a_good_stack(oncall_cli: OnCallCli) -> None:
+    result = oncall_cli("check-config", "--json", SCAIVAULT_TOKEN=oncall_cli.box.ends.worker_token)
+    assert result.code == 0, result
+    report = result.json()
+    assert report["ok"] is True and report["problems"] == []
+    assert any("may read and write" in line for line in report["passed"])
+    assert "configuration is OK" in oncall_cli("check-config").out
+
+
+def test_check_config_lists_every_problem_at_once(
+    sandbox: Sandbox, oncall_cli: OnCallCli, tmp_path: Path
+) -> None:
+    routing = tmp_path / "rotation.toml"
+    routing.write_text(
+        '[[rules]]\nmatch = "a/*"\nrotator = "no-such-rotator"\n\n'
+        '[[rules]]\nmatch = "b/*"\nrotator = "random-password"\ngrace_period = "soon"\n'
+        "[rules.options]\nlength = 3\n",
+        encoding="utf-8",
+    )
+    result = oncall_cli(
+        "check-config", ROTATOR_CONFIG=str(routing), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    assert result.code == 2, result
+    text = result.out
+    assert "no-such-rotator" in text and "grace_period" in text and "length" in text
+    assert "Redis at" in text and "unreachable" in text
+    assert text.count("PROBLEM") >= 4
+
+
+def test_check_config_reports_reachability_and_permissions(
+    sandbox: Sandbox, oncall_cli: OnCallCli
+) -> None:
+    sandbox.add_password(unique("perm"), scheduled=False)
+    policy = sandbox.admin("POST", "/v1/policies", {
+        "name": "read-only", "description": "reads but may not write",
+        "rules": [{"path_pattern": f"{sandbox.ends.prefix}/**", "permissions": ["read", "list"]}],
+    })  # fmt: skip
+    sandbox.admin("POST", f"/v1/policies/{policy['id']}/bindings", {
+        "identity_type": "service_account", "identity_id": "sa:read-only",
+    })  # fmt: skip
+    reader = sandbox.admin(
+        "POST", "/v1/_emulator/tokens", {"identity": "sa:read-only", "ttl": "1h"}
+    )
+    denied = oncall_cli("check-config", SCAIVAULT_TOKEN=reader["token"])
+    assert denied.code == 1, denied
+    assert "the token may not write" in denied.out and "PROBLEM" in denied.out
+
+    down = oncall_cli(
+        "check-config",
+        SCAIVAULT_URL=f"http://127.0.0.1:{free_port()}",
+        SCAIVAULT_RETRY_DEADLINE="1",
+    )
+    assert down.code == 1 and "PROBLEM" in down.out
+
+    bad_env = oncall_cli(
+        "check-config", "--json", ROTATOR_SEAL_KEY="not-a-key", REDIS_URL="http://x"
+    )
+    assert bad_env.code == 2
+    problems = bad_env.json()["problems"]
+    assert any("ROTATOR_SEAL_KEY" in p for p in problems) and any(
+        "REDIS_URL" in p for p in problems
+    )

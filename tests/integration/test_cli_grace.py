@@ -1,0 +1,102 @@
+"""``finalize`` and ``rollback`` via the real CLI, worker, beat, emulator and fake Salesforce."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from orchestrator.sandbox import Sandbox
+from tests.fixtures.stack import OnCallCli, unique
+
+pytestmark = pytest.mark.integration
+
+
+def _in_grace(sandbox: Sandbox, oncall_cli: OnCallCli, path: str) -> dict[str, Any]:
+    result = oncall_cli("rotate", path, "--wait", "--grace", "1h", "--json")
+    assert result.code == 0, result
+    record: dict[str, Any] = result.json()
+    assert record["state"] == "grace"
+    return record
+
+
+def test_finalize_early_needs_now_then_revokes_the_old_pair(
+    sandbox: Sandbox, oncall_cli: OnCallCli
+) -> None:
+    path = sandbox.add_salesforce(unique("finalize"), scheduled=False)
+    _in_grace(sandbox, oncall_cli, path)
+    old_works = sandbox.salesforce_accepts(sandbox.originals[path])
+    assert old_works, "both pairs work during grace"
+
+    early = oncall_cli("finalize", path)
+    assert early.code == 2 and "--now" in early.err
+
+    done = oncall_cli("finalize", path, "--now", "--reason", "leaked in a log", "--json")
+    assert done.code == 0, done
+    assert done.json()["state"] == "done"
+    old_works = sandbox.salesforce_accepts(sandbox.originals[path])
+    new_works = sandbox.salesforce_accepts(sandbox.read(path)["data"])
+    assert new_works and not old_works, "finalize revokes the old pair only"
+
+    late = oncall_cli("rollback", path)
+    assert late.code == 1 and "no longer possible" in late.err and "revokes" in late.err
+    events = [e["event"] for e in oncall_cli("history", path, "--json").json()]
+    assert "finalize_requested" in events
+
+
+def test_finalize_refuses_when_the_new_credential_does_not_verify(
+    sandbox: Sandbox, oncall_cli: OnCallCli, salesforce_reset: Callable[..., Any]
+) -> None:
+    path = sandbox.add_salesforce(unique("noverify"), scheduled=False)
+    _in_grace(sandbox, oncall_cli, path)
+    new = sandbox.read(path)["data"]
+    # The org's token endpoint fails: the new credential cannot be shown to work right now.
+    sandbox.salesforce(
+        "POST", "/_fake/faults",
+        {"match": "POST /services/oauth2/token", "kind": "unavailable", "count": 1000},
+    ).raise_for_status()  # fmt: skip
+    refused = oncall_cli("finalize", path, "--now")
+    sandbox.salesforce("DELETE", "/_fake/faults")
+    assert refused.code == 1, refused
+    assert "refusing to finalize" in refused.err and "does not verify" in refused.err
+    assert oncall_cli("status", path, "--json").json()["state"] == "grace"
+    both = sandbox.salesforce_accepts(sandbox.originals[path]) and sandbox.salesforce_accepts(new)
+    assert both, "a refused finalize leaves both pairs working"
+
+
+def test_rollback_during_grace_restores_the_old_pair(
+    sandbox: Sandbox, oncall_cli: OnCallCli
+) -> None:
+    path = sandbox.add_salesforce(unique("rollback"), scheduled=False)
+    _in_grace(sandbox, oncall_cli, path)
+
+    result = oncall_cli("rollback", path, "--reason", "partner cannot use the new key", "--json")
+    assert result.code == 0, result
+    assert result.json()["state"] == "rolled_back"
+    current = sandbox.read(path)
+    assert current["version"] == 3
+    restored = current["data"] == sandbox.originals[path]
+    assert restored, "version 3 holds the data of version 1"
+    assert "finalize_after" not in current["metadata"]
+    assert current["metadata"]["description"].startswith("Salesforce OAuth")
+    old_works = sandbox.salesforce_accepts(sandbox.originals[path])
+    assert old_works, "the restored (old) pair must work"
+
+    again = oncall_cli("rollback", path)
+    assert again.code == 1 and "not in grace" in again.err
+    events = [e["event"] for e in oncall_cli("history", path, "--json").json()]
+    assert "rotation_rolled_back" in events
+
+
+def test_rollback_of_a_password_writes_the_old_value_back(
+    sandbox: Sandbox, oncall_cli: OnCallCli
+) -> None:
+    path = sandbox.add_password(unique("pwback"), scheduled=False)
+    _in_grace(sandbox, oncall_cli, path)
+    assert oncall_cli("rollback", path).code == 0
+    restored = sandbox.read(path)["data"] == sandbox.originals[path]
+    assert restored, "the old password is back"
+    assert oncall_cli("status", path, "--json").json()["state"] == "rolled_back"
+    fresh = oncall_cli("rotate", path, "--wait", "--grace", "1h")  # the path is free again
+    assert fresh.code == 0, fresh

@@ -1,0 +1,124 @@
+"""``scaivault-rotator demo`` as a user runs it: a subprocess on local defaults that exits 0,
+prints the timeline, leaks no secret value anywhere, and leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from orchestrator.stack import cli_argv
+
+pytestmark = pytest.mark.integration
+
+SECRET_KEYS = {"password", "client_secret"}
+
+
+def _demo_env() -> dict[str, str]:
+    """The user's environment without any of our settings: the demo must bring its own."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith(("SCAIVAULT_", "ROTATOR_", "REDIS"))
+    }
+
+
+def _secret_values(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in SECRET_KEYS and isinstance(item, str) and len(item) >= 8:
+                yield item
+            else:
+                yield from _secret_values(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _secret_values(item)
+
+
+def _leftover_processes(workdir: Path) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if str(workdir) in cmdline or str(workdir) == (proc.info.get("cwd") or ""):
+            found.append(f"{proc.info['pid']}: {cmdline}")
+    return found
+
+
+def test_demo_rotates_end_to_end_and_leaks_nothing(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    done = subprocess.run(
+        cli_argv("demo", "--json", "--workdir", str(workdir)),
+        env=_demo_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout)
+    assert summary["ok"] is True and len(summary["checks"]) == 7
+    timeline = done.stderr
+    expected_lines = (
+        "private redis-server",
+        "signed rotation.due",
+        "receiver answered 202",
+        "state grace",
+        "rotation_finalized",
+        "state done",
+        "PASS",
+        "demo OK",
+    )
+    for expected in expected_lines:
+        assert expected in timeline, expected
+    assert "FAIL" not in timeline and "Traceback" not in timeline
+
+    # Every secret value the demo created or minted, from the emulator's and the fake's state.
+    values: set[str] = set()
+    for state in ("emulator-state.json", "salesforce-state.json"):
+        values |= set(_secret_values(json.loads((workdir / state).read_text())))
+    found = len(values)  # (counted first: an assertion must not print the values)
+    assert found >= 5, "2 passwords, the old and new Salesforce secrets, the admin secret"
+    haystacks = {"demo output": done.stdout + done.stderr}
+    for log in workdir.glob("*.log"):
+        haystacks[log.name] = log.read_text(errors="replace")
+    for aof in (workdir / "redis").rglob("*"):
+        if aof.is_file():
+            haystacks[f"redis {aof.name}"] = aof.read_bytes().decode("latin-1")
+    for name, text in haystacks.items():
+        leaked = sum(1 for v in values if v in text)
+        assert leaked == 0, f"{leaked} secret value(s) in {name}"
+    assert not _leftover_processes(workdir)
+
+
+def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    log = tmp_path / "demo.out"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cli_argv("demo", "--workdir", str(workdir)),
+            env=_demo_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "state grace" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert _leftover_processes(workdir), "the stack should be running now"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted: stopping every process" in log.read_text()
+    assert not _leftover_processes(workdir)

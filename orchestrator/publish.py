@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -111,24 +112,28 @@ def task_message(
     """
     task_id = task_id or str(uuid.uuid4())
     body = json.dumps([[], dict(kwargs), _EMBED]).encode()
-    quoted_id = json.dumps(task_id)
-    payload = _TEMPLATE % {
-        "body": '"' + base64.b64encode(body).decode("ascii") + '"',
-        "task": json.dumps(task),
-        "id": quoted_id,
-        "kwargsrepr": json.dumps(repr(dict(kwargs))),
-        "queue": json.dumps(queue),
-        "tag": json.dumps(str(uuid.uuid4())),
+    payload = _template(task, queue) % {
+        "body": base64.b64encode(body).decode("ascii"),
+        "id": _json_chars(task_id),
+        "kwargsrepr": _json_chars(repr(dict(kwargs))),
+        "tag": str(uuid.uuid4()),
     }
     return task_id, payload.encode()
 
 
-def _template() -> str:
-    """The kombu Redis envelope of a Celery protocol-2 message, with ``%(...)s`` slots."""
+def _json_chars(text: str) -> str:
+    """``text`` escaped for the inside of a JSON string."""
+    return json.dumps(text)[1:-1]
+
+
+@functools.cache
+def _template(task: str, queue: str) -> str:
+    """The kombu Redis envelope of a Celery protocol-2 message for ``task`` on ``queue``, with
+    ``%(body)s``, ``%(id)s``, ``%(kwargsrepr)s`` and ``%(tag)s`` slots inside JSON strings."""
     marker = "\x00slot:%s\x00"
     headers: dict[str, Any] = {
         "lang": "py",
-        "task": marker % "task",
+        "task": task,
         "id": marker % "id",
         "shadow": None,
         "eta": None,
@@ -156,17 +161,14 @@ def _template() -> str:
             "correlation_id": marker % "id",
             "reply_to": _REPLY_TO,
             "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": marker % "queue"},
+            "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
             "delivery_tag": marker % "tag",
         },
     }
     text = json.dumps(envelope).replace("%", "%%")
-    return re.sub(r'"\\u0000slot:(\w+)\\u0000"', r"%(\1)s", text)
-
-
-_TEMPLATE = _template()
+    return re.sub(r"\\u0000slot:(\w+)\\u0000", r"%(\1)s", text)
 
 
 class ScriptBatch:

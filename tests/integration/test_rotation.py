@@ -6,6 +6,7 @@ import pytest
 import redis
 
 from orchestrator import history
+from orchestrator.due import DueQueue
 from orchestrator.engine import ROTATED_BY, scheduled_id
 from tests.fixtures.worker import EngineStack
 from tests.rotators.ledger import creds_key, fingerprint
@@ -51,3 +52,61 @@ def test_rotation_due_to_done(engine_stack: EngineStack) -> None:
     assert ledger[fingerprint(current["data"]["password"])] == "active"
     events = [e["event"] for e in history.read(stack.client, PATH)]
     assert "rotation_stored" in events and events[-1] == "rotation_finalized"
+
+
+def test_duplicate_and_late_deliveries_give_one_new_version(engine_stack: EngineStack) -> None:
+    stack = engine_stack
+    stack.routing(stack.ledger_rule())
+    version = _seed(stack)
+    stack.start(workers=2)
+    event = {"path": PATH, "event_id": "evt_dup", "from_version": version}
+    for _ in range(3):
+        stack.publish(**event)
+    stack.publish(path=PATH, trigger="manual", from_version=version, actor="alice")
+    done = stack.wait_run(PATH, "done")
+    assert done.rotation_id == scheduled_id(PATH, version)
+    late = stack.publish(**event)  # a late redelivery after the rotation finished
+    stack.wait(lambda: f"scaivault.rotate[{late}] succeeded" in stack.logs(), 20, "the late one")
+    assert [v["version"] for v in stack.emulator.versions(PATH)] == [version, version + 1]
+    assert stack.store.last(PATH) == stack.store.get(done.rotation_id)
+
+
+def test_crashed_sweepers_claims_come_back(engine_stack: EngineStack) -> None:
+    stack = engine_stack
+    stack.routing(stack.ledger_rule())
+    stack.env["ROTATOR_FINALIZE_LEASE"] = "1"
+    version = _seed(stack)
+    stack.start(workers=1, beat=False)
+    stack.publish(path=PATH, event_id="evt_sweep", from_version=version)
+    record = stack.wait_run(PATH, "grace")
+    due = DueQueue(redis.Redis.from_url(stack.redis_url))
+    # A sweeper claims the entry once it is due, then dies before enqueuing finalize.
+    [(claimed, lease)] = stack.wait(lambda: due.claim(lease_ms=1500), 20, "the entry to be due")
+    assert claimed == record.rotation_id and due.score(claimed) == lease
+    stack.beat()
+    done = stack.wait_run(PATH, "done")
+    assert done.rotation_id == record.rotation_id
+    assert due.score(claimed) is None, "the finalize removed the re-claimed entry"
+    assert _ledger(stack)[fingerprint("old-password-1")] == "revoked"
+
+
+def test_redis_flushed_during_grace_is_reconciled_from_scaivault(
+    engine_stack: EngineStack,
+) -> None:
+    stack = engine_stack
+    stack.routing(stack.ledger_rule())
+    version = _seed(stack)
+    stack.start(workers=1, beat=False)
+    stack.publish(path=PATH, event_id="evt_flush", from_version=version)
+    record = stack.wait_run(PATH, "grace")
+    stack.client.flushdb()  # run records, due-queue, broker keys: all gone (the ledger is DB 1)
+    assert stack.store.get(record.rotation_id) is None
+    stack.send("scaivault.reconcile")
+    rebuilt = stack.wait_run(PATH, "grace")
+    assert rebuilt.rotation_id == record.rotation_id
+    assert (rebuilt.from_version, rebuilt.new_version) == (version, version + 1)
+    assert rebuilt.rotator == "test-ledger"
+    stack.beat()
+    stack.wait_run(PATH, "done")
+    assert _ledger(stack)[fingerprint("old-password-1")] == "revoked"
+    assert [v["version"] for v in stack.emulator.versions(PATH)] == [version, version + 1]

@@ -12,6 +12,7 @@ are created and compared here but never printed.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import tempfile
 import time
@@ -25,7 +26,7 @@ import click
 import redis
 
 from orchestrator import history
-from orchestrator.output import dump_json
+from orchestrator.output import describe_error, dump_json
 from orchestrator.sandbox import GRACE, WHO, Sandbox, explicit_redis
 from orchestrator.settings import Settings
 from orchestrator.stack import StackError
@@ -80,17 +81,19 @@ class Timeline:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so the stack is stopped as on Ctrl-C."""
+def signals_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (and SIGINT, even if inherited as ignored) into KeyboardInterrupt, so the
+    stack is stopped as on Ctrl-C."""
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class Watcher:
@@ -200,26 +203,40 @@ def _keep_running(box: Sandbox, echo: Echo) -> None:
 
 
 def run(*, keep_running: bool, workdir: Path | None, timeout: float, as_json: bool) -> int:
-    """Run the demo; return the exit code (0 only when every outcome check passed)."""
+    """Run the demo; return the exit code (0 only when every outcome check passed).
+
+    A temp dir of the demo's own is removed after a successful run; a given ``workdir``, or
+    the temp dir of a failed run, is kept for its logs.
+    """
     echo: Echo = lambda text: click.echo(text, err=as_json)  # noqa: E731
     work = workdir or Path(tempfile.mkdtemp(prefix="scaivault-demo-"))
-    timeline = Timeline(echo)
-    outcome = Outcome()
-    box = Sandbox(work, redis_url=explicit_redis(Settings.load()), echo=timeline.say)
     echo(f"scaivault-rotator demo: state and logs in {work}")
-    with sigterm_as_interrupt(), box:
+    box = Sandbox(work, redis_url=explicit_redis(Settings.load()), echo=lambda _: None)
+    code = _supervise(box, keep_running, timeout, as_json, echo)
+    if code == 0 and workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    elif code != 0:
+        echo(f"state and logs kept in {work}")
+    return code
+
+
+def _supervise(box: Sandbox, keep_running: bool, timeout: float, as_json: bool, echo: Echo) -> int:
+    timeline = Timeline(echo)
+    box.echo = timeline.say
+    outcome = Outcome()
+    with signals_as_interrupt(), box:
         try:
             _run(box, timeline, outcome, timeout)
         except KeyboardInterrupt:
             echo("interrupted: stopping every process the demo started")
             return 130
-        except StackError as exc:
-            _print_failure(box, echo, str(exc))
+        except Exception as exc:  # any failure: say what, show the logs, stop everything
+            _print_failure(box, echo, str(exc) if isinstance(exc, StackError) else repr_error(exc))
             return 1
         for name, ok in outcome.checks:
             echo(f"  {'PASS' if ok else 'FAIL'}  {name}")
         if as_json:
-            click.echo(dump_json({**outcome.as_dict(), "workdir": str(work)}))
+            click.echo(dump_json({**outcome.as_dict(), "workdir": str(box.ends.workdir)}))
         if not outcome.ok:
             _print_failure(box, echo, "some outcome checks failed")
             return 1
@@ -229,6 +246,11 @@ def run(*, keep_running: bool, workdir: Path | None, timeout: float, as_json: bo
                 _keep_running(box, echo)
         echo("stopping every process the demo started")
     return 0
+
+
+def repr_error(exc: BaseException) -> str:
+    """A failure's message the on-call way (our errors' text; a foreign error's type only)."""
+    return describe_error(exc).message
 
 
 def _run(box: Sandbox, timeline: Timeline, outcome: Outcome, timeout: float) -> None:

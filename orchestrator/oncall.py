@@ -390,10 +390,17 @@ def overview(oc: OnCall, limit: int = 200) -> list[dict[str, Any]]:
     wanted = set(ACTIVE_STATES) | {"failed"}
     rows = []
     for record in oc.store.list(states=wanted, limit=limit):
+        if record.state == "failed" and _superseded(oc, record):
+            continue  # a later rotation of the path took over: nothing to look at
         row = record.to_dict()
         row["overdue"] = is_overdue(record)
         rows.append(row)
     return rows
+
+
+def _superseded(oc: OnCall, record: RunRecord) -> bool:
+    latest = oc.store.last(record.path)
+    return latest is not None and latest.rotation_id != record.rotation_id
 
 
 def recent_history(oc: OnCall, path: str, limit: int) -> list[dict[str, str]]:

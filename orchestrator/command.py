@@ -10,7 +10,6 @@ print through :mod:`orchestrator.output`. Heavy imports happen inside the comman
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,19 +66,38 @@ def _actor(actor: str | None) -> str:
     return actor or login_user()
 
 
-def _progress(as_json: bool) -> Callable[[str], None]:
-    """Progress lines while watching: on stderr with --json, else stdout (timed on a tty)."""
-    import time
+class Progress:
+    """Progress while watching: plain lines, or on a terminal timed lines under a live status.
 
-    started = time.monotonic()
-    tty = sys.stdout.isatty() and not as_json
+    With ``--json`` the lines go to stderr so stdout stays one JSON document.
+    """
 
-    def show(line: str) -> None:
-        if tty:
-            line = f"[{time.monotonic() - started:5.1f}s] {line}"
-        click.echo(line, err=as_json)
+    def __init__(self, as_json: bool) -> None:
+        import time
 
-    return show
+        self._clock = time.monotonic
+        self.started = self._clock()
+        self.as_json = as_json
+        self.live = sys.stdout.isatty() and not as_json
+
+    def _stamp(self) -> str:
+        return f"[{self._clock() - self.started:5.1f}s]"
+
+    def show(self, line: str) -> None:
+        """Print one progress line (a step done, a state change)."""
+        if self.live:
+            click.echo(f"\r\x1b[K{self._stamp()} {line}", color=True)
+        else:
+            click.echo(line, err=self.as_json)
+
+    def tick(self, state: str) -> None:
+        """Refresh the live status line (terminal only)."""
+        if self.live:
+            click.echo(f"\r\x1b[K{self._stamp()} ... {state}", nl=False, color=True)
+
+    def done(self) -> None:
+        if self.live:
+            click.echo("\r\x1b[K", nl=False, color=True)
 
 
 def _finish(record: RunRecord, as_json: bool) -> None:
@@ -143,7 +161,13 @@ def rotate(
             )  # fmt: skip
             return
         record = oncall.find_new_run(oc, request, timeout=min(timeout, 60.0))
-        record = oncall.follow(oc, record.rotation_id, timeout, _progress(as_json))
+        progress = Progress(as_json)
+        try:
+            record = oncall.follow(
+                oc, record.rotation_id, timeout, progress.show, tick=progress.tick
+            )
+        finally:
+            progress.done()
         _finish(record, as_json)
 
 
@@ -184,7 +208,7 @@ def _rotate_prefix(
 
     results = oncall.rotate_paced(
         oc, ready, concurrency=concurrency, timeout=timeout, start=start,
-        show=_progress(False),
+        show=Progress(False).show,
     )  # fmt: skip
     bad = {
         p: r for p, r in results.items() if isinstance(r, str) or r.state not in oncall.GOOD_STATES

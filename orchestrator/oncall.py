@@ -279,8 +279,12 @@ def follow(
     timeout: float,
     show: Callable[[str], None],
     stop: Iterable[str] = STOP_STATES,
+    tick: Callable[[str], None] | None = None,
 ) -> RunRecord:
-    """Watch a run until it reaches a state in ``stop``, showing its steps and state changes."""
+    """Watch a run until it reaches a state in ``stop``, showing its steps and state changes.
+
+    ``tick`` (if given) hears the current state on every poll, for a live status line.
+    """
     stop_states = frozenset(stop)
     deadline = time.monotonic() + timeout
     seen: set[tuple[str, ...]] = set()
@@ -297,6 +301,8 @@ def follow(
             show(render_step(record.to_dict()))
         if record.state in stop_states:
             return record
+        if tick is not None:
+            tick(f"{record.state} (step {record.step or '-'}, attempt {record.attempts})")
         if time.monotonic() >= deadline:
             raise CommandError(
                 f"rotation {rotation_id} is still {record.state} after {timeout:.0f}s",

@@ -93,3 +93,28 @@ def test_every_printing_command_takes_json() -> None:
                  "rotators", "check-config", "demo"):  # fmt: skip
         params = {p.name for p in cli.commands[name].params}
         assert "as_json" in params, name
+
+
+def test_progress_on_a_terminal_keeps_a_live_status_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from orchestrator.command import Progress
+
+    progress = Progress(as_json=False)
+    progress.live = True
+    progress.tick("minting (step mint, attempt 1)")
+    progress.show("a/b: step_done step=mint")
+    progress.done()
+    out = capsys.readouterr().out
+    assert "... minting (step mint, attempt 1)" in out and "\r\x1b[K" in out
+    assert "s] a/b: step_done step=mint\n" in out
+
+
+def test_progress_with_json_keeps_stdout_for_the_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.command import Progress
+
+    progress = Progress(as_json=True)
+    progress.tick("minting")
+    progress.show("a/b: grace")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "a/b: grace\n"

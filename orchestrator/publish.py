@@ -62,6 +62,9 @@ end
 return {1, ARGV[1]}
 """
 
+#: Pipelines a :class:`ScriptBatch` keeps in flight at once (overlaps Redis and our CPU work).
+MAX_IN_FLIGHT = 2
+
 _ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
 _REPLY_TO = str(uuid.uuid4())
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -180,31 +183,38 @@ class ScriptBatch:
     refused with ``NOSCRIPT`` (which therefore did not run) are sent again.
     """
 
-    def __init__(self, client: redis.asyncio.Redis, script: str) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, script: str, *, in_flight: int = MAX_IN_FLIGHT
+    ) -> None:
         self.client = client
         self.script = script
         self.sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+        self.in_flight = in_flight
         self._pending: list[_Call] = []
-        self._drainer: asyncio.Task[None] | None = None
+        self._drainers: set[asyncio.Task[None]] = set()
+        self._starting = False
 
     async def __call__(self, script_keys: list[str], args: list[Any]) -> Any:
         """Run the script once with ``script_keys`` and ``args``; return its reply."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(_Call(script_keys, args, future))
-        if self._drainer is None:
-            self._drainer = asyncio.create_task(self._drain())
+        if not self._starting and len(self._drainers) < self.in_flight:
+            # One new pipeline per loop iteration at most: calls made in the same iteration
+            # share it; while ``in_flight`` pipelines are out, calls wait for the next one.
+            self._starting = True
+            task = asyncio.create_task(self._drain())
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
         return await future
 
     async def _drain(self) -> None:
-        try:
-            while self._pending:
-                # Calls whose request already timed out (and answered 503) are not sent late.
-                batch = [call for call in self._pending if not call.future.done()]
-                self._pending = []
-                if batch:
-                    await self._send(batch)
-        finally:
-            self._drainer = None
+        self._starting = False
+        while self._pending:
+            # Calls whose request already timed out (and answered 503) are not sent late.
+            batch = [call for call in self._pending if not call.future.done()]
+            self._pending = []
+            if batch:
+                await self._send(batch)
 
     async def _send(self, batch: list[_Call]) -> None:
         try:

@@ -1,0 +1,62 @@
+"""The worker process itself: refuses bad configuration, runs under plain ``celery -A``, metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestrator.stack import ChildProcess, cli_argv, free_port
+from tests.fixtures.worker import EngineStack
+
+pytestmark = pytest.mark.integration
+
+CELERY = [sys.executable, "-m", "celery", "-A", "orchestrator.celery_app", "worker"]
+BAD_ROUTING = """
+[[rules]]
+match = "apps/**"
+rotator = "no-such-rotator"
+grace_period = "soon"
+"""
+
+
+@pytest.mark.parametrize("argv", [cli_argv("worker"), CELERY], ids=["cli", "celery"])
+def test_worker_refuses_a_bad_routing_file_listing_every_problem(
+    engine_stack: EngineStack, argv: list[str]
+) -> None:
+    engine_stack.routing(BAD_ROUTING)
+    done = subprocess.run(argv, env=engine_stack.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "refusing to start" in done.stderr
+    assert "no-such-rotator" in done.stderr and "'soon' is not a duration" in done.stderr
+
+
+def test_updater_without_a_seal_key_refuses_to_start(engine_stack: EngineStack) -> None:
+    engine_stack.routing(engine_stack.ledger_rule(updater=True))
+    env = {k: v for k, v in engine_stack.env.items() if k != "ROTATOR_SEAL_KEY"}
+    done = subprocess.run(cli_argv("worker"), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "ROTATOR_SEAL_KEY is not set" in done.stderr
+
+
+def test_plain_celery_worker_rotates_and_serves_metrics(
+    engine_stack: EngineStack, tmp_path: Path
+) -> None:
+    stack = engine_stack
+    stack.routing(stack.ledger_rule())
+    port = free_port()
+    stack.env["ROTATOR_METRICS_PORT"] = str(port)
+    version = stack.emulator.put_secret("apps/plain/db", {"password": "SENTINEL-plain-old"})
+    argv = [*CELERY, "-P", "prefork", "-c", "1", "--without-mingle", "--without-gossip"]
+    worker = ChildProcess("celery", argv, tmp_path / "celery.log", env=stack.env).start()
+    stack.children.append(worker)
+    stack.beat()
+    worker.wait_log("ready.", timeout=60)
+    stack.publish(path="apps/plain/db", event_id="evt_plain", from_version=version)
+    done = stack.wait_run("apps/plain/db", ("done", "failed", "needs_attention"))
+    assert done.state == "done", done
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert 'scaivault_rotator_rotations_total{outcome="done",rotator="test-ledger"} 1.0' in text
+    assert "SENTINEL" not in text

@@ -162,3 +162,41 @@ def test_the_kit_catches_broken_rotators(
         getattr(kit, check)()
     for value in kit.sentinels:
         assert value not in str(err.value)
+
+
+class RedisAclTarget:
+    """A Redis ACL user per scenario: the target of the test-only ``acl-password`` updater."""
+
+    def __init__(self, client: Any, url: str) -> None:
+        self.client = client
+        self.url = url
+        self.users: list[str] = []
+
+    def setup(self) -> Scenario:
+        user, password = f"kit_{secrets.token_hex(4)}", secrets.token_urlsafe(18)
+        self.client.execute_command(
+            "ACL", "SETUSER", user, "on", f">{password}", "+ping", "+acl|setuser"
+        )
+        self.users.append(user)
+        return Scenario(
+            data={"username": user, "password": password},
+            options={"redis_url": self.url},
+            public_fields=frozenset({"username"}),
+        )
+
+    def is_valid(self, data: Mapping[str, Any]) -> bool:
+        from tests.rotators.acl_password import accepts
+
+        return accepts(self.url, str(data["username"]), str(data["password"]))
+
+
+@pytest.mark.integration
+def test_an_updater_passes_the_kit(redis_client: Any, redis_url: str) -> None:
+    from tests.rotators.acl_password import AclPasswordRotator
+
+    target = RedisAclTarget(redis_client, redis_url)
+    try:
+        assert Conformance(AclPasswordRotator, target).run()
+    finally:
+        for user in target.users:
+            redis_client.execute_command("ACL", "DELUSER", user)

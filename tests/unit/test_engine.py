@@ -1,0 +1,81 @@
+"""Pure parts of the engine, the Celery configuration and the store's rules (no network)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.celery_app import configuration
+from orchestrator.engine import RotateRequest, _reason, manual_id, scheduled_id
+from orchestrator.errors import AccessDenied, ConfigError
+from orchestrator.settings import Settings
+from orchestrator.store import (
+    ACTIVE_STATES,
+    LEASED_STATES,
+    STATES,
+    TERMINAL_STATES,
+    TRANSITIONS,
+    RunRecord,
+)
+
+
+def test_scheduled_ids_are_stable_per_path_and_version() -> None:
+    assert scheduled_id("a/b", 3) == scheduled_id("a/b", 3)
+    assert len({scheduled_id("a/b", 3), scheduled_id("a/b", 4), scheduled_id("a/c", 3)}) == 3
+    assert scheduled_id("a/b", 3).startswith("rot-")
+
+
+def test_manual_ids_are_fresh() -> None:
+    assert len({manual_id() for _ in range(100)}) == 100
+
+
+def test_rotate_request_defaults_match_the_task_contract() -> None:
+    request = RotateRequest(path="a/b")
+    assert (request.trigger, request.event_id, request.from_version) == ("schedule", None, None)
+    assert request.rotation_id is None
+
+
+def test_reason_is_one_bounded_line_with_the_error_class() -> None:
+    exc = AccessDenied("sa:x has no 'write' permission\ntrace", code="access_denied")
+    assert _reason(exc) == "AccessDenied: sa:x has no 'write' permission"
+    assert len(_reason(RuntimeError("x" * 2000))) == 500
+    assert _reason(RuntimeError()) == "RuntimeError"
+
+
+def test_states_partition_and_transitions_only_name_known_states() -> None:
+    assert set(ACTIVE_STATES) | set(TERMINAL_STATES) == set(STATES)
+    assert not set(ACTIVE_STATES) & set(TERMINAL_STATES)
+    assert set(LEASED_STATES) <= set(ACTIVE_STATES)
+    assert set(TRANSITIONS) == set(STATES)
+    for targets in TRANSITIONS.values():
+        assert targets <= set(STATES)
+    for terminal in ("done", "cancelled", "rolled_back", "skipped"):
+        assert not TRANSITIONS[terminal], f"{terminal} is final"
+    assert "done" in TRANSITIONS["finalizing"] and "done" not in TRANSITIONS["grace"]
+
+
+def test_run_record_holds_no_secret_fields() -> None:
+    fields = set(RunRecord(rotation_id="r", path="p", state="queued").to_dict())
+    assert not fields & {"data", "password", "secret", "value", "new", "old"}
+    assert "sealed" in fields  # a flag only
+
+
+def test_celery_configuration_is_json_only_late_ack_and_no_long_waits() -> None:
+    conf = configuration(Settings.load())
+    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
+    assert conf["result_backend"] is None and conf["task_ignore_result"] is True
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    vt = conf["visibility_timeout"]
+    assert vt == conf["broker_transport_options"]["visibility_timeout"]
+    assert vt == conf["result_backend_transport_options"]["visibility_timeout"]
+    assert vt >= 2 * conf["task_time_limit"]
+    assert conf["task_default_exchange"] == "", "routing must survive a Redis flush"
+    schedule = conf["beat_schedule"]
+    assert {e["task"] for e in schedule.values()} == {"scaivault.sweep", "scaivault.reconcile"}
+    assert schedule["sweep"]["schedule"] == 15.0
+
+
+def test_visibility_timeout_must_exceed_the_task_time_limit() -> None:
+    settings = Settings.load(ROTATOR_TASK_TIME_LIMIT=300, ROTATOR_VISIBILITY_TIMEOUT=400)
+    with pytest.raises(ConfigError, match="ROTATOR_VISIBILITY_TIMEOUT"):
+        configuration(settings)

@@ -15,8 +15,8 @@ each time (as a restarted worker would), stores new versions the way the engine 
 checks that
 
 - every step is idempotent: called twice, the second call is harmless (issuers' ``mint``
-  returns the same credential for the same ``rotation_id``), and an issuer's old credential
-  keeps working until ``finalize``;
+  returns the same credential for the same ``rotation_id``), ``mint`` keeps every field of the
+  current data, and an issuer's old credential keeps working until ``finalize``;
 - a rotation resumes after a simulated crash between any two steps (the step that was running
   is run again by a new instance with ``attempt + 1``);
 - ``finalize`` is safe to repeat;
@@ -359,6 +359,9 @@ class Conformance:
         """Every step twice in a row; issuers mint the same credential and keep the old one."""
         rotation = self.begin("check_idempotent_steps")
         new = rotation.mint()
+        dropped = sorted(set(rotation.old) - set(new))
+        if dropped:
+            raise self.fail(f"mint dropped fields of the current data: {dropped}")
         again = rotation.mint()
         if self.strategy == "issuer":
             if again != new:

@@ -131,6 +131,13 @@ class RevokesAtMint(ApiKeyRotator):
         return super().mint(ctx)
 
 
+class DropsFields(ApiKeyRotator):
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        new = super().mint(ctx)
+        del new["owner"]
+        return new
+
+
 class NeverRevokes(ApiKeyRotator):
     def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
         pass
@@ -144,6 +151,7 @@ def test_a_correct_toy_rotator_passes() -> None:
     ("rotator", "check", "complaint"),
     [
         (FreshKeyEachMint, "check_idempotent_steps", "different value"),
+        (DropsFields, "check_idempotent_steps", "dropped fields"),
         (LogsTheKey, "check_no_secret_leaks", "appears in logging"),
         (LeaksInErrors, "check_no_secret_leaks", "appears in exceptions"),
         (AcceptsAnything, "check_verify_rejects_wrong", "accepted a wrong credential"),

@@ -139,6 +139,11 @@ def rotate(
     """Rotate PATH now (or every secret under --prefix, paced by --concurrency)."""
     if (path is None) == (prefix is None):
         raise click.UsageError("give either PATH or --prefix PREFIX")
+    if via_vault and grace is not None:
+        raise click.UsageError(
+            "--grace cannot be combined with --via-vault: ScaiVault's rotation policy sets the "
+            "grace period of the event it fires"
+        )
     with guarded(as_json):
         oc = _session()
         who = _actor(actor)

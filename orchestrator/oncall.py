@@ -231,16 +231,6 @@ def request_rotation(
     version = current_version(oc, path)
     before = oc.store.last(path)
     via = "scaivault" if via_vault else "queue"
-    history.append(
-        oc.redis,
-        path,
-        "rotation_requested",
-        actor=actor,
-        reason=reason,
-        trigger="manual",
-        from_version=version,
-        detail="via ScaiVault POST /rotate" if via_vault else "enqueued by the CLI",
-    )
     if via_vault:
         oc.vault.rotate(path)
     else:
@@ -254,6 +244,16 @@ def request_rotation(
             actor=actor,
             reason=reason,
         )
+    history.append(
+        oc.redis,
+        path,
+        "rotation_requested",
+        actor=actor,
+        reason=reason,
+        trigger="manual",
+        from_version=version,
+        detail="via ScaiVault POST /rotate" if via_vault else "enqueued by the CLI",
+    )
     return Request(path, version, before.rotation_id if before else None, via, time.time())
 
 

@@ -78,6 +78,7 @@ def test_report_exit_codes() -> None:
         (["rotate", "a/b", "--prefix", "a"], "either PATH or --prefix"),
         (["rotate", "a/b", "--grace", "soon"], "is not a duration"),
         (["rotate", "a/b", "--concurrency", "0"], "--concurrency"),
+        (["rotate", "a/b", "--via-vault", "--grace", "1h"], "rotation policy sets"),
         (["history", "a/b", "--limit", "0"], "--limit"),
         (["finalize"], "Missing argument"),
     ],

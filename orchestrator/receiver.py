@@ -36,7 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from orchestrator import envelope, publish, signing
+from orchestrator import envelope, openapi, publish, signing
 from orchestrator.envelope import Envelope
 from orchestrator.errors import ConfigError, PublishError, WebhookRejected
 from orchestrator.log import configure_logging, get_logger
@@ -348,6 +348,10 @@ async def read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
+async def _openapi(request: Request) -> Response:
+    return _json(200, openapi.document())
+
+
 def _type_label(event_type: str) -> str:
     return event_type if event_type in envelope.KNOWN_TYPES else "unknown"
 
@@ -387,6 +391,7 @@ def create_app(settings: Settings, redis: redis.asyncio.Redis | None = None) -> 
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/readyz", receiver.readyz, methods=["GET"]),
         Route("/metrics", receiver.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
     ]
     app = ReceiverApp(receiver, routes=routes, lifespan=lifespan)
     app.state.receiver = receiver

@@ -492,3 +492,17 @@ def test_a_real_celery_worker_consumes_what_serve_publishes(
     finally:
         worker.stop()
         serve.stop()
+
+
+def test_openapi_document_describes_the_endpoint(receiver: LiveReceiver) -> None:
+    import jsonschema
+
+    document = receiver.get("/openapi.json").json()
+    post = document["paths"]["/scaivault/events"]["post"]
+    assert set(post["responses"]) == {"200", "202", "400", "401", "413", "415", "422", "503"}
+    schema = post["requestBody"]["content"]["application/json"]["schema"]
+    jsonschema.validate(json.loads(event_body()), schema)
+    accepted = receiver.post(event_body("evt_doc"))
+    jsonschema.validate(
+        accepted.json(), post["responses"]["202"]["content"]["application/json"]["schema"]
+    )

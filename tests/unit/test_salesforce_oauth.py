@@ -276,3 +276,24 @@ def test_options_are_validated(field: str, value: Any) -> None:
     SalesforceOAuthOptions.model_validate(good)
     with pytest.raises(ValidationError):
         SalesforceOAuthOptions.model_validate({**good, field: value})
+
+
+@pytest.mark.parametrize(
+    ("finalize_after", "late_finalize"),
+    [("2020-01-01T00:00:00Z", True), ("2999-01-01T00:00:00Z", False)],
+)
+def test_next_rotation_clears_an_unfinalized_previous_pair_only_after_its_grace(
+    salesforce: FakeSalesforce, finalize_after: str, late_finalize: bool
+) -> None:
+    s = Setup(salesforce)
+    first = s.rotator.mint(s.ctx())
+    s.vault.put(TARGET_PATH, first, {"previous_version": 1, "finalize_after": finalize_after})
+    if not late_finalize:
+        with pytest.raises(PermanentError, match="finalize the previous rotation first"):
+            s.rotator.mint(s.ctx())
+        assert salesforce.is_valid(s.old)
+        return
+    second = s.rotator.mint(s.ctx())
+    assert not salesforce.is_valid(s.old)
+    assert salesforce.is_valid(first) and salesforce.is_valid(second)
+    assert s.staged() is not None and s.staged()["key"] == first["client_id"]

@@ -258,11 +258,9 @@ class Rotation:
         )
 
     def finalize(self, new: Mapping[str, Any]) -> None:
-        stored = self.vault.read(self.scenario.path)
+        """Like the engine: ``ctx.current`` is still the version rotated from."""
         with self.kit.step("finalize"):
-            self.kit.factory().finalize(
-                self.ctx(stored.version), SecretData(self.old), SecretData(new)
-            )
+            self.kit.factory().finalize(self.ctx(), SecretData(self.old), SecretData(new))
 
 
 class Conformance:

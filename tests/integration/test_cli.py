@@ -58,6 +58,9 @@ def test_status_and_one_active_rotation_per_path(sandbox: Sandbox, oncall_cli: O
     assert again.code == 1
     assert "already active" in again.err and "finalize" in again.err and "rollback" in again.err
 
+    stored = oncall_cli("cancel", path)  # in grace the new version is stored: cancel refuses
+    assert stored.code == 1 and "already stored" in stored.err and "rollback" in stored.err
+
 
 def test_rotate_via_vault_uses_the_signed_webhook(sandbox: Sandbox, oncall_cli: OnCallCli) -> None:
     path = sandbox.add_password(unique("viavault"), scheduled=True)

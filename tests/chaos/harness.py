@@ -57,6 +57,7 @@ class Params:
     secrets: int = 200
     seed: int = 7
     kills: int = 12
+    pool_kills: int = 6
     fault_rate: float = 0.2
     duration: float = 60.0
     grace: str = "10s"
@@ -71,6 +72,7 @@ class Tally:
     """What the harness did to the stack."""
 
     kills: list[str] = field(default_factory=list)
+    pool_kills: int = 0
     redis_restarts: int = 0
     due_events: int = 0
     redeliveries: int = 0
@@ -78,6 +80,7 @@ class Tally:
     vault_faults: Counter[str] = field(default_factory=Counter)
     salesforce_faults: Counter[str] = field(default_factory=Counter)
     delivery_attempts: int = 0
+    delivery_answers: Counter[str] = field(default_factory=Counter)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -189,6 +192,10 @@ class Scenario:
         actions += [
             (rng.uniform(0.05, 0.9) * p.duration, "kill", rng.randrange(2)) for _ in range(p.kills)
         ]
+        actions += [
+            (rng.uniform(0.05, 0.9) * p.duration, "pool", rng.randrange(4))
+            for _ in range(p.pool_kills)
+        ]
         actions.append((rng.uniform(0.35, 0.6) * p.duration, "redis", 0))
         return sorted(actions)
 
@@ -286,6 +293,12 @@ class Scenario:
         self.tally.kills.append(victim.name)
         self.say(f"SIGKILL {victim.name} (pid {victim.pid}); started {replacement.name}")
 
+    def _do_pool(self, which: int) -> None:
+        pid = self.stack.kill_pool_process(which)
+        if pid is not None:
+            self.tally.pool_kills += 1
+            self.say(f"SIGKILL pool process {pid}")
+
     def _do_redis(self, _: int) -> None:
         self.stack.redis.restart()
         self.tally.redis_restarts += 1
@@ -302,38 +315,45 @@ class Scenario:
         """Wait until every due event's rotation ended, nothing runs and grace has passed."""
         deadline = time.monotonic() + self.params.settle_timeout
         waited = time.monotonic()
-        while time.monotonic() < deadline:
-            if self._quiet():
-                break
+        busy = self._busy()
+        while busy and time.monotonic() < deadline:
             time.sleep(1.0)
+            busy = self._busy()
         self.tally.timings["settle"] = time.monotonic() - waited
         for watcher in (self.prober, self.sampler):
             if watcher is not None:
                 watcher.stop()
         cli_log = self.stack.box.ends.workdir / "cli.log"
         cli_log.write_text("\n".join(self.facts.cli_outputs), encoding="utf-8")
-        self.say(f"settled after {self.tally.timings['settle']:.0f}s")
+        outcome = f"still busy: {busy}" if busy else "settled"
+        self.say(f"{outcome} after {self.tally.timings['settle']:.0f}s")
 
-    def _quiet(self) -> bool:
+    def _busy(self) -> str:
+        """What is still going on ('' when everything has ended)."""
         store, client = self.stack.store, self.stack.client
         try:
-            if self.stack.emulator("GET", "/v1/_emulator/deliveries?type=none")["pending"]:
-                return False
+            pending = self.stack.emulator("GET", "/v1/_emulator/deliveries?type=none")["pending"]
+            if pending:
+                return f"{pending} webhook deliveries pending"
             for path in self.facts.due_events:
                 record = store.last(path)
                 if record is None or not record.is_terminal:
-                    return False
-            runs = [
-                store.get(k.removeprefix(keys.run(""))) for k in client.scan_iter(keys.run("*"))
-            ]
-            return all(r is None or r.is_terminal for r in runs) and client.zcard(keys.DUE) == 0
-        except Exception:
-            return False
+                    return f"{path}: {record.state if record else 'no run yet'}"
+            for key in client.scan_iter(keys.run("*")):
+                record = store.get(key.removeprefix(keys.run("")))
+                if record is not None and not record.is_terminal:
+                    return f"{record.path}: {record.rotation_id} {record.state}"
+            due = int(client.zcard(keys.DUE))
+            return f"{due} due-queue entries" if due else ""
+        except Exception as exc:  # Redis or the emulator busy restarting: ask again
+            return type(exc).__name__
 
     def check(self) -> list[Check]:
         """Read the end state and run every check."""
         deliveries = self.stack.emulator("GET", "/v1/_emulator/deliveries?type=rotation.due")
-        self.tally.delivery_attempts = len(deliveries["deliveries"])
+        attempts = deliveries["deliveries"]
+        self.tally.delivery_attempts = len(attempts)
+        self.tally.delivery_answers = Counter(str(a["status"] or a["error"]) for a in attempts)
         world = World(self.stack, self.facts)
         return [
             checks.one_version_per_due_event(world),
@@ -354,6 +374,7 @@ def summary(report: Report) -> str:
     vault = ", ".join(f"{k} {v}" for k, v in sorted(t.vault_faults.items()))
     sales = ", ".join(f"{k} {v}" for k, v in sorted(t.salesforce_faults.items()))
     manual = ", ".join(f"{k} {v}" for k, v in sorted(t.manual.items()))
+    answers = ", ".join(f"{k}: {v}" for k, v in sorted(t.delivery_answers.items()))
     lines = [
         f"chaos scenario: seed {p.seed}, {p.secrets} secrets ({len(f.passwords)} random-password, "
         f"{len(f.salesforce)} salesforce-oauth, {len(f.ghosts)} meant to fail), "
@@ -362,12 +383,14 @@ def summary(report: Report) -> str:
         "| fault injected | count |",
         "|---|---|",
         f"| worker processes SIGKILLed (whole process group) and replaced | {len(t.kills)} |",
+        f"| worker pool processes SIGKILLed (Celery forks a new one) | {t.pool_kills} |",
         f"| Redis restarts (AOF) | {t.redis_restarts} |",
         f"| signed rotation.due events | {t.due_events} |",
         f"| extra deliveries of those events (redeliveries) | {t.redeliveries} |",
-        f"| rotation.due delivery attempts (incl. retries after 503) | {t.delivery_attempts} |",
+        f"| rotation.due delivery attempts (receiver answers: {answers}) | {t.delivery_attempts} |",
         f"| manual rotations fired at the same paths | {len(f.manual)} ({manual or '-'}) |",
-        f"| ScaiVault requests faulted (~{p.fault_rate:.0%}) | {sum(t.vault_faults.values())} "
+        f"| ScaiVault API requests faulted (p={p.fault_rate:.0%} while faults were on) | "
+        f"{sum(t.vault_faults.values())} "
         f"({vault}) |",
         f"| Salesforce faults armed | {sum(t.salesforce_faults.values())} ({sales}) |",
         "",
@@ -395,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secrets", type=int, default=Params.secrets)
     parser.add_argument("--seed", type=int, default=Params.seed)
     parser.add_argument("--kills", type=int, default=Params.kills)
+    parser.add_argument("--pool-kills", type=int, default=Params.pool_kills)
     parser.add_argument("--fault-rate", type=float, default=Params.fault_rate)
     parser.add_argument("--duration", type=float, default=Params.duration)
     parser.add_argument("--grace", default=Params.grace)
@@ -404,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         secrets=args.secrets,
         seed=args.seed,
         kills=args.kills,
+        pool_kills=args.pool_kills,
         fault_rate=args.fault_rate,
         duration=args.duration,
         grace=args.grace,

@@ -10,11 +10,14 @@ can be SIGKILLed (whole process group) and replaced.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import ssl
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import redis
 
 from orchestrator.sandbox import WORKER_IDENTITY, Sandbox
@@ -88,6 +91,7 @@ class ChaosStack:
         self.retired: list[ChildProcess] = []
         self.metrics_ports: dict[str, int] = {}
         self._started = 0
+        self._ready_names: set[str] = set()
         self._client: redis.Redis | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -153,14 +157,38 @@ class ChaosStack:
         self.metrics_ports[name] = port
         return child
 
-    def kill_worker(self, index: int) -> ChildProcess:
-        """SIGKILL the ``index``-th live worker's process group; return it."""
+    def _ready(self, worker: ChildProcess) -> bool:
+        if worker.name not in self._ready_names and "ready." in worker.log_tail(100_000):
+            self._ready_names.add(worker.name)
+        return worker.name in self._ready_names
+
+    def _target(self, index: int) -> ChildProcess:
+        """The ``index``-th live worker, among those that finished starting if any did."""
         live = [w for w in self.workers if w.alive]
-        victim = live[index % len(live)]
+        ready = [w for w in live if self._ready(w)]
+        pool = ready or live
+        return pool[index % len(pool)]
+
+    def kill_worker(self, index: int) -> ChildProcess:
+        """SIGKILL a worker's whole process group (a host or container dying); return it."""
+        victim = self._target(index)
         victim.kill()
         self.workers.remove(victim)
         self.retired.append(victim)
         return victim
+
+    def kill_pool_process(self, index: int) -> int | None:
+        """SIGKILL one pool process of a worker (its main process forks a new one); its pid."""
+        try:
+            children = psutil.Process(self._target(index).pid).children()
+        except psutil.Error:
+            return None
+        if not children:
+            return None
+        child = children[index % len(children)]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGKILL)
+        return int(child.pid)
 
     def live_metrics_urls(self) -> list[str]:
         """``/metrics`` of every live worker and of the receiver."""

@@ -23,12 +23,13 @@ BOUNDED = Params(
     secrets=24,
     seed=7,
     kills=3,
+    pool_kills=2,
     fault_rate=0.2,
     duration=20.0,
     grace="5s",
     waves=4,
     manual_share=0.25,
-    settle_timeout=150.0,
+    settle_timeout=120.0,
 )
 
 CHECKS = (
@@ -56,6 +57,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
 def test_the_faults_really_happened(report: Report) -> None:
     tally = report.tally
     assert len(tally.kills) >= 3
+    assert tally.pool_kills >= 1
     assert tally.redis_restarts == 1
     assert all(tally.vault_faults[kind] > 0 for kind in ("rate_limited", "service_unavailable"))
     assert tally.vault_faults["latency"] > 0

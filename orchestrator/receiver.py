@@ -394,6 +394,7 @@ def create_app(settings: Settings, redis: redis.asyncio.Redis | None = None) -> 
         Route("/openapi.json", _openapi, methods=["GET"]),
     ]
     app = ReceiverApp(receiver, routes=routes, lifespan=lifespan)
+    app.router.redirect_slashes = False  # senders must never see a 3xx (some give up on it)
     app.state.receiver = receiver
     return app
 

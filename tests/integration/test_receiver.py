@@ -235,6 +235,7 @@ def test_size_is_checked_before_content_type_and_signature(receiver: LiveReceive
 def test_other_methods_and_paths_are_not_5xx(receiver: LiveReceiver) -> None:
     assert receiver.http.get(receiver.events_url).status_code == 405
     assert receiver.http.post(receiver.url + "/nope", content=b"{}").status_code == 404
+    assert receiver.http.post(receiver.events_url + "/", content=b"{}").status_code == 404
 
 
 # --- concurrency, outages, rollover -------------------------------------------------------

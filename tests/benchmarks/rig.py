@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped]
 import redis
 from cryptography.fernet import Fernet
 
@@ -42,9 +42,10 @@ def machine() -> str:
     """One line naming the machine the figures come from."""
     cpu = platform.processor() or platform.machine()
     mem = psutil.virtual_memory().total / 2**30
+    load = os.getloadavg()[0]
     return (
         f"{os.cpu_count()} CPU ({cpu}), {mem:.0f} GiB RAM, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}"
+        f"{platform.release()}, Python {platform.python_version()}, load average {load:.1f}"
     )
 
 
@@ -75,7 +76,7 @@ def rss_mb(child: ChildProcess) -> float:
     try:
         proc = psutil.Process(child.pid)
         procs = [proc, *proc.children(recursive=True)]
-        return sum(p.memory_info().rss for p in procs) / 2**20
+        return float(sum(p.memory_info().rss for p in procs)) / 2**20
     except psutil.NoSuchProcess:
         return 0.0
 
@@ -94,6 +95,7 @@ class Rig:
         self.vault_url = ""
         self.routing = self.dir / "rotation.toml"
         self.routing.write_text(ROUTING.format(grace=grace))
+        self.seal_key = Fernet.generate_key().decode()  # one for every process of the rig
         self.extra_env = env
         self.workers: list[ChildProcess] = []
 
@@ -111,7 +113,7 @@ class Rig:
             SCAIVAULT_TOKEN=self.admin_token,
             SCAIVAULT_WEBHOOK_SECRET=WEBHOOK_SECRET,
             ROTATOR_CONFIG=str(self.routing),
-            ROTATOR_SEAL_KEY=Fernet.generate_key().decode(),
+            ROTATOR_SEAL_KEY=self.seal_key,
             ROTATOR_LOG_LEVEL="INFO",  # the default: its cost is part of the figures
             ROTATOR_METRICS_PORT="0",
         )

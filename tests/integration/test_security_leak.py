@@ -200,8 +200,8 @@ def _redis_dump(client: redis.Redis) -> bytes:
         elif kind in (b"set", b"zset"):
             out += list(client.zrange(key, 0, -1) if kind == b"zset" else client.smembers(key))
         elif kind == b"stream":
-            for _id, fields in client.xrange(key):
-                for name, value in fields.items():
+            for _id, fields in client.xrange(key) or []:
+                for name, value in (fields or {}).items():
                     out += [name, value]
         out.append(client.dump(key) or b"")
     return b"\n".join(out)

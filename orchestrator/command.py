@@ -2,7 +2,8 @@
 rotators, check-config, demo); ``orchestrator.cli`` registers them on its group.
 
 Commands are thin: they parse arguments, call :mod:`orchestrator.oncall`,
-:mod:`orchestrator.grace`, :mod:`orchestrator.preflight` or :mod:`orchestrator.demo`, and
+:mod:`orchestrator.trigger`, :mod:`orchestrator.grace`, :mod:`orchestrator.preflight` or
+:mod:`orchestrator.demo`, and
 print through :mod:`orchestrator.output`. Heavy imports happen inside the commands so that
 ``serve`` and ``worker`` start without them.
 """
@@ -101,7 +102,7 @@ class Progress:
 
 
 def _finish(record: RunRecord, as_json: bool) -> None:
-    from orchestrator.oncall import GOOD_STATES
+    from orchestrator.trigger import GOOD_STATES
 
     emit(record.to_dict(), as_json, render_record)
     if record.state not in GOOD_STATES:
@@ -151,9 +152,9 @@ def rotate(
             _rotate_prefix(oc, prefix, who, grace, reason, via_vault, yes, concurrency, timeout)
             return
         assert path is not None
-        from orchestrator import oncall
+        from orchestrator import trigger
 
-        request = oncall.request_rotation(
+        request = trigger.request_rotation(
             oc, path, grace=grace, reason=reason, actor=who, via_vault=via_vault
         )
         if not wait:
@@ -165,10 +166,10 @@ def rotate(
                 f"via {d['via']}); watch it with `scaivault-rotator status {path}`",
             )  # fmt: skip
             return
-        record = oncall.find_new_run(oc, request, timeout=min(timeout, 60.0))
+        record = trigger.find_new_run(oc, request, timeout=min(timeout, 60.0))
         progress = Progress(as_json)
         try:
-            record = oncall.follow(
+            record = trigger.follow(
                 oc, record.rotation_id, timeout, progress.show, tick=progress.tick
             )
         finally:
@@ -187,9 +188,9 @@ def _rotate_prefix(
     concurrency: int,
     timeout: float,
 ) -> None:
-    from orchestrator import oncall
+    from orchestrator import trigger
 
-    ready, unrouted, busy = oncall.plan_prefix(oc, prefix)
+    ready, unrouted, busy = trigger.plan_prefix(oc, prefix)
     click.echo(f"{len(ready)} secret(s) under {prefix!r} will be rotated:", err=True)
     for path in ready:
         click.echo(f"  {path}", err=True)
@@ -206,17 +207,17 @@ def _rotate_prefix(
             fail("a mass rotation needs confirmation", hint="pass --yes", exit_code=EXIT_USAGE)
         click.confirm(f"Rotate {len(ready)} secret(s), {concurrency} at a time?", abort=True)
 
-    def start(path: str) -> oncall.Request:
-        return oncall.request_rotation(
+    def start(path: str) -> trigger.Request:
+        return trigger.request_rotation(
             oc, path, grace=grace, reason=reason, actor=actor, via_vault=via_vault
         )
 
-    results = oncall.rotate_paced(
+    results = trigger.rotate_paced(
         oc, ready, concurrency=concurrency, timeout=timeout, start=start,
         show=Progress(False).show,
     )  # fmt: skip
     bad = {
-        p: r for p, r in results.items() if isinstance(r, str) or r.state not in oncall.GOOD_STATES
+        p: r for p, r in results.items() if isinstance(r, str) or r.state not in trigger.GOOD_STATES
     }
     for path, result in sorted(bad.items()):
         why = result if isinstance(result, str) else f"{result.state}: {result.last_error or '-'}"
@@ -294,9 +295,9 @@ def finalize(
 def retry(path: str, reason: str | None, actor: str | None, as_json: bool) -> None:
     """Retry PATH's failed or needs_attention rotation with a fresh set of attempts."""
     with guarded(as_json):
-        from orchestrator import oncall
+        from orchestrator import trigger
 
-        record = oncall.retry(_session(), path, _actor(actor), reason)
+        record = trigger.retry(_session(), path, _actor(actor), reason)
         emit(record.to_dict(), as_json, lambda _: f"rotation {record.rotation_id} re-queued")
 
 

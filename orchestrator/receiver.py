@@ -366,6 +366,11 @@ def redis_client(settings: Settings) -> redis.asyncio.Redis:
     No retries: after a lost reply the script's outcome is unknown, and the sender's
     redelivery (after our 503) is the one retry that reports the outcome honestly.
     """
+    if settings.redis_url.startswith(("sentinel://", "sentinels://")):
+        raise ConfigError(
+            "REDIS_URL: the receiver does not support sentinel:// URLs yet; point it at the "
+            "current master with redis:// (or put a Sentinel-aware proxy in front)"
+        )
     timeout = settings.rotator_publish_timeout
     return redis.asyncio.Redis.from_url(
         settings.redis_url,
@@ -428,6 +433,7 @@ def serve(host: str, port: int, workers: int = 1) -> None:
     try:
         settings = Settings.load()
         settings.require_webhook_secrets()
+        redis_client(settings)  # refuses URLs it cannot serve; connects only on first use
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -436,15 +436,27 @@ def _redis_url(live: LiveReceiver) -> str:
 # --- real processes -----------------------------------------------------------------------
 
 
-def test_serve_refuses_to_start_without_a_webhook_secret(tmp_path: Path) -> None:
-    env = {**os.environ, "SCAIVAULT_WEBHOOK_SECRET": "", "REDIS_URL": "redis://127.0.0.1:1/0"}
+@pytest.mark.parametrize(
+    ("secret", "redis_url", "message"),
+    [
+        ("", "redis://127.0.0.1:1/0", "SCAIVAULT_WEBHOOK_SECRET is not set"),
+        (" , ", "redis://127.0.0.1:1/0", "SCAIVAULT_WEBHOOK_SECRET is not set"),
+        ("whsec_x", "sentinel://127.0.0.1:1", "does not support sentinel"),
+    ],
+    ids=["empty", "blank-list", "sentinel"],
+)
+def test_serve_refuses_to_start_with_unusable_settings(
+    secret: str, redis_url: str, message: str
+) -> None:
     import subprocess
 
+    env = {**os.environ, "SCAIVAULT_WEBHOOK_SECRET": secret, "REDIS_URL": redis_url}
     done = subprocess.run(
         cli_argv("serve", "--port", str(free_port())), env=env, capture_output=True, text=True
     )
     assert done.returncode == 2
-    assert "SCAIVAULT_WEBHOOK_SECRET is not set" in done.stderr
+    assert message in done.stderr
+    assert "whsec_x" not in done.stderr + done.stdout
 
 
 def test_a_real_celery_worker_consumes_what_serve_publishes(

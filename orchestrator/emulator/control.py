@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator.duration import parse_duration
-from orchestrator.emulator.endpoint import admin, ok
+from orchestrator.emulator.endpoint import admin, int_param, ok
 from orchestrator.emulator.errors import not_found
 from orchestrator.emulator.schema import (
     ClockBody,
@@ -67,12 +67,16 @@ async def read_clock(request: Request) -> Response:
 
 async def list_deliveries(request: Request) -> Response:
     service = admin(request)
-    filters = {k: request.query_params.get(k) for k in ("event_id", "path", "type")}
+    keys = ("event_id", "path", "type", "subscription_id")
+    filters = {k: request.query_params.get(k) for k in keys}
+    limit = int_param(request, "limit", None)
     attempts = [
         a
         for a in service.dispatcher.attempts
         if all(v is None or a[k] == v for k, v in filters.items())
     ]
+    if limit is not None:
+        attempts = attempts[-limit:]
     return ok({"deliveries": attempts, "pending": service.dispatcher.pending()})
 
 

@@ -290,6 +290,8 @@ def test_non_2xx_is_retried_with_the_same_bytes(
     attempts = emulator.wait_deliveries(lambda d: d["ok"])
     history = emulator.deliveries(event_id=attempts[0]["event_id"])
     assert [(d["attempt"], d["status"]) for d in history] == [(1, 500), (2, 404), (3, 200)]
+    assert emulator.deliveries(limit=1) == history[-1:]
+    assert emulator.deliveries(subscription_id="sub_other") == []
 
 
 def test_unreachable_receiver_is_retried_then_given_up(emulator: Emulator) -> None:

@@ -6,6 +6,7 @@ Plugin authors, our tests, the demo and the chaos suite run it with
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from orchestrator.emulator.app import create_app
@@ -26,7 +27,11 @@ def serve(host: str, port: int, admin_token: str, state_file: str | None = None)
         configure_logging(settings.rotator_log_level, settings.rotator_log_format)
     except ConfigError:
         configure_logging()
-    app = create_app(admin_token, Path(state_file) if state_file else None)
+    try:
+        app = create_app(admin_token, Path(state_file) if state_file else None)
+    except ConfigError as exc:
+        print(f"scaivault-rotator emulator: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     uvicorn.run(
         app,
         host=host,

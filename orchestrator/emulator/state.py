@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+
+from orchestrator.errors import ConfigError
 
 
 def iso(moment: datetime) -> str:
@@ -124,7 +126,14 @@ def load_state(path: Path | None) -> State:
     """The state saved at ``path``, or an empty state when there is none yet."""
     if path is None or not path.exists():
         return State()
-    return State.model_validate_json(path.read_bytes())
+    try:
+        return State.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"{exc.error_count()} problem(s)"
+        raise ConfigError(
+            f"state file {path} is not a readable emulator state ({reason}); "
+            "move it away to start with an empty emulator"
+        ) from None
 
 
 class StateWriter:

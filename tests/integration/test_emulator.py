@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.stack import cli_argv, free_port
 from tests.fixtures.emulator import FAST_DELIVERY, Emulator, EmulatorProcess, WebhookSink
 
 pytestmark = pytest.mark.integration
@@ -454,6 +456,16 @@ def test_state_file_survives_restart_and_kill(
     with process.handle() as emu:
         assert emu.get_secret(PATH)["data"] == {"k": "after-reset"}
         assert emu.client.get("/v1/subscriptions").json()["subscriptions"] == []
+
+
+def test_unreadable_state_file_stops_start_up_with_a_message(tmp_path: Any) -> None:
+    state_file = tmp_path / "state.json"
+    state_file.write_text('{"secrets": 5')
+    argv = cli_argv("emulator", "--port", str(free_port()), "--admin-token", "a",
+                    "--state-file", str(state_file))  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "not a readable emulator state" in done.stderr and "Traceback" not in done.stderr
 
 
 # --- bad input -------------------------------------------------------------------------

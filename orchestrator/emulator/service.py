@@ -46,6 +46,9 @@ MAX_AUDIT = 50_000
 MAX_CLOCK_OFFSET = timedelta(days=365_000)
 RESERVED_LAST_SEGMENTS = ("versions", "rotate")
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
+ROTATOR_METADATA = frozenset(
+    {"rotation_id", "rotator", "previous_version", "finalize_after", "rotated_by"}
+)
 
 
 def check_path(path: str) -> str:
@@ -338,8 +341,11 @@ class VaultService:
         old = record.current
         fresh = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(32))
         key = "password" if "password" in old.data or "value" not in old.data else "value"
+        # Keep the owner's metadata (description, tags), not a rotator's bookkeeping of the
+        # previous version: a reconcile job reading finalize_after must not see a stale one.
+        kept = {k: v for k, v in old.metadata.items() if k not in ROTATOR_METADATA}
         metadata = {
-            **old.metadata,
+            **kept,
             "rotated_by": "scaivault",
             "rotation_policy": policy.id,
             "previous_version": old.version,

@@ -381,8 +381,9 @@ def test_due_rotation_emits_one_rotation_due_per_period(
 def test_auto_generate_writes_a_new_version_and_emits_secret_rotated(
     emulator: Emulator, webhook_sink: WebhookSink
 ) -> None:
-    emulator.put_secret("db/app", {"username": "app", "password": SENTINEL},
-                        secret_type="password", metadata={"owner": "team"})  # fmt: skip
+    metadata = {"owner": "team", "rotation_id": "r1", "finalize_after": "2026-01-01T00:00:00Z"}
+    data = {"username": "app", "password": SENTINEL}
+    emulator.put_secret("db/app", data, secret_type="password", metadata=metadata)
     emulator.subscribe(webhook_sink.url, webhook_sink.secret, events=["secret.rotated"])
     policy_id = emulator.rotation_policy(interval="30d", auto_generate=True, paths=["db/app"])
     emulator.advance("30d")
@@ -394,7 +395,8 @@ def test_auto_generate_writes_a_new_version_and_emits_secret_rotated(
     new = emulator.get_secret("db/app")
     assert new["version"] == 2 and new["data"]["username"] == "app"
     assert new["data"]["password"] != SENTINEL and len(new["data"]["password"]) >= 24
-    assert new["metadata"]["owner"] == "team"
+    assert new["metadata"] == {"owner": "team", "rotated_by": "scaivault",
+                               "rotation_policy": policy_id, "previous_version": 1}  # fmt: skip
     assert SENTINEL not in request["body"].decode()
 
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections import deque
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from orchestrator.duration import parse_duration
 from orchestrator.emulator.access import ADMIN, allowed, authenticate, authorize
+from orchestrator.emulator.audit import AuditTrail
 from orchestrator.emulator.delivery import Dispatcher
 from orchestrator.emulator.errors import ApiError, invalid, not_found
-from orchestrator.emulator.pattern import glob_match
 from orchestrator.emulator.schema import (
     PolicyBody,
     PutSecret,
@@ -35,14 +34,12 @@ from orchestrator.emulator.state import (
     Subscription,
     Token,
     Version,
-    iso,
     load_state,
 )
 from orchestrator.log import get_logger
 
 log = get_logger("orchestrator.emulator")
 
-MAX_AUDIT = 50_000
 MAX_CLOCK_OFFSET = timedelta(days=365_000)
 RESERVED_LAST_SEGMENTS = ("versions", "rotate")
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
@@ -75,7 +72,7 @@ class VaultService:
         self.state = load_state(state_file)
         self.writer = StateWriter(state_file) if state_file is not None else None
         self.dispatcher = dispatcher or Dispatcher()
-        self.audit_log: deque[dict[str, Any]] = deque(maxlen=MAX_AUDIT)
+        self.trail = AuditTrail()
 
     # --- housekeeping -------------------------------------------------------------------
 
@@ -89,7 +86,7 @@ class VaultService:
         self.state = State()
         if self.writer is not None:
             self.writer.forget()
-        self.audit_log.clear()
+        self.trail.clear()
         self.dispatcher.clear()
         self.save()
 
@@ -98,16 +95,8 @@ class VaultService:
         return authenticate(self.state, self.admin_token, authorization)
 
     def audit(self, identity: str, action: str, path: str, outcome: str, **extra: Any) -> None:
-        """Record one access (allowed or not) with who and when."""
-        entry = {
-            "at": iso(self.state.now()),
-            "identity": identity,
-            "action": action,
-            "path": path,
-            "outcome": outcome,
-            **extra,
-        }
-        self.audit_log.append(entry)
+        """Record one access (allowed or not) with who and when (on the emulator clock)."""
+        self.trail.record(self.state.now(), identity, action, path, outcome, **extra)
 
     def guard(self, identity: str, permission: str, path: str) -> None:
         """Authorize, auditing a denial before raising it."""
@@ -374,10 +363,4 @@ class VaultService:
             self.guard(identity, "audit", path)
         elif identity != ADMIN:
             raise ApiError("access_denied", f"{identity} needs ?path= to read the audit trail")
-        entries = [
-            e
-            for e in self.audit_log
-            if (path is None or e["path"] == path or glob_match(path, e["path"]))
-            and (who is None or e["identity"] == who)
-        ]
-        return entries[-limit:]
+        return self.trail.query(path, who, limit)

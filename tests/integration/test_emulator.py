@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -298,7 +299,8 @@ def test_non_2xx_is_retried_with_the_same_bytes(
 
 def test_unreachable_receiver_is_retried_then_given_up(emulator: Emulator) -> None:
     emulator.configure(retry_schedule=[0.05, 0.05])
-    emulator.subscribe("http://127.0.0.1:9/nothing", "whsec_x", events=["secret.updated"])
+    nobody = f"http://127.0.0.1:{free_port()}/nothing"  # connection refused
+    emulator.subscribe(nobody, "whsec_x", events=["secret.updated"])
     emulator.put_secret(PATH, {"k": 1})
     attempts = emulator.wait_deliveries(count=3)
     assert [a["attempt"] for a in attempts] == [1, 2, 3]
@@ -338,8 +340,6 @@ def test_redeliver_sends_byte_identical_duplicates(
 def test_delivery_does_not_block_the_api(emulator: Emulator) -> None:
     # A receiver that never answers (a listening socket nobody accepts from) must not slow writes.
     emulator.configure(delivery_timeout=30.0)
-    import socket
-
     with socket.socket() as black_hole:
         black_hole.bind(("127.0.0.1", 0))
         black_hole.listen(0)

@@ -73,6 +73,7 @@ class Tally:
 
     kills: list[str] = field(default_factory=list)
     pool_kills: int = 0
+    exits: list[str] = field(default_factory=list)
     redis_restarts: int = 0
     due_events: int = 0
     redeliveries: int = 0
@@ -212,9 +213,9 @@ class Scenario:
         start = time.monotonic()
         try:
             for at, action, arg in self.plan():
-                time.sleep(max(0.0, start + at - time.monotonic()))
+                self._wait_until(start + at)
                 getattr(self, f"_do_{action}")(arg)
-            time.sleep(max(0.0, start + p.duration - time.monotonic()))
+            self._wait_until(start + p.duration)
         finally:
             self.tally.vault_faults = faults.vault_fault_hits(self.stack)
             faults.clear_vault_faults(self.stack)
@@ -224,6 +225,20 @@ class Scenario:
         for thread in self._threads:
             thread.join(timeout=120)
         self.say("faults off")
+
+    def _wait_until(self, moment: float) -> None:
+        """Sleep until ``moment`` (monotonic), restarting workers that exited meanwhile."""
+        while True:
+            self._supervise()
+            left = moment - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.25))
+
+    def _supervise(self) -> None:
+        for worker in self.stack.supervise():
+            self.tally.exits.append(worker.name)
+            self.say(f"{worker.name} exited by itself ({worker.log_tail(1)[:120]}); restarted")
 
     def _do_wave(self, wave: int) -> None:
         paths = self.waves[wave]
@@ -289,9 +304,10 @@ class Scenario:
 
     def _do_kill(self, which: int) -> None:
         victim = self.stack.kill_worker(which)
-        replacement = self.stack.start_worker()
-        self.tally.kills.append(victim.name)
-        self.say(f"SIGKILL {victim.name} (pid {victim.pid}); started {replacement.name}")
+        if victim is not None:
+            replacement = self.stack.start_worker()
+            self.tally.kills.append(victim.name)
+            self.say(f"SIGKILL {victim.name} (pid {victim.pid}); started {replacement.name}")
 
     def _do_pool(self, which: int) -> None:
         pid = self.stack.kill_pool_process(which)
@@ -317,7 +333,7 @@ class Scenario:
         waited = time.monotonic()
         busy = self._busy()
         while busy and time.monotonic() < deadline:
-            time.sleep(1.0)
+            self._wait_until(time.monotonic() + 1.0)
             busy = self._busy()
         self.tally.timings["settle"] = time.monotonic() - waited
         for watcher in (self.prober, self.sampler):
@@ -384,6 +400,7 @@ def summary(report: Report) -> str:
         "|---|---|",
         f"| worker processes SIGKILLed (whole process group) and replaced | {len(t.kills)} |",
         f"| worker pool processes SIGKILLed (Celery forks a new one) | {t.pool_kills} |",
+        f"| workers that exited by themselves and were restarted | {len(t.exits)} |",
         f"| Redis restarts (AOF) | {t.redis_restarts} |",
         f"| signed rotation.due events | {t.due_events} |",
         f"| extra deliveries of those events (redeliveries) | {t.redeliveries} |",

@@ -162,33 +162,47 @@ class ChaosStack:
             self._ready_names.add(worker.name)
         return worker.name in self._ready_names
 
-    def _target(self, index: int) -> ChildProcess:
+    def _target(self, index: int) -> ChildProcess | None:
         """The ``index``-th live worker, among those that finished starting if any did."""
         live = [w for w in self.workers if w.alive]
         ready = [w for w in live if self._ready(w)]
         pool = ready or live
-        return pool[index % len(pool)]
+        return pool[index % len(pool)] if pool else None
 
-    def kill_worker(self, index: int) -> ChildProcess:
+    def kill_worker(self, index: int) -> ChildProcess | None:
         """SIGKILL a worker's whole process group (a host or container dying); return it."""
         victim = self._target(index)
-        victim.kill()
-        self.workers.remove(victim)
-        self.retired.append(victim)
+        if victim is not None:
+            victim.kill()
+            self._retire(victim)
         return victim
 
     def kill_pool_process(self, index: int) -> int | None:
         """SIGKILL one pool process of a worker (its main process forks a new one); its pid."""
+        target = self._target(index)
         try:
-            children = psutil.Process(self._target(index).pid).children()
+            children = psutil.Process(target.pid).children() if target else []
+            alive = [c for c in children if c.status() != psutil.STATUS_ZOMBIE]
         except psutil.Error:
             return None
-        if not children:
+        if not alive:
             return None
-        child = children[index % len(children)]
+        child = alive[index % len(alive)]
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGKILL)
         return int(child.pid)
+
+    def supervise(self) -> list[ChildProcess]:
+        """Replace workers that exited by themselves, as systemd or Kubernetes would."""
+        exited = [w for w in self.workers if not w.alive]
+        for worker in exited:
+            self._retire(worker)
+            self.start_worker()
+        return exited
+
+    def _retire(self, worker: ChildProcess) -> None:
+        self.workers.remove(worker)
+        self.retired.append(worker)
 
     def live_metrics_urls(self) -> list[str]:
         """``/metrics`` of every live worker and of the receiver."""

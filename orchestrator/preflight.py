@@ -117,10 +117,25 @@ def _check_vault(settings: Settings, table: RoutingTable | None, report: Report)
         for number, rule in enumerate(table.rules, start=1):
             try:
                 _check_rule_access(vault, table, number, rule, report)
+                _check_option_paths(vault, number, rule, report)
             except VaultError as exc:
                 report.reach_problems.append(f"rule {number} ({rule.match!r}): {exc.message}")
                 if exc.code in {"service_unavailable", "authentication_required", "token_expired"}:
                     return  # the same answer for every rule: say it once
+
+
+def _check_option_paths(vault: VaultClient, number: int, rule: Rule, report: Report) -> None:
+    """Options naming another ScaiVault secret (``*_secret_path``) must be readable."""
+    for name, value in rule.options.model_dump().items():
+        if not (name.endswith("_secret_path") and isinstance(value, str)):
+            continue
+        label = f"rule {number} option {name}"
+        try:
+            vault.read(value)
+        except (AccessDenied, NotFound) as exc:
+            report.reach_problems.append(f"{label}: cannot read {value!r}: {exc.message}")
+        else:
+            report.passed.append(f"{label}: the token may read {value!r}")
 
 
 def literal_prefix(glob: str) -> str:

@@ -27,12 +27,14 @@ def test_rotators_lists_plugins_with_strategies_and_schemas(oncall_cli: OnCallCl
     )
 
 
-def test_check_config_passes_on_a_good_stack(oncall_cli: OnCallCli) -> None:
+def test_check_config_passes_on_a_good_stack(sandbox: Sandbox, oncall_cli: OnCallCli) -> None:
+    sandbox.add_password(unique("cfg"), scheduled=False)
     result = oncall_cli("check-config", "--json", SCAIVAULT_TOKEN=oncall_cli.box.ends.worker_token)
     assert result.code == 0, result
     report = result.json()
     assert report["ok"] is True and report["problems"] == []
     assert any("may read and write" in line for line in report["passed"])
+    assert any("option admin_secret_path: the token may read" in x for x in report["passed"])
     assert "configuration is OK" in oncall_cli("check-config").out
 
 

@@ -21,7 +21,8 @@ from orchestrator.oncall import (
     ensure_idle,
     rule_for,
 )
-from orchestrator.output import CommandError, render_entry, render_step
+from orchestrator.errors import VaultError
+from orchestrator.output import CommandError, describe_error, render_entry, render_step
 from orchestrator.settings import Settings
 from orchestrator.store import RunRecord
 
@@ -202,8 +203,8 @@ def rotate_paced(
             path = pending.pop(0)
             try:
                 inflight[path] = (start(path), time.monotonic(), None)
-            except CommandError as exc:
-                results[path] = exc.message
+            except (CommandError, VaultError) as exc:  # one bad path must not stop the rest
+                results[path] = describe_error(exc).message
         for path, (request, began, last_state) in list(inflight.items()):
             record = oc.store.last(path)
             if record is None or record.rotation_id == request.before:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator import history, keys
+from orchestrator.errors import VaultError
 from orchestrator.oncall import (
     POLL_SECONDS,
     OnCall,
@@ -21,7 +22,6 @@ from orchestrator.oncall import (
     ensure_idle,
     rule_for,
 )
-from orchestrator.errors import VaultError
 from orchestrator.output import CommandError, describe_error, render_entry, render_step
 from orchestrator.settings import Settings
 from orchestrator.store import RunRecord

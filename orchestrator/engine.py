@@ -459,6 +459,18 @@ class Engine:
             if rotator.strategy != "updater":  # never stored: revoke the unused credential
                 self._discard(rotator, ctx, new)
             raise
+        except IllegalTransition:
+            self._discard_if_cancelled(record.rotation_id, rotator, ctx, new)
+            raise
+
+    def _discard_if_cancelled(
+        self, rotation_id: str, rotator: Rotator, ctx: RotationContext, new: SecretData
+    ) -> None:
+        """On-call cancelled the run after we minted: revoke an issuer's unused credential."""
+        record = self.store.get(rotation_id)
+        if rotator.strategy != "updater" and record is not None and record.state == "cancelled":
+            self._discard(rotator, ctx, new)
+            self.store.update(rotation_id, sealed=None)
 
     def _obtain_new(
         self, record: RunRecord, rotator: Rotator, ctx: RotationContext, owner: str
@@ -480,7 +492,7 @@ class Engine:
                     f"the target rejected {record.mint_attempts} minted values in a row",
                     step="mint",
                 )
-            self._move(rid, "minting", owner, step="mint", mint_attempts=record.mint_attempts + 1)
+            self._move(rid, "minting", owner, step="mint")
             with self._timed(record, "mint"):
                 new = SecretData(rotator.mint(ctx))
             try:
@@ -496,9 +508,14 @@ class Engine:
                 self._history(record, "value_rejected", step=exc.step, detail=_reason(exc))
                 if rotator.strategy != "updater":
                     self._discard(rotator, ctx, new)
+                rejected = record.mint_attempts + 1  # counts rejections only, not crashes
+                self.store.update(rid, owner=owner, sealed=None, mint_attempts=rejected)
             except (PermanentError, NeedsAttention):
                 if rotator.strategy != "updater":
                     self._discard(rotator, ctx, new)
+                raise
+            except IllegalTransition:
+                self._discard_if_cancelled(rid, rotator, ctx, new)
                 raise
 
     def _apply(
@@ -634,6 +651,10 @@ class Engine:
         self, record: RunRecord, owner: str, version: int, metadata: dict[str, Any]
     ) -> None:
         finalize_after = _parse_time(metadata.get("finalize_after")) or datetime.now(UTC)
+        # A fact about ScaiVault already: record it before the state says "grace", so whoever
+        # watches the state and then reads the history finds it.
+        self._history(record, "rotation_stored", state="grace", outcome="stored",
+                      from_version=record.from_version, new_version=version)  # fmt: skip
         stored = self.store.transition(
             record.rotation_id,
             "grace",
@@ -654,14 +675,6 @@ class Engine:
             rotator=stored.rotator,
             new_version=version,
             finalize_after=stored.finalize_after,
-        )
-        self._history(
-            stored,
-            "rotation_stored",
-            state="grace",
-            from_version=stored.from_version,
-            new_version=version,
-            outcome="stored",
         )
 
     # --- finalizing ---------------------------------------------------------------------------

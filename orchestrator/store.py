@@ -114,9 +114,11 @@ def now_iso() -> str:
 class RunRecord:
     """What the run store knows about one rotation. Holds no secret value.
 
-    ``grace_period`` is duration text (``48h``); ``finalize_after``, ``created_at``,
-    ``updated_at`` and ``lease_until`` are ISO 8601 UTC times; ``sealed`` says whether an
-    updater's encrypted new value is held (the blob itself never leaves the store's API).
+    ``mint_attempts`` counts minted values the target rejected (``CredentialRejected``), not
+    mints repeated after a crash or a transient error. ``grace_period`` is duration text
+    (``48h``); ``finalize_after``, ``created_at``, ``updated_at`` and ``lease_until`` are ISO
+    8601 UTC times; ``sealed`` says whether an encrypted new value is held (the blob itself
+    never leaves the store's API).
     """
 
     rotation_id: str

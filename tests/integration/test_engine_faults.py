@@ -119,3 +119,42 @@ def test_permanent_vault_fault_fails_at_once_and_loudly(
     ledger = _ledger(stack)
     assert ledger.pop(fingerprint(OLD)) == "active"
     assert list(ledger.values()) == ["revoked"]
+
+
+def _start_rejecting(stack: EngineStack, alerts: AlertSink, reject_first: int) -> int:
+    stack.env["ROTATOR_ALERT_WEBHOOK_URL"] = alerts.url
+    stack.routing(stack.ledger_rule(reject_first=reject_first))
+    version = stack.emulator.put_secret(PATH, {"username": "app", "password": OLD})
+    with redis.Redis.from_url(stack.target_url, decode_responses=True) as ledger:
+        ledger.hset(creds_key(PATH), fingerprint(OLD), "active")
+    stack.start(workers=1)
+    stack.publish(path=PATH, event_id="evt_reject", from_version=version)
+    return version
+
+
+def test_a_rejected_value_is_discarded_and_minted_again(
+    engine_stack: EngineStack, alert_sink: AlertSink
+) -> None:
+    stack = engine_stack
+    version = _start_rejecting(stack, alert_sink, reject_first=1)
+    done = stack.wait_run(PATH, ("done", "failed", "needs_attention"))
+    assert done.state == "done" and done.mint_attempts == 1, done
+    stored = stack.emulator.get_secret(PATH)["data"]["password"]
+    ledger = _ledger(stack)
+    assert ledger.pop(fingerprint(stored)) == "active"
+    assert ledger.pop(fingerprint(OLD)) == "revoked"
+    assert list(ledger.values()) == ["revoked"], "the rejected value was discarded"
+    assert [v["version"] for v in stack.emulator.versions(PATH)] == [version, version + 1]
+    assert alert_sink.bodies == []
+
+
+def test_values_rejected_again_and_again_fail_after_max_mint_attempts(
+    engine_stack: EngineStack, alert_sink: AlertSink
+) -> None:
+    stack = engine_stack
+    version = _start_rejecting(stack, alert_sink, reject_first=99)
+    _assert_loud(stack, alert_sink, "failed", "rejected 3 minted values")
+    ledger = _ledger(stack)
+    assert ledger.pop(fingerprint(OLD)) == "active", "the old credential is untouched"
+    assert list(ledger.values()) == ["revoked"] * 3
+    assert [v["version"] for v in stack.emulator.versions(PATH)] == [version]

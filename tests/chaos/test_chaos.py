@@ -32,6 +32,9 @@ BOUNDED = Params(
     settle_timeout=120.0,
 )
 
+#: The run's timeline and summary, added to every failure message.
+TIMELINE: list[str] = []
+
 CHECKS = (
     "every due event produced exactly one new version",
     "every current version works at its target",
@@ -50,7 +53,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
     workdir: Path = tmp_path_factory.mktemp("chaos")
     lines: list[str] = []
     result = run(BOUNDED, workdir, echo=lines.append)
-    print("\n".join(lines), summary(result), sep="\n")
+    TIMELINE.extend([*lines, summary(result), f"(logs and state in {workdir})"])
     yield result
 
 
@@ -75,4 +78,4 @@ def test_every_check_ran(report: Report) -> None:
 @pytest.mark.parametrize("name", CHECKS)
 def test_invariant(report: Report, name: str) -> None:
     check = next(c for c in report.checks if c.name == name)
-    assert check.ok, f"{name}:\n" + "\n".join(check.problems)
+    assert check.ok, "\n".join([f"{name}:", *check.problems, "", *TIMELINE])

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from orchestrator.sandbox import Sandbox
-from tests.fixtures.stack import OnCallCli, unique
+from tests.fixtures.stack import OnCallCli, UpdaterSandbox, unique
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +100,21 @@ def test_rollback_of_a_password_writes_the_old_value_back(
     assert oncall_cli("status", path, "--json").json()["state"] == "rolled_back"
     fresh = oncall_cli("rotate", path, "--wait", "--grace", "1h")  # the path is free again
     assert fresh.code == 0, fresh
+
+
+def test_rollback_of_an_updater_sets_the_old_password_back_at_the_target(
+    sandbox: UpdaterSandbox, oncall_cli: OnCallCli
+) -> None:
+    path = sandbox.add_acl_user(unique("acl"))
+    old = sandbox.originals[path]
+    _in_grace(sandbox, oncall_cli, path)
+    new = sandbox.read(path)["data"]
+    changed = sandbox.redis_accepts(new) and not sandbox.redis_accepts(old)
+    assert changed, "the updater changed the password in place"
+
+    result = oncall_cli("rollback", path, "--reason", "an app still has the old one")
+    assert result.code == 0, result
+    restored = sandbox.redis_accepts(old) and not sandbox.redis_accepts(new)
+    assert restored, "rollback made the target accept the old password again"
+    back = sandbox.read(path)["data"] == old
+    assert back, "ScaiVault holds the old password again"

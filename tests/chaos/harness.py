@@ -287,7 +287,9 @@ class Scenario:
             check=False,
         )
         self.facts.cli_outputs += [done.stdout, done.stderr]
-        outcome = "CLI queued" if done.returncode == 0 else f"CLI refused (exit {done.returncode})"
+        outcome = "CLI queued" if done.returncode == 0 else f"CLI failed (exit {done.returncode})"
+        if done.returncode == 1 and "already active" in done.stdout:
+            outcome = "CLI refused: rotation active"
         self.tally.manual[outcome] += 1
 
     def _manual_publish(self, path: str) -> None:

@@ -70,6 +70,11 @@ def test_the_faults_really_happened(report: Report) -> None:
     assert report.facts.manual and sum(tally.manual.values()) == len(report.facts.manual)
 
 
+def test_manual_rotations_were_queued_or_refused_as_busy(report: Report) -> None:
+    outcomes = set(report.tally.manual)
+    assert outcomes <= {"CLI queued", "CLI refused: rotation active", "published"}, outcomes
+
+
 def test_every_check_ran(report: Report) -> None:
     assert [check.name for check in report.checks] == list(CHECKS)
     assert all(check.covered > 0 for check in report.checks)

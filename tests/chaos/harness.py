@@ -32,7 +32,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from celery import Celery
@@ -42,61 +41,13 @@ from orchestrator.stack import cli_argv
 from tests.chaos import checks, faults, leak
 from tests.chaos.checks import Check, Facts, World
 from tests.chaos.probe import OldCredentialProber
+from tests.chaos.report import Params, Report, Tally, summary
 from tests.chaos.stack import ChaosStack
 
 Echo = Callable[[str], None]
 
 #: The emulator's webhook retry schedule for the scenario (seconds before each retry).
 RETRY_SCHEDULE = [0.5, 1, 1, 2, 2, 3, 3, 5, 5, 5, 5, 5]
-
-
-@dataclass(frozen=True)
-class Params:
-    """The scenario's knobs."""
-
-    secrets: int = 200
-    seed: int = 7
-    kills: int = 12
-    pool_kills: int = 6
-    fault_rate: float = 0.2
-    duration: float = 60.0
-    grace: str = "10s"
-    waves: int = 5
-    manual_share: float = 0.1
-    ghost_share: float = 0.02
-    settle_timeout: float = 300.0
-
-
-@dataclass
-class Tally:
-    """What the harness did to the stack."""
-
-    kills: list[str] = field(default_factory=list)
-    pool_kills: int = 0
-    exits: list[str] = field(default_factory=list)
-    redis_restarts: int = 0
-    due_events: int = 0
-    redeliveries: int = 0
-    manual: Counter[str] = field(default_factory=Counter)
-    vault_faults: Counter[str] = field(default_factory=Counter)
-    salesforce_faults: Counter[str] = field(default_factory=Counter)
-    delivery_attempts: int = 0
-    delivery_answers: Counter[str] = field(default_factory=Counter)
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Report:
-    """The outcome: parameters, what was done, and each check."""
-
-    params: Params
-    facts: Facts
-    tally: Tally
-    checks: list[Check]
-
-    @property
-    def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
 
 
 class Scenario:
@@ -381,47 +332,6 @@ class Scenario:
             checks.permanent_failures_failed(world),
             leak.no_secret_anywhere(world),
         ]
-
-
-# --- the summary -----------------------------------------------------------------------------
-
-
-def summary(report: Report) -> str:
-    """The summary table (what was done, then one row per check)."""
-    p, t, f = report.params, report.tally, report.facts
-    vault = ", ".join(f"{k} {v}" for k, v in sorted(t.vault_faults.items()))
-    sales = ", ".join(f"{k} {v}" for k, v in sorted(t.salesforce_faults.items()))
-    manual = ", ".join(f"{k} {v}" for k, v in sorted(t.manual.items()))
-    answers = ", ".join(f"{k}: {v}" for k, v in sorted(t.delivery_answers.items()))
-    lines = [
-        f"chaos scenario: seed {p.seed}, {p.secrets} secrets ({len(f.passwords)} random-password, "
-        f"{len(f.salesforce)} salesforce-oauth, {len(f.ghosts)} meant to fail), "
-        f"{p.duration:.0f}s of faults, grace {p.grace}",
-        "",
-        "| fault injected | count |",
-        "|---|---|",
-        f"| worker processes SIGKILLed (whole process group) and replaced | {len(t.kills)} |",
-        f"| worker pool processes SIGKILLed (Celery forks a new one) | {t.pool_kills} |",
-        f"| workers that exited by themselves and were restarted | {len(t.exits)} |",
-        f"| Redis restarts (AOF) | {t.redis_restarts} |",
-        f"| signed rotation.due events | {t.due_events} |",
-        f"| extra deliveries of those events (redeliveries) | {t.redeliveries} |",
-        f"| rotation.due delivery attempts (receiver answers: {answers}) | {t.delivery_attempts} |",
-        f"| manual rotations fired at the same paths | {len(f.manual)} ({manual or '-'}) |",
-        f"| ScaiVault API requests faulted (p={p.fault_rate:.0%} while faults were on) | "
-        f"{sum(t.vault_faults.values())} "
-        f"({vault}) |",
-        f"| Salesforce faults armed | {sum(t.salesforce_faults.values())} ({sales}) |",
-        "",
-        "| check | covered | result |",
-        "|---|---|---|",
-    ]
-    for check in report.checks:
-        result = "PASS" if check.ok else f"FAIL ({len(check.problems)})"
-        lines.append(f"| {check.name} | {check.covered} | {result} |")
-    notes = [f"- {c.name}: {c.note}" for c in report.checks if c.note]
-    problems = [f"  ! {c.name}: {x}" for c in report.checks for x in c.problems[:20]]
-    return "\n".join([*lines, "", *notes, *problems])
 
 
 def run(params: Params, workdir: Path | None = None, echo: Echo = print) -> Report:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.stack import REDIS_INSTALL_HINT
-from tests.chaos.harness import Params, Report, run, summary
+from tests.chaos.harness import run
+from tests.chaos.report import Params, Report, summary
 
 pytestmark = pytest.mark.integration
 

@@ -81,6 +81,11 @@ class Timeline:
             self.say(text)
 
 
+def _clock(iso: str) -> str:
+    """``HH:MM:SS`` of an ISO time, for timeline lines."""
+    return iso[11:19] if len(iso) >= 19 else iso
+
+
 @contextlib.contextmanager
 def signals_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM (and SIGINT, even if inherited as ignored) into KeyboardInterrupt, so the
@@ -130,6 +135,11 @@ class Watcher:
                     (record.rotation_id, record.state),
                     f"{self.short(path):<{WHO}} state {record.state}"
                     + (f" (new version {record.new_version})" if record.new_version else "")
+                    + (
+                        f", finalize after {_clock(record.finalize_after)}"
+                        if record.state == "grace" and record.finalize_after
+                        else ""
+                    )
                     + (f" - {record.last_error}" if record.last_error else ""),
                 )
         return records

@@ -158,3 +158,35 @@ def test_values_rejected_again_and_again_fail_after_max_mint_attempts(
     assert ledger.pop(fingerprint(OLD)) == "active", "the old credential is untouched"
     assert list(ledger.values()) == ["revoked"] * 3
     assert [v["version"] for v in stack.emulator.versions(PATH)] == [version]
+
+
+def test_finalize_does_not_revoke_the_old_credential_when_the_new_one_fails(
+    engine_stack: EngineStack, alert_sink: AlertSink
+) -> None:
+    stack = engine_stack
+    stack.env["ROTATOR_ALERT_WEBHOOK_URL"] = alert_sink.url
+    stack.routing(stack.ledger_rule())
+    stack.emulator.put_secret(PATH, {"username": "app", "password": OLD})
+    with redis.Redis.from_url(stack.target_url, decode_responses=True) as ledger:
+        ledger.hset(creds_key(PATH), fingerprint(OLD), "active")
+    stack.start(workers=1, beat=False)
+    stack.publish(path=PATH, event_id="evt_refinal")
+    stack.wait_run(PATH, "grace")
+    stored = stack.emulator.get_secret(PATH)["data"]["password"]
+    with redis.Redis.from_url(stack.target_url, decode_responses=True) as ledger:
+        ledger.hset(creds_key(PATH), fingerprint(stored), "revoked")  # broken during grace
+    stack.beat()
+    _assert_loud(stack, alert_sink, "needs_attention", "revoked")
+    assert _ledger(stack)[fingerprint(OLD)] == "active", "old credential kept: new one is broken"
+
+
+def test_transient_faults_beyond_the_attempt_budget_need_attention(
+    engine_stack: EngineStack, alert_sink: AlertSink
+) -> None:
+    stack = engine_stack
+    stack.env["ROTATOR_MAX_ATTEMPTS"] = "3"
+    fault = {"match": PATH, "methods": ["PUT"], "code": "service_unavailable", "retry_after": 0.4}
+    version = _start(stack, alert_sink, fault=fault)
+    _assert_loud(stack, alert_sink, "needs_attention", "still failing after 3 attempts")
+    assert [v["version"] for v in stack.emulator.versions(PATH)] == [version]
+    assert _ledger(stack)[fingerprint(OLD)] == "active"

@@ -3,9 +3,8 @@ rotators, check-config, demo); ``orchestrator.cli`` registers them on its group.
 
 Commands are thin: they parse arguments, call :mod:`orchestrator.oncall`,
 :mod:`orchestrator.trigger`, :mod:`orchestrator.grace`, :mod:`orchestrator.preflight` or
-:mod:`orchestrator.demo`, and
-print through :mod:`orchestrator.output`. Heavy imports happen inside the commands so that
-``serve`` and ``worker`` start without them.
+:mod:`orchestrator.demo`, and print through :mod:`orchestrator.output`. Heavy imports happen
+inside the commands so that ``serve`` and ``worker`` start without them.
 """
 
 from __future__ import annotations
@@ -107,9 +106,20 @@ def _finish(record: RunRecord, as_json: bool) -> None:
     emit(record.to_dict(), as_json, render_record)
     if record.state not in GOOD_STATES:
         if not as_json:
-            hint = record.last_error or "see `history` for the reason"
-            click.echo(f"error: rotation ended {record.state}: {hint}", err=True)
+            why = record.last_error or "see `history` for the reason"
+            click.echo(f"error: rotation ended {record.state}: {why}", err=True)
+            step = NEXT_STEP.get(record.state, "see `history PATH`").replace("PATH", record.path)
+            click.echo(f"next: {step}", err=True)
         sys.exit(EXIT_FAILED)
+
+
+#: What on-call does next when a watched rotation ends badly (the old credential still works).
+NEXT_STEP = {
+    "failed": "fix the cause above, then `scaivault-rotator retry PATH`",
+    "needs_attention": "fix the cause, then `retry PATH`; or `cancel PATH`",
+    "skipped": "`status PATH` shows the rotation that holds the path or why it was skipped",
+    "cancelled": "someone cancelled it: `history PATH` says who and why",
+}
 
 
 @click.command()
@@ -149,7 +159,9 @@ def rotate(
         oc = _session()
         who = _actor(actor)
         if prefix is not None:
-            _rotate_prefix(oc, prefix, who, grace, reason, via_vault, yes, concurrency, timeout)
+            _rotate_prefix(
+                oc, prefix, who, grace, reason, via_vault, yes, concurrency, timeout, as_json
+            )
             return
         assert path is not None
         from orchestrator import trigger
@@ -187,6 +199,7 @@ def _rotate_prefix(
     yes: bool,
     concurrency: int,
     timeout: float,
+    as_json: bool,
 ) -> None:
     from orchestrator import trigger
 
@@ -214,15 +227,23 @@ def _rotate_prefix(
 
     results = trigger.rotate_paced(
         oc, ready, concurrency=concurrency, timeout=timeout, start=start,
-        show=Progress(False).show,
+        show=Progress(as_json).show,
     )  # fmt: skip
-    bad = {
-        p: r for p, r in results.items() if isinstance(r, str) or r.state not in trigger.GOOD_STATES
+    outcome = {
+        path: {"state": None, "error": result}
+        if isinstance(result, str)
+        else {"state": result.state, "error": result.last_error}
+        for path, result in sorted(results.items())
     }
-    for path, result in sorted(bad.items()):
-        why = result if isinstance(result, str) else f"{result.state}: {result.last_error or '-'}"
-        click.echo(f"error: {path}: {why}", err=True)
-    click.echo(f"{len(results) - len(bad)} of {len(results)} rotation(s) reached grace or done")
+    bad = {p: o for p, o in outcome.items() if o["state"] not in trigger.GOOD_STATES}
+    if as_json:
+        click.echo(dump_json({"rotations": outcome, "skipped": unrouted + [r.path for r in busy]}))
+    else:
+        for path, item in bad.items():
+            click.echo(
+                f"error: {path}: {item['state'] or 'not started'}: {item['error']}", err=True
+            )
+        click.echo(f"{len(outcome) - len(bad)} of {len(outcome)} rotation(s) reached grace or done")
     if bad:
         sys.exit(EXIT_FAILED)
 

@@ -122,6 +122,7 @@ def test_failed_rotation_is_loud_and_retry_finishes_it(
     failed = oncall_cli("rotate", path, "--wait")
     assert failed.code == 1, failed
     assert "rotation ended failed" in failed.err or "needs_attention" in failed.err
+    assert "next: fix the cause" in failed.err and f"retry {path}" in failed.err
     assert sandbox.read(path)["version"] == 1
 
     overview = oncall_cli("status", "--json").json()
@@ -168,7 +169,11 @@ def test_mass_rotation_lists_asks_and_paces(sandbox: Sandbox, oncall_cli: OnCall
     piped = oncall_cli("rotate", "--prefix", prefix, input="y\n")  # not a terminal: no prompt
     assert piped.code == 2 and all(sandbox.read(p)["version"] == 1 for p in paths)
 
-    done = oncall_cli("rotate", "--prefix", prefix, "--yes", "--concurrency", "2", "--grace", "1h")
+    done = oncall_cli(
+        "rotate", "--prefix", prefix, "--yes", "--concurrency", "2", "--grace", "1h", "--json"
+    )
     assert done.code == 0, done
-    assert "3 of 3 rotation(s) reached grace or done" in done.out
+    assert {p: r["state"] for p, r in done.json()["rotations"].items()} == dict.fromkeys(
+        paths, "grace"
+    )
     assert all(sandbox.read(p)["version"] == 2 for p in paths)

@@ -27,7 +27,7 @@ import redis
 
 from orchestrator import history
 from orchestrator.errors import ConfigError
-from orchestrator.output import describe_error, dump_json
+from orchestrator.output import describe_error, dump_json, safe_url
 from orchestrator.sandbox import GRACE, WHO, Sandbox, explicit_redis
 from orchestrator.settings import Settings
 from orchestrator.stack import StackError
@@ -222,7 +222,7 @@ def run(*, keep_running: bool, workdir: Path | None, timeout: float, as_json: bo
     echo: Echo = lambda text: click.echo(text, err=as_json)  # noqa: E731
     work = workdir or Path(tempfile.mkdtemp(prefix="scaivault-demo-"))
     echo(f"scaivault-rotator demo: state and logs in {work}")
-    box = Sandbox(work, redis_url=_operator_redis(), echo=lambda _: None)
+    box = Sandbox(work, redis_url=_operator_redis(echo), echo=lambda _: None)
     code = _supervise(box, keep_running, timeout, as_json, echo)
     if code == 0 and workdir is None:
         shutil.rmtree(work, ignore_errors=True)
@@ -259,12 +259,16 @@ def _supervise(box: Sandbox, keep_running: bool, timeout: float, as_json: bool, 
     return 0
 
 
-def _operator_redis() -> str | None:
+def _operator_redis(echo: Echo) -> str | None:
     """A reachable ``REDIS_URL`` the operator set; the demo ignores every other setting."""
     try:
-        return explicit_redis(Settings.load())
+        settings = Settings.load()
     except ConfigError:  # e.g. a half-configured deployment's environment: not the demo's
         return None
+    url = explicit_redis(settings)
+    if url is None and "redis_url" in settings.model_fields_set:
+        echo(f"REDIS_URL ({safe_url(settings.redis_url)}) does not answer: using a private one")
+    return url
 
 
 def repr_error(exc: BaseException) -> str:

@@ -122,3 +122,20 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
             proc.kill()
     assert "interrupted: stopping every process" in log.read_text()
     assert not _leftover_processes(workdir)
+
+
+def test_a_failed_demo_says_why_shows_logs_and_stops_everything(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    done = subprocess.run(
+        cli_argv("demo", "--timeout", "0.1", "--workdir", str(workdir)),
+        env=_demo_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert "error: the rotations did not finish within 0s" in done.stdout
+    assert "--- last lines of worker" in done.stdout and "state and logs kept in" in done.stdout
+    assert not _leftover_processes(workdir)

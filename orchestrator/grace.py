@@ -127,8 +127,8 @@ def _await_finalize(oc: OnCall, record: RunRecord, timeout: float) -> RunRecord:
     left_grace = False
     while time.monotonic() < deadline:
         current = oc.store.require(record.rotation_id)
-        if current.state in {"done", "failed", "needs_attention"}:
-            return current
+        if current.state not in {"grace", "finalizing"}:
+            return current  # done, or an end the caller reports (failed, needs_attention...)
         if current.state == "finalizing":
             left_grace = True
         elif left_grace or current.last_error != record.last_error:

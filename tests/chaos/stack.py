@@ -93,6 +93,7 @@ class ChaosStack:
         self._started = 0
         self._ready_names: set[str] = set()
         self._client: redis.Redis | None = None
+        self._store: RunStore | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -128,7 +129,10 @@ class ChaosStack:
 
     @property
     def store(self) -> RunStore:
-        return RunStore(self.client)
+        """The run store on the stack's Redis (the engine's own reads)."""
+        if self._store is None:
+            self._store = RunStore(self.client)
+        return self._store
 
     def salesforce_client(self) -> httpx.Client:
         """A new HTTPS client for the fake Salesforce (one per thread)."""

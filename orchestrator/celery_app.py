@@ -42,6 +42,11 @@ def _queue() -> Queue:
 
 def configuration(settings: Settings) -> dict[str, Any]:
     """The Celery settings for ``settings``; raises ConfigError when they cannot be safe."""
+    if settings.redis_url.startswith(("sentinel://", "sentinels://")):
+        raise ConfigError(
+            "REDIS_URL: the worker and beat do not support sentinel:// URLs yet; point them at "
+            "the current master with redis:// or rediss://"
+        )
     limit = settings.rotator_task_time_limit
     vt = settings.rotator_visibility_timeout
     if vt < 2 * limit:

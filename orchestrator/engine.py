@@ -431,7 +431,8 @@ class Engine:
         limit = self.settings.rotator_max_attempts
         if record.attempts <= limit:
             return False
-        reason = f"gave up after {limit} attempts (ROTATOR_MAX_ATTEMPTS); last: {record.last_error}"
+        last = record.last_error or "a worker died during each attempt"
+        reason = f"gave up after {limit} attempts (ROTATOR_MAX_ATTEMPTS); last: {last}"
         self._fail(record.rotation_id, "needs_attention", reason, owner)
         return True
 

@@ -79,3 +79,8 @@ def test_visibility_timeout_must_exceed_the_task_time_limit() -> None:
     settings = Settings.load(ROTATOR_TASK_TIME_LIMIT=300, ROTATOR_VISIBILITY_TIMEOUT=400)
     with pytest.raises(ConfigError, match="ROTATOR_VISIBILITY_TIMEOUT"):
         configuration(settings)
+
+
+def test_sentinel_urls_are_refused_clearly_until_supported() -> None:
+    with pytest.raises(ConfigError, match="sentinel"):
+        configuration(Settings.load(REDIS_URL="sentinel://127.0.0.1:26379"))

@@ -132,7 +132,7 @@ class Rig:
         self.child("emulator", argv).wait_http(f"{self.vault_url}/healthz")
 
     def worker(
-        self, name: str = "w1", concurrency: int = 2, loglevel: str = "WARNING"
+        self, name: str = "w1", concurrency: int = 2, loglevel: str = "INFO"
     ) -> ChildProcess:
         argv = [sys.executable, "-m", "celery", "-A", "tests.benchmarks.noop_app", "worker",
                 "-Q", keys.TASK_QUEUE, "-P", "prefork", "-c", str(concurrency), "-n", f"{name}@%h",

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     scaivault_token_file: Path | None = Field(default=None, alias="SCAIVAULT_TOKEN_FILE")
     scaivault_webhook_secret: CommaList = Field(default=[], alias="SCAIVAULT_WEBHOOK_SECRET")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", alias="REDIS_URL")
+    redis_sentinel_master: str = Field(
+        default="mymaster", min_length=1, alias="REDIS_SENTINEL_MASTER"
+    )
     rotator_config: Path = Field(default=Path("rotation.toml"), alias="ROTATOR_CONFIG")
     rotator_log_format: Literal["json", "console"] = Field(
         default="json", alias="ROTATOR_LOG_FORMAT"

@@ -17,11 +17,10 @@ import os
 import sys
 from typing import Any
 
-import redis
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
-from orchestrator import keys
+from orchestrator import connection, keys
 from orchestrator.errors import ConfigError
 from orchestrator.log import configure_logging, get_logger
 from orchestrator.settings import Settings
@@ -42,11 +41,6 @@ def _queue() -> Queue:
 
 def configuration(settings: Settings) -> dict[str, Any]:
     """The Celery settings for ``settings``; raises ConfigError when they cannot be safe."""
-    if settings.redis_url.startswith(("sentinel://", "sentinels://")):
-        raise ConfigError(
-            "REDIS_URL: the worker and beat do not support sentinel:// URLs yet; point them at "
-            "the current master with redis:// or rediss://"
-        )
     limit = settings.rotator_task_time_limit
     vt = settings.rotator_visibility_timeout
     if vt < 2 * limit:
@@ -56,8 +50,12 @@ def configuration(settings: Settings) -> dict[str, Any]:
         )
     sweep = settings.rotator_sweep_interval
     reconcile = settings.rotator_reconcile_interval
-    return {
-        "broker_url": settings.redis_url,
+    broker = connection.broker_settings(
+        settings.redis_url,
+        master=settings.redis_sentinel_master,
+        transport_options={"visibility_timeout": vt},
+    )
+    return broker | {
         "task_serializer": "json",
         "result_serializer": "json",
         "event_serializer": "json",
@@ -71,7 +69,6 @@ def configuration(settings: Settings) -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
         "task_time_limit": limit,
-        "broker_transport_options": {"visibility_timeout": vt},
         "result_backend_transport_options": {"visibility_timeout": vt},
         "visibility_timeout": vt,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
@@ -133,7 +130,8 @@ def _worker_init(**_: Any) -> None:
         refuse(exc)
     from orchestrator.metrics import start_metrics_server
 
-    start_metrics_server(settings, redis.Redis.from_url(settings.redis_url))
+    client = connection.redis_client(settings.redis_url, master=settings.redis_sentinel_master)
+    start_metrics_server(settings, client)
     log.info("worker_configured", routing=str(settings.rotator_config), queue=keys.TASK_QUEUE)
 
 

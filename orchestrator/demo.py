@@ -23,9 +23,8 @@ from types import FrameType
 from typing import Any
 
 import click
-import redis
 
-from orchestrator import history
+from orchestrator import connection, history
 from orchestrator.errors import ConfigError
 from orchestrator.output import describe_error, dump_json, safe_url
 from orchestrator.sandbox import GRACE, WHO, Sandbox, explicit_redis
@@ -109,7 +108,7 @@ class Watcher:
         self.box = box
         self.paths = paths
         self.timeline = timeline
-        self.client = redis.Redis.from_url(box.ends.redis_url, decode_responses=True)
+        self.client = connection.redis_client(box.ends.redis_url, decode_responses=True)
         self.store = RunStore(self.client)
 
     def short(self, path: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from orchestrator import history
+from orchestrator import connection, history
 from orchestrator.errors import AccessDenied, NotFound
 from orchestrator.output import EXIT_USAGE, CommandError, safe_url
 from orchestrator.routing import RoutingTable, Rule
@@ -54,7 +54,12 @@ class OnCall:
     def redis(self) -> redis.Redis:
         url = self.settings.redis_url
         try:
-            client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+            client = connection.redis_client(
+                url,
+                master=self.settings.redis_sentinel_master,
+                socket_connect_timeout=3,
+                socket_timeout=10,
+            )
             client.ping()
         except (redis.RedisError, ValueError) as exc:
             raise CommandError(

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from orchestrator import connection
 from orchestrator.errors import AccessDenied, ConfigError, NotFound, VaultError, VersionConflict
 from orchestrator.output import EXIT_FAILED, EXIT_USAGE, safe_url
 from orchestrator.routing import RoutingTable, Rule
@@ -90,8 +91,11 @@ def _check_routing(settings: Settings, report: Report) -> RoutingTable | None:
 def _check_redis(settings: Settings, report: Report) -> None:
     url = safe_url(settings.redis_url)
     try:
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=3, socket_timeout=5
+        client = connection.redis_client(
+            settings.redis_url,
+            master=settings.redis_sentinel_master,
+            socket_connect_timeout=3,
+            socket_timeout=5,
         )
         with contextlib.closing(client):
             client.ping()

@@ -36,7 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from orchestrator import envelope, openapi, publish, signing
+from orchestrator import connection, envelope, openapi, publish, signing
 from orchestrator.envelope import Envelope
 from orchestrator.errors import ConfigError, PublishError, WebhookRejected
 from orchestrator.log import configure_logging, get_logger
@@ -366,14 +366,10 @@ def redis_client(settings: Settings) -> redis.asyncio.Redis:
     No retries: after a lost reply the script's outcome is unknown, and the sender's
     redelivery (after our 503) is the one retry that reports the outcome honestly.
     """
-    if settings.redis_url.startswith(("sentinel://", "sentinels://")):
-        raise ConfigError(
-            "REDIS_URL: the receiver does not support sentinel:// URLs yet; point it at the "
-            "current master with redis:// (or put a Sentinel-aware proxy in front)"
-        )
     timeout = settings.rotator_publish_timeout
-    return redis.asyncio.Redis.from_url(
+    return connection.async_redis_client(
         settings.redis_url,
+        master=settings.redis_sentinel_master,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         retry=Retry(NoBackoff(), 0),

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import redis
 
+from orchestrator import connection
 from orchestrator.settings import Settings
 from orchestrator.stack import (
     REDIS_INSTALL_HINT,
@@ -83,10 +84,12 @@ def _fernet_key() -> str:
     return Fernet.generate_key().decode()
 
 
-def redis_reachable(url: str) -> bool:
+def redis_reachable(url: str, master: str = connection.DEFAULT_MASTER) -> bool:
     """True when a Redis answers PING at ``url`` within a second."""
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        client = connection.redis_client(
+            url, master=master, socket_connect_timeout=1, socket_timeout=1
+        )
     except ValueError:
         return False
     try:
@@ -99,7 +102,9 @@ def redis_reachable(url: str) -> bool:
 
 def explicit_redis(settings: Settings) -> str | None:
     """``REDIS_URL`` if the operator set it and it answers; never the unset default."""
-    if "redis_url" in settings.model_fields_set and redis_reachable(settings.redis_url):
+    if "redis_url" in settings.model_fields_set and redis_reachable(
+        settings.redis_url, settings.redis_sentinel_master
+    ):
         return settings.redis_url
     return None
 

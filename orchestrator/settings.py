@@ -18,6 +18,7 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from orchestrator.connection import is_sentinel, parse_sentinel_url
 from orchestrator.duration import parse_duration
 from orchestrator.errors import ConfigError
 
@@ -118,6 +119,8 @@ class Settings(BaseSettings):
                 "expected redis://, rediss://, unix:// or sentinel:// URL, "
                 "e.g. redis://127.0.0.1:6379/0"
             )
+        if is_sentinel(value):
+            parse_sentinel_url(value)
         return value
 
     @field_validator("rotator_event_max_age", "rotator_default_grace")

@@ -441,9 +441,9 @@ def _redis_url(live: LiveReceiver) -> str:
     [
         ("", "redis://127.0.0.1:1/0", "SCAIVAULT_WEBHOOK_SECRET is not set"),
         (" , ", "redis://127.0.0.1:1/0", "SCAIVAULT_WEBHOOK_SECRET is not set"),
-        ("whsec_x", "sentinel://127.0.0.1:1", "does not support sentinel"),
+        ("whsec_x", "sentinel://127.0.0.1:1/x", "db of a Sentinel URL must be a number"),
     ],
-    ids=["empty", "blank-list", "sentinel"],
+    ids=["empty", "blank-list", "bad-sentinel-url"],
 )
 def test_serve_refuses_to_start_with_unusable_settings(
     secret: str, redis_url: str, message: str

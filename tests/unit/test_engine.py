@@ -81,6 +81,9 @@ def test_visibility_timeout_must_exceed_the_task_time_limit() -> None:
         configuration(settings)
 
 
-def test_sentinel_urls_are_refused_clearly_until_supported() -> None:
-    with pytest.raises(ConfigError, match="sentinel"):
-        configuration(Settings.load(REDIS_URL="sentinel://127.0.0.1:26379"))
+def test_sentinel_urls_give_the_broker_the_master_name_and_keep_the_visibility_timeout() -> None:
+    conf = configuration(
+        Settings.load(REDIS_URL="sentinel://127.0.0.1:26379", REDIS_SENTINEL_MASTER="ha")
+    )
+    assert conf["broker_url"] == "sentinel://127.0.0.1:26379/0"
+    assert conf["broker_transport_options"] == {"visibility_timeout": 3600, "master_name": "ha"}

@@ -25,11 +25,16 @@ import redis
 import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 #: The master name Sentinel monitors when ``REDIS_SENTINEL_MASTER`` is not set.
 DEFAULT_MASTER = "mymaster"
 #: Port of a Sentinel part that names none.
 SENTINEL_PORT = 26379
+#: Seconds to connect to one Sentinel when the caller gives no socket timeout.
+SENTINEL_TIMEOUT = 5.0
 
 _SCHEMES = ("sentinel", "sentinels")
 _CERT_REQS = {
@@ -112,7 +117,7 @@ def redis_client(url: str, *, master: str = DEFAULT_MASTER, **options: Any) -> r
         return redis.Redis.from_url(url, **options)
     target = parse_sentinel_url(url)
     sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-        list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, options)
+        list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, options, Retry)
     )
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         master, **(target.master_kwargs() | options)
@@ -128,7 +133,7 @@ def async_redis_client(
         return redis.asyncio.Redis.from_url(url, **options)
     target = parse_sentinel_url(url)
     sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-        list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, options)
+        list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, options, AsyncRetry)
     )
     client: redis.asyncio.Redis = sentinel.master_for(master, **(target.master_kwargs() | options))
     return client
@@ -140,25 +145,31 @@ def broker_settings(
     """Celery's ``broker_url``, ``broker_transport_options`` (and ``broker_use_ssl``) for ``url``.
 
     ``transport_options`` (e.g. the visibility timeout) are kept; Sentinel URLs add the master
-    name and, with TLS, the Sentinels' TLS keywords.
+    name and the Sentinels' connection keywords (timeout, no retry, TLS).
     """
     if not is_sentinel(url):
         return {"broker_url": url, "broker_transport_options": dict(transport_options)}
     target = parse_sentinel_url(url)
     settings: dict[str, Any] = {
         "broker_url": target.broker_url(),
-        "broker_transport_options": dict(transport_options) | {"master_name": master},
+        "broker_transport_options": dict(transport_options)
+        | {"master_name": master, "sentinel_kwargs": _sentinel_kwargs(target, {})},
     }
     if target.tls:
         tls = target.ssl_kwargs()
         settings["broker_use_ssl"] = {k: v for k, v in tls.items() if k != "ssl"}
-        settings["broker_transport_options"]["sentinel_kwargs"] = tls
     return settings
 
 
-def _sentinel_kwargs(target: SentinelURL, options: dict[str, Any]) -> dict[str, Any]:
-    socket = {k: v for k, v in options.items() if k.startswith("socket_")}
-    return socket | target.ssl_kwargs()
+def _sentinel_kwargs(
+    target: SentinelURL, options: dict[str, Any], retry: type[Retry | AsyncRetry] = Retry
+) -> dict[str, Any]:
+    """Keywords for the Sentinel connections: the caller's socket options (else a bound), TLS,
+    and no retry. Discovery already moves on to the next Sentinel; redis-py's default retry
+    would instead spend seconds of backoff on a dead one for every new master connection."""
+    kwargs: dict[str, Any] = {"socket_connect_timeout": SENTINEL_TIMEOUT}
+    kwargs |= {k: v for k, v in options.items() if k.startswith("socket_")}
+    return kwargs | {"retry": retry(NoBackoff(), 0)} | target.ssl_kwargs()
 
 
 def _address(host: str | None, part: Any) -> tuple[str, int]:

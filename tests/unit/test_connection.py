@@ -84,10 +84,13 @@ def test_broker_settings_keep_transport_options_and_add_the_master() -> None:
     conf = connection.broker_settings(
         "sentinel://h1:1/0;sentinel://h2:2/0", master="ha", transport_options={"x": 1}
     )
-    assert conf == {
-        "broker_url": "sentinel://h1:1/0;sentinel://h2:2/0",
-        "broker_transport_options": {"x": 1, "master_name": "ha"},
-    }
+    assert conf["broker_url"] == "sentinel://h1:1/0;sentinel://h2:2/0"
+    options = conf["broker_transport_options"]
+    assert (options["x"], options["master_name"]) == (1, "ha")
+    assert "broker_use_ssl" not in conf
+    sentinel = options["sentinel_kwargs"]
+    assert sentinel["socket_connect_timeout"] == connection.SENTINEL_TIMEOUT
+    assert sentinel["retry"].get_retries() == 0, "a dead Sentinel must not cost backoff"
 
 
 def test_broker_settings_with_tls_use_ssl_for_master_and_sentinels() -> None:
@@ -122,6 +125,8 @@ def test_sync_client_goes_through_sentinel_to_the_named_master() -> None:
     assert kwargs["decode_responses"] is True
     sentinels = pool.sentinel_manager.sentinels
     assert [s.connection_pool.connection_kwargs["port"] for s in sentinels] == [1, 2]
+    assert all(s.connection_pool.connection_kwargs["socket_timeout"] == 4 for s in sentinels)
+    assert all(s.get_retry().get_retries() == 0 for s in sentinels)
     assert all(s.connection_pool.connection_kwargs.get("password") is None for s in sentinels)
     client.close()
 

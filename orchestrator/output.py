@@ -83,6 +83,8 @@ class Failure:
 
 def safe_url(url: str) -> str:
     """``url`` without its user-info, so a Redis password never reaches a message."""
+    if ";" in url:  # a Sentinel URL: one part per Sentinel, any of them may carry a password
+        return ";".join(safe_url(part) for part in url.split(";"))
     parts = urlsplit(url)
     if "@" not in parts.netloc:
         return url

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator import history, keys
+from orchestrator import connection, history, keys
 from orchestrator.errors import VaultError
 from orchestrator.oncall import (
     POLL_SECONDS,
@@ -51,13 +51,18 @@ def producer(settings: Settings) -> Any:
     """A publish-only Celery app: JSON, our queue, no retrying a dead broker forever."""
     from celery import Celery  # imported here: status and history do not need it
 
-    app = Celery("scaivault-rotator-cli", broker=settings.redis_url, set_as_current=False)
+    broker = connection.broker_settings(
+        settings.redis_url,
+        master=settings.redis_sentinel_master,
+        transport_options={"visibility_timeout": settings.rotator_visibility_timeout},
+    )
+    app = Celery("scaivault-rotator-cli", broker=broker.pop("broker_url"), set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=keys.TASK_QUEUE,
         broker_connection_timeout=settings.rotator_publish_timeout,
-        broker_transport_options={"visibility_timeout": settings.rotator_visibility_timeout},
+        **broker,
     )
     return app
 

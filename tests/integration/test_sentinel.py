@@ -9,6 +9,7 @@ answer, so the clients must move on to the second, ask it for the master and use
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import pytest
 import redis
 import redis.sentinel
 
-from orchestrator import connection, keys
+from orchestrator import connection, history, keys
 from orchestrator.engine import scheduled_id
 from orchestrator.stack import ChildProcess, RedisServer, cli_argv, free_port
 from orchestrator.store import RunRecord, RunStore
@@ -156,3 +157,29 @@ def _wait(store: RunStore, rotation_id: str, children: list[ChildProcess]) -> Ru
         time.sleep(0.1)
     logs = "\n".join(f"--- {c.name}\n{c.log_tail(40)}" for c in children)
     raise AssertionError(f"{rotation_id} did not finish: {store.get(rotation_id)}\n{logs}")
+
+
+def test_cli_rotate_and_check_config_reach_the_master(
+    sentinel_setup: SentinelSetup, emulator: Emulator, tmp_path: Path
+) -> None:
+    version = emulator.put_secret(PATH, {"username": "svc", "password": "old-sentinel-pw-92"})
+    env = _role_env(tmp_path, sentinel_setup.url, emulator)
+    checked = subprocess.run(
+        cli_argv("check-config", "--json"), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "Redis at sentinel://***@127.0.0.1" in checked.stdout and " answers" in checked.stdout
+    rotated = subprocess.run(
+        cli_argv("rotate", PATH, "--actor", "alice", "--json"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    with sentinel_setup.direct() as direct:
+        assert direct.llen(keys.TASK_QUEUE) == 1, "the CLI published on the master's db"
+    with connection.redis_client(sentinel_setup.url, master=MASTER) as client:
+        requested = history.read(client, PATH)
+    assert [int(e["from_version"]) for e in requested] == [version], requested
+    output = checked.stdout + checked.stderr + rotated.stdout + rotated.stderr
+    assert PASSWORD not in output

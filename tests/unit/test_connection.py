@@ -12,6 +12,7 @@ import redis.sentinel
 from orchestrator import connection
 from orchestrator.connection import SentinelURL, parse_sentinel_url
 from orchestrator.errors import ConfigError
+from orchestrator.output import safe_url
 from orchestrator.settings import Settings
 
 PASSWORD = "pw-sentinel-unit-7f3a"
@@ -137,3 +138,8 @@ def test_async_client_goes_through_sentinel_with_tls() -> None:
     assert isinstance(pool, redis.asyncio.sentinel.SentinelConnectionPool)
     assert pool.connection_class is redis.asyncio.sentinel.SentinelManagedSSLConnection
     assert pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs.get("ssl", True)
+
+
+def test_safe_url_hides_the_password_of_every_sentinel_part() -> None:
+    url = f"sentinel://:{PASSWORD}@h1:1/0;sentinel://:{PASSWORD}@h2:2/0;sentinel://h3:3/0"
+    assert safe_url(url) == "sentinel://***@h1:1/0;sentinel://***@h2:2/0;sentinel://h3:3/0"

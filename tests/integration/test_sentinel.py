@@ -8,6 +8,7 @@ answer, so the clients must move on to the second, ask it for the master and use
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -41,34 +42,59 @@ class SentinelSetup:
     master: RedisServer
     sentinel: ChildProcess
     url: str
+    sentinel_port: int
+    replicas: list[RedisServer]
 
-    def direct(self) -> redis.Redis:
-        """A plain client on the master's db (what the test checks against)."""
-        return redis.Redis(port=self.master.port, db=DB, password=PASSWORD, decode_responses=True)
+    def direct(self, server: RedisServer | None = None) -> redis.Redis:
+        """A plain client on the master's db (or ``server``'s): what the test checks against."""
+        port = (server or self.master).port
+        return redis.Redis(port=port, db=DB, password=PASSWORD, decode_responses=True)
+
+    def master_port(self) -> int:
+        """The master's port in ``SENTINEL MASTERS`` (what redis-py asks; it changes only once
+        the failover is complete, after ``get-master-addr-by-name`` does)."""
+        with redis.Redis(port=self.sentinel_port, decode_responses=True) as sentinel:
+            return int(sentinel.sentinel_masters()[MASTER]["port"])
+
+
+@contextlib.contextmanager
+def _running(tmp_path: Path, replicas: int = 0) -> Iterator[SentinelSetup]:
+    """Start the master (with ``replicas`` replicas, known to Sentinel from its first look)."""
+    servers = [RedisServer(tmp_path / f"redis{n}", appendonly=False) for n in range(replicas + 1)]
+    sentinel: ChildProcess | None = None
+    try:
+        for server in servers:
+            server.start()
+            with redis.Redis(port=server.port) as client:
+                client.config_set("masterauth", PASSWORD)  # for after a failover
+                if server is not servers[0]:
+                    client.replicaof("127.0.0.1", servers[0].port)
+                client.config_set("requirepass", PASSWORD)
+        port = free_port()
+        conf = tmp_path / "sentinel.conf"  # Sentinel rewrites its config file: must be writable
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+            f"sentinel monitor {MASTER} 127.0.0.1 {servers[0].port} 1\n"
+            f"sentinel auth-pass {MASTER} {PASSWORD}\n"
+        )
+        argv = ["redis-server", str(conf), "--sentinel"]
+        sentinel = ChildProcess("sentinel", argv, tmp_path / "sentinel.log").start()
+        sentinel.wait_port(port, timeout=15)
+        dead = free_port()  # the first Sentinel of the URL answers nothing
+        url = f"sentinel://:{PASSWORD}@127.0.0.1:{dead}/{DB};sentinel://127.0.0.1:{port}/{DB}"
+        yield SentinelSetup(servers[0], sentinel, url, port, servers[1:])
+    finally:
+        if sentinel is not None:
+            sentinel.kill()
+        for server in servers:
+            server.kill()
 
 
 @pytest.fixture
 def sentinel_setup(tmp_path: Path) -> Iterator[SentinelSetup]:
-    master = RedisServer(tmp_path / "master", appendonly=False).start()
-    redis.Redis(port=master.port).config_set("requirepass", PASSWORD)
-    port = free_port()
-    conf = tmp_path / "sentinel.conf"  # Sentinel rewrites its config file: it must be writable
-    conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-        f"sentinel monitor {MASTER} 127.0.0.1 {master.port} 1\n"
-        f"sentinel auth-pass {MASTER} {PASSWORD}\n"
-    )
-    argv = ["redis-server", str(conf), "--sentinel"]
-    sentinel = ChildProcess("sentinel", argv, tmp_path / "sentinel.log").start()
-    try:
-        sentinel.wait_port(port, timeout=15)
-        url = (
-            f"sentinel://:{PASSWORD}@127.0.0.1:{free_port()}/{DB};sentinel://127.0.0.1:{port}/{DB}"
-        )
-        yield SentinelSetup(master, sentinel, url)
-    finally:
-        sentinel.kill()
-        master.kill()
+    """A master with a password and one Sentinel monitoring it as :data:`MASTER`."""
+    with _running(tmp_path) as setup:
+        yield setup
 
 
 def test_state_store_reads_and_writes_the_master(sentinel_setup: SentinelSetup) -> None:
@@ -183,3 +209,38 @@ def test_cli_rotate_and_check_config_reach_the_master(
     assert [int(e["from_version"]) for e in requested] == [version], requested
     output = checked.stdout + checked.stderr + rotated.stdout + rotated.stderr
     assert PASSWORD not in output
+
+
+def test_state_store_client_follows_a_failover_when_the_master_dies(tmp_path: Path) -> None:
+    with _running(tmp_path, replicas=1) as setup:
+        [replica] = setup.replicas
+        client = connection.redis_client(setup.url, master=MASTER, decode_responses=True)
+        with client, redis.Redis(port=setup.sentinel_port) as sentinel:
+            client.set("before-failover", "1")
+            _until(lambda: _replicated(setup, replica), "the replica to sync")
+            setup.master.kill()  # the client's pooled connection breaks
+            sentinel.sentinel_failover(MASTER)
+            _until(lambda: setup.master_port() == replica.port, "Sentinel to promote the replica")
+            _until(lambda: _role(replica) == "master", "the replica to take writes")
+            client.set("after-failover", "2")
+            with setup.direct(replica) as promoted:
+                assert promoted.get("after-failover") == "2", "written to the new master"
+                assert promoted.get("before-failover") == "1"
+
+
+def _replicated(setup: SentinelSetup, replica: RedisServer) -> bool:
+    with setup.direct(replica) as direct:
+        return direct.get("before-failover") == "1"
+
+
+def _role(server: RedisServer) -> str:
+    with redis.Redis(port=server.port, password=PASSWORD, decode_responses=True) as direct:
+        return str(direct.info("replication")["role"])
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)

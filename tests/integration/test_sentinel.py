@@ -180,6 +180,8 @@ def _wait(store: RunStore, rotation_id: str, children: list[ChildProcess]) -> Ru
         record = store.get(rotation_id)
         if record is not None and record.state in ("done", "failed", "needs_attention"):
             return record
+        if any("raised unexpected" in c.log_tail(20) for c in children):
+            break  # a task crashed: fail now with its traceback, not at the deadline
         time.sleep(0.1)
     logs = "\n".join(f"--- {c.name}\n{c.log_tail(40)}" for c in children)
     raise AssertionError(f"{rotation_id} did not finish: {store.get(rotation_id)}\n{logs}")

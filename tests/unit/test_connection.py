@@ -6,6 +6,7 @@ import ssl
 
 import pytest
 import redis
+import redis.asyncio.connection
 import redis.asyncio.sentinel
 import redis.sentinel
 
@@ -137,7 +138,11 @@ def test_async_client_goes_through_sentinel_with_tls() -> None:
     pool = client.connection_pool
     assert isinstance(pool, redis.asyncio.sentinel.SentinelConnectionPool)
     assert pool.connection_class is redis.asyncio.sentinel.SentinelManagedSSLConnection
-    assert pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs.get("ssl", True)
+    [sentinel] = pool.sentinel_manager.sentinels
+    assert sentinel.connection_pool.connection_class is redis.asyncio.connection.SSLConnection
+    kwargs = sentinel.connection_pool.connection_kwargs
+    assert kwargs["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert kwargs["socket_connect_timeout"] == connection.SENTINEL_TIMEOUT
 
 
 def test_safe_url_hides_the_password_of_every_sentinel_part() -> None:

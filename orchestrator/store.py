@@ -97,6 +97,10 @@ class LeaseLost(StoreError):
     """Another worker holds this run's lease now; the caller must stop driving it."""
 
 
+class RunHeld(IllegalTransition):
+    """On-call holds the run (e.g. a rollback in grace); nobody else may change it meanwhile."""
+
+
 class PathBusy(StoreError):
     """Another rotation holds the path; ``holder`` is its rotation id."""
 
@@ -256,6 +260,11 @@ if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[4] then
   return {'lease', cur}
 end
 if ARGV[7] == '1' and redis.call('HEXISTS', KEYS[1], 'sealed') == 1 then return {'sealed', cur} end
+if cur == 'grace' then
+  local holder = redis.call('HGET', KEYS[1], 'lease_owner')
+  local held = tonumber(redis.call('HGET', KEYS[1], 'lease_until_ms') or '0')
+  if holder and holder ~= ARGV[4] and held > now then return {'held', holder} end
+end
 local terminal = {}
 for s in string.gmatch(ARGV[5], '[^,]+') do terminal[s] = true end
 local leased = {}
@@ -309,6 +318,26 @@ return {'ok', tostring(until_ms)}
 """
 )
 
+# KEYS: run   ARGV: owner, hold_ms, state, mode ('hold' | 'unhold')
+# A hold is a lease on a run in a state no worker drives (grace): while it lasts, transitions
+# without that owner are refused. It is not in the lease index, so nothing re-drives it.
+_HOLD = (
+    _PRELUDE
+    + """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if cur ~= ARGV[3] then return {'state', cur or ''} end
+local owner = redis.call('HGET', KEYS[1], 'lease_owner')
+local lu = tonumber(redis.call('HGET', KEYS[1], 'lease_until_ms') or '0')
+if ARGV[4] == 'unhold' then
+  if owner == ARGV[1] then redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms') end
+  return {'ok', ''}
+end
+if owner and owner ~= ARGV[1] and lu > now then return {'held', owner} end
+redis.call('HSET', KEYS[1], 'lease_owner', ARGV[1], 'lease_until_ms', now + tonumber(ARGV[2]))
+return {'ok', ''}
+"""
+)
+
 # KEYS: leases   ARGV: lease_ms, limit
 # Claim expired leases for re-driving: bump each score so the next sweep does not re-drive it
 # again before the re-driven task has had a lease's time to run.
@@ -346,6 +375,7 @@ class RunStore:
         self._lease = client.register_script(_LEASE)
         self._claim_expired = client.register_script(_CLAIM_EXPIRED)
         self._seal = client.register_script(_SEAL)
+        self._hold = client.register_script(_HOLD)
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -520,6 +550,13 @@ class RunStore:
                 rotation_id=rotation_id,
                 holder=detail,
             )
+        if status == "held":
+            raise RunHeld(
+                f"rotation {rotation_id} is held by {detail} (e.g. a rollback); it cannot "
+                f"become {to} now",
+                rotation_id=rotation_id,
+                state="grace",
+            )
         return self.require(rotation_id)
 
     def acquire_lease(self, rotation_id: str, owner: str, seconds: float) -> bool:
@@ -563,6 +600,22 @@ class RunStore:
             raise LeaseLost(
                 f"rotation {rotation_id}: lease lost before sealing", rotation_id=rotation_id
             )
+
+    def hold(self, rotation_id: str, owner: str, seconds: float, state: str = "grace") -> str:
+        """Hold a run in ``state`` (which no worker drives) for ``owner``, atomically.
+
+        While held (until :meth:`unhold`, a transition by ``owner``, or ``seconds`` pass),
+        every transition and update without ``owner`` raises :class:`RunHeld`. Returns
+        ``"ok"``, or why not: ``"state <current>"`` or ``"held <owner>"``.
+        """
+        status, detail = self._run(
+            self._hold, [keys.run(rotation_id)], [owner, int(seconds * 1000), state, "hold"]
+        )
+        return status if status == "ok" else f"{status} {detail}"
+
+    def unhold(self, rotation_id: str, owner: str, state: str = "grace") -> None:
+        """Give up ``owner``'s hold (a no-op when it is not held by ``owner``)."""
+        self._run(self._hold, [keys.run(rotation_id)], [owner, 0, state, "unhold"])
 
     def forget_expired_lease(self, rotation_id: str) -> None:
         """Drop ``rotation_id`` from the lease index (it is no longer in a leased state)."""

@@ -21,31 +21,29 @@ applied. Either way: an error log line, a metric, a history entry and an alert.
 from __future__ import annotations
 
 import hashlib
-import random
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 
-from orchestrator import history, metrics
+from orchestrator.alert import Alerter
 from orchestrator.due import DueQueue, to_ms
 from orchestrator.duration import format_duration, parse_duration
-from orchestrator.errors import ConfigError, OrchestratorError, VaultError, VersionConflict
+from orchestrator.errors import ConfigError, VaultError, VersionConflict
+from orchestrator.failure import FailurePolicy, NeedsAttention, RetryLater, reason_of
+from orchestrator.journal import Journal
 from orchestrator.log import get_logger
 from orchestrator.routing import RoutingTable, Rule
+from orchestrator.runtime import Runtime
 from orchestrator.seal import Sealer
 from orchestrator.settings import Settings
 from orchestrator.store import (
     LEASED_STATES,
     TERMINAL_STATES,
     IllegalTransition,
-    LeaseLost,
     PathBusy,
     RunRecord,
     RunStore,
@@ -55,38 +53,12 @@ from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import CredentialRejected, PermanentError, TransientError
 from rotators.secret import SecretData
 
+#: The name ``tests/unit/test_engine.py`` knows the failure reason by.
+_reason = reason_of
 #: ``rotated_by`` on every version the engine writes (DESIGN §5).
 ROTATED_BY = "scaivault-rotator"
 #: States a rotation may be in when it enters grace (including "found already stored").
 _PRE_GRACE = ("queued", "minting", "applying", "verifying", "storing")
-
-
-class RetryLater(OrchestratorError):
-    """A transient failure: run the task again after ``countdown`` seconds (never hours)."""
-
-    def __init__(self, message: str, *, rotation_id: str, countdown: float) -> None:
-        super().__init__(message)
-        self.rotation_id = rotation_id
-        self.countdown = countdown
-
-
-class NeedsAttention(OrchestratorError):
-    """The rotation cannot safely go on by itself; a human must look (state needs_attention)."""
-
-
-class AlertSink(Protocol):
-    """Where failure alerts go (:class:`orchestrator.alert.Alerter`)."""
-
-    def send(
-        self,
-        *,
-        path: str,
-        rotation_id: str,
-        state: str,
-        reason: str,
-        rotator: str | None = None,
-        step: str | None = None,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -128,14 +100,6 @@ def manual_id() -> str:
     return f"rot-m{uuid.uuid4().hex[:23]}"
 
 
-def _reason(exc: BaseException) -> str:
-    """A one-line, bounded reason for a run record, log line and alert (never a secret value:
-    every error of ours and of the rotator contract keeps secrets out of its message)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    name = type(exc).__name__
-    return (f"{name}: {text}" if text else name)[:500]
-
-
 class _ReadOnlyVault:
     """The :class:`~rotators.VaultReader` handed to rotators: ``read`` and nothing else."""
 
@@ -144,37 +108,6 @@ class _ReadOnlyVault:
 
     def read(self, path: str, version: int | None = None) -> SecretVersion:
         return self._vault.read(path, version)
-
-
-class _Heartbeat:
-    """Renews a run's lease in a thread while a step runs, so only a dead worker's expires."""
-
-    def __init__(self, store: RunStore, rotation_id: str, owner: str, seconds: float) -> None:
-        self._store = store
-        self._rotation_id = rotation_id
-        self._owner = owner
-        self._seconds = seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
-        self.lost = False
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._seconds / 3):
-            try:
-                self._store.renew_lease(self._rotation_id, self._owner, self._seconds)
-            except LeaseLost:
-                self.lost = True
-                return
-            except redis.RedisError:
-                continue
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
 
 
 class Engine:
@@ -188,7 +121,7 @@ class Engine:
         routing: RoutingTable,
         *,
         sealer: Sealer | None = None,
-        alerter: AlertSink | None = None,
+        alerter: Alerter | None = None,
         sleep: Any = time.sleep,
     ) -> None:
         self.settings = settings
@@ -199,15 +132,16 @@ class Engine:
         self.routing = routing
         self.sealer = sealer
         self.alerter = alerter
-        self._sleep = sleep
         self._lease = settings.rotator_lease_seconds
         self.log = get_logger("orchestrator.engine")
+        self.journal = Journal(client, self.log)
+        runtime = Runtime(settings, self.store, self.due, vault, routing, self.journal, self.log)
+        self.failures = FailurePolicy(runtime, alerter)
+        self._sleep = sleep
 
     @classmethod
     def from_settings(cls, settings: Settings, routing: RoutingTable | None = None) -> Engine:
         """An engine wired from ``settings``: Redis, ScaiVault, routing file, seal key, alerts."""
-        from orchestrator.alert import Alerter
-
         return cls(
             settings,
             redis.Redis.from_url(settings.redis_url),
@@ -240,7 +174,7 @@ class Engine:
             if request.trigger == "schedule" and request.from_version is not None:
                 rid = scheduled_id(request.path, request.from_version)
             record = self._new_record(request, rid, rule, request.from_version, "failed")
-            return self._refuse(record, f"cannot read the secret: {_reason(exc)}")
+            return self.failures.refuse(record, f"cannot read the secret: {reason_of(exc)}")
         from_version = request.from_version or current.version
         rid = scheduled_id(request.path, from_version)
         if request.trigger != "schedule":
@@ -271,7 +205,7 @@ class Engine:
             return self._skip(record, f"rotation {exc.holder} holds this path")
         except IllegalTransition:  # a concurrent delivery created it first: merge
             return self.drive(rid, owner)
-        self._history(record, "rotation_started", state="queued", from_version=from_version)
+        self.journal.history(record, "rotation_started", state="queued", from_version=from_version)
         return self.drive(rid, owner)
 
     def _why_not_start(
@@ -322,29 +256,6 @@ class Engine:
             return format_duration(rule.grace_period)
         return self.settings.rotator_default_grace
 
-    def _refuse(self, record: RunRecord, reason: str) -> RunRecord:
-        """Record a request that failed before it could start (loud: log, metric, alert)."""
-        try:
-            failed = self.store.create(
-                RunRecord(**{**record.to_dict(), "state": "failed", "last_error": reason})
-            )
-        except IllegalTransition:
-            return self.store.require(record.rotation_id)
-        self.log.error(
-            "rotation_failed",
-            rotation_id=failed.rotation_id,
-            path=failed.path,
-            state="failed",
-            step="read",
-            reason=reason,
-        )
-        metrics.record_outcome(self.client, failed.rotator or "none", "failed")
-        self._history(
-            failed, "rotation_failed", state="failed", step="read", outcome="failed", detail=reason
-        )
-        self._alert(failed, "failed", reason, "read")
-        return failed
-
     def _skip(self, record: RunRecord, reason: str) -> RunRecord:
         skipped = RunRecord(**{**record.to_dict(), "state": "skipped", "last_error": reason})
         try:
@@ -354,10 +265,12 @@ class Engine:
         self.log.info(
             "rotation_skipped", rotation_id=record.rotation_id, path=record.path, reason=reason
         )
-        metrics.record_outcome(self.client, record.rotator or "none", "skipped")
-        self._history(record, "rotation_skipped", state="skipped", outcome="skipped", detail=reason)
+        self.journal.outcome(record.rotator, "skipped")
+        self.journal.history(
+            record, "rotation_skipped", state="skipped", outcome="skipped", detail=reason
+        )
         if record.rotator is None:  # an unrouted path is a configuration problem: be loud
-            self._alert(skipped, "skipped", reason, "claim")
+            self.failures.alert(skipped, "skipped", reason, "claim")
         return skipped
 
     # --- driving a rotation ------------------------------------------------------------------
@@ -379,65 +292,20 @@ class Engine:
         record = self.store.require(rotation_id)
         if record.state == "finalizing":
             return self._finalize_leased(record, owner, None)
-        rotator = self._rotator_or_fail(record, owner)
-        if rotator is None or self._over_budget(record, owner):
-            return self.store.get(rotation_id)
-        retry: TransientError | None = None
-        with _Heartbeat(self.store, rotation_id, owner, self._lease):
-            try:
-                self._run(record, rotator, owner)
-            except (LeaseLost, IllegalTransition) as exc:
-                self._stopped(rotation_id, owner, exc)
-            except TransientError as exc:
-                retry = exc
-            except NeedsAttention as exc:
-                self._fail(rotation_id, "needs_attention", _reason(exc), owner)
-            except Exception as exc:
-                held = self.store.may_be_applied(rotation_id)
-                self._fail(
-                    rotation_id, "needs_attention" if held else "failed", _reason(exc), owner
-                )
-        if retry is not None:
-            self._retry_or_give_up(rotation_id, owner, retry)
+
+        def steps(rotator: Rotator) -> None:
+            self._run(record, rotator, owner)
+
+        def give_up(exc: Exception) -> None:  # an updater's new value may be applied already
+            held = isinstance(exc, NeedsAttention) or self.store.may_be_applied(rotation_id)
+            state = "needs_attention" if held else "failed"
+            self.failures.fail(rotation_id, state, reason_of(exc), owner)
+
+        self.failures.run(record, owner, steps, give_up)
         return self.store.get(rotation_id)
 
-    def _stopped(self, rotation_id: str, owner: str, exc: LeaseLost | IllegalTransition) -> None:
-        """A state change was refused: expected when on-call cancelled the run or another
-        worker took it over (stop quietly); anything else is a bug to be loud about."""
-        record = self.store.get(rotation_id)
-        expected = (
-            isinstance(exc, LeaseLost)
-            or record is None
-            or record.is_terminal
-            or record.lease_owner != owner
-        )
-        if expected:
-            self.log.info("rotation_stopped", rotation_id=rotation_id, reason=_reason(exc))
-            return
-        self._fail(rotation_id, "needs_attention", f"unexpected state: {_reason(exc)}", owner)
-
-    def _rotator_or_fail(self, record: RunRecord, owner: str) -> Rotator | None:
-        rule = self.routing.match(record.path)
-        if rule is None or rule.rotator != record.rotator:
-            reason = (
-                f"the routing file no longer routes this path to {record.rotator!r}; "
-                "fix the routing file, then retry"
-            )
-            self._fail(record.rotation_id, "needs_attention", reason, owner)
-            return None
-        return self.routing.rotator_for(rule)
-
-    def _over_budget(self, record: RunRecord, owner: str) -> bool:
-        limit = self.settings.rotator_max_attempts
-        if record.attempts <= limit:
-            return False
-        last = record.last_error or "a worker died during each attempt"
-        reason = f"gave up after {limit} attempts (ROTATOR_MAX_ATTEMPTS); last: {last}"
-        self._fail(record.rotation_id, "needs_attention", reason, owner)
-        return True
-
     def _run(self, record: RunRecord, rotator: Rotator, owner: str) -> None:
-        with self._timed(record, "read"):
+        with self.journal.timed(record, "read"):
             current = self.vault.read(record.path)
         if current.version != record.from_version:
             if current.metadata.get("rotation_id") == record.rotation_id:
@@ -494,7 +362,7 @@ class Engine:
                     step="mint",
                 )
             self._move(rid, "minting", owner, step="mint")
-            with self._timed(record, "mint"):
+            with self.journal.timed(record, "mint"):
                 new = SecretData(rotator.mint(ctx))
             try:
                 in_place = rotator.strategy == "updater"
@@ -506,7 +374,7 @@ class Engine:
                 self._verify_step(record, rotator, ctx, new, owner)
                 return new
             except CredentialRejected as exc:
-                self._history(record, "value_rejected", step=exc.step, detail=_reason(exc))
+                self.journal.history(record, "value_rejected", step=exc.step, detail=reason_of(exc))
                 if rotator.strategy != "updater":
                     self._discard(rotator, ctx, new)
                 rejected = record.mint_attempts + 1  # counts rejections only, not crashes
@@ -531,12 +399,12 @@ class Engine:
     ) -> None:
         self._move(record.rotation_id, "applying", owner, step="apply")
         try:
-            with self._timed(record, "apply"):
+            with self.journal.timed(record, "apply"):
                 rotator.apply(ctx, new)
         except CredentialRejected as exc:
             if resumed:
                 raise NeedsAttention(
-                    f"the target rejects the sealed new value on resume ({_reason(exc)}); "
+                    f"the target rejects the sealed new value on resume ({reason_of(exc)}); "
                     "it may be half-applied"
                 ) from None
             # Refused before it took effect: drop the sealed value and mint another.
@@ -554,12 +422,12 @@ class Engine:
     ) -> None:
         self._move(record.rotation_id, "verifying", owner, step="verify")
         try:
-            with self._timed(record, "verify"):
+            with self.journal.timed(record, "verify"):
                 self.verify(rotator, ctx, new)
         except CredentialRejected as exc:
             if rotator.strategy == "updater":
                 raise NeedsAttention(
-                    f"the target took the new value but verify rejects it ({_reason(exc)})"
+                    f"the target took the new value but verify rejects it ({reason_of(exc)})"
                 ) from None
             exc.step = exc.step or "verify"
             raise
@@ -607,7 +475,7 @@ class Engine:
             "rotated_by": ROTATED_BY,
         }
         try:
-            with self._timed(record, "store"):
+            with self.journal.timed(record, "store"):
                 version = self.vault.write(
                     record.path,
                     new,
@@ -643,10 +511,10 @@ class Engine:
         )
         if rotator.strategy == "updater":
             reason += "; the target may already use our sealed value: decide, then retry"
-            self._fail(record.rotation_id, "needs_attention", reason, owner, step="store")
+            self.failures.fail(record.rotation_id, "needs_attention", reason, owner, step="store")
             return
         self._discard(rotator, ctx, new)
-        self._fail(record.rotation_id, "failed", reason, owner, step="store")
+        self.failures.fail(record.rotation_id, "failed", reason, owner, step="store")
 
     def _enter_grace(
         self, record: RunRecord, owner: str, version: int, metadata: dict[str, Any]
@@ -654,7 +522,7 @@ class Engine:
         finalize_after = _parse_time(metadata.get("finalize_after")) or datetime.now(UTC)
         # A fact about ScaiVault already: record it before the state says "grace", so whoever
         # watches the state and then reads the history finds it.
-        self._history(record, "rotation_stored", state="grace", outcome="stored",
+        self.journal.history(record, "rotation_stored", state="grace", outcome="stored",
                       from_version=record.from_version, new_version=version)  # fmt: skip
         stored = self.store.transition(
             record.rotation_id,
@@ -668,7 +536,7 @@ class Engine:
             last_error=None,
         )
         self.due.schedule(record.rotation_id, to_ms(finalize_after))
-        metrics.record_outcome(self.client, stored.rotator or "none", "stored")
+        self.journal.outcome(stored.rotator, "stored")
         self.log.info(
             "rotation_stored",
             rotation_id=stored.rotation_id,
@@ -707,46 +575,36 @@ class Engine:
         self, record: RunRecord, owner: str, lease: int | None
     ) -> RunRecord | None:
         rid = record.rotation_id
-        rotator = self._rotator_or_fail(record, owner)
-        if rotator is None or self._over_budget(record, owner):
-            return self.store.get(rid)
-        retry: TransientError | None = None
-        with _Heartbeat(self.store, rid, owner, self._lease):
-            try:
-                self._finalize_steps(record, rotator, owner)
-            except (LeaseLost, IllegalTransition) as exc:
-                self._stopped(rid, owner, exc)
-                return self.store.get(rid)
-            except TransientError as exc:
-                retry = exc
-            except Exception as exc:  # after the store, a failure is never just "failed"
-                self._fail(rid, "needs_attention", _reason(exc), owner, step="finalize")
-                self._complete_due(rid, lease)
-                return self.store.get(rid)
-        if retry is not None:
-            self._retry_or_give_up(rid, owner, retry)
-        self._complete_due(rid, lease)
+
+        def give_up(exc: Exception) -> None:  # after the store, never just "failed"
+            self.failures.fail(rid, "needs_attention", reason_of(exc), owner, step="finalize")
+
+        def steps(rotator: Rotator) -> None:
+            self._finalize_steps(record, rotator, owner)
+
+        if self.failures.run(record, owner, steps, give_up):
+            self._complete_due(rid, lease)
         return self.store.get(rid)
 
     def _finalize_steps(self, record: RunRecord, rotator: Rotator, owner: str) -> None:
         if record.from_version is None or record.new_version is None:
             raise NeedsAttention("the run record lacks its versions; cannot finalize")
-        with self._timed(record, "read"):
+        with self.journal.timed(record, "read"):
             old = self.vault.read(record.path, record.from_version)
             new = self.vault.read(record.path, record.new_version)
         ctx = self.load_context(record, old)
         try:
-            with self._timed(record, "verify"):
+            with self.journal.timed(record, "verify"):
                 self.verify(rotator, ctx, new.data)
         except CredentialRejected as exc:
             raise NeedsAttention(
-                f"the stored new credential no longer verifies ({_reason(exc)}); "
+                f"the stored new credential no longer verifies ({reason_of(exc)}); "
                 "the old one was NOT revoked"
             ) from None
-        with self._timed(record, "finalize"):
+        with self.journal.timed(record, "finalize"):
             rotator.finalize(ctx, old.data, new.data)
         done = self.store.transition(record.rotation_id, "done", owner=owner, step="done")
-        metrics.record_outcome(self.client, rotator.name, "done")
+        self.journal.outcome(rotator.name, "done")
         self.log.info(
             "rotation_done",
             rotation_id=done.rotation_id,
@@ -754,7 +612,7 @@ class Engine:
             rotator=rotator.name,
             new_version=done.new_version,
         )
-        self._history(
+        self.journal.history(
             done,
             "rotation_finalized",
             state="done",
@@ -801,7 +659,7 @@ class Engine:
                 try:
                     added += self._reconcile_path(path)
                 except (VaultError, PathBusy) as exc:
-                    self.log.warning("reconcile_path_failed", path=path, reason=_reason(exc))
+                    self.log.warning("reconcile_path_failed", path=path, reason=reason_of(exc))
         self.log.info("reconcile_done", added=added)
         return added
 
@@ -840,7 +698,7 @@ class Engine:
             )
         )
         self.log.warning("rotation_reconciled", rotation_id=rid, path=path)
-        self._history(record, "rotation_reconciled", state="grace", new_version=version)
+        self.journal.history(record, "rotation_reconciled", state="grace", new_version=version)
         return record
 
     # --- helpers for the CLI and the steps ---------------------------------------------------
@@ -867,35 +725,6 @@ class Engine:
             attempt=max(record.attempts, 1),
         )
 
-    def rotator_for(self, record: RunRecord) -> Rotator:
-        """The rotator the routing file assigns to ``record``'s path."""
-        rule = self.routing.match(record.path)
-        if rule is None:
-            raise ConfigError(f"no rule in the routing file matches {record.path!r}")
-        return self.routing.rotator_for(rule)
-
-    def verify_new(self, rotation_id: str) -> None:
-        """Prove the stored new version of a rotation works (raises the rotator's error if not).
-
-        For on-call commands (``finalize --now``, ``rollback``) before they act.
-        """
-        record = self.store.require(rotation_id)
-        if record.new_version is None:
-            raise NeedsAttention(f"rotation {rotation_id} has stored no new version yet")
-        new = self.vault.read(record.path, record.new_version)
-        self.verify(self.rotator_for(record), self.load_context(record), new.data)
-
-    def finalize_now(self, rotation_id: str) -> None:
-        """Make a rotation in grace due now; the next sweep finalizes it."""
-        record = self.store.require(rotation_id)
-        if record.state != "grace":
-            raise IllegalTransition(
-                f"rotation {rotation_id} is {record.state}, not in grace",
-                rotation_id=rotation_id,
-                state=record.state,
-            )
-        self.due.schedule(rotation_id, to_ms(datetime.now(UTC)), replace=True)
-
     # --- internals ----------------------------------------------------------------------------
 
     def _move(self, rotation_id: str, to: str, owner: str, **changes: Any) -> RunRecord:
@@ -918,118 +747,8 @@ class Engine:
                 rotation_id=ctx.rotation_id,
                 path=ctx.path,
                 rotator=rotator.name,
-                reason=_reason(exc),
+                reason=reason_of(exc),
             )
-
-    def _retry_or_give_up(self, rotation_id: str, owner: str, exc: TransientError) -> None:
-        record = self.store.require(rotation_id)
-        reason = _reason(exc)
-        if record.attempts >= self.settings.rotator_max_attempts:
-            self._fail(
-                rotation_id,
-                "needs_attention",
-                f"still failing after {record.attempts} attempts: {reason}",
-                owner,
-            )
-            return
-        backoff = min(self.settings.rotator_retry_backoff_max, 2.0**record.attempts)
-        countdown = max(backoff * random.uniform(0.5, 1.0), exc.retry_after or 0.0)
-        try:
-            self.store.update(rotation_id, owner=owner, last_error=reason)
-            self.store.release_lease(rotation_id, owner, countdown + self._lease)
-        except (LeaseLost, IllegalTransition):
-            return
-        self.log.warning(
-            "rotation_retry",
-            rotation_id=rotation_id,
-            path=record.path,
-            step=record.step,
-            attempt=record.attempts,
-            reason=reason,
-            countdown=round(countdown, 2),
-        )
-        self._history(
-            record, "step_retry", step=record.step, attempt=record.attempts, detail=reason
-        )
-        raise RetryLater(reason, rotation_id=rotation_id, countdown=countdown)
-
-    def _fail(
-        self, rotation_id: str, state: str, reason: str, owner: str | None, step: str | None = None
-    ) -> None:
-        """Fail loudly: state, one error log line, a metric, a history entry and an alert."""
-        try:
-            before = self.store.require(rotation_id)
-            dropped: dict[str, Any] = {"sealed": None} if state == "failed" else {}
-            record = self.store.transition(
-                rotation_id,
-                state,
-                owner=owner,
-                last_error=reason,
-                step=step or before.step,
-                **dropped,
-            )
-        except (LeaseLost, IllegalTransition) as exc:
-            self.log.info("rotation_stopped", rotation_id=rotation_id, reason=_reason(exc))
-            return
-        self.log.error(
-            "rotation_failed",
-            rotation_id=rotation_id,
-            path=record.path,
-            rotator=record.rotator,
-            state=state,
-            step=record.step,
-            reason=reason,
-            attempt=record.attempts,
-        )
-        metrics.record_outcome(self.client, record.rotator or "none", state)
-        self._history(
-            record,
-            "rotation_failed",
-            state=state,
-            step=record.step,
-            outcome=state,
-            detail=reason,
-            attempt=record.attempts,
-        )
-        self._alert(record, state, reason, record.step)
-
-    def _alert(self, record: RunRecord, state: str, reason: str, step: str | None) -> None:
-        if self.alerter is not None:
-            self.alerter.send(
-                path=record.path,
-                rotation_id=record.rotation_id,
-                state=state,
-                reason=reason,
-                rotator=record.rotator,
-                step=step,
-            )
-
-    def _history(self, record: RunRecord, event: str, **fields: Any) -> None:
-        fields.setdefault("rotation_id", record.rotation_id)
-        fields.setdefault("rotator", record.rotator)
-        fields.setdefault("trigger", record.trigger)
-        fields.setdefault("actor", record.actor)
-        fields.setdefault("event_id", record.event_id)
-        try:
-            history.append(self.client, record.path, event, **fields)
-        except redis.RedisError as exc:
-            self.log.warning("history_write_failed", path=record.path, reason=_reason(exc))
-
-    @contextmanager
-    def _timed(self, record: RunRecord, step: str) -> Iterator[None]:
-        started = time.monotonic()
-        yield
-        seconds = time.monotonic() - started
-        metrics.observe_step(self.client, record.rotator or "none", step, seconds)
-        self.log.info(
-            "step_done",
-            rotation_id=record.rotation_id,
-            path=record.path,
-            rotator=record.rotator,
-            step=step,
-            duration_ms=round(seconds * 1000),
-        )
-        self._history(record, "step_done", step=step, duration_ms=round(seconds * 1000))
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -1044,7 +763,6 @@ def _parse_time(value: Any) -> datetime | None:
 
 __all__ = [
     "ROTATED_BY",
-    "AlertSink",
     "Engine",
     "NeedsAttention",
     "RetryLater",

@@ -1,0 +1,32 @@
+"""What every part of the engine shares: settings, the Redis stores, ScaiVault, routing, journal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from orchestrator.due import DueQueue
+from orchestrator.journal import Journal
+from orchestrator.routing import RoutingTable
+from orchestrator.settings import Settings
+from orchestrator.store import RunStore
+from orchestrator.vault import VaultClient
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The connections and tables one worker process's engine parts use (built by the engine)."""
+
+    settings: Settings
+    store: RunStore
+    due: DueQueue
+    vault: VaultClient
+    routing: RoutingTable
+    journal: Journal
+    log: structlog.stdlib.BoundLogger
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a run's lease lasts without a heartbeat (``ROTATOR_LEASE_SECONDS``)."""
+        return self.settings.rotator_lease_seconds

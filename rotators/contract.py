@@ -116,4 +116,6 @@ class Rotator:
         """Revoke a minted credential that will never be stored (abandoned or rolled back).
 
         Optional: the default does nothing, which is right for updaters and vault-only rotators.
+        An issuer that cannot revoke ``new`` (it can no longer be withdrawn at the target) raises
+        :class:`PermanentError` saying so, so that nobody reports it revoked (``rollback``).
         """

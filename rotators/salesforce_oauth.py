@@ -312,7 +312,11 @@ class SalesforceOAuthRotator(Rotator):
         raise TransientError("the old credential is still accepted after its deletion; re-checking")
 
     def discard(self, ctx: RotationContext, new: SecretData) -> None:
-        """Delete ``new`` if it is still only staged; a promoted pair cannot be un-rotated."""
+        """Delete ``new`` if it is still only staged.
+
+        A promoted pair cannot be un-rotated: raises :class:`PermanentError` saying so (the
+        pair stays valid), so a caller never reports it revoked.
+        """
         options = _options(ctx)
         new_id, _ = _pair(new, "new")
         with self._admin(ctx, options, rotating=new_id) as conn:
@@ -326,6 +330,10 @@ class SalesforceOAuthRotator(Rotator):
             "salesforce_discard_skipped",
             key_hint=key_hint(new_id),
             reason="the pair is the app's primary; Salesforce has no un-rotate",
+        )
+        raise PermanentError(
+            f"client_id {key_hint(new_id)} is the app's primary pair and Salesforce cannot "
+            "un-rotate it; delete it in Setup once nothing uses it"
         )
 
     # --- helpers ----------------------------------------------------------------------------

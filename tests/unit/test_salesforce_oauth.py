@@ -231,7 +231,8 @@ def test_finalize_never_revokes_the_primary_or_an_active_entry(
     new = s.rotator.mint(s.ctx())
     s.rotator.finalize(s.ctx(), SecretData(s.old), SecretData(new))
     new_data = SecretData(new)
-    s.rotator.discard(s.ctx(), new_data)  # promoted: discard must not touch it
+    with pytest.raises(PermanentError, match="cannot un-rotate"):  # promoted: never "revoked"
+        s.rotator.discard(s.ctx(), new_data)
     assert salesforce.is_valid(new)
 
 

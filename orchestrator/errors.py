@@ -17,7 +17,6 @@
      |         +-- VersionConflict          version_conflict (CAS mismatch)
      |              +-- WriteOutcomeUnknown the response to our write was lost, and a re-send
      |                                      would conflict: check whether our write landed
-     +-- RotationError                  the engine cannot go on with a rotation (state carried)
      +-- WebhookRejected                a webhook request failed a receiver check (HTTP status
      |                                  and a reason enum; never the body or the signature)
      +-- PublishError                   the receiver could not claim and publish an event in
@@ -119,15 +118,6 @@ class VersionConflict(VaultPermanentError):
 
 class WriteOutcomeUnknown(VersionConflict):
     """A write's response was lost and a re-send would conflict; read back to see if it landed."""
-
-
-class RotationError(OrchestratorError):
-    """The engine cannot continue a rotation; ``state`` is where it left it."""
-
-    def __init__(self, message: str, *, rotation_id: str, state: str) -> None:
-        super().__init__(message)
-        self.rotation_id = rotation_id
-        self.state = state
 
 
 class WebhookRejected(OrchestratorError):

@@ -68,12 +68,5 @@ class Sealer:
             raise SealError("the sealed value belongs to another rotation; refusing to use it")
         return SecretData(plain["data"])
 
-    def reseal(self, token: str) -> str:
-        """Re-encrypt ``token`` under the first key (after a key rotation)."""
-        try:
-            return self._fernet.rotate(token.encode("ascii")).decode("ascii")
-        except (InvalidToken, UnicodeError):
-            raise SealError("the sealed value cannot be opened with any ROTATOR_SEAL_KEY") from None
-
     def __repr__(self) -> str:
         return "Sealer(keys=[REDACTED])"

@@ -9,15 +9,12 @@ that is down must not stall or break the engine, so a failed send is logged as
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from orchestrator.log import get_logger
-
-if TYPE_CHECKING:
-    from orchestrator.settings import Settings
 
 SOURCE = "scaivault-rotator"
 
@@ -37,11 +34,6 @@ class Alerter:
         self.url = url
         self.timeout = timeout
         self._transport = transport
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Alerter:
-        """An alerter for ``ROTATOR_ALERT_WEBHOOK_URL`` (no-op when unset)."""
-        return cls(settings.rotator_alert_webhook_url)
 
     def send(
         self,
@@ -68,7 +60,7 @@ class Alerter:
         try:
             status = self._post(body)
         except Exception as exc:  # an alert must never break the engine
-            log.warning("alert_failed", **fields, error=type(exc).__name__)
+            log.warning("alert_failed", **fields, reason=type(exc).__name__)
             return
         if 200 <= status < 300:
             log.info("alert_sent", **fields, status=status)

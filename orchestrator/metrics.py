@@ -52,7 +52,7 @@ def record_outcome(client: redis.Redis, rotator: str, outcome: str) -> None:
     try:
         client.hincrby(keys.METRIC_OUTCOMES, json.dumps([rotator, outcome]), 1)
     except redis.RedisError as exc:
-        log.warning("metrics_write_failed", rotator=rotator, error=type(exc).__name__)
+        log.warning("metrics_write_failed", rotator=rotator, reason=type(exc).__name__)
 
 
 def observe_step(client: redis.Redis, rotator: str, step: str, seconds: float) -> None:
@@ -64,7 +64,7 @@ def observe_step(client: redis.Redis, rotator: str, step: str, seconds: float) -
         pipe.hincrbyfloat(keys.METRIC_STEPS, _field(rotator, step, "sum"), max(seconds, 0.0))
         pipe.execute()
     except redis.RedisError as exc:
-        log.warning("metrics_write_failed", rotator=rotator, step=step, error=type(exc).__name__)
+        log.warning("metrics_write_failed", rotator=rotator, step=step, reason=type(exc).__name__)
 
 
 def _field(rotator: str, step: str, kind: str, bound: float | None = None) -> str:
@@ -94,7 +94,7 @@ class WorkerCollector(Collector):
         try:
             outcomes, steps, pending, oldest, now = self._read()
         except redis.RedisError as exc:
-            log.warning("metrics_read_failed", error=type(exc).__name__)
+            log.warning("metrics_read_failed", reason=type(exc).__name__)
             up.add_metric([], 0)
             yield up
             return

@@ -100,7 +100,7 @@ def test_error_status_is_logged_not_raised(receiver: Receiver, log_stream: io.St
 def test_unreachable_endpoint_is_logged_not_raised(log_stream: io.StringIO) -> None:
     send(Alerter(f"http://127.0.0.1:{free_port()}/hooks/{TOKEN_IN_URL}", timeout=2))
     (line,) = [e for e in events(log_stream) if e["event"] == "alert_failed"]
-    assert line["error"] == "ConnectError"
+    assert line["reason"] == "ConnectError"
     assert TOKEN_IN_URL not in log_stream.getvalue()
 
 
@@ -108,12 +108,12 @@ def test_slow_endpoint_hits_the_timeout(receiver: Receiver, log_stream: io.Strin
     receiver.delay = 1.5
     send(Alerter(receiver.url, timeout=0.2))
     (line,) = [e for e in events(log_stream) if e["event"] == "alert_failed"]
-    assert line["error"] == "ReadTimeout"
+    assert line["reason"] == "ReadTimeout"
 
 
 def test_no_url_is_a_no_op(log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ROTATOR_ALERT_WEBHOOK_URL", raising=False)
-    alerter = Alerter.from_settings(Settings.load())
+    alerter = Alerter(Settings.load().rotator_alert_webhook_url)
     assert alerter.url is None
     send(alerter)
     assert not [e for e in events(log_stream) if e["event"].startswith("alert_")]

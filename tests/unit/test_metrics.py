@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import time
 import urllib.request
 from typing import Any
@@ -78,13 +80,17 @@ def test_nothing_overdue_when_all_entries_are_in_the_future(client: fakeredis.Fa
     assert scrape(client)[("scaivault_rotator_oldest_overdue_finalization_seconds", ())] == 0
 
 
-def test_redis_down_is_a_gauge_not_a_crash() -> None:
+def test_redis_down_is_a_gauge_not_a_crash(log_stream: io.StringIO) -> None:
     server = fakeredis.FakeServer()
     server.connected = False
     dead = fakeredis.FakeRedis(server=server)
     metrics.record_outcome(dead, "random-password", "done")  # logged, not raised
     metrics.observe_step(dead, "random-password", "mint", 1.0)
     assert scrape(dead) == {("scaivault_rotator_metrics_redis_up", ()): 0}
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines() if line.strip()]
+    failed = [e for e in lines if e["event"] in {"metrics_write_failed", "metrics_read_failed"}]
+    assert [e["event"] for e in failed] == ["metrics_write_failed"] * 2 + ["metrics_read_failed"]
+    assert all(e["reason"] == "ConnectionError" and "error" not in e for e in failed)
 
 
 def test_decoded_clients_work_too() -> None:

@@ -389,13 +389,22 @@ def _render_rotators(infos: list[dict[str, Any]]) -> str:
 
 
 @click.command("check-config")
+@click.option(
+    "--probe-write",
+    is_flag=True,
+    help="Also test the token's write permission: a PUT of a secret's current data whose cas "
+    "can never match (ScaiVault refuses it; without this flag nothing is written).",
+)
 @json_option
-def check_config(as_json: bool) -> None:
-    """Validate settings and the routing file, and check ScaiVault and Redis; list every problem."""
+def check_config(probe_write: bool, as_json: bool) -> None:
+    """Validate settings and the routing file, and check ScaiVault and Redis; list every problem.
+
+    Read-only unless --probe-write is given.
+    """
     with guarded(as_json):
         from orchestrator.preflight import check
 
-        report = check()
+        report = check(probe_write=probe_write)
         emit(report.as_dict(), as_json, lambda _: report.render())
         if report.problems:
             sys.exit(report.exit_code)

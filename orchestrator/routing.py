@@ -100,7 +100,7 @@ class RoutingTable:
         returned prefix visits every path a rule can match exactly once.
         """
         out: list[str] = []
-        for prefix in sorted({_literal_prefix(rule.match) for rule in self.rules}, key=len):
+        for prefix in sorted({literal_prefix(rule.match) for rule in self.rules}, key=len):
             if not any(q == "" or prefix == q or prefix.startswith(q + "/") for q in out):
                 out.append(prefix)
         return out
@@ -122,7 +122,8 @@ def check_glob(glob: str) -> str | None:
     return None
 
 
-def _literal_prefix(glob: str) -> str:
+def literal_prefix(glob: str) -> str:
+    """The part of a routing glob before its first wildcard segment."""
     literal = []
     for segment in glob.split("/"):
         if "*" in segment:

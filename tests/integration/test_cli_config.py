@@ -29,11 +29,15 @@ def test_rotators_lists_plugins_with_strategies_and_schemas(oncall_cli: OnCallCl
 
 def test_check_config_passes_on_a_good_stack(sandbox: Sandbox, oncall_cli: OnCallCli) -> None:
     sandbox.add_password(unique("cfg"), scheduled=False)
-    result = oncall_cli("check-config", "--json", SCAIVAULT_TOKEN=oncall_cli.box.ends.worker_token)
+    token = oncall_cli.box.ends.worker_token
+    result = oncall_cli("check-config", "--json", SCAIVAULT_TOKEN=token)
     assert result.code == 0, result
     report = result.json()
     assert report["ok"] is True and report["problems"] == []
-    assert any("may read and write" in line for line in report["passed"])
+    assert any("write not tested" in line for line in report["passed"])
+    probed = oncall_cli("check-config", "--json", "--probe-write", SCAIVAULT_TOKEN=token)
+    assert probed.code == 0, probed
+    assert any("may read and write" in line for line in probed.json()["passed"])
     assert any("option admin_secret_path: the token may read" in x for x in report["passed"])
     assert "configuration is OK" in oncall_cli("check-config").out
 
@@ -72,7 +76,12 @@ def test_check_config_reports_reachability_and_permissions(
     reader = sandbox.admin(
         "POST", "/v1/_emulator/tokens", {"identity": "sa:read-only", "ttl": "1h"}
     )
-    denied = oncall_cli("check-config", SCAIVAULT_TOKEN=reader["token"])
+    before = {p: sandbox.read(p)["version"] for p in sandbox.originals}
+    read_only = oncall_cli("check-config", SCAIVAULT_TOKEN=reader["token"])
+    assert read_only.code == 0, read_only  # nothing is written, so writing is not tested
+    assert "write not tested" in read_only.out
+    assert {p: sandbox.read(p)["version"] for p in sandbox.originals} == before
+    denied = oncall_cli("check-config", "--probe-write", SCAIVAULT_TOKEN=reader["token"])
     assert denied.code == 1, denied
     assert "the token may not write" in denied.out and "PROBLEM" in denied.out
 

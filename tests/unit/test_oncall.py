@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from orchestrator.cli import cli
 from orchestrator.grace import ENGINE_METADATA, _rollback_metadata
 from orchestrator.oncall import OVERDUE_SLACK_SECONDS, is_overdue
-from orchestrator.preflight import Report, literal_prefix
+from orchestrator.preflight import Report
+from orchestrator.routing import literal_prefix
 from orchestrator.store import RunRecord
 from rotators.contract import SecretVersion
 from rotators.secret import SecretData

@@ -259,14 +259,15 @@ def _supervise(box: Sandbox, keep_running: bool, timeout: float, as_json: bool, 
 
 
 def _operator_redis(echo: Echo) -> str | None:
-    """A reachable ``REDIS_URL`` the operator set; the demo ignores every other setting."""
+    """A reachable ``REDIS_URL`` the operator set that no deployment uses (else ``None``: the
+    sandbox starts a private redis-server); the demo ignores every other setting."""
     try:
         settings = Settings.load()
     except ConfigError:  # e.g. a half-configured deployment's environment: not the demo's
         return None
-    url = explicit_redis(settings)
-    if url is None and "redis_url" in settings.model_fields_set:
-        echo(f"REDIS_URL ({safe_url(settings.redis_url)}) does not answer: using a private one")
+    url, why_not = explicit_redis(settings)
+    if why_not is not None:
+        echo(f"REDIS_URL ({safe_url(settings.redis_url)}) {why_not}: using a private one")
     return url
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import redis
 
-from orchestrator import connection
+from orchestrator import connection, keys
 from orchestrator.settings import Settings
 from orchestrator.stack import (
     REDIS_INSTALL_HINT,
@@ -100,13 +100,39 @@ def redis_reachable(url: str, master: str = connection.DEFAULT_MASTER) -> bool:
         client.close()
 
 
-def explicit_redis(settings: Settings) -> str | None:
-    """``REDIS_URL`` if the operator set it and it answers; never the unset default."""
-    if "redis_url" in settings.model_fields_set and redis_reachable(
-        settings.redis_url, settings.redis_sentinel_master
-    ):
-        return settings.redis_url
+def redis_in_use(url: str, master: str = connection.DEFAULT_MASTER) -> str | None:
+    """Why the Redis at ``url`` must not be lent to a sandbox, or ``None`` if it may.
+
+    A Redis holding our ``svr:*`` keys or the ``scaivault`` Celery queue belongs to a real
+    deployment: a sandbox's worker and beat there would take its tasks, with the emulator
+    standing in for ScaiVault.
+    """
+    client = connection.redis_client(url, master=master, socket_connect_timeout=1, socket_timeout=5)
+    try:
+        if client.exists(keys.TASK_QUEUE, f"_kombu.binding.{keys.TASK_QUEUE}"):
+            return f"it holds the {keys.TASK_QUEUE!r} task queue"
+        for _ in client.scan_iter(match=f"{keys.PREFIX}*", count=1000):
+            return f"it holds {keys.PREFIX}* keys"
+    finally:
+        client.close()
     return None
+
+
+def explicit_redis(settings: Settings) -> tuple[str | None, str | None]:
+    """``(REDIS_URL, None)`` if the operator set it, it answers and it holds none of a
+    deployment's keys; else ``(None, why not)`` (``why`` is ``None`` when it was not set)."""
+    if "redis_url" not in settings.model_fields_set:
+        return None, None
+    url, master = settings.redis_url, settings.redis_sentinel_master
+    if not redis_reachable(url, master):
+        return None, "does not answer"
+    try:
+        busy = redis_in_use(url, master)
+    except redis.RedisError as exc:
+        return None, f"cannot be inspected ({type(exc).__name__})"
+    if busy is not None:
+        return None, f"is a deployment's Redis: {busy}"
+    return url, None
 
 
 class Sandbox:

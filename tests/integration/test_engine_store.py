@@ -26,6 +26,15 @@ def store(redis_client: redis.Redis) -> RunStore:
     return RunStore(redis_client)
 
 
+def wait_for_expired(store: RunStore, timeout: float = 10.0) -> list[str]:
+    """Claim expired leases (held off 60 s), polling until one has expired."""
+    deadline = time.monotonic() + timeout
+    while not (claimed := store.claim_expired(lease_seconds=60)):
+        assert time.monotonic() < deadline, f"no lease expired within {timeout}s"
+        time.sleep(0.01)
+    return claimed
+
+
 def _new(store: RunStore, rid: str = "r1", path: str = "a/b", state: str = "queued") -> RunRecord:
     return store.create(
         RunRecord(
@@ -95,17 +104,18 @@ def test_none_deletes_a_field_and_unknown_fields_are_refused(store: RunStore) ->
 
 def test_lease_is_exclusive_until_it_expires(store: RunStore, redis_client: redis.Redis) -> None:
     _new(store)
-    assert store.acquire_lease("r1", "w1", 0.3)
+    assert store.acquire_lease("r1", "w1", 60)
     assert not store.acquire_lease("r1", "w2", 10)
-    assert store.acquire_lease("r1", "w1", 0.3), "the owner may take it again"
+    assert store.acquire_lease("r1", "w1", 60), "the owner may take it again"
     with pytest.raises(LeaseLost):
         store.renew_lease("r1", "w2", 10)
     with pytest.raises(LeaseLost):
         store.transition("r1", "minting", owner="w2")
     store.transition("r1", "minting", owner="w1")
-    time.sleep(0.4)
-    assert store.claim_expired(lease_seconds=5) == ["r1"]
-    assert store.claim_expired(lease_seconds=5) == [], "a claimed expiry is held off"
+    assert store.claim_expired(lease_seconds=60) == [], "a live lease is not re-driven"
+    store.renew_lease("r1", "w1", 0.001)  # the owner's last renewal; then it dies
+    assert wait_for_expired(store) == ["r1"]
+    assert store.claim_expired(lease_seconds=60) == [], "a claimed expiry is held off"
     assert store.acquire_lease("r1", "w2", 10), "an expired lease can be taken over"
     assert store.get("r1").attempts == 3  # type: ignore[union-attr]
     with pytest.raises(LeaseLost):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -73,12 +72,15 @@ def test_only_one_staged_slot(salesforce: FakeSalesforce) -> None:
 
 
 def test_propagation_delay_holds_back_new_pairs(salesforce: FakeSalesforce) -> None:
-    salesforce.configure(propagation_delay=1.0)
+    # An hour's delay on the fake's clock: no real wait, and no race with a slow machine.
+    salesforce.configure(propagation_delay=3600.0)
     sf, target = connect(salesforce, salesforce.admin()), salesforce.target()
     staged = sf.restful(staged_path(target), method="POST", json={})["stagedCredentials"][0]
     new = {"client_id": staged["key"], "client_secret": staged["secret"]}
     assert not salesforce.is_valid(new)
-    time.sleep(1.1)
+    salesforce.advance_clock(3500)
+    assert not salesforce.is_valid(new)
+    salesforce.advance_clock(101)
     assert salesforce.is_valid(new)
 
 

@@ -1,21 +1,14 @@
-"""The rotation engine: runs the steps of DESIGN §6 for one rotation, checking before acting.
+"""The rotation engine: the facade the Celery tasks use, and how a rotation starts (DESIGN §6).
 
-Celery-free on purpose: :mod:`orchestrator.tasks` calls it, the CLI reuses its helpers. One
-worker drives a rotation at a time: it holds the run's lease (renewed by a heartbeat thread
-while it works) and every state change is checked against that lease in Redis, so a worker
-that lost its lease stops at its next step. A worker that dies leaves an expiring lease that
-the sweeper re-drives; the resumed rotation re-reads ScaiVault first, so work already done is
-recognised ("already stored by us" = version N+1 carries our ``rotation_id``).
+Celery-free on purpose: :mod:`orchestrator.tasks` calls it. One worker drives a rotation at a
+time: it holds the run's lease (renewed by a heartbeat thread while it works) and every state
+change is checked against that lease in Redis, so a worker that lost its lease stops at its
+next step. A worker that dies leaves an expiring lease that the sweeper re-drives.
 
-Steps of :meth:`Engine.drive`::
-
-    read N -> mint (updaters: seal, apply) -> verify (retries for propagation) -> store N+1
-    with options.cas=N -> grace (due-queue entry) ... finalize: re-verify new, revoke old -> done
-
-Failures: transient errors raise :class:`RetryLater` (the task retries after a countdown of
-seconds) until ``ROTATOR_MAX_ATTEMPTS`` attempts; then ``needs_attention``. Permanent errors go
-to ``failed`` at once, or to ``needs_attention`` when an updater's new value may already be
-applied. Either way: an error log line, a metric, a history entry and an alert.
+The parts: :mod:`~orchestrator.driver` (read N -> mint -> verify -> store N+1 -> grace, with
+:mod:`~orchestrator.minter` for the new value), finalize, the sweep and reconcile (here),
+:mod:`~orchestrator.failure` (retry, failed or needs_attention, always loud) and
+:mod:`~orchestrator.journal` (history entries and step timings).
 """
 
 from __future__ import annotations
@@ -24,18 +17,19 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from orchestrator.alert import Alerter
+from orchestrator.driver import ROTATED_BY, Driver, parse_time
 from orchestrator.due import DueQueue, to_ms
 from orchestrator.duration import format_duration, parse_duration
-from orchestrator.errors import ConfigError, VaultError, VersionConflict
+from orchestrator.errors import VaultError
 from orchestrator.failure import FailurePolicy, NeedsAttention, RetryLater, reason_of
 from orchestrator.journal import Journal
 from orchestrator.log import get_logger
+from orchestrator.minter import Minter
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.runtime import Runtime
 from orchestrator.seal import Sealer
@@ -49,16 +43,11 @@ from orchestrator.store import (
     RunStore,
 )
 from orchestrator.vault import VaultClient
-from rotators.contract import RotationContext, Rotator, SecretVersion
-from rotators.errors import CredentialRejected, PermanentError, TransientError
-from rotators.secret import SecretData
+from rotators.contract import Rotator, SecretVersion
+from rotators.errors import CredentialRejected, PermanentError
 
 #: The name ``tests/unit/test_engine.py`` knows the failure reason by.
 _reason = reason_of
-#: ``rotated_by`` on every version the engine writes (DESIGN §5).
-ROTATED_BY = "scaivault-rotator"
-#: States a rotation may be in when it enters grace (including "found already stored").
-_PRE_GRACE = ("queued", "minting", "applying", "verifying", "storing")
 
 
 @dataclass(frozen=True)
@@ -100,16 +89,6 @@ def manual_id() -> str:
     return f"rot-m{uuid.uuid4().hex[:23]}"
 
 
-class _ReadOnlyVault:
-    """The :class:`~rotators.VaultReader` handed to rotators: ``read`` and nothing else."""
-
-    def __init__(self, vault: VaultClient) -> None:
-        self._vault = vault
-
-    def read(self, path: str, version: int | None = None) -> SecretVersion:
-        return self._vault.read(path, version)
-
-
 class Engine:
     """Runs rotations. One instance per worker process (it holds connections)."""
 
@@ -137,7 +116,8 @@ class Engine:
         self.journal = Journal(client, self.log)
         runtime = Runtime(settings, self.store, self.due, vault, routing, self.journal, self.log)
         self.failures = FailurePolicy(runtime, alerter)
-        self._sleep = sleep
+        self.minter = Minter(runtime, sealer, sleep)
+        self.driver = Driver(runtime, self.minter, self.failures)
 
     @classmethod
     def from_settings(cls, settings: Settings, routing: RoutingTable | None = None) -> Engine:
@@ -273,7 +253,7 @@ class Engine:
             self.failures.alert(skipped, "skipped", reason, "claim")
         return skipped
 
-    # --- driving a rotation ------------------------------------------------------------------
+    # --- driving, finalizing, beat jobs -------------------------------------------------------
 
     def drive(self, rotation_id: str, owner: str) -> RunRecord | None:
         """Take the run's lease and carry it as far as it goes now (grace, or a failure).
@@ -294,7 +274,7 @@ class Engine:
             return self._finalize_leased(record, owner, None)
 
         def steps(rotator: Rotator) -> None:
-            self._run(record, rotator, owner)
+            self.driver.run(record, rotator, owner)
 
         def give_up(exc: Exception) -> None:  # an updater's new value may be applied already
             held = isinstance(exc, NeedsAttention) or self.store.may_be_applied(rotation_id)
@@ -303,250 +283,6 @@ class Engine:
 
         self.failures.run(record, owner, steps, give_up)
         return self.store.get(rotation_id)
-
-    def _run(self, record: RunRecord, rotator: Rotator, owner: str) -> None:
-        with self.journal.timed(record, "read"):
-            current = self.vault.read(record.path)
-        if current.version != record.from_version:
-            if current.metadata.get("rotation_id") == record.rotation_id:
-                self._enter_grace(record, owner, current.version, current.metadata)
-                return
-            if self.store.may_be_applied(record.rotation_id):
-                raise NeedsAttention(
-                    f"version {current.version} was written by someone else while rotating from "
-                    f"version {record.from_version}; the target may already use our sealed value"
-                )
-            raise PermanentError(
-                f"version {current.version} is current, but this rotation started from version "
-                f"{record.from_version}: someone else rotated the secret; nothing of ours is stored"
-            )
-        ctx = self.load_context(record, current)
-        new = self._obtain_new(record, rotator, ctx, owner)
-        try:
-            self._store(record, rotator, ctx, current, new, owner)
-        except PermanentError:
-            if rotator.strategy != "updater":  # never stored: revoke the unused credential
-                self._discard(rotator, ctx, new)
-            raise
-        except IllegalTransition:
-            self._discard_if_cancelled(record.rotation_id, rotator, ctx, new)
-            raise
-
-    def _discard_if_cancelled(
-        self, rotation_id: str, rotator: Rotator, ctx: RotationContext, new: SecretData
-    ) -> None:
-        """On-call cancelled the run after we minted: revoke an issuer's unused credential."""
-        record = self.store.get(rotation_id)
-        if rotator.strategy != "updater" and record is not None and record.state == "cancelled":
-            self._discard(rotator, ctx, new)
-            self.store.update(rotation_id, sealed=None)
-
-    def _obtain_new(
-        self, record: RunRecord, rotator: Rotator, ctx: RotationContext, owner: str
-    ) -> SecretData:
-        """A verified new value: the sealed one if an updater already minted, else mint."""
-        rid = record.rotation_id
-        sealed = self.store.sealed(rid)
-        if sealed is not None:
-            new = self._require_sealer().unseal(sealed, context=rid)
-            self.log.info("rotation_resumed_sealed", rotation_id=rid, path=record.path)
-            if rotator.strategy == "updater":
-                self._apply(record, rotator, ctx, new, owner, resumed=True)
-            self._verify_step(record, rotator, ctx, new, owner)
-            return new
-        while True:
-            record = self.store.require(rid)
-            if record.mint_attempts >= rotator.max_mint_attempts:
-                raise PermanentError(
-                    f"the target rejected {record.mint_attempts} minted values in a row",
-                    step="mint",
-                )
-            self._move(rid, "minting", owner, step="mint")
-            with self.journal.timed(record, "mint"):
-                new = SecretData(rotator.mint(ctx))
-            try:
-                in_place = rotator.strategy == "updater"
-                if in_place or self.sealer is not None:  # a resume reuses it, never re-mints
-                    blob = self._require_sealer().seal(new, context=rid)
-                    self.store.seal(rid, owner, blob, in_place=in_place)
-                if in_place:
-                    self._apply(record, rotator, ctx, new, owner, resumed=False)
-                self._verify_step(record, rotator, ctx, new, owner)
-                return new
-            except CredentialRejected as exc:
-                self.journal.history(record, "value_rejected", step=exc.step, detail=reason_of(exc))
-                if rotator.strategy != "updater":
-                    self._discard(rotator, ctx, new)
-                rejected = record.mint_attempts + 1  # counts rejections only, not crashes
-                self.store.update(rid, owner=owner, sealed=None, mint_attempts=rejected)
-            except (PermanentError, NeedsAttention):
-                if rotator.strategy != "updater":
-                    self._discard(rotator, ctx, new)
-                raise
-            except IllegalTransition:
-                self._discard_if_cancelled(rid, rotator, ctx, new)
-                raise
-
-    def _apply(
-        self,
-        record: RunRecord,
-        rotator: Rotator,
-        ctx: RotationContext,
-        new: SecretData,
-        owner: str,
-        *,
-        resumed: bool,
-    ) -> None:
-        self._move(record.rotation_id, "applying", owner, step="apply")
-        try:
-            with self.journal.timed(record, "apply"):
-                rotator.apply(ctx, new)
-        except CredentialRejected as exc:
-            if resumed:
-                raise NeedsAttention(
-                    f"the target rejects the sealed new value on resume ({reason_of(exc)}); "
-                    "it may be half-applied"
-                ) from None
-            # Refused before it took effect: drop the sealed value and mint another.
-            self._move(record.rotation_id, "minting", owner, step="mint", sealed=None)
-            exc.step = exc.step or "apply"
-            raise
-
-    def _verify_step(
-        self,
-        record: RunRecord,
-        rotator: Rotator,
-        ctx: RotationContext,
-        new: SecretData,
-        owner: str,
-    ) -> None:
-        self._move(record.rotation_id, "verifying", owner, step="verify")
-        try:
-            with self.journal.timed(record, "verify"):
-                self.verify(rotator, ctx, new)
-        except CredentialRejected as exc:
-            if rotator.strategy == "updater":
-                raise NeedsAttention(
-                    f"the target took the new value but verify rejects it ({reason_of(exc)})"
-                ) from None
-            exc.step = exc.step or "verify"
-            raise
-
-    def verify(self, rotator: Rotator, ctx: RotationContext, new: SecretData) -> None:
-        """Call ``rotator.verify``, retrying transient errors up to ``rotator.verify_timeout``.
-
-        Propagation delay shows as :class:`TransientError`; the last one is re-raised when the
-        time is up. :class:`CredentialRejected` and permanent errors pass straight through.
-        """
-        deadline = time.monotonic() + rotator.verify_timeout
-        delay = 0.2
-        while True:
-            try:
-                rotator.verify(ctx, new)
-                return
-            except TransientError as exc:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise
-                wait = min(max(delay, exc.retry_after or 0.0), remaining)
-                ctx.log.info("verify_retry", step="verify", wait=round(wait, 2))
-                self._sleep(wait)
-                delay = min(delay * 2, 5.0)
-
-    def _store(
-        self,
-        record: RunRecord,
-        rotator: Rotator,
-        ctx: RotationContext,
-        current: SecretVersion,
-        new: SecretData,
-        owner: str,
-    ) -> None:
-        rid = record.rotation_id
-        record = self._move(rid, "storing", owner, step="store")
-        grace = parse_duration(record.grace_period or self.settings.rotator_default_grace)
-        finalize_after = datetime.now(UTC) + grace
-        metadata = {
-            **current.metadata,
-            "rotation_id": rid,
-            "rotator": rotator.name,
-            "previous_version": current.version,
-            "finalize_after": finalize_after.isoformat(timespec="seconds"),
-            "rotated_by": ROTATED_BY,
-        }
-        try:
-            with self.journal.timed(record, "store"):
-                version = self.vault.write(
-                    record.path,
-                    new,
-                    cas=current.version,
-                    secret_type=current.secret_type,
-                    metadata=metadata,
-                )
-        except VersionConflict as exc:
-            latest = self.vault.read(record.path)
-            if latest.metadata.get("rotation_id") != rid:
-                self._abandon(record, rotator, ctx, new, owner, latest.version, exc)
-                return
-            self.log.info("rotation_already_stored", rotation_id=rid, version=latest.version)
-            if rotator.strategy != "updater" and dict(latest.data) != dict(new):
-                self._discard(rotator, ctx, new)  # an earlier attempt's value was stored
-            version, metadata = latest.version, latest.metadata
-        self._enter_grace(record, owner, version, metadata)
-
-    def _abandon(
-        self,
-        record: RunRecord,
-        rotator: Rotator,
-        ctx: RotationContext,
-        new: SecretData,
-        owner: str,
-        theirs: int,
-        exc: VaultError,
-    ) -> None:
-        """Someone else wrote the secret first: our value is never stored."""
-        reason = (
-            f"CAS conflict: version {theirs} was written by someone else while rotating from "
-            f"version {record.from_version} ({exc.code})"
-        )
-        if rotator.strategy == "updater":
-            reason += "; the target may already use our sealed value: decide, then retry"
-            self.failures.fail(record.rotation_id, "needs_attention", reason, owner, step="store")
-            return
-        self._discard(rotator, ctx, new)
-        self.failures.fail(record.rotation_id, "failed", reason, owner, step="store")
-
-    def _enter_grace(
-        self, record: RunRecord, owner: str, version: int, metadata: dict[str, Any]
-    ) -> None:
-        finalize_after = _parse_time(metadata.get("finalize_after")) or datetime.now(UTC)
-        # A fact about ScaiVault already: record it before the state says "grace", so whoever
-        # watches the state and then reads the history finds it.
-        self.journal.history(record, "rotation_stored", state="grace", outcome="stored",
-                      from_version=record.from_version, new_version=version)  # fmt: skip
-        stored = self.store.transition(
-            record.rotation_id,
-            "grace",
-            expect=_PRE_GRACE,
-            owner=owner,
-            step="grace",
-            new_version=version,
-            finalize_after=finalize_after.isoformat(timespec="seconds"),
-            sealed=None,
-            last_error=None,
-        )
-        self.due.schedule(record.rotation_id, to_ms(finalize_after))
-        self.journal.outcome(stored.rotator, "stored")
-        self.log.info(
-            "rotation_stored",
-            rotation_id=stored.rotation_id,
-            path=stored.path,
-            rotator=stored.rotator,
-            new_version=version,
-            finalize_after=stored.finalize_after,
-        )
-
-    # --- finalizing ---------------------------------------------------------------------------
 
     def finalize(self, rotation_id: str, owner: str, lease: int | None = None) -> RunRecord | None:
         """Finalize a rotation whose grace period is over: re-verify new, revoke old, ``done``.
@@ -585,49 +321,6 @@ class Engine:
         if self.failures.run(record, owner, steps, give_up):
             self._complete_due(rid, lease)
         return self.store.get(rid)
-
-    def _finalize_steps(self, record: RunRecord, rotator: Rotator, owner: str) -> None:
-        if record.from_version is None or record.new_version is None:
-            raise NeedsAttention("the run record lacks its versions; cannot finalize")
-        with self.journal.timed(record, "read"):
-            old = self.vault.read(record.path, record.from_version)
-            new = self.vault.read(record.path, record.new_version)
-        ctx = self.load_context(record, old)
-        try:
-            with self.journal.timed(record, "verify"):
-                self.verify(rotator, ctx, new.data)
-        except CredentialRejected as exc:
-            raise NeedsAttention(
-                f"the stored new credential no longer verifies ({reason_of(exc)}); "
-                "the old one was NOT revoked"
-            ) from None
-        with self.journal.timed(record, "finalize"):
-            rotator.finalize(ctx, old.data, new.data)
-        done = self.store.transition(record.rotation_id, "done", owner=owner, step="done")
-        self.journal.outcome(rotator.name, "done")
-        self.log.info(
-            "rotation_done",
-            rotation_id=done.rotation_id,
-            path=done.path,
-            rotator=rotator.name,
-            new_version=done.new_version,
-        )
-        self.journal.history(
-            done,
-            "rotation_finalized",
-            state="done",
-            outcome="done",
-            from_version=done.from_version,
-            new_version=done.new_version,
-        )
-
-    def _complete_due(self, rotation_id: str, lease: int | None) -> None:
-        if lease is None:
-            self.due.remove(rotation_id)
-        else:
-            self.due.complete(rotation_id, lease)
-
-    # --- beat jobs ----------------------------------------------------------------------------
 
     def sweep(self, limit: int = 200) -> Sweep:
         """Claim due finalizations and runs whose lease expired (their worker died)."""
@@ -669,7 +362,7 @@ class Engine:
             return 0
         latest = versions[-1]
         meta = latest.metadata
-        rid, after = meta.get("rotation_id"), _parse_time(meta.get("finalize_after"))
+        rid, after = meta.get("rotation_id"), parse_time(meta.get("finalize_after"))
         if meta.get("rotated_by") != ROTATED_BY or not rid or after is None:
             return 0
         record = self.store.get(str(rid))
@@ -701,64 +394,46 @@ class Engine:
         self.journal.history(record, "rotation_reconciled", state="grace", new_version=version)
         return record
 
-    # --- helpers for the CLI and the steps ---------------------------------------------------
-
-    def load_context(
-        self, record: RunRecord, current: SecretVersion | None = None
-    ) -> RotationContext:
-        """The :class:`RotationContext` for ``record`` (``current`` = the version rotated from;
-        read from ScaiVault when not given). Options come from the routing file only."""
-        rule = self.routing.match(record.path)
-        if rule is None:
-            raise ConfigError(f"no rule in the routing file matches {record.path!r}")
-        if current is None:
-            current = self.vault.read(record.path, record.from_version)
-        return RotationContext(
-            path=record.path,
-            rotation_id=record.rotation_id,
-            current=current,
-            options=rule.options,
-            log=self.log.bind(
-                rotation_id=record.rotation_id, path=record.path, rotator=rule.rotator
-            ),
-            vault=_ReadOnlyVault(self.vault),
-            attempt=max(record.attempts, 1),
+    def _finalize_steps(self, record: RunRecord, rotator: Rotator, owner: str) -> None:
+        if record.from_version is None or record.new_version is None:
+            raise NeedsAttention("the run record lacks its versions; cannot finalize")
+        with self.journal.timed(record, "read"):
+            old = self.vault.read(record.path, record.from_version)
+            new = self.vault.read(record.path, record.new_version)
+        ctx = self.minter.load_context(record, old)
+        try:
+            with self.journal.timed(record, "verify"):
+                self.minter.verify(rotator, ctx, new.data)
+        except CredentialRejected as exc:
+            raise NeedsAttention(
+                f"the stored new credential no longer verifies ({reason_of(exc)}); "
+                "the old one was NOT revoked"
+            ) from None
+        with self.journal.timed(record, "finalize"):
+            rotator.finalize(ctx, old.data, new.data)
+        done = self.store.transition(record.rotation_id, "done", owner=owner, step="done")
+        self.journal.outcome(rotator.name, "done")
+        self.log.info(
+            "rotation_done",
+            rotation_id=done.rotation_id,
+            path=done.path,
+            rotator=rotator.name,
+            new_version=done.new_version,
+        )
+        self.journal.history(
+            done,
+            "rotation_finalized",
+            state="done",
+            outcome="done",
+            from_version=done.from_version,
+            new_version=done.new_version,
         )
 
-    # --- internals ----------------------------------------------------------------------------
-
-    def _move(self, rotation_id: str, to: str, owner: str, **changes: Any) -> RunRecord:
-        """A leased state change; raises LeaseLost/IllegalTransition if cancelled or taken."""
-        return self.store.transition(rotation_id, to, owner=owner, **changes)
-
-    def _require_sealer(self) -> Sealer:
-        if self.sealer is None:
-            raise ConfigError(
-                "ROTATOR_SEAL_KEY is not set: updater rotators refuse to run without it"
-            )
-        return self.sealer
-
-    def _discard(self, rotator: Rotator, ctx: RotationContext, new: SecretData) -> None:
-        try:
-            rotator.discard(ctx, new)
-        except Exception as exc:
-            self.log.error(
-                "discard_failed",
-                rotation_id=ctx.rotation_id,
-                path=ctx.path,
-                rotator=rotator.name,
-                reason=reason_of(exc),
-            )
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    def _complete_due(self, rotation_id: str, lease: int | None) -> None:
+        if lease is None:
+            self.due.remove(rotation_id)
+        else:
+            self.due.complete(rotation_id, lease)
 
 
 __all__ = [

@@ -6,7 +6,8 @@ change is checked against that lease in Redis, so a worker that lost its lease s
 next step. A worker that dies leaves an expiring lease that the sweeper re-drives.
 
 The parts: :mod:`~orchestrator.driver` (read N -> mint -> verify -> store N+1 -> grace, with
-:mod:`~orchestrator.minter` for the new value), finalize, the sweep and reconcile (here),
+:mod:`~orchestrator.minter` for the new value), :mod:`~orchestrator.finalizer` (finalize and
+the sweep), :mod:`~orchestrator.reconciler` (due entries rebuilt from ScaiVault metadata),
 :mod:`~orchestrator.failure` (retry, failed or needs_attention, always loud) and
 :mod:`~orchestrator.journal` (history entries and step timings).
 """
@@ -16,27 +17,27 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from orchestrator.alert import Alerter
-from orchestrator.driver import ROTATED_BY, Driver, parse_time
-from orchestrator.due import DueQueue, to_ms
+from orchestrator.driver import ROTATED_BY, Driver
+from orchestrator.due import DueQueue
 from orchestrator.duration import format_duration, parse_duration
-from orchestrator.errors import VaultError
 from orchestrator.failure import FailurePolicy, NeedsAttention, RetryLater, reason_of
+from orchestrator.finalizer import Finalizer, Sweep
 from orchestrator.journal import Journal
 from orchestrator.log import get_logger
 from orchestrator.minter import Minter
+from orchestrator.reconciler import Reconciler
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.runtime import Runtime
 from orchestrator.seal import Sealer
 from orchestrator.settings import Settings
 from orchestrator.store import (
     LEASED_STATES,
-    TERMINAL_STATES,
     IllegalTransition,
     PathBusy,
     RunRecord,
@@ -44,7 +45,7 @@ from orchestrator.store import (
 )
 from orchestrator.vault import VaultClient
 from rotators.contract import Rotator, SecretVersion
-from rotators.errors import CredentialRejected, PermanentError
+from rotators.errors import PermanentError
 
 #: The name ``tests/unit/test_engine.py`` knows the failure reason by.
 _reason = reason_of
@@ -65,14 +66,6 @@ class RotateRequest:
     actor: str | None = None
     reason: str | None = None
     rotation_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """What one sweep claimed: due finalizations ``(rotation_id, lease)`` and runs to re-drive."""
-
-    due: list[tuple[str, int]] = field(default_factory=list)
-    redrive: list[RunRecord] = field(default_factory=list)
 
 
 def scheduled_id(path: str, from_version: int) -> str:
@@ -116,8 +109,10 @@ class Engine:
         self.journal = Journal(client, self.log)
         runtime = Runtime(settings, self.store, self.due, vault, routing, self.journal, self.log)
         self.failures = FailurePolicy(runtime, alerter)
-        self.minter = Minter(runtime, sealer, sleep)
-        self.driver = Driver(runtime, self.minter, self.failures)
+        minter = Minter(runtime, sealer, sleep)
+        self.driver = Driver(runtime, minter, self.failures)
+        self.finalizer = Finalizer(runtime, minter, self.failures)
+        self.reconciler = Reconciler(runtime)
 
     @classmethod
     def from_settings(cls, settings: Settings, routing: RoutingTable | None = None) -> Engine:
@@ -271,7 +266,7 @@ class Engine:
             return record
         record = self.store.require(rotation_id)
         if record.state == "finalizing":
-            return self._finalize_leased(record, owner, None)
+            return self.finalizer.finalize_leased(record, owner, None)
 
         def steps(rotator: Rotator) -> None:
             self.driver.run(record, rotator, owner)
@@ -285,155 +280,16 @@ class Engine:
         return self.store.get(rotation_id)
 
     def finalize(self, rotation_id: str, owner: str, lease: int | None = None) -> RunRecord | None:
-        """Finalize a rotation whose grace period is over: re-verify new, revoke old, ``done``.
-
-        ``lease`` is the due-queue claim the sweeper gave this task; the entry is removed only
-        while it still matches. Without one (on-call, re-drive) the entry is removed when done.
-        """
-        record = self.store.get(rotation_id)
-        if record is None or record.state in TERMINAL_STATES or record.state == "needs_attention":
-            self._complete_due(rotation_id, lease)
-            return record
-        if record.state == "grace":
-            try:
-                record = self.store.transition(
-                    rotation_id, "finalizing", expect=["grace"], step="finalize"
-                )
-            except IllegalTransition:
-                return self.store.get(rotation_id)
-        if record.state != "finalizing":
-            return record
-        if not self.store.acquire_lease(rotation_id, owner, self._lease):
-            return self.store.get(rotation_id)
-        return self._finalize_leased(self.store.require(rotation_id), owner, lease)
-
-    def _finalize_leased(
-        self, record: RunRecord, owner: str, lease: int | None
-    ) -> RunRecord | None:
-        rid = record.rotation_id
-
-        def give_up(exc: Exception) -> None:  # after the store, never just "failed"
-            self.failures.fail(rid, "needs_attention", reason_of(exc), owner, step="finalize")
-
-        def steps(rotator: Rotator) -> None:
-            self._finalize_steps(record, rotator, owner)
-
-        if self.failures.run(record, owner, steps, give_up):
-            self._complete_due(rid, lease)
-        return self.store.get(rid)
+        """Finalize a rotation whose grace is over (see :meth:`Finalizer.finalize`)."""
+        return self.finalizer.finalize(rotation_id, owner, lease)
 
     def sweep(self, limit: int = 200) -> Sweep:
         """Claim due finalizations and runs whose lease expired (their worker died)."""
-        due = self.due.claim(int(self.settings.rotator_finalize_lease * 1000), limit)
-        redrive = []
-        for rotation_id in self.store.claim_expired(self._lease, limit):
-            record = self.store.get(rotation_id)
-            if record is None or record.state not in LEASED_STATES:
-                self.store.forget_expired_lease(rotation_id)
-                continue
-            self.log.warning(
-                "rotation_redriven", rotation_id=rotation_id, path=record.path, state=record.state
-            )
-            redrive.append(record)
-        return Sweep(due, redrive)
+        return self.finalizer.sweep(limit)
 
     def reconcile(self) -> int:
-        """Re-add due-queue entries from ScaiVault metadata (``finalize_after``).
-
-        After Redis lost data, every secret under the routing rules whose current version we
-        wrote and whose run is missing (or in grace) gets its run record and due entry back,
-        so finalization is delayed, never skipped. Returns how many entries were added.
-        """
-        added = 0
-        for prefix in self.routing.prefixes():
-            for path in self.vault.list(prefix):
-                if self.routing.match(path) is None:
-                    continue
-                try:
-                    added += self._reconcile_path(path)
-                except (VaultError, PathBusy) as exc:
-                    self.log.warning("reconcile_path_failed", path=path, reason=reason_of(exc))
-        self.log.info("reconcile_done", added=added)
-        return added
-
-    def _reconcile_path(self, path: str) -> int:
-        versions = self.vault.versions(path)
-        if not versions:
-            return 0
-        latest = versions[-1]
-        meta = latest.metadata
-        rid, after = meta.get("rotation_id"), parse_time(meta.get("finalize_after"))
-        if meta.get("rotated_by") != ROTATED_BY or not rid or after is None:
-            return 0
-        record = self.store.get(str(rid))
-        if record is None:
-            record = self._rebuild(path, str(rid), latest.version, meta)
-        if record.state != "grace":
-            return 0
-        return int(self.due.schedule(record.rotation_id, to_ms(after)))
-
-    def _rebuild(self, path: str, rid: str, version: int, meta: dict[str, Any]) -> RunRecord:
-        rule = self.routing.match(path)
-        previous = meta.get("previous_version")
-        record = self.store.create(
-            RunRecord(
-                rotation_id=rid,
-                path=path,
-                state="grace",
-                step="grace",
-                trigger="reconcile",
-                rotator=rule.rotator if rule else None,  # never from metadata (I6)
-                actor="reconcile",
-                reason="rebuilt from ScaiVault metadata after Redis lost the run",
-                from_version=int(previous) if isinstance(previous, int | str) else None,
-                new_version=version,
-                finalize_after=str(meta.get("finalize_after")),
-            )
-        )
-        self.log.warning("rotation_reconciled", rotation_id=rid, path=path)
-        self.journal.history(record, "rotation_reconciled", state="grace", new_version=version)
-        return record
-
-    def _finalize_steps(self, record: RunRecord, rotator: Rotator, owner: str) -> None:
-        if record.from_version is None or record.new_version is None:
-            raise NeedsAttention("the run record lacks its versions; cannot finalize")
-        with self.journal.timed(record, "read"):
-            old = self.vault.read(record.path, record.from_version)
-            new = self.vault.read(record.path, record.new_version)
-        ctx = self.minter.load_context(record, old)
-        try:
-            with self.journal.timed(record, "verify"):
-                self.minter.verify(rotator, ctx, new.data)
-        except CredentialRejected as exc:
-            raise NeedsAttention(
-                f"the stored new credential no longer verifies ({reason_of(exc)}); "
-                "the old one was NOT revoked"
-            ) from None
-        with self.journal.timed(record, "finalize"):
-            rotator.finalize(ctx, old.data, new.data)
-        done = self.store.transition(record.rotation_id, "done", owner=owner, step="done")
-        self.journal.outcome(rotator.name, "done")
-        self.log.info(
-            "rotation_done",
-            rotation_id=done.rotation_id,
-            path=done.path,
-            rotator=rotator.name,
-            new_version=done.new_version,
-        )
-        self.journal.history(
-            done,
-            "rotation_finalized",
-            state="done",
-            outcome="done",
-            from_version=done.from_version,
-            new_version=done.new_version,
-        )
-
-    def _complete_due(self, rotation_id: str, lease: int | None) -> None:
-        if lease is None:
-            self.due.remove(rotation_id)
-        else:
-            self.due.complete(rotation_id, lease)
+        """Re-add due-queue entries from ScaiVault metadata; returns how many were added."""
+        return self.reconciler.reconcile()
 
 
 __all__ = [

@@ -135,6 +135,40 @@ def explicit_redis(settings: Settings) -> tuple[str | None, str | None]:
     return url, None
 
 
+def toml_value(value: Any) -> str:
+    """``value`` (str, bool, int or finite float) as a TOML value; strings are escaped."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if not isinstance(value, str):
+        raise TypeError(f"no TOML form for {type(value).__name__}")
+    out = []
+    for char in value:
+        if char in {'"', "\\"}:
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def routing_toml(rules: list[dict[str, Any]], comment: str = "") -> str:
+    """A routing file (DESIGN §7) for ``rules``: dicts of ``match``, ``rotator``, optional
+    ``grace_period`` and an optional ``options`` table. The one place tests and the sandbox
+    build routing text, so a value with quotes or backslashes cannot break the file."""
+    lines = [f"# {comment}"] if comment else []
+    for rule in rules:
+        lines.append("[[rules]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in rule.items() if k != "options"]
+        if rule.get("options"):
+            lines.append("[rules.options]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in rule["options"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 class Sandbox:
     """The local stack. Use as a context manager, or call :meth:`start` and :meth:`close`."""
 
@@ -353,35 +387,54 @@ class Sandbox:
             f"rotation policy (grace {self.grace})"
         )
 
-    def _write_routing(self) -> None:
+    def password_rule(self, folder: str = "db", **options: Any) -> dict[str, Any]:
+        """The routing rule sending ``PREFIX/FOLDER/*`` to ``random-password``."""
+        rule: dict[str, Any] = {
+            "match": f"{self.ends.prefix}/{folder}/*",
+            "rotator": "random-password",
+            "grace_period": self.grace,
+        }
+        if options:
+            rule["options"] = options
+        return rule
+
+    def salesforce_rule(self, grace: str | None = None, **options: Any) -> dict[str, Any]:
+        """The routing rule sending ``PREFIX/salesforce/*`` to the fake Salesforce's app;
+        ``options`` add to or override the defaults."""
         ends = self.ends
-        text = f"""# Written by the scaivault-rotator sandbox.
-[[rules]]
-match = "{ends.prefix}/db/*"
-rotator = "random-password"
-grace_period = "{self.grace}"
-[rules.options]
-length = 24
-field = "password"
+        defaults = {
+            "my_domain_url": ends.salesforce_url,
+            "app_id": ends.sf_app_id,
+            "admin_secret_path": ends.sf_admin_path,
+            "ca_bundle": ends.salesforce_ca,
+            "propagation_timeout": 20.0,
+            "propagation_interval": 0.5,
+        }
+        return {
+            "match": f"{ends.prefix}/salesforce/*",
+            "rotator": "salesforce-oauth",
+            "grace_period": grace or self.grace,
+            "options": {**defaults, **options},
+        }
 
-[[rules]]
-match = "{ends.prefix}/fleet/**"
-rotator = "random-password"
-grace_period = "{self.grace}"
+    def routing_rules(self) -> list[dict[str, Any]]:
+        """The rules of the sandbox's routing file (subclasses change them here)."""
+        fleet = {
+            "match": f"{self.ends.prefix}/fleet/**",
+            "rotator": "random-password",
+            "grace_period": self.grace,
+        }
+        return [
+            self.password_rule("db", length=24, field="password"),
+            fleet,
+            self.salesforce_rule(),
+        ]
 
-[[rules]]
-match = "{ends.prefix}/salesforce/*"
-rotator = "salesforce-oauth"
-grace_period = "{self.grace}"
-[rules.options]
-my_domain_url = "{ends.salesforce_url}"
-app_id = "{ends.sf_app_id}"
-admin_secret_path = "{ends.sf_admin_path}"
-ca_bundle = "{ends.salesforce_ca}"
-propagation_timeout = 20.0
-propagation_interval = 0.5
-"""
-        ends.routing_file.write_text(text, encoding="utf-8")
+    def _write_routing(self) -> None:
+        text = routing_toml(
+            self.routing_rules(), comment="Written by the scaivault-rotator sandbox."
+        )
+        self.ends.routing_file.write_text(text, encoding="utf-8")
 
     def put(self, path: str, data: dict[str, Any], description: str) -> int:
         """Write a secret version as admin, as the spec's first step does."""

@@ -50,32 +50,11 @@ class ChaosSandbox(Sandbox):
         body = {"identity": WORKER_IDENTITY, "ttl": "3650d"}
         self.ends.worker_token = str(self.admin("POST", "/v1/_emulator/tokens", body)["token"])
 
-    def _write_routing(self) -> None:
-        ends = self.ends
-        text = f"""# Written by the chaos harness.
-[[rules]]
-match = "{ends.prefix}/db/*"
-rotator = "random-password"
-grace_period = "{self.grace}"
-[rules.options]
-length = 24
-field = "password"
-
-[[rules]]
-match = "{ends.prefix}/salesforce/*"
-rotator = "salesforce-oauth"
-grace_period = "{self.grace}"
-[rules.options]
-my_domain_url = "{ends.salesforce_url}"
-app_id = "{ends.sf_app_id}"
-admin_secret_path = "{ends.sf_admin_path}"
-ca_bundle = "{ends.salesforce_ca}"
-read_timeout = 10.0
-propagation_timeout = 20.0
-propagation_interval = 0.5
-limit_backoff = 1.0
-"""
-        ends.routing_file.write_text(text, encoding="utf-8")
+    def routing_rules(self) -> list[dict[str, Any]]:
+        return [
+            self.password_rule("db", length=24, field="password"),
+            self.salesforce_rule(read_timeout=10.0, limit_backoff=1.0),
+        ]
 
 
 class ChaosStack:

@@ -33,25 +33,11 @@ GRACE = "2s"
 class SalesforceBox(Sandbox):
     """The sandbox with a routing file of this module's own and a worker it can crash."""
 
-    def _write_routing(self) -> None:
-        ends = self.ends
-        ends.routing_file.write_text(
-            f"""[[rules]]
-match = "{ends.prefix}/salesforce/*"
-rotator = "salesforce-oauth"
-grace_period = "{GRACE}"
-[rules.options]
-my_domain_url = "{ends.salesforce_url}"
-app_id = "{ends.sf_app_id}"
-admin_secret_path = "{ends.sf_admin_path}"
-ca_bundle = "{ends.salesforce_ca}"
-propagation_timeout = 20.0
-propagation_interval = 0.2
-limit_backoff = 1.0
-read_timeout = 60.0
-""",
-            encoding="utf-8",
+    def routing_rules(self) -> list[dict[str, Any]]:
+        rule = self.salesforce_rule(
+            GRACE, propagation_interval=0.2, limit_backoff=1.0, read_timeout=60.0
         )
+        return [rule]
 
     def start_worker(self) -> ChildProcess:
         """Replace the running worker by a new single-process one."""

@@ -342,19 +342,29 @@ def cancel(path: str, reason: str | None, actor: str | None, as_json: bool) -> N
 @actor_option
 @json_option
 def rollback(path: str, reason: str | None, actor: str | None, as_json: bool) -> None:
-    """Roll PATH back to the previous version during grace (the new credential is revoked)."""
+    """Roll PATH back to the previous version during grace.
+
+    ScaiVault gets the previous data as a new version and the target accepts the old
+    credential again. The new credential is revoked where the rotator can; where it cannot
+    (e.g. Salesforce cannot un-rotate a promoted pair) a warning says it is still valid and
+    must be revoked by hand. Exit 0 either way: the rollback itself succeeded.
+    """
     with guarded(as_json):
         from orchestrator import grace
 
-        record = grace.rollback(_session(), path, actor=_actor(actor), reason=reason)
+        done = grace.rollback(_session(), path, actor=_actor(actor), reason=reason)
+        data = {**done.record.to_dict(), "new_credential": done.new_credential}
+        data["warning"] = done.warning
         emit(
-            record.to_dict(),
+            data,
             as_json,
             lambda _: (
                 f"rolled back {path}: ScaiVault holds the previous data as a new version; "
-                "the rotator revoked the new credential where it can (see `history`)"
+                f"{done.new_credential}"
             ),
         )
+        if done.warning:
+            click.echo(f"WARNING: {done.warning}", err=True)
 
 
 @click.command()

@@ -4,26 +4,37 @@ Finalize early re-verifies the new credential here first (and refuses, with the 
 reason, if it does not work), then moves the rotation's due-queue entry to now so the next
 beat-driven sweep hands it to a worker, which re-verifies again and revokes the old credential.
 
-Rollback is offered during grace only (DESIGN I4): it takes the due entry out of the queue so
-nothing finalizes meanwhile, makes the target accept the old credential again where the rotator
-changed it in place, writes the previous version's data back to ScaiVault as a new version with
-``options.cas``, revokes the new credential where the rotator can, and records ``rolled_back``.
+Rollback is offered during grace only (DESIGN I4). Before it writes anything it *holds* the
+run in the store (:meth:`~orchestrator.store.RunStore.hold`, atomic, like a worker's lease), so a
+finalize queued just before cannot move it on and revoke the old credential meanwhile. Then it
+takes the due entry out of the queue, makes the target accept the old credential again where
+the rotator changed it in place, writes the previous version's data back to ScaiVault as a new
+version with ``options.cas``, revokes the new credential where the rotator can, and records
+``rolled_back``. Whether the new credential was revoked is reported truthfully: an issuer that
+cannot revoke it (Salesforce cannot un-rotate a promoted pair) leaves it valid, and on-call is
+told so with a warning; the rollback itself still succeeded.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import datetime
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator import history
 from orchestrator.due import DueQueue
 from orchestrator.log import get_logger
+from orchestrator.minter import _ReadOnlyVault as ReadOnlyVault
 from orchestrator.oncall import POLL_SECONDS, OnCall, rule_for
 from orchestrator.output import EXIT_USAGE, CommandError
 from orchestrator.store import RunRecord
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import RotatorError
+
+#: How long a rollback holds its run at most (a CLI killed mid-rollback lets go after this).
+ROLLBACK_HOLD_SECONDS = 300.0
 
 #: Metadata the engine writes on a rotated version; a rolled-back version must not carry it
 #: (``reconcile`` would otherwise schedule a finalize from ``finalize_after``).
@@ -63,7 +74,7 @@ def _context(oc: OnCall, record: RunRecord, current: SecretVersion) -> tuple[Rot
         current=current,
         options=rule.options,
         log=get_logger("orchestrator.grace", path=record.path, rotation_id=record.rotation_id),
-        vault=oc.vault,
+        vault=ReadOnlyVault(oc.vault),
     )
     return rotator, ctx
 
@@ -94,6 +105,16 @@ def verify_new(oc: OnCall, record: RunRecord) -> None:
         ) from None
 
 
+def _refuse_if_held(record: RunRecord, action: str) -> None:
+    until = record.lease_until and datetime.fromisoformat(record.lease_until)
+    if record.lease_owner and until and until > datetime.now(UTC):
+        raise CommandError(
+            f"cannot {action}: rotation {record.rotation_id} is held by {record.lease_owner} "
+            f"until {record.lease_until} (a rollback in progress)",
+            hint=f"wait for it; `status {record.path}` shows the outcome",
+        )
+
+
 def _due_score_ms(record: RunRecord) -> int:
     if record.finalize_after:
         moment = datetime.fromisoformat(record.finalize_after.replace("Z", "+00:00"))
@@ -106,6 +127,7 @@ def finalize_now(
 ) -> RunRecord:
     """Finalize ``path``'s rotation in grace and wait for the worker's outcome."""
     record = _in_grace(oc, path, "finalize")
+    _refuse_if_held(record, "finalize")
     if not early and _due_score_ms(record) > time.time() * 1000:
         raise CommandError(
             f"rotation {record.rotation_id} is in grace until {record.finalize_after}",
@@ -154,23 +176,42 @@ def _rollback_metadata(old: SecretVersion, record: RunRecord) -> dict[str, Any]:
     return metadata
 
 
-def rollback(oc: OnCall, path: str, *, actor: str, reason: str | None) -> RunRecord:
+@dataclass(frozen=True)
+class Rollback:
+    """What a rollback did: the ``rolled_back`` record, what became of the new credential, and
+    a warning when it is still valid at the target (revoke it by hand)."""
+
+    record: RunRecord
+    new_credential: str
+    warning: str | None = None
+
+
+def rollback(oc: OnCall, path: str, *, actor: str, reason: str | None) -> Rollback:
     """Restore ``path`` to the data it had before its rotation in grace (see module doc)."""
     record = _in_grace(oc, path, "roll back")
+    owner = f"rollback:{actor}:{uuid.uuid4().hex[:8]}"
+    refused = oc.store.hold(record.rotation_id, owner, ROLLBACK_HOLD_SECONDS)
+    if refused != "ok":
+        _in_grace(oc, path, "roll back")  # it moved on (finalizing...): say so
+        raise CommandError(
+            f"cannot roll back: rotation {record.rotation_id} is {refused} right now",
+            hint=f"another rollback is running; `status {path}` shows the outcome",
+        )
     due = DueQueue(oc.redis)
     score = due.score(record.rotation_id)
-    due.remove(record.rotation_id)  # nothing may finalize while we roll back
+    due.remove(record.rotation_id)  # nothing is claimed for finalize while we roll back
     try:
-        record = _in_grace(oc, path, "roll back")  # the sweep may have claimed it just now
-        new_version = _restore(oc, record)
+        restored = _restore(oc, record)
+        return _record_rollback(oc, record, restored, owner, actor, reason)
     except BaseException:
-        if score is not None and oc.store.require(record.rotation_id).state == "grace":
-            due.schedule(record.rotation_id, score, replace=True)
+        if oc.store.require(record.rotation_id).state == "grace":
+            if score is not None:
+                due.schedule(record.rotation_id, score, replace=True)
+            oc.store.unhold(record.rotation_id, owner)
         raise
-    return _record_rollback(oc, record, new_version, actor, reason)
 
 
-def _restore(oc: OnCall, record: RunRecord) -> tuple[int, str | None]:
+def _restore(oc: OnCall, record: RunRecord) -> tuple[int, str, str | None]:
     current = oc.vault.read(record.path)
     if current.version != record.new_version:
         raise CommandError(
@@ -191,24 +232,46 @@ def _restore(oc: OnCall, record: RunRecord) -> tuple[int, str | None]:
         secret_type=old.secret_type,
         metadata=_rollback_metadata(old, record),
     )
-    problem = None
+    outcome, warning = _discard_new(rotator, ctx, new)
+    return version, outcome, warning
+
+
+def _discard_new(
+    rotator: Rotator, ctx: RotationContext, new: SecretVersion
+) -> tuple[str, str | None]:
+    """What became of the new credential: ``(outcome, warning if it is still valid)``."""
+    if rotator.strategy == "updater":
+        return "the target was set back to the old credential; the new one was replaced", None
+    if rotator.strategy == "vault-only":
+        return "the new value lived only in ScaiVault", None
+    still = f"the new credential (version {new.version}) is still valid at the target"
+    if type(rotator).discard is Rotator.discard:
+        return still, f"{still}: rotator {rotator.name} cannot revoke it; revoke it by hand"
     try:
         rotator.discard(ctx, new.data)
     except RotatorError as exc:
-        problem = f"the new credential could not be revoked ({exc.message}); revoke it by hand"
-    return version, problem
+        return still, f"{still}: {exc.message}"
+    except Exception as exc:  # a foreign error's text may hold a value: its type only
+        return still, f"{still}: discard failed ({type(exc).__name__}); revoke it by hand"
+    return "the rotator revoked the new credential", None
 
 
 def _record_rollback(
-    oc: OnCall, record: RunRecord, restored: tuple[int, str | None], actor: str, reason: str | None
-) -> RunRecord:
-    version, problem = restored
+    oc: OnCall,
+    record: RunRecord,
+    restored: tuple[int, str, str | None],
+    owner: str,
+    actor: str,
+    reason: str | None,
+) -> Rollback:
+    version, outcome, warning = restored
     done = oc.store.transition(
-        record.rotation_id, "rolled_back", expect={"grace"}, last_error=problem
+        record.rotation_id, "rolled_back", expect={"grace"}, owner=owner, last_error=warning
     )
     history.append(
         oc.redis, record.path, "rotation_rolled_back", rotation_id=record.rotation_id,
         actor=actor, reason=reason, state="rolled_back", from_version=record.new_version,
-        new_version=version, detail=problem or f"restored version {record.from_version}'s data",
+        new_version=version,
+        detail=f"restored version {record.from_version}'s data; {warning or outcome}",
     )  # fmt: skip
-    return done
+    return Rollback(done, outcome, warning)

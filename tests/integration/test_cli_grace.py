@@ -6,8 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 
+from orchestrator.due import DueQueue
 from orchestrator.sandbox import Sandbox
+from orchestrator.store import RunStore
 from tests.fixtures.stack import OnCallCli, UpdaterSandbox, unique
 
 pytestmark = pytest.mark.integration
@@ -70,10 +73,18 @@ def test_rollback_during_grace_restores_the_old_pair(
 ) -> None:
     path = sandbox.add_salesforce(unique("rollback"), scheduled=False)
     _in_grace(sandbox, oncall_cli, path)
+    new = sandbox.read(path)["data"]
 
     result = oncall_cli("rollback", path, "--reason", "partner cannot use the new key", "--json")
     assert result.code == 0, result
     assert result.json()["state"] == "rolled_back"
+    # Salesforce cannot un-rotate a promoted pair: the new one still works, and we say so.
+    assert sandbox.salesforce_accepts(new), "the new pair is still valid"
+    assert (
+        "still valid" in result.json()["warning"] and "still valid" in result.json()["last_error"]
+    )
+    assert "WARNING" in result.err and "cannot un-rotate" in result.err
+    assert "revoked the new" not in result.out + result.err
     current = sandbox.read(path)
     assert current["version"] == 3
     restored = current["data"] == sandbox.originals[path]
@@ -118,3 +129,32 @@ def test_rollback_of_an_updater_sets_the_old_password_back_at_the_target(
     assert restored, "rollback made the target accept the old password again"
     back = sandbox.read(path)["data"] == old
     assert back, "ScaiVault holds the old password again"
+
+
+def test_rollback_holds_the_run_before_writing_and_lets_go_when_refused(
+    sandbox: Sandbox, oncall_cli: OnCallCli
+) -> None:
+    path = sandbox.add_password(unique("held"), scheduled=False)
+    record = _in_grace(sandbox, oncall_cli, path)
+    rid = record["rotation_id"]
+    client = redis.Redis.from_url(sandbox.ends.redis_url)
+    store, due = RunStore(client), DueQueue(client)
+    try:
+        # Someone else holds the run (a concurrent rollback): nothing may be written.
+        assert store.hold(rid, "rollback:other", 60) == "ok"
+        refused = oncall_cli("rollback", path)
+        assert refused.code == 1 and "held rollback:other" in refused.err, refused
+        assert sandbox.read(path)["version"] == 2, "a refused rollback writes nothing"
+        early = oncall_cli("finalize", path, "--now")
+        assert early.code == 1 and "held by rollback:other" in early.err, early
+        store.unhold(rid, "rollback:other")
+
+        # A rollback that refuses after taking the hold gives it back and keeps the due entry.
+        sandbox.put(path, {"username": "x", "password": "someone-else-wrote"}, "by hand")
+        moved = oncall_cli("rollback", path)
+        assert moved.code == 1 and "someone wrote since" in moved.err, moved
+        after = store.require(rid)
+        assert after.state == "grace" and after.lease_owner is None
+        assert due.score(rid) is not None, "the finalize stays scheduled"
+    finally:
+        client.close()

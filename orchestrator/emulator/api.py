@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from orchestrator.emulator.endpoint import admin, caller, int_param, ok
+from orchestrator.emulator.endpoint import admin, caller, committed, int_param, ok
 from orchestrator.emulator.schema import (
     AssignBody,
     BindingBody,
@@ -88,7 +88,7 @@ async def put_secret(request: Request) -> Response:
     path = request.path_params["path"]
     version, created = service.write(identity, path, body)
     answer = {"path": path, "version": version.version, "created_at": iso(version.created_at)}
-    return ok(answer, 201 if created else 200)
+    return await committed(request, answer, 201 if created else 200)
 
 
 async def get_versions(request: Request) -> Response:
@@ -100,7 +100,9 @@ async def rotate_secret(request: Request) -> Response:
     service, identity = caller(request)
     path = request.path_params["path"]
     event_id = service.rotate_now(identity, path)
-    return ok({"path": path, "event_id": event_id, "status": "triggered"}, 202)
+    return await committed(
+        request, {"path": path, "event_id": event_id, "status": "triggered"}, 202
+    )
 
 
 async def list_secrets(request: Request) -> Response:
@@ -128,7 +130,7 @@ async def list_secrets(request: Request) -> Response:
 async def create_policy(request: Request) -> Response:
     service = admin(request)
     policy = service.create_policy(await parse(request, PolicyBody))
-    return ok(policy.model_dump(mode="json"), 201)
+    return await committed(request, policy.model_dump(mode="json"), 201)
 
 
 async def list_policies(request: Request) -> Response:
@@ -140,7 +142,8 @@ async def bind_policy(request: Request) -> Response:
     service = admin(request)
     body = await parse(request, BindingBody)
     policy = service.bind(request.path_params["policy_id"], body.identity_type, body.identity_id)
-    return ok(
+    return await committed(
+        request,
         {
             "policy_id": policy.id,
             "identity_type": body.identity_type,
@@ -153,7 +156,7 @@ async def bind_policy(request: Request) -> Response:
 async def create_subscription(request: Request) -> Response:
     service = admin(request)
     subscription = service.subscribe(await parse(request, SubscriptionBody))
-    return ok(subscription_json(subscription), 201)
+    return await committed(request, subscription_json(subscription), 201)
 
 
 async def list_subscriptions(request: Request) -> Response:
@@ -165,13 +168,13 @@ async def list_subscriptions(request: Request) -> Response:
 async def delete_subscription(request: Request) -> Response:
     service = admin(request)
     service.unsubscribe(request.path_params["subscription_id"])
-    return Response(status_code=204)
+    return await committed(request, None, 204)
 
 
 async def create_rotation_policy(request: Request) -> Response:
     service = admin(request)
     policy = service.create_rotation_policy(await parse(request, RotationPolicyBody))
-    return ok(rotation_json(policy), 201)
+    return await committed(request, rotation_json(policy), 201)
 
 
 async def list_rotation_policies(request: Request) -> Response:
@@ -184,7 +187,8 @@ async def assign_rotation(request: Request) -> Response:
     service = admin(request)
     body = await parse(request, AssignBody)
     policy = service.assign(request.path_params["policy_id"], body.secret_path)
-    return ok(
+    return await committed(
+        request,
         {
             "policy_id": policy.id,
             "secret_path": body.secret_path,

@@ -65,14 +65,16 @@ ROUTES = [Route("/healthz", healthz), *api.ROUTES, *control.ROUTES]
 
 
 async def _tick(app: Starlette) -> None:
-    """Fire due rotations every ``tick_interval`` seconds."""
+    """Fire due rotations every ``tick_interval`` seconds; count the ticks that completed."""
     service: VaultService = app.state.service
     while True:
         await asyncio.sleep(app.state.tick_interval)
         try:
             service.check_due()
+            await service.persist()
         except Exception:
             log.exception("rotation_tick_failed")
+        app.state.ticks += 1
 
 
 def create_app(
@@ -101,7 +103,7 @@ def create_app(
         finally:
             ticker.cancel()
             await service.dispatcher.close()
-            service.save()
+            await service.persist()
             log.info("emulator_stopped")
 
     app = Starlette(
@@ -117,5 +119,6 @@ def create_app(
     app.state.service = service
     app.state.faults = faults
     app.state.tick_interval = tick_interval
+    app.state.ticks = 0
     logging.getLogger("uvicorn.error").addFilter(DropFilter())
     return FaultMiddleware(app, faults)

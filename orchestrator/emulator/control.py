@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator.duration import parse_duration
-from orchestrator.emulator.endpoint import admin, int_param, ok
+from orchestrator.emulator.endpoint import admin, committed, int_param, ok
 from orchestrator.emulator.errors import not_found
 from orchestrator.emulator.schema import (
     ClockBody,
@@ -31,7 +31,8 @@ async def issue_token(request: Request) -> Response:
     body = await parse(request, TokenRequest)
     token, issued = service.issue_token(body.identity, body.ttl)
     expires = iso(issued.expires_at) if issued.expires_at else None
-    return ok({"token": token, "identity": issued.identity, "expires_at": expires}, 201)
+    answer = {"token": token, "identity": issued.identity, "expires_at": expires}
+    return await committed(request, answer, 201)
 
 
 async def add_fault(request: Request) -> Response:
@@ -57,12 +58,20 @@ async def advance_clock(request: Request) -> Response:
     service = admin(request)
     body = await parse(request, ClockBody)
     now = service.advance(parse_duration(body.advance))
-    return ok({"now": iso(now), "offset_seconds": service.state.clock_offset})
+    return await committed(request, {"now": iso(now), "offset_seconds": service.state.clock_offset})
 
 
 async def read_clock(request: Request) -> Response:
     service = admin(request)
-    return ok({"now": iso(service.state.now()), "offset_seconds": service.state.clock_offset})
+    # ticks: rotation checks completed so far; a test waits for more before asserting that
+    # nothing fired.
+    return ok(
+        {
+            "now": iso(service.state.now()),
+            "offset_seconds": service.state.clock_offset,
+            "ticks": request.app.state.ticks,
+        }
+    )
 
 
 async def list_deliveries(request: Request) -> Response:
@@ -93,7 +102,7 @@ async def redeliver(request: Request) -> Response:
 async def reset(request: Request) -> Response:
     admin(request).reset()
     request.app.state.faults.clear()
-    return Response(status_code=204)
+    return await committed(request, None, 204)
 
 
 async def read_config(request: Request) -> Response:

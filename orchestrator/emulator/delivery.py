@@ -2,7 +2,9 @@
 
 Each event is serialized once; every attempt and every re-delivery sends the same bytes, signed
 with ``X-ScaiVault-Signature`` = hex HMAC-SHA256(subscription secret as UTF-8, raw body).
-Deliveries run as asyncio tasks, never inside the API request that caused them.
+Deliveries run as asyncio tasks, never inside the API request that caused them; each waits for
+its ``gate`` first (the emulator's state-file write), so no event announces a change that a
+crash could still lose.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hmac
 import json
 import secrets
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +95,7 @@ class Dispatcher:
         self.attempts: deque[dict[str, Any]] = deque(maxlen=MAX_LOG)
         self.events: OrderedDict[str, Event] = OrderedDict()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.gate: Callable[[], Awaitable[None]] | None = None
         self._client: httpx.AsyncClient | None = None
 
     def publish(
@@ -171,7 +175,16 @@ class Dispatcher:
         for _ in range(times):
             await self._deliver(event, target, redelivery=True)
 
+    async def _pass_gate(self, event: Event) -> None:
+        if self.gate is None:
+            return
+        try:
+            await self.gate()
+        except Exception as exc:  # the request that made the change answers with the error
+            log.warning("delivery_gate_failed", event_id=event.id, reason=type(exc).__name__)
+
     async def _deliver(self, event: Event, target: Target, redelivery: bool) -> None:
+        await self._pass_gate(event)
         attempt = 0
         while True:
             attempt += 1
@@ -243,7 +256,7 @@ class Dispatcher:
             url=target.url,
             attempt=attempt,
             status=status,
-            error=error,
+            reason=error,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from orchestrator.emulator.access import require_admin
 from orchestrator.emulator.errors import invalid
@@ -45,3 +45,13 @@ def int_param(request: Request, name: str, default: int | None, low: int = 1) ->
 def ok(body: Any, status: int = 200) -> JSONResponse:
     """A JSON answer."""
     return JSONResponse(body, status_code=status)
+
+
+async def committed(request: Request, body: Any = None, status: int = 200) -> Response:
+    """The answer to a request that changed the state, sent only once the change is on disk.
+
+    A client that saw the answer can rely on the change surviving a SIGKILL of the emulator.
+    ``body`` None answers without content (204).
+    """
+    await service_of(request).persist()
+    return Response(status_code=status) if body is None else ok(body, status)

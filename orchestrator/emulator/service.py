@@ -1,11 +1,13 @@
 """The emulated ScaiVault: secrets, access, subscriptions, rotation and audit, without HTTP.
 
-Everything runs on the server's event loop, so no locks are needed; each mutation is saved to
-the state file (when there is one) before the request is answered.
+Everything runs on the server's event loop, so no locks are needed. With a state file, each
+mutation marks the state changed, and :meth:`VaultService.persist` (awaited before a request that
+changed something is answered) writes it from a worker thread, so the loop keeps serving.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import string
 from datetime import datetime, timedelta
@@ -72,14 +74,38 @@ class VaultService:
         self.state = load_state(state_file)
         self.writer = StateWriter(state_file) if state_file is not None else None
         self.dispatcher = dispatcher or Dispatcher()
+        self.dispatcher.gate = self.persist
         self.trail = AuditTrail()
+        self._changes = 0
+        self._saved = 0
+        self._flush: asyncio.Task[None] | None = None
 
     # --- housekeeping -------------------------------------------------------------------
 
-    def save(self) -> None:
-        """Persist the state (a no-op without a state file)."""
+    def changed(self) -> None:
+        """Note a change of the state; the next :meth:`persist` writes it (no-op without a file)."""
         if self.writer is not None:
-            self.writer.save(self.state)
+            self._changes += 1
+
+    async def persist(self) -> None:
+        """Return once every change noted so far is in the state file.
+
+        One write runs at a time and carries every change made before it started, so writes
+        land in order and concurrent callers share them. A caller that is cancelled does not
+        cancel the write: another request may be waiting on it.
+        """
+        target = self._changes
+        while self._saved < target:
+            if self._flush is None or self._flush.done():
+                self._flush = asyncio.get_running_loop().create_task(self._write())
+            await asyncio.shield(self._flush)
+
+    async def _write(self) -> None:
+        assert self.writer is not None
+        generation = self._changes
+        content = self.writer.render(self.state)  # on the loop: a consistent snapshot
+        await asyncio.to_thread(self.writer.write, content)
+        self._saved = generation
 
     def reset(self) -> None:
         """Forget everything: secrets, tokens, policies, subscriptions, clock, audit, events."""
@@ -88,7 +114,7 @@ class VaultService:
             self.writer.forget()
         self.trail.clear()
         self.dispatcher.clear()
-        self.save()
+        self.changed()
 
     def identity(self, authorization: str | None) -> str:
         """Authenticate the caller (401 otherwise)."""
@@ -151,7 +177,7 @@ class VaultService:
         )
         self.audit(identity, "write", path, "ok", version=version.version)
         self.publish("secret.updated", path, {"version": version.version})
-        self.save()
+        self.changed()
         return version, record is None
 
     def store(
@@ -197,7 +223,7 @@ class VaultService:
         token = "svt_" + secrets.token_urlsafe(24)
         issued = Token(identity=identity, expires_at=expires)
         self.state.tokens[token] = issued
-        self.save()
+        self.changed()
         return token, issued
 
     def create_policy(self, body: PolicyBody) -> Policy:
@@ -211,7 +237,7 @@ class VaultService:
             ],
         )
         self.state.policies[policy.id] = policy
-        self.save()
+        self.changed()
         return policy
 
     def bind(self, policy_id: str, identity_type: str, identity_id: str) -> Policy:
@@ -221,7 +247,7 @@ class VaultService:
         binding = Binding(identity_type=identity_type, identity_id=identity_id)
         if binding not in policy.bindings:
             policy.bindings.append(binding)
-        self.save()
+        self.changed()
         return policy
 
     # --- subscriptions and events -------------------------------------------------------
@@ -237,13 +263,13 @@ class VaultService:
             created_at=self.state.now(),
         )
         self.state.subscriptions[subscription.id] = subscription
-        self.save()
+        self.changed()
         return subscription
 
     def unsubscribe(self, subscription_id: str) -> None:
         if self.state.subscriptions.pop(subscription_id, None) is None:
             raise not_found(f"subscription {subscription_id!r} not found")
-        self.save()
+        self.changed()
 
     def publish(self, event_type: str, path: str, data: dict[str, Any]) -> str:
         """Emit an event to matching subscriptions (delivered in the background)."""
@@ -263,7 +289,7 @@ class VaultService:
             auto_generate=body.auto_generate,
         )
         self.state.rotation_policies[policy.id] = policy
-        self.save()
+        self.changed()
         return policy
 
     def assign(self, policy_id: str, path: str) -> RotationPolicy:
@@ -275,7 +301,7 @@ class VaultService:
         for other in self.state.rotation_policies.values():
             other.next_due.pop(path, None)
         policy.next_due[path] = self.state.now() + parse_duration(policy.interval)
-        self.save()
+        self.changed()
         return policy
 
     def policy_of(self, path: str) -> RotationPolicy | None:
@@ -289,7 +315,7 @@ class VaultService:
             raise not_found(f"secret {path!r} not found")
         self.audit(identity, "rotate", path, "ok")
         event_id = self.fire(path, self.policy_of(path), "manual")
-        self.save()
+        self.changed()
         return event_id
 
     def check_due(self) -> int:
@@ -302,7 +328,7 @@ class VaultService:
                     self.fire(path, policy, "schedule")
                     fired += 1
         if fired:
-            self.save()
+            self.changed()
         return fired
 
     def fire(self, path: str, policy: RotationPolicy | None, trigger: str) -> str | None:
@@ -351,7 +377,7 @@ class VaultService:
         if offset > MAX_CLOCK_OFFSET.total_seconds():
             raise invalid("advance: the emulator clock cannot run more than 1000 years ahead")
         self.state.clock_offset = offset
-        self.save()
+        self.changed()
         self.check_due()
         return self.state.now()
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -137,25 +138,32 @@ def load_state(path: Path | None) -> State:
 
 
 class StateWriter:
-    """Saves the state to its file atomically after each change.
+    """Saves the state to its file atomically: :meth:`render` on the event loop, then
+    :meth:`write` in a worker thread.
 
-    Only secrets that changed since the last save are serialized again: with a few hundred
+    Only secrets that changed since the last render are serialized again: with a few hundred
     secrets of ten versions each, dumping everything would cost milliseconds per write.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._blobs: dict[str, tuple[tuple[Any, ...], bytes]] = {}
+        self._lock = threading.Lock()
 
-    def save(self, state: State) -> None:
-        """Write ``state`` (temp file in the same directory, then ``os.replace``)."""
+    def render(self, state: State) -> bytes:
+        """``state`` as the file's bytes; call it where nothing mutates ``state`` meanwhile."""
         blobs = {path: self._blob(record) for path, record in state.secrets.items()}
         self._blobs = blobs
         secrets = b",".join(
             json.dumps(path).encode() + b":" + blob for path, (_, blob) in blobs.items()
         )
         rest = state.model_dump_json(exclude={"secrets"}).encode()
-        atomic_write(self.path, b'{"secrets":{' + secrets + b"}," + rest[1:])
+        return b'{"secrets":{' + secrets + b"}," + rest[1:]
+
+    def write(self, content: bytes) -> None:
+        """Replace the file with ``content`` (blocking; one write at a time)."""
+        with self._lock:
+            atomic_write(self.path, content)
 
     def forget(self) -> None:
         """Drop the cache (after a reset, a path may come back with the same version number)."""

@@ -305,8 +305,8 @@ def test_unreachable_receiver_is_retried_then_given_up(emulator: Emulator) -> No
     attempts = emulator.wait_deliveries(count=3)
     assert [a["attempt"] for a in attempts] == [1, 2, 3]
     assert all(a["status"] is None and a["error"] for a in attempts)
-    time.sleep(0.3)
-    assert len(emulator.deliveries()) == 3  # gave up after the schedule ran out
+    emulator.wait_idle()  # the delivery task ended: it gave up after the schedule ran out
+    assert len(emulator.deliveries()) == 3
 
 
 def test_retry_after_on_503_is_honoured(emulator: Emulator, webhook_sink: WebhookSink) -> None:
@@ -362,7 +362,8 @@ def test_due_rotation_emits_one_rotation_due_per_period(
     emulator.subscribe(webhook_sink.url, webhook_sink.secret, paths=[PATH], events=["rotation.due"])
     policy_id = emulator.rotation_policy(interval="90d", grace_period="48h", paths=[PATH])
     emulator.advance("89d")
-    time.sleep(0.3)  # several ticks: nothing is due yet
+    emulator.wait_ticks()  # due rotations fire in a tick (and in advance): nothing is due yet
+    assert emulator.pending() == 0 and emulator.deliveries(type="rotation.due") == []
     assert webhook_sink.received == []
     emulator.advance("1d")
     [request] = webhook_sink.wait(1)
@@ -370,8 +371,9 @@ def test_due_rotation_emits_one_rotation_due_per_period(
     assert (event["type"], event["path"]) == ("rotation.due", PATH)
     assert event["data"] == {"version": 1, "policy_id": policy_id, "grace_period": "48h",
                              "trigger": "schedule"}  # fmt: skip
-    time.sleep(0.3)  # several more ticks and a clock nudge: still one event for this period
-    emulator.advance("1h")
+    emulator.advance("1h")  # a clock nudge and more ticks: still one event for this period
+    emulator.wait_ticks()
+    emulator.wait_idle()
     assert len(emulator.deliveries(type="rotation.due")) == 1
     emulator.advance("90d")
     webhook_sink.wait(2)

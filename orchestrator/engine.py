@@ -274,7 +274,8 @@ class Engine:
         def give_up(exc: Exception) -> None:  # an updater's new value may be applied already
             held = isinstance(exc, NeedsAttention) or self.store.may_be_applied(rotation_id)
             state = "needs_attention" if held else "failed"
-            self.failures.fail(rotation_id, state, reason_of(exc), owner)
+            now = self.store.get(rotation_id)
+            self.failures.fail(rotation_id, state, reason_of(exc, now.step if now else None), owner)
 
         self.failures.run(record, owner, steps, give_up)
         return self.store.get(rotation_id)

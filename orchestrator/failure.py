@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.errors import OrchestratorError
 from orchestrator.heartbeat import Heartbeat
 from orchestrator.store import IllegalTransition, LeaseLost, RunRecord
-from rotators.errors import TransientError
+from rotators.errors import RotatorError, TransientError
 
 if TYPE_CHECKING:
     from orchestrator.alert import Alerter
@@ -36,11 +36,17 @@ class NeedsAttention(OrchestratorError):
     """The rotation cannot safely go on by itself; a human must look (state needs_attention)."""
 
 
-def reason_of(exc: BaseException) -> str:
-    """A one-line, bounded reason for a run record, log line and alert (never a secret value:
-    every error of ours and of the rotator contract keeps secrets out of its message)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+def reason_of(exc: BaseException, step: str | None = None) -> str:
+    """A one-line, bounded reason for a run record, log line and alert (never a secret value).
+
+    Only our errors and the rotator contract's keep secrets out of their messages, so only
+    their text is used; any other exception (a ``ValueError`` from ``int(password)``, a
+    client library's error carrying a response body) is named by its type and ``step`` alone.
+    """
     name = type(exc).__name__
+    if not isinstance(exc, (RotatorError, OrchestratorError)):
+        return f"{name} in step {step}" if step else name
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return (f"{name}: {text}" if text else name)[:500]
 
 

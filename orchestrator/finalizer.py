@@ -62,7 +62,8 @@ class Finalizer:
         rid = record.rotation_id
 
         def give_up(exc: Exception) -> None:  # after the store, never just "failed"
-            self.failures.fail(rid, "needs_attention", reason_of(exc), owner, step="finalize")
+            reason = reason_of(exc, "finalize")
+            self.failures.fail(rid, "needs_attention", reason, owner, step="finalize")
 
         def steps(rotator: Rotator) -> None:
             self._finalize_steps(record, rotator, owner)

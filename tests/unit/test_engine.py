@@ -16,6 +16,7 @@ from orchestrator.store import (
     TRANSITIONS,
     RunRecord,
 )
+from rotators.errors import PermanentError
 
 
 def test_scheduled_ids_are_stable_per_path_and_version() -> None:
@@ -37,8 +38,14 @@ def test_rotate_request_defaults_match_the_task_contract() -> None:
 def test_reason_is_one_bounded_line_with_the_error_class() -> None:
     exc = AccessDenied("sa:x has no 'write' permission\ntrace", code="access_denied")
     assert _reason(exc) == "AccessDenied: sa:x has no 'write' permission"
-    assert len(_reason(RuntimeError("x" * 2000))) == 500
-    assert _reason(RuntimeError()) == "RuntimeError"
+    assert len(_reason(AccessDenied("x" * 2000, code="access_denied"))) == 500
+    assert _reason(PermanentError("")) == "PermanentError"
+
+
+def test_reason_of_a_foreign_exception_is_its_type_and_step_only() -> None:
+    exc = ValueError("invalid literal for int() with base 10: 'SENTINEL-pw'")
+    assert _reason(exc, "mint") == "ValueError in step mint"
+    assert _reason(RuntimeError("SENTINEL-pw")) == "RuntimeError"
 
 
 def test_states_partition_and_transitions_only_name_known_states() -> None:

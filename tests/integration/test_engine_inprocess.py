@@ -1,0 +1,136 @@
+"""The engine in this process against a real Redis and the ScaiVault emulator (no Celery).
+
+For rules that need no worker process: what a failure records, how long a retry waits, when
+a run is started again and when finalize refuses. Rotators are plain test classes here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from orchestrator import history
+from orchestrator.alert import Alerter
+from orchestrator.engine import Engine, RotateRequest
+from orchestrator.routing import RoutingTable
+from orchestrator.settings import Settings
+from orchestrator.vault import VaultClient
+from rotators import RotationContext, Rotator, SecretData
+from tests.fixtures.emulator import Emulator
+from tests.fixtures.worker import WORKER_IDENTITY, WORKER_PERMISSIONS, AlertSink
+
+pytestmark = pytest.mark.integration
+
+PATH = "apps/inproc/db"
+SENTINEL = "424242"  # an int-parsable "password", so int(password) fails elsewhere
+
+
+class _Issuer(Rotator):
+    """An issuer whose steps a test replaces by setting attributes."""
+
+    name = "test-inproc"
+    strategy = "issuer"
+    verify_timeout = 1.0
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.mint_hook: Any = None
+
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        self.calls.append("mint")
+        if self.mint_hook is not None:
+            self.mint_hook(ctx)
+        return {"username": "app", "password": "new-" + ctx.rotation_id}
+
+    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+        self.calls.append("verify")
+
+    def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
+        self.calls.append("finalize")
+
+    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+        self.calls.append("discard")
+
+
+ROUTING = """
+[[rules]]
+match = "apps/**"
+rotator = "test-inproc"
+grace_period = "1h"
+"""
+
+
+class _Harness:
+    def __init__(self, redis_url: str, emulator: Emulator, alerts: AlertSink) -> None:
+        token = emulator.token(
+            WORKER_IDENTITY, paths=["**"], permissions=list(WORKER_PERMISSIONS), ttl="2h"
+        )
+        self.emulator = emulator
+        self.alerts = alerts
+        self.settings = Settings.load(
+            REDIS_URL=redis_url,
+            SCAIVAULT_URL=emulator.url,
+            SCAIVAULT_TOKEN=token,
+            SCAIVAULT_RETRY_DEADLINE=0.5,
+            ROTATOR_ALERT_WEBHOOK_URL=alerts.url,
+            ROTATOR_RETRY_BACKOFF_MAX=60,
+        )
+        self.rotator = _Issuer()
+        self.client = redis.Redis.from_url(redis_url)
+        routing = RoutingTable.parse(ROUTING, rotators={"test-inproc": self.rotator})
+        self.engine = Engine(
+            self.settings,
+            self.client,
+            VaultClient(self.settings),
+            routing,
+            alerter=Alerter(self.settings.rotator_alert_webhook_url),
+        )
+        self.text = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    def redis_dump(self) -> str:
+        """Every key and value of the state store, as text (for sentinel searches)."""
+        parts = []
+        for key in self.text.scan_iter():
+            kind = self.text.type(key)
+            if kind == "hash":
+                parts.append(json.dumps(self.text.hgetall(key)))
+            elif kind == "stream":
+                parts.append(json.dumps(self.text.xrange(key), default=str))
+            elif kind == "string":
+                parts.append(str(self.text.get(key)))
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.text.close()
+
+
+@pytest.fixture
+def harness(redis_url: str, emulator: Emulator, alert_sink: AlertSink) -> Iterator[_Harness]:
+    h = _Harness(redis_url, emulator, alert_sink)
+    yield h
+    h.close()
+
+
+def test_a_foreign_exception_text_never_reaches_record_history_log_or_alert(
+    harness: _Harness, log_stream: Any
+) -> None:
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "pw" + SENTINEL})
+
+    def parse(ctx: RotationContext) -> None:
+        int(ctx.current.data["password"])  # ValueError: invalid literal ... 'pw424242'
+
+    harness.rotator.mint_hook = parse
+    record = harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
+    assert record is not None and record.state == "failed"
+    assert record.last_error == "ValueError in step mint"
+    assert SENTINEL not in harness.redis_dump()
+    assert SENTINEL not in log_stream.getvalue()
+    assert '"event": "rotation_failed"' in log_stream.getvalue()
+    assert [a["reason"] for a in harness.alerts.bodies] == ["ValueError in step mint"]
+    entries = history.read(harness.text, PATH)
+    assert any(e.get("detail") == "ValueError in step mint" for e in entries)

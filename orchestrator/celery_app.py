@@ -53,7 +53,13 @@ def configuration(settings: Settings) -> dict[str, Any]:
     broker = connection.broker_settings(
         settings.redis_url,
         master=settings.redis_sentinel_master,
-        transport_options={"visibility_timeout": vt},
+        transport_options={
+            "visibility_timeout": vt,
+            # kombu >= 5.7: look for messages of a SIGKILLed worker every 10 s, not every
+            # 10 x 10 s, so they come back about a visibility timeout after it died.
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 1,
+        },
     )
     return broker | {
         "task_serializer": "json",
@@ -128,9 +134,12 @@ def _worker_init(**_: Any) -> None:
         check_worker_config(settings)
     except ConfigError as exc:
         refuse(exc)
+    from orchestrator.engine import REDIS_TIMEOUTS
     from orchestrator.metrics import start_metrics_server
 
-    client = connection.redis_client(settings.redis_url, master=settings.redis_sentinel_master)
+    client = connection.redis_client(
+        settings.redis_url, master=settings.redis_sentinel_master, **REDIS_TIMEOUTS
+    )
     start_metrics_server(settings, client)
     log.info("worker_configured", routing=str(settings.rotator_config), queue=keys.TASK_QUEUE)
 

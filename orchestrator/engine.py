@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from orchestrator import connection
 from orchestrator.alert import Alerter
 from orchestrator.driver import ROTATED_BY, Driver
 from orchestrator.due import DueQueue
@@ -46,6 +47,13 @@ from orchestrator.store import (
 from orchestrator.vault import VaultClient
 from rotators.contract import Rotator, SecretVersion
 from rotators.errors import PermanentError
+
+#: A worker's Redis client never waits forever on a dead or partitioned Redis (seconds).
+REDIS_TIMEOUTS: dict[str, Any] = {
+    "socket_connect_timeout": 5.0,
+    "socket_timeout": 10.0,
+    "health_check_interval": 30,
+}
 
 #: The name ``tests/unit/test_engine.py`` knows the failure reason by.
 _reason = reason_of
@@ -119,7 +127,9 @@ class Engine:
         """An engine wired from ``settings``: Redis, ScaiVault, routing file, seal key, alerts."""
         return cls(
             settings,
-            redis.Redis.from_url(settings.redis_url),
+            connection.redis_client(
+                settings.redis_url, master=settings.redis_sentinel_master, **REDIS_TIMEOUTS
+            ),
             VaultClient(settings),
             routing or RoutingTable.load(settings.rotator_config),
             sealer=Sealer(settings.seal_keys()) if settings.seal_keys() else None,

@@ -108,10 +108,6 @@ def test_state_store_reads_and_writes_the_master(sentinel_setup: SentinelSetup) 
         connection.redis_client(sentinel_setup.url, master="no-such-master").ping()
 
 
-# Remove this marker once Engine.from_settings (orchestrator/engine.py) builds its Redis client
-# with orchestrator.connection.redis_client: until then the worker's engine calls
-# redis.Redis.from_url on the sentinel:// URL and every task fails with ValueError.
-@pytest.mark.xfail(strict=True, reason="engine.py still uses redis.Redis.from_url")
 def test_receiver_worker_and_beat_rotate_through_sentinel(
     sentinel_setup: SentinelSetup,
     emulator: Emulator,

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.celery_app import configuration
-from orchestrator.engine import RotateRequest, _reason, manual_id, scheduled_id
+from orchestrator.engine import (
+    REDIS_TIMEOUTS,
+    Engine,
+    RotateRequest,
+    _reason,
+    manual_id,
+    scheduled_id,
+)
 from orchestrator.errors import AccessDenied, ConfigError
+from orchestrator.routing import RoutingTable
 from orchestrator.settings import Settings
 from orchestrator.store import (
     ACTIVE_STATES,
@@ -95,3 +103,23 @@ def test_sentinel_urls_give_the_broker_the_master_name_and_keep_the_visibility_t
     assert conf["broker_url"] == "sentinel://127.0.0.1:26379/0"
     options = conf["broker_transport_options"]
     assert (options["visibility_timeout"], options["master_name"]) == (3600, "ha")
+
+
+def test_worker_redis_clients_time_out_and_follow_sentinel() -> None:
+    settings = Settings.load(
+        REDIS_URL="redis://127.0.0.1:1/0", SCAIVAULT_URL="http://127.0.0.1:1", SCAIVAULT_TOKEN="t"
+    )
+    engine = Engine.from_settings(settings, RoutingTable.parse("rules = []"))
+    try:
+        kwargs = engine.client.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == REDIS_TIMEOUTS["socket_timeout"]
+        assert kwargs["socket_connect_timeout"] == REDIS_TIMEOUTS["socket_connect_timeout"]
+        assert kwargs["health_check_interval"] == REDIS_TIMEOUTS["health_check_interval"]
+    finally:
+        engine.close()
+
+
+def test_kombu_restores_a_dead_workers_messages_every_ten_seconds() -> None:
+    options = configuration(Settings.load())["broker_transport_options"]
+    assert options["unacked_restore_interval"] == 10
+    assert options["unacked_restore_throttle"] == 1

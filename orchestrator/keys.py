@@ -61,3 +61,16 @@ METRIC_OUTCOMES = f"{PREFIX}metrics:outcomes"
 
 #: Hash: step-duration histogram; fields = JSON ``[rotator, step, "le", bound]``/``[.., "sum"]``.
 METRIC_STEPS = f"{PREFIX}metrics:steps"
+
+#: Sorted set: accepted webhook events with no durable outcome yet (the pending ledger), scored
+#: by the time of their last publish in ms; the sweep re-publishes entries that were lost.
+PENDING = f"{PREFIX}pending"
+
+#: Hash: event id -> the Celery message last published for it (ids and paths only, no secret).
+PENDING_MESSAGES = f"{PREFIX}pending:messages"
+
+#: Hash: event id -> how many times the sweep re-published it.
+PENDING_PUBLISHES = f"{PREFIX}pending:publishes"
+
+#: Kombu's Redis transport: hash of messages a worker took but has not acknowledged yet.
+BROKER_UNACKED = "unacked"

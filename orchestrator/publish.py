@@ -5,7 +5,10 @@ client per publish costs ~0.7 ms of CPU under the GIL, and kombu's producer can 
 time while Redis is away. Instead :func:`task_message` builds the exact envelope kombu's Redis
 transport would ``LPUSH`` (protocol 2, JSON body, base64 body encoding, priority 0 on the list
 named by the queue), and one Lua script claims the event id (``SET NX EX``) and pushes the
-message atomically, in one round trip, awaited under a hard timeout.
+message atomically, in one round trip, awaited under a hard timeout. The same script records
+the event in the pending ledger (:mod:`orchestrator.ledger`), so an accepted event whose message
+is lost later (a worker killed between taking it and its bookkeeping, a task that gave up) is
+published again by the sweep until it has a run record.
 
 Why a timeout is safe: the claim and the message are written by one atomic script, so the claim
 exists if and only if the message was pushed. When the outcome is unknown (the timeout fired
@@ -24,6 +27,7 @@ import json
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,19 +43,31 @@ from orchestrator.errors import PublishError
 #: The Celery task the receiver publishes (DESIGN §8).
 ROTATE_TASK = "scaivault.rotate"
 
-# KEYS[1] claim key, KEYS[2] target (broker list or history stream).
+# KEYS[1] claim key, KEYS[2] target (broker list or history stream); for a list also
+# KEYS[3] the pending ledger's ZSET and KEYS[4] its message hash (orchestrator.ledger).
 # ARGV[1] claim value, ARGV[2] claim TTL in seconds, ARGV[3] 'list' or 'stream',
 # ARGV[4] the message (list) or the stream's approximate max length (stream),
-# ARGV[5..] the stream entry's field/value pairs.
-# Returns {1, claim} when claimed and written, {0, existing claim} for a duplicate. If the write
-# fails (e.g. OOM) the claim is deleted in the same script and the error is returned.
+# list: ARGV[5] the event id, ARGV[6] the time in ms; stream: ARGV[5..] the entry's field/values.
+# Returns {1, claim} when claimed and written, {0, existing claim} for a duplicate. If a write
+# fails (e.g. OOM) the claim and ledger entry are deleted in the same script and the error is
+# returned. The message is pushed last, so a failed push leaves nothing behind.
 CLAIM_AND_WRITE = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   return {0, redis.call('GET', KEYS[1])}
 end
 local res
 if ARGV[3] == 'list' then
-  res = redis.pcall('LPUSH', KEYS[2], ARGV[4])
+  res = redis.pcall('HSET', KEYS[4], ARGV[5], ARGV[4])
+  if not (type(res) == 'table' and res.err) then
+    res = redis.pcall('ZADD', KEYS[3], ARGV[6], ARGV[5])
+  end
+  if not (type(res) == 'table' and res.err) then
+    res = redis.pcall('LPUSH', KEYS[2], ARGV[4])
+  end
+  if type(res) == 'table' and res.err then
+    redis.call('HDEL', KEYS[4], ARGV[5])
+    redis.call('ZREM', KEYS[3], ARGV[5])
+  end
 else
   res = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
 end
@@ -269,10 +285,12 @@ class Publisher:
     async def publish_task(
         self, event_id: str, task: str, kwargs: Mapping[str, Any], queue: str = keys.TASK_QUEUE
     ) -> Claim:
-        """Claim ``event_id`` and push ``task``'s message in one atomic script."""
+        """Claim ``event_id``, record it in the pending ledger and push ``task``'s message, in
+        one atomic script (the ledger entry lives until the event has a durable outcome)."""
         task_id, message = task_message(task, kwargs, queue=queue)
-        args = [task_id, self.claim_ttl, "list", message]
-        return await self._run([keys.event(event_id), queue], args)
+        args = [task_id, self.claim_ttl, "list", message, event_id, int(time.time() * 1000)]
+        script_keys = [keys.event(event_id), queue, keys.PENDING, keys.PENDING_MESSAGES]
+        return await self._run(script_keys, args)
 
     async def record_history(self, claim_id: str, path: str, event: str, **fields: Any) -> Claim:
         """Claim event id ``claim_id`` and append an entry to ``path``'s history, atomically."""

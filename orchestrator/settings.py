@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     rotator_finalize_lease: float = Field(default=300.0, gt=0, alias="ROTATOR_FINALIZE_LEASE")
     rotator_retry_backoff_max: float = Field(default=60.0, gt=0, alias="ROTATOR_RETRY_BACKOFF_MAX")
     rotator_default_grace: str = Field(default="48h", alias="ROTATOR_DEFAULT_GRACE")
+    rotator_pending_republish_after: float = Field(
+        default=120.0, gt=0, alias="ROTATOR_PENDING_REPUBLISH_AFTER"
+    )
 
     @field_validator("scaivault_webhook_secret", "rotator_seal_key", mode="before")
     @classmethod

@@ -29,12 +29,47 @@ def serve(host: str, port: int, workers: int) -> None:
     run(host=host, port=port, workers=workers)
 
 
+def _admin_token(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """``--admin-token``, else ``--admin-token-file``, else ``EMULATOR_ADMIN_TOKEN``."""
+    file: str | None = ctx.params.get("admin_token_file")
+    if value is not None and file is not None:
+        raise click.BadParameter("give --admin-token or --admin-token-file, not both")
+    if value is None and file is not None:
+        try:
+            with open(file, encoding="utf-8") as handle:
+                value = handle.read().strip()
+        except (OSError, UnicodeError) as exc:
+            raise click.BadParameter(f"cannot read {file}: {type(exc).__name__}") from None
+    if value is None:
+        from orchestrator.settings import EmulatorSettings
+
+        token = EmulatorSettings().emulator_admin_token
+        value = token.get_secret_value() if token is not None else None
+    if not value:
+        raise click.MissingParameter(
+            ctx=ctx, param=param, message="Or give --admin-token-file, or set EMULATOR_ADMIN_TOKEN."
+        )
+    return value
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8200, show_default=True, type=int, help="Port to listen on.")
-@click.option("--admin-token", required=True, envvar="EMULATOR_ADMIN_TOKEN", help="Admin token.")
+@click.option(
+    "--admin-token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    is_eager=True,
+    help="File holding the admin token (instead of --admin-token).",
+)
+@click.option(
+    "--admin-token",
+    callback=_admin_token,
+    help="Admin token (default: --admin-token-file, else EMULATOR_ADMIN_TOKEN).",
+)
 @click.option("--state-file", type=click.Path(dir_okay=False), help="Keep state across restarts.")
-def emulator(host: str, port: int, admin_token: str, state_file: str | None) -> None:
+def emulator(
+    host: str, port: int, admin_token_file: str | None, admin_token: str, state_file: str | None
+) -> None:
     """Run a local ScaiVault emulator (for plugin authors, tests and the demo)."""
     from orchestrator.emulator import serve as run
 

@@ -239,6 +239,15 @@ class Settings(BaseSettings):
         return keys
 
 
+class EmulatorSettings(BaseSettings):
+    """The emulator command's own variable, read apart from :class:`Settings`: a trial emulator
+    starts even while the rotator's settings still hold placeholders."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    emulator_admin_token: SecretStr | None = Field(default=None, alias="EMULATOR_ADMIN_TOKEN")
+
+
 def _env_name(loc: tuple[Any, ...]) -> str:
     if not loc:
         return ""
@@ -248,4 +257,7 @@ def _env_name(loc: tuple[Any, ...]) -> str:
 
 def env_names() -> list[str]:
     """Every environment variable the settings read, for documentation checks."""
-    return sorted(f.alias or name.upper() for name, f in Settings.model_fields.items())
+    models: tuple[type[BaseSettings], ...] = (Settings, EmulatorSettings)
+    return sorted(
+        f.alias or name.upper() for model in models for name, f in model.model_fields.items()
+    )

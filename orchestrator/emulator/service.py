@@ -366,7 +366,7 @@ class VaultService:
             "previous_version": old.version,
         }
         new = self.store(record.path, {**old.data, key: fresh}, old.secret_type, metadata, ADMIN)
-        log.info("rotation_generated", path=record.path, version=new.version)
+        log.info("rotation_generated", path=record.path, new_version=new.version)
         return {"version": new.version, "previous_version": old.version}
 
     # --- clock and audit ----------------------------------------------------------------

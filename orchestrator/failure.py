@@ -1,9 +1,12 @@
 """Making failures loud: what a failed step becomes (retry, failed, needs_attention).
 
 A transient error retries the task after a countdown of seconds until ``ROTATOR_MAX_ATTEMPTS``
-attempts, then the run needs attention. Every failure that ends a run writes its state, one
-error log line, a metric, a history entry and an alert. A refused state change is expected
-when on-call cancelled the run or another worker took it over: the worker stops quietly.
+attempts, then the run needs attention. A rotator asking to wait longer than
+``ROTATOR_RETRY_BACKOFF_MAX`` (``retry_after``, e.g. an API budget used up for an hour) gets no
+Celery countdown: the run's lease is held that long and the sweeper re-drives it. Every failure
+that ends a run writes its state, one error log line, a metric, a history entry and an alert.
+A refused state change is expected when on-call cancelled the run or another worker took it
+over: the worker stops quietly.
 """
 
 from __future__ import annotations
@@ -169,11 +172,17 @@ class FailurePolicy:
                 owner,
             )
             return
-        backoff = min(self.rt.settings.rotator_retry_backoff_max, 2.0**record.attempts)
-        countdown = max(backoff * random.uniform(0.5, 1.0), exc.retry_after or 0.0)
+        cap = self.rt.settings.rotator_retry_backoff_max
+        wait = max(
+            min(cap, 2.0**record.attempts) * random.uniform(0.5, 1.0), exc.retry_after or 0.0
+        )
+        # A Celery countdown longer than the backoff cap would sit unacked in the worker for
+        # that long (kombu#337): hold the lease that long instead; the sweeper re-drives it.
+        redrive = wait > cap
+        hold = wait if redrive else wait + self.rt.lease_seconds
         try:
             self.rt.store.update(rotation_id, owner=owner, last_error=reason)
-            self.rt.store.release_lease(rotation_id, owner, countdown + self.rt.lease_seconds)
+            self.rt.store.release_lease(rotation_id, owner, hold)
         except (LeaseLost, IllegalTransition):
             return
         self.rt.log.warning(
@@ -183,12 +192,14 @@ class FailurePolicy:
             step=record.step,
             attempt=record.attempts,
             reason=reason,
-            countdown=round(countdown, 2),
+            countdown=round(wait, 2),
+            redrive=redrive,
         )
         self.rt.journal.history(
             record, "step_retry", step=record.step, attempt=record.attempts, detail=reason
         )
-        raise RetryLater(reason, rotation_id=rotation_id, countdown=countdown)
+        if not redrive:
+            raise RetryLater(reason, rotation_id=rotation_id, countdown=wait)
 
     def _stopped(self, rotation_id: str, owner: str, exc: LeaseLost | IllegalTransition) -> None:
         """A state change was refused: expected when on-call cancelled the run or another

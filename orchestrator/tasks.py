@@ -15,6 +15,8 @@ from celery import Task, signals
 
 from orchestrator.celery_app import FINALIZE, RECONCILE, ROTATE, SWEEP, app, settings
 from orchestrator.engine import Engine, RetryLater, RotateRequest
+from orchestrator.failure import reason_of
+from orchestrator.ledger import Ledger, give_up, sweep_pending
 from orchestrator.log import get_logger
 from rotators.errors import TransientError
 
@@ -38,9 +40,12 @@ def _fresh_engine(**_: Any) -> None:
 signals.worker_process_init.connect(_fresh_engine, weak=False)
 
 
+def _cap() -> float:
+    return settings.rotator_retry_backoff_max
+
+
 def _backoff(retries: int) -> float:
-    cap = settings.rotator_retry_backoff_max
-    return min(cap, 2.0 ** (retries + 1)) * random.uniform(0.5, 1.0)
+    return min(_cap(), 2.0 ** (retries + 1)) * random.uniform(0.5, 1.0)
 
 
 def _retry_unrecorded(task: Task, exc: TransientError, **fields: Any) -> None:
@@ -48,7 +53,8 @@ def _retry_unrecorded(task: Task, exc: TransientError, **fields: Any) -> None:
     if task.request.retries >= settings.rotator_max_attempts:
         log.error("task_gave_up", task=task.name, reason=type(exc).__name__, **fields)
         return
-    countdown = max(_backoff(task.request.retries), exc.retry_after or 0.0)
+    # Never longer than the backoff cap: a long countdown holds the message unacked (kombu#337).
+    countdown = min(max(_backoff(task.request.retries), exc.retry_after or 0.0), _cap())
     raise task.retry(countdown=countdown, max_retries=None)
 
 
@@ -81,9 +87,28 @@ def rotate(
     try:
         engine().rotate(request, owner=str(self.request.id))
     except RetryLater as exc:
+        _settle(event_id)  # the run record exists: retries and re-drives go by it now
         raise self.retry(countdown=exc.countdown, max_retries=None) from None
     except TransientError as exc:
+        if self.request.retries >= settings.rotator_max_attempts:
+            _lost(request, exc)
+            return
         _retry_unrecorded(self, exc, path=path, event_id=event_id)
+    else:
+        _settle(event_id)
+
+
+def _settle(event_id: str | None) -> None:
+    """The event has a run record or a recorded decision: it leaves the pending ledger."""
+    if event_id:
+        Ledger(engine().client).settle(event_id)
+
+
+def _lost(request: RotateRequest, exc: TransientError) -> None:
+    """Out of retries before a run record existed: a failed run, loud (metric, alert)."""
+    limit = settings.rotator_max_attempts
+    give_up(engine(), request, f"gave up after {limit} attempts to start: {reason_of(exc)}")
+    _settle(request.event_id)
 
 
 @app.task(name=FINALIZE, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
@@ -121,6 +146,7 @@ def sweep() -> None:
         )
     if claimed.due or claimed.redrive:
         log.info("sweep_done", finalize=len(claimed.due), redriven=len(claimed.redrive))
+    sweep_pending(engine(), Ledger(engine().client))  # accepted events whose message was lost
 
 
 @app.task(name=RECONCILE, bind=True, max_retries=None)  # type: ignore[untyped-decorator]

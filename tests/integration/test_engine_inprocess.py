@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator import history
+from orchestrator import history, keys
 from orchestrator.alert import Alerter
-from orchestrator.engine import Engine, RotateRequest
+from orchestrator.engine import Engine, RetryLater, RotateRequest
 from orchestrator.routing import RoutingTable
 from orchestrator.settings import Settings
 from orchestrator.vault import VaultClient
-from rotators import RotationContext, Rotator, SecretData
+from rotators import RotationContext, Rotator, SecretData, TransientError
 from tests.fixtures.emulator import Emulator
 from tests.fixtures.worker import WORKER_IDENTITY, WORKER_PERMISSIONS, AlertSink
 
@@ -134,3 +134,32 @@ def test_a_foreign_exception_text_never_reaches_record_history_log_or_alert(
     assert [a["reason"] for a in harness.alerts.bodies] == ["ValueError in step mint"]
     entries = history.read(harness.text, PATH)
     assert any(e.get("detail") == "ValueError in step mint" for e in entries)
+
+
+def _fail_with_retry_after(seconds: float) -> Any:
+    def hook(ctx: RotationContext) -> None:
+        raise TransientError("daily API budget used up", retry_after=seconds)
+
+    return hook
+
+
+def test_an_hour_long_retry_after_holds_the_lease_instead_of_a_celery_countdown(
+    harness: _Harness,
+) -> None:
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    harness.rotator.mint_hook = _fail_with_retry_after(3600.0)  # Salesforce's limit_backoff
+    record = harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
+    assert record is not None and record.state == "minting" and not record.lease_owner
+    held_for = harness.text.zscore(keys.LEASES, record.rotation_id)
+    assert held_for is not None
+    now_ms = float(harness.text.time()[0]) * 1000
+    assert held_for - now_ms > 3500 * 1000, "the sweeper must not re-drive it before the hour"
+    assert harness.engine.sweep().redrive == []
+
+
+def test_a_short_retry_after_is_a_countdown_within_the_backoff_cap(harness: _Harness) -> None:
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    harness.rotator.mint_hook = _fail_with_retry_after(2.0)
+    with pytest.raises(RetryLater) as caught:
+        harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
+    assert 2.0 <= caught.value.countdown <= harness.settings.rotator_retry_backoff_max

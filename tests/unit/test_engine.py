@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from orchestrator.celery_app import configuration
@@ -24,7 +26,7 @@ from orchestrator.store import (
     TRANSITIONS,
     RunRecord,
 )
-from rotators.errors import PermanentError
+from rotators.errors import PermanentError, TransientError
 
 
 def test_scheduled_ids_are_stable_per_path_and_version() -> None:
@@ -123,3 +125,21 @@ def test_kombu_restores_a_dead_workers_messages_every_ten_seconds() -> None:
     options = configuration(Settings.load())["broker_transport_options"]
     assert options["unacked_restore_interval"] == 10
     assert options["unacked_restore_throttle"] == 1
+
+
+def test_a_task_retry_before_a_run_record_never_counts_down_past_the_backoff_cap() -> None:
+    from orchestrator import tasks
+
+    class _Task:
+        name = "scaivault.rotate"
+        request = SimpleNamespace(retries=0)
+        countdown: float | None = None
+
+        def retry(self, countdown: float, max_retries: None) -> Exception:
+            self.countdown = countdown
+            return RuntimeError("retry")
+
+    task = _Task()
+    with pytest.raises(RuntimeError, match="retry"):
+        tasks._retry_unrecorded(task, TransientError("limit", retry_after=3600.0))  # type: ignore[arg-type]
+    assert task.countdown == tasks.settings.rotator_retry_backoff_max

@@ -35,6 +35,8 @@ from orchestrator import keys
 from orchestrator.engine import scheduled_id
 from orchestrator.sandbox import Sandbox
 from orchestrator.stack import RedisServer, cli_argv
+from tests.fixtures.plugins import write_dist_info
+from tests.fixtures.worker import ENGINE_ROTATORS, EngineStack
 
 pytestmark = pytest.mark.integration
 
@@ -319,3 +321,45 @@ def test_a_replayed_event_after_its_dedupe_claim_is_gone_makes_no_new_version(
 def _accepted_twice(box: Sandbox, event_id: str) -> bool:
     answers = box.admin("GET", f"/v1/_emulator/deliveries?event_id={event_id}")["deliveries"]
     return sum(1 for d in answers if d.get("status") == 202) >= 2
+
+
+def test_a_careless_rotator_cannot_leak_through_logs_errors_history_or_alerts(
+    engine_stack: EngineStack,
+) -> None:
+    """A plugin that logs its minted data at DEBUG and raises a ``ValueError`` holding the old
+    and new values: the redaction processor and the engine's error handling contain it."""
+    write_dist_info(
+        engine_stack.tmp_path / "plugins",
+        {**ENGINE_ROTATORS, "test-careless": "tests.rotators.careless:CarelessRotator"},
+    )
+    engine_stack.routing('[[rules]]\nmatch = "careless/**"\nrotator = "test-careless"\n')
+    alerts = AlertSink().start()
+    port = int(engine_stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+    monitor = RedisMonitor(port)
+    try:
+        engine_stack.env.update(ROTATOR_LOG_LEVEL="DEBUG", ROTATOR_ALERT_WEBHOOK_URL=alerts.url)
+        worker = engine_stack.worker()
+        old = sentinel("CARELESSOLD")
+        engine_stack.emulator.put_secret("careless/db", {"username": "svc", "password": old})
+        engine_stack.publish(path="careless/db", trigger="manual")
+        failed = engine_stack.wait_run("careless/db", ("failed", "needs_attention"))
+        deadline = time.monotonic() + 20
+        while not alerts.bodies:
+            assert time.monotonic() < deadline, "no alert for the failed rotation"
+            time.sleep(0.1)
+    finally:
+        monitor.stop()
+        alerts.stop()
+
+    log = worker.log_path.read_bytes()
+    assert b"careless_minted" in log, "the careless log line was really written"
+    assert failed.last_error is not None and "ValueError" in failed.last_error
+    places = {
+        "worker log": log,
+        "redis commands (MONITOR)": monitor.text(),
+        "redis keys": _redis_dump(redis.Redis.from_url(engine_stack.redis_url)),
+        "alert payloads": b"\n".join(alerts.bodies),
+    }
+    for where, text in places.items():
+        for form in forms(old) + forms("CARELESSNEW"):
+            assert form not in text, f"a secret value leaked into {where}"

@@ -78,7 +78,8 @@ class FailurePolicy:
             return False
         rid = record.rotation_id
         retry: TransientError | None = None
-        with Heartbeat(self.rt.store, rid, owner, self.rt.lease_seconds):
+        with Heartbeat(self.rt.store, rid, owner, self.rt.lease_seconds, self.rt.log) as beat:
+            self.rt.guard.watch(beat)
             try:
                 steps(rotator)
             except (LeaseLost, IllegalTransition) as exc:
@@ -88,6 +89,8 @@ class FailurePolicy:
                 retry = exc
             except Exception as exc:
                 on_error(exc)
+            finally:
+                self.rt.guard.watch(None)
         if retry is not None:
             self._retry_or_give_up(rid, owner, retry)
         return True

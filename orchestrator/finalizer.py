@@ -1,15 +1,19 @@
 """Finalizing rotations whose grace is over, and the sweep that finds them and dead workers' runs.
 
-Finalize re-verifies the stored new version, then revokes the old one (``rotator.finalize``)
-and marks the run ``done``. After the store, a failure is never just "failed": it needs
-attention, and the old credential stays valid. The due-queue entry is removed only while the
-sweeper's claim on it still matches.
+Finalize runs only once grace is over (or on-call asked for it early), checks that ScaiVault's
+current version is still ours, re-verifies it, then revokes the old one (``rotator.finalize``)
+and marks the run ``done``. A run held by a rollback is never moved on. After the store, a
+failure is never just "failed": it needs attention, and the old credential stays valid. The
+due-queue entry is removed only while the sweeper's claim on it still matches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from orchestrator import history
+from orchestrator.driver import parse_time
 from orchestrator.failure import FailurePolicy, NeedsAttention, reason_of
 from orchestrator.minter import Minter
 from orchestrator.runtime import Runtime
@@ -45,6 +49,8 @@ class Finalizer:
             self._complete_due(rotation_id, lease)
             return record
         if record.state == "grace":
+            if not self._may_finalize(record):
+                return record  # the due entry stays: it is claimed again after its lease
             try:
                 record = self.rt.store.transition(
                     rotation_id, "finalizing", expect=["grace"], step="finalize"
@@ -87,12 +93,40 @@ class Finalizer:
             redrive.append(record)
         return Sweep(due, redrive)
 
+    def _may_finalize(self, record: RunRecord) -> bool:
+        """Only once grace is over, or when on-call asked for it (``finalize --now`` records
+        ``finalize_requested`` in the history): a stray message must not end grace early."""
+        due = parse_time(record.finalize_after)
+        if due is not None and due <= datetime.now(UTC):
+            return True
+        entries = history.read(self.rt.store.client, record.path)
+        if any(
+            e.get("event") == "finalize_requested" and e.get("rotation_id") == record.rotation_id
+            for e in entries
+        ):
+            return True
+        self.rt.log.warning(
+            "finalize_refused",
+            rotation_id=record.rotation_id,
+            path=record.path,
+            reason="grace is not over and no early finalize was requested",
+            finalize_after=record.finalize_after,
+        )
+        return False
+
     def _finalize_steps(self, record: RunRecord, rotator: Rotator, owner: str) -> None:
+        rid = record.rotation_id
         if record.from_version is None or record.new_version is None:
             raise NeedsAttention("the run record lacks its versions; cannot finalize")
         with self.rt.journal.timed(record, "read"):
             old = self.rt.vault.read(record.path, record.from_version)
-            new = self.rt.vault.read(record.path, record.new_version)
+            new = self.rt.vault.read(record.path)
+        if new.version != record.new_version or new.metadata.get("rotation_id") != rid:
+            raise NeedsAttention(
+                f"ScaiVault's current version is {new.version} (rotation_id "
+                f"{new.metadata.get('rotation_id') or '-'}), not our version {record.new_version}: "
+                "someone wrote the secret during grace; the old credential was NOT revoked"
+            )
         ctx = self.minter.load_context(record, old)
         try:
             with self.rt.journal.timed(record, "verify"):
@@ -102,6 +136,7 @@ class Finalizer:
                 f"the stored new credential no longer verifies ({reason_of(exc)}); "
                 "the old one was NOT revoked"
             ) from None
+        self.rt.guard.check(rid, "finalize")
         with self.rt.journal.timed(record, "finalize"):
             rotator.finalize(ctx, old.data, new.data)
         done = self.rt.store.transition(record.rotation_id, "done", owner=owner, step="done")

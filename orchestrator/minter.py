@@ -82,6 +82,7 @@ class Minter:
                     step="mint",
                 )
             self.rt.store.transition(rid, "minting", owner=owner, step="mint")
+            self.rt.guard.check(rid, "mint")
             with self.rt.journal.timed(record, "mint"):
                 new = SecretData(rotator.mint(ctx))
             try:
@@ -125,6 +126,7 @@ class Minter:
     def discard(self, rotator: Rotator, ctx: RotationContext, new: SecretData) -> None:
         """Revoke an unused new value (``rotator.discard``); a failure is logged, not raised."""
         try:
+            self.rt.guard.check(ctx.rotation_id, "discard")
             rotator.discard(ctx, new)
         except Exception as exc:
             self.rt.log.error(
@@ -179,6 +181,7 @@ class Minter:
         rid = record.rotation_id
         self.rt.store.transition(rid, "applying", owner=owner, step="apply")
         try:
+            self.rt.guard.check(rid, "apply")
             with self.rt.journal.timed(record, "apply"):
                 rotator.apply(ctx, new)
         except CredentialRejected as exc:

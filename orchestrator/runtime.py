@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
 from orchestrator.due import DueQueue
+from orchestrator.heartbeat import LeaseGuard
 from orchestrator.journal import Journal
 from orchestrator.routing import RoutingTable
 from orchestrator.settings import Settings
@@ -25,6 +26,7 @@ class Runtime:
     routing: RoutingTable
     journal: Journal
     log: structlog.stdlib.BoundLogger
+    guard: LeaseGuard = field(default_factory=LeaseGuard)
 
     @property
     def lease_seconds(self) -> float:

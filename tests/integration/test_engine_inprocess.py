@@ -7,6 +7,7 @@ a run is started again and when finalize refuses. Rotators are plain test classe
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +40,7 @@ class _Issuer(Rotator):
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.mint_hook: Any = None
+        self.verify_hook: Any = None
 
     def mint(self, ctx: RotationContext) -> dict[str, Any]:
         self.calls.append("mint")
@@ -48,6 +50,8 @@ class _Issuer(Rotator):
 
     def verify(self, ctx: RotationContext, new: SecretData) -> None:
         self.calls.append("verify")
+        if self.verify_hook is not None:
+            self.verify_hook(ctx)
 
     def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
         self.calls.append("finalize")
@@ -78,6 +82,7 @@ class _Harness:
             SCAIVAULT_RETRY_DEADLINE=0.5,
             ROTATOR_ALERT_WEBHOOK_URL=alerts.url,
             ROTATOR_RETRY_BACKOFF_MAX=60,
+            ROTATOR_LEASE_SECONDS=1.5,
         )
         self.rotator = _Issuer()
         self.client = redis.Redis.from_url(redis_url)
@@ -163,3 +168,71 @@ def test_a_short_retry_after_is_a_countdown_within_the_backoff_cap(harness: _Har
     with pytest.raises(RetryLater) as caught:
         harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
     assert 2.0 <= caught.value.countdown <= harness.settings.rotator_retry_backoff_max
+
+
+def _in_grace(harness: _Harness) -> str:
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    record = harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
+    assert record is not None and record.state == "grace", record
+    harness.rotator.calls.clear()
+    return record.rotation_id
+
+
+def _request_early_finalize(harness: _Harness, rotation_id: str) -> None:
+    """What ``finalize --now`` records before it makes the run due."""
+    history.append(
+        harness.text, PATH, "finalize_requested", rotation_id=rotation_id, detail="early"
+    )
+
+
+def test_finalize_refuses_a_run_whose_grace_is_not_over(harness: _Harness) -> None:
+    rid = _in_grace(harness)
+    record = harness.engine.finalize(rid, owner="stray-message")
+    assert record is not None and record.state == "grace"
+    assert "finalize" not in harness.rotator.calls
+    _request_early_finalize(harness, rid)
+    record = harness.engine.finalize(rid, owner="on-call")
+    assert record is not None and record.state == "done"
+    assert harness.rotator.calls[-1] == "finalize"
+
+
+def test_finalize_needs_attention_when_someone_wrote_the_secret_during_grace(
+    harness: _Harness,
+) -> None:
+    rid = _in_grace(harness)
+    harness.emulator.put_secret(PATH, {"username": "app", "password": "by-hand"})
+    _request_early_finalize(harness, rid)
+    record = harness.engine.finalize(rid, owner="t2")
+    assert record is not None and record.state == "needs_attention"
+    assert "not our version" in (record.last_error or "")
+    assert "finalize" not in harness.rotator.calls, "the old credential must stay valid"
+    [alert] = harness.alerts.bodies
+    assert alert["state"] == "needs_attention" and alert["rotation_id"] == rid
+
+
+def test_finalize_does_not_move_a_run_a_rollback_holds(harness: _Harness) -> None:
+    rid = _in_grace(harness)
+    assert harness.engine.store.hold(rid, "rollback-1", 60) == "ok"
+    _request_early_finalize(harness, rid)
+    record = harness.engine.finalize(rid, owner="t2")
+    assert record is not None and record.state == "grace"
+    assert "finalize" not in harness.rotator.calls
+
+
+def test_a_worker_that_lost_its_lease_does_not_revoke_the_old_credential(
+    harness: _Harness, log_stream: Any
+) -> None:
+    rid = _in_grace(harness)
+    _request_early_finalize(harness, rid)
+
+    def steal_lease(ctx: RotationContext) -> None:
+        harness.text.hset(keys.run(rid), "lease_owner", "another-worker")
+        deadline = time.monotonic() + 10
+        while '"lease_lost"' not in log_stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    harness.rotator.verify_hook = steal_lease
+    harness.engine.finalize(rid, owner="t2")
+    assert '"lease_lost"' in log_stream.getvalue()
+    assert "finalize" not in harness.rotator.calls
+    assert harness.engine.store.require(rid).state == "finalizing"

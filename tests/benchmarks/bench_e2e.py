@@ -244,8 +244,10 @@ def main() -> None:
         if extra:
             print()
             print(profile(rig, extra))
-    finally:
-        rig.close()
+    except BaseException:
+        rig.close(keep_logs=True)
+        raise
+    rig.close()
 
 
 if __name__ == "__main__":

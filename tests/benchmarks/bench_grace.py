@@ -200,8 +200,10 @@ def main() -> None:
         print(f"B. baseline: {args.waiting} tasks with a 48 h countdown on the same worker; "
               f"Redis holds {redis_mb:.0f} MiB afterwards")  # fmt: skip
         print(table(rows, ["moment", "worker RSS MiB", "queued", "unacked", "redeliveries"]))
-    finally:
-        rig.close()
+    except BaseException:
+        rig.close(keep_logs=True)
+        raise
+    rig.close()
 
 
 if __name__ == "__main__":

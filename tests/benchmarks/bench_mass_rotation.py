@@ -125,8 +125,10 @@ def main() -> None:
         print(f"limit {args.concurrency}: {'held' if held else 'NOT held'} "
               f"(most in flight {most}, measured on {complete} of {args.secrets} paths); "
               f"CLI exit code {code}")  # fmt: skip
-    finally:
-        rig.close()
+    except BaseException:
+        rig.close(keep_logs=True)
+        raise
+    rig.close()
 
 
 if __name__ == "__main__":

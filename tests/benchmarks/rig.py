@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -99,8 +100,13 @@ class Rig:
         self.extra_env = env
         self.workers: list[ChildProcess] = []
 
-    def close(self) -> None:
+    def close(self, keep_logs: bool = False) -> None:
+        """Stop every process; remove the temp dir unless its logs are wanted (after a failure)."""
         self.stack.close()
+        if keep_logs:
+            print(f"logs kept in {self.dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- processes ---
 

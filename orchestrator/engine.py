@@ -76,13 +76,19 @@ class RotateRequest:
     rotation_id: str | None = None
 
 
-def scheduled_id(path: str, from_version: int) -> str:
+def scheduled_id(path: str, from_version: int, event_id: str | None = None) -> str:
     """The rotation id of a scheduled rotation: derived from (path, version it rotates from).
 
     So every delivery of the same ``rotation.due`` (and any late duplicate) names one rotation.
+    ``event_id`` names a later event's own run once the first one ended without a new version.
     """
-    digest = hashlib.sha256(f"{path}\0{from_version}".encode()).hexdigest()
+    key = f"{path}\0{from_version}" + (f"\0{event_id}" if event_id else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()
     return f"rot-{digest[:24]}"
+
+
+#: End states without a new version: a later due event for the same version starts over.
+_RESTARTABLE = ("skipped", "cancelled", "failed")
 
 
 def manual_id() -> str:
@@ -161,9 +167,9 @@ class Engine:
             record = self._new_record(request, rid, rule, request.from_version, "failed")
             return self.failures.refuse(record, f"cannot read the secret: {reason_of(exc)}")
         from_version = request.from_version or current.version
-        rid = scheduled_id(request.path, from_version)
-        if request.trigger != "schedule":
-            rid = manual_id()
+        rid = manual_id()
+        if request.trigger == "schedule":
+            rid = self._scheduled_rid(request, from_version)
         existing = self.store.get(rid)
         if existing is not None:
             if existing.state in LEASED_STATES:
@@ -192,6 +198,21 @@ class Engine:
             return self.drive(rid, owner)
         self.journal.history(record, "rotation_started", state="queued", from_version=from_version)
         return self.drive(rid, owner)
+
+    def _scheduled_rid(self, request: RotateRequest, from_version: int) -> str:
+        """The id of a scheduled rotation: one per (path, version), unless that run ended
+        without a new version (skipped, cancelled, failed): then a later due event for the
+        same version starts a run of its own, keyed by its event id."""
+        rid = scheduled_id(request.path, from_version)
+        earlier = self.store.get(rid)
+        if (
+            earlier is None
+            or earlier.state not in _RESTARTABLE
+            or earlier.new_version is not None
+            or earlier.event_id == request.event_id
+        ):
+            return rid
+        return scheduled_id(request.path, from_version, request.event_id)
 
     def _why_not_start(
         self,

@@ -19,6 +19,7 @@ from orchestrator.alert import Alerter
 from orchestrator.engine import Engine, RetryLater, RotateRequest
 from orchestrator.routing import RoutingTable
 from orchestrator.settings import Settings
+from orchestrator.store import RunRecord
 from orchestrator.vault import VaultClient
 from rotators import RotationContext, Rotator, SecretData, TransientError
 from tests.fixtures.emulator import Emulator
@@ -236,3 +237,31 @@ def test_a_worker_that_lost_its_lease_does_not_revoke_the_old_credential(
     assert '"lease_lost"' in log_stream.getvalue()
     assert "finalize" not in harness.rotator.calls
     assert harness.engine.store.require(rid).state == "finalizing"
+
+
+def test_a_due_event_skipped_while_the_path_was_busy_does_not_swallow_the_next_one(
+    harness: _Harness,
+) -> None:
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    blocker = RunRecord(rotation_id="rot-mblocker", path=PATH, state="needs_attention",
+                        trigger="manual", rotator="test-inproc", from_version=version)  # fmt: skip
+    harness.engine.store.create(blocker)
+    first = harness.engine.rotate(
+        RotateRequest(PATH, event_id="evt_1", from_version=version), owner="t1"
+    )
+    assert first is not None and first.state == "skipped"
+    again = harness.engine.rotate(
+        RotateRequest(PATH, event_id="evt_1", from_version=version), owner="t1b"
+    )
+    assert again is not None and again.rotation_id == first.rotation_id, "a redelivery dedupes"
+    harness.engine.store.transition("rot-mblocker", "cancelled")  # on-call ends it, no version
+    second = harness.engine.rotate(
+        RotateRequest(PATH, event_id="evt_2", from_version=version), owner="t2"
+    )
+    assert second is not None and second.rotation_id != first.rotation_id
+    assert second.state == "grace" and second.new_version == version + 1
+    late = harness.engine.rotate(
+        RotateRequest(PATH, event_id="evt_3", from_version=version), owner="t3"
+    )
+    assert late is not None and late.state == "skipped", "stale: the version moved on"
+    assert len(harness.emulator.versions(PATH)) == 2

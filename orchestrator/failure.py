@@ -12,6 +12,7 @@ over: the worker stops quietly.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +80,7 @@ class FailurePolicy:
         rid = record.rotation_id
         retry: TransientError | None = None
         with Heartbeat(self.rt.store, rid, owner, self.rt.lease_seconds, self.rt.log) as beat:
-            self.rt.guard.watch(beat)
+            self.rt.guard.watch(beat, time.monotonic() + self._wait_budget())
             try:
                 steps(rotator)
             except (LeaseLost, IllegalTransition) as exc:
@@ -94,6 +95,12 @@ class FailurePolicy:
         if retry is not None:
             self._retry_or_give_up(rid, owner, retry)
         return True
+
+    def _wait_budget(self) -> float:
+        """Seconds a task may spend before it stops waiting (verify retries): its time limit
+        less room for the store step's ScaiVault retries, so a hard kill never cuts a step."""
+        limit = self.rt.settings.rotator_task_time_limit
+        return max(limit / 2, limit - self.rt.settings.scaivault_retry_deadline - 10.0)
 
     def fail(
         self, rotation_id: str, state: str, reason: str, owner: str | None, step: str | None = None

@@ -75,9 +75,17 @@ class LeaseGuard:
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def watch(self, heartbeat: Heartbeat | None) -> None:
-        """Guard with ``heartbeat`` (None: stop guarding)."""
+    def watch(self, heartbeat: Heartbeat | None, deadline: float | None = None) -> None:
+        """Guard with ``heartbeat`` (None: stop guarding); ``deadline`` (``time.monotonic``)
+        is when this task must be done waiting so it ends within its time limit."""
         self._local.heartbeat = heartbeat
+        self._local.deadline = deadline
+
+    @property
+    def deadline(self) -> float | None:
+        """The task's deadline for waits (see :meth:`watch`), or None when unguarded."""
+        value: float | None = getattr(self._local, "deadline", None)
+        return value
 
     def check(self, rotation_id: str, step: str) -> None:
         """Raise :class:`LeaseLost` if this worker's lease on the run is lost."""

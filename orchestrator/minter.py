@@ -106,9 +106,12 @@ class Minter:
         """Call ``rotator.verify``, retrying transient errors up to ``rotator.verify_timeout``.
 
         Propagation delay shows as :class:`TransientError`; the last one is re-raised when the
-        time is up. :class:`CredentialRejected` and permanent errors pass straight through.
+        time is up (or the task's wait budget is: it retries later instead of being killed at
+        its time limit). :class:`CredentialRejected` and permanent errors pass straight through.
         """
         deadline = time.monotonic() + rotator.verify_timeout
+        if self.rt.guard.deadline is not None:
+            deadline = min(deadline, self.rt.guard.deadline)
         delay = 0.2
         while True:
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -265,3 +266,30 @@ def test_a_due_event_skipped_while_the_path_was_busy_does_not_swallow_the_next_o
     )
     assert late is not None and late.state == "skipped", "stale: the version moved on"
     assert len(harness.emulator.versions(PATH)) == 2
+
+
+def test_verify_stops_waiting_when_the_tasks_time_budget_is_spent(harness: _Harness) -> None:
+    sleeps: list[float] = []
+
+    class _Slow(_Issuer):
+        verify_timeout = 100.0
+
+        def verify(self, ctx: RotationContext, new: SecretData) -> None:
+            raise TransientError("not propagated yet")
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) > 3:
+            raise AssertionError("verify kept waiting past the task's budget")
+
+    minter = harness.engine.driver.minter
+    minter._sleep = sleep
+    guard = harness.engine.failures.rt.guard
+    guard.watch(None, deadline=time.monotonic() - 1)  # the task's budget is spent
+    try:
+        ctx: Any = SimpleNamespace(log=harness.engine.log)
+        with pytest.raises(TransientError, match="not propagated"):
+            minter.verify(_Slow(), ctx, SecretData({"password": "x"}))
+    finally:
+        guard.watch(None)
+    assert sleeps == []

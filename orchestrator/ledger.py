@@ -165,11 +165,11 @@ def give_up(engine: Engine, request: RotateRequest, reason: str) -> RunRecord:
     """Record a rotate request that never got a run record as a ``failed`` run: one error log
     line, a metric, a history entry and an alert (the engine's failure path). An existing
     record with the same id is returned as it is (the request did get an outcome)."""
-    from orchestrator.engine import manual_id, scheduled_id
+    from orchestrator.engine import manual_id
 
     rid = manual_id()
     if request.trigger == "schedule" and request.from_version is not None:
-        rid = scheduled_id(request.path, request.from_version)
+        rid = engine._scheduled_rid(request, request.from_version)  # the id the run would have
     rule = engine.routing.match(request.path)
     record = RunRecord(
         rotation_id=rid,

@@ -118,7 +118,9 @@ class FailurePolicy:
                 **dropped,
             )
         except (LeaseLost, IllegalTransition) as exc:
-            self.rt.log.info("rotation_stopped", rotation_id=rotation_id, reason=reason_of(exc))
+            self.rt.log.info(
+                "rotation_stopped", rotation_id=rotation_id, path=before.path, reason=reason_of(exc)
+            )
             return
         self._announce(
             record, state, reason, record.step, rotator=record.rotator, attempt=record.attempts
@@ -222,7 +224,10 @@ class FailurePolicy:
             or record.lease_owner != owner
         )
         if expected:
-            self.rt.log.info("rotation_stopped", rotation_id=rotation_id, reason=reason_of(exc))
+            path = record.path if record else None
+            self.rt.log.info(
+                "rotation_stopped", rotation_id=rotation_id, path=path, reason=reason_of(exc)
+            )
             return
         self.fail(rotation_id, "needs_attention", f"unexpected state: {reason_of(exc)}", owner)
 

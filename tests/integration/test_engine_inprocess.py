@@ -238,6 +238,9 @@ def test_a_worker_that_lost_its_lease_does_not_revoke_the_old_credential(
     assert '"lease_lost"' in log_stream.getvalue()
     assert "finalize" not in harness.rotator.calls
     assert harness.engine.store.require(rid).state == "finalizing"
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines() if line.strip()]
+    [stopped] = [e for e in lines if e["event"] == "rotation_stopped"]
+    assert stopped["path"] == PATH and "lease lost before finalize" in stopped["reason"]
 
 
 def test_a_due_event_skipped_while_the_path_was_busy_does_not_swallow_the_next_one(

@@ -105,6 +105,10 @@ class Ledger:
         pipe.hdel(keys.PENDING_PUBLISHES, event_id)
         pipe.execute()
 
+    def touch(self, event_id: str) -> None:
+        """A task still works on ``event_id`` (it retries): the sweep waits another threshold."""
+        self.client.zadd(keys.PENDING, {event_id: int(time.time() * 1000)}, xx=True)
+
     def entries(self, older_than: float = 0.0, limit: int = 200) -> list[Pending]:
         """Entries last published at least ``older_than`` seconds ago, oldest first."""
         cutoff = int((time.time() - older_than) * 1000)

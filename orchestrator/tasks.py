@@ -93,6 +93,8 @@ def rotate(
         if self.request.retries >= settings.rotator_max_attempts:
             _lost(request, exc)
             return
+        if event_id:  # its retry is a new message: the ledger must not re-publish meanwhile
+            Ledger(engine().client).touch(event_id)
         _retry_unrecorded(self, exc, path=path, event_id=event_id)
     else:
         _settle(event_id)

@@ -142,3 +142,19 @@ def test_a_sweep_that_read_an_old_score_does_not_publish_twice(
     ledger.entries = lambda *a, **k: stale  # type: ignore[method-assign]  # a slower sweeper
     assert ledger.republish(0.0, max_publishes=3).published == []
     assert redis_client.llen(keys.TASK_QUEUE) == 0
+
+
+def test_touch_delays_the_sweep_and_never_revives_a_settled_entry(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    accept(redis_url)
+    ledger = Ledger(redis_client)
+    redis_client.rpop(keys.TASK_QUEUE)  # acked by a task that retries with a new message
+    accepted = redis_client.zscore(keys.PENDING, "evt_l1")
+    time.sleep(0.01)  # so the touched score differs
+    ledger.touch("evt_l1")
+    touched = redis_client.zscore(keys.PENDING, "evt_l1")
+    assert accepted is not None and touched is not None and touched > accepted
+    ledger.settle("evt_l1")
+    ledger.touch("evt_l1")
+    assert redis_client.zcard(keys.PENDING) == 0

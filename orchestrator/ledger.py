@@ -6,15 +6,18 @@ sorted set scored by the time of the last publish) atomically with the dedupe cl
 push. The rotate task :meth:`Ledger.settle`\\ s the entry once the engine has a run record for
 the event or recorded a decision (skipped, merged, duplicate). Until then the message can be
 lost without a trace: a worker SIGKILLed between kombu's ``BRPOP`` and its unacked
-bookkeeping, a task that raised before the run record existed, a task that gave up.
+bookkeeping, or a task that raised before the run record existed. A task that retries
+(:meth:`Ledger.touch`) or gives up (:func:`give_up`) before then says so itself.
 
 The sweep (:func:`sweep_pending`) looks at entries older than
 ``ROTATOR_PENDING_REPUBLISH_AFTER``: a message still on the queue or held by a worker (kombu's
 ``unacked`` hash) is only waiting, so its score is bumped; a message that is in neither place
-was lost and is published again (a fresh task id and delivery tag, same arguments). Publishing
-twice is safe: a scheduled rotation's id derives from (path, version) and the engine merges
-duplicates. After ``ROTATOR_MAX_ATTEMPTS`` re-publishes the event gets a ``failed`` run record
-with a reason, metric, history entry and alert, and leaves the ledger.
+was lost and is published again (a fresh task id and delivery tag, same arguments). A message
+kombu restored from ``unacked`` is serialised anew, so while it waits on the queue it can look
+lost and be published once more. Publishing twice is safe: a scheduled rotation's id derives
+from (path, version) and the engine merges duplicates. After ``ROTATOR_MAX_ATTEMPTS``
+re-publishes the event gets a ``failed`` run record with a reason, metric, history entry and
+alert, and leaves the ledger.
 """
 
 from __future__ import annotations

@@ -169,7 +169,7 @@ class Engine:
         from_version = request.from_version or current.version
         rid = manual_id()
         if request.trigger == "schedule":
-            rid = self._scheduled_rid(request, from_version)
+            rid = self.scheduled_rid(request, from_version)
         existing = self.store.get(rid)
         if existing is not None:
             if existing.state in LEASED_STATES:
@@ -199,7 +199,7 @@ class Engine:
         self.journal.history(record, "rotation_started", state="queued", from_version=from_version)
         return self.drive(rid, owner)
 
-    def _scheduled_rid(self, request: RotateRequest, from_version: int) -> str:
+    def scheduled_rid(self, request: RotateRequest, from_version: int) -> str:
         """The id of a scheduled rotation: one per (path, version), unless that run ended
         without a new version (skipped, cancelled, failed): then a later due event for the
         same version starts a run of its own, keyed by its event id."""

@@ -26,7 +26,7 @@ from typing import Any
 from orchestrator import history
 from orchestrator.due import DueQueue
 from orchestrator.log import get_logger
-from orchestrator.minter import _ReadOnlyVault as ReadOnlyVault
+from orchestrator.minter import ReadOnlyVault
 from orchestrator.oncall import POLL_SECONDS, OnCall, rule_for
 from orchestrator.output import EXIT_USAGE, CommandError
 from orchestrator.store import RunRecord

@@ -177,7 +177,7 @@ def give_up(engine: Engine, request: RotateRequest, reason: str) -> RunRecord:
 
     rid = manual_id()
     if request.trigger == "schedule" and request.from_version is not None:
-        rid = engine._scheduled_rid(request, request.from_version)  # the id the run would have
+        rid = engine.scheduled_rid(request, request.from_version)  # the id the run would have
     rule = engine.routing.match(request.path)
     record = RunRecord(
         rotation_id=rid,

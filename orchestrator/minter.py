@@ -21,7 +21,7 @@ from rotators.errors import CredentialRejected, PermanentError, TransientError
 from rotators.secret import SecretData
 
 
-class _ReadOnlyVault:
+class ReadOnlyVault:
     """The :class:`~rotators.VaultReader` handed to rotators: ``read`` and nothing else."""
 
     def __init__(self, vault: VaultClient) -> None:
@@ -57,7 +57,7 @@ class Minter:
             log=self.rt.log.bind(
                 rotation_id=record.rotation_id, path=record.path, rotator=rule.rotator
             ),
-            vault=_ReadOnlyVault(self.rt.vault),
+            vault=ReadOnlyVault(self.rt.vault),
             attempt=max(record.attempts, 1),
         )
 

@@ -53,6 +53,11 @@ def append(client: redis.Redis, path: str, event: str, **fields: Any) -> None:
     client.xadd(keys.history(path), entry(event, **fields), maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
 
 
+def queue_append(pipe: redis.client.Pipeline, path: str, event: str, **fields: Any) -> None:
+    """Queue :func:`append`'s write on ``pipe`` (the caller executes it)."""
+    pipe.xadd(keys.history(path), entry(event, **fields), maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
+
+
 def read(client: redis.Redis, path: str, limit: int = 50) -> list[dict[str, str]]:
     """The newest ``limit`` entries of ``path``'s history, oldest first."""
     rows = client.xrevrange(keys.history(path), count=limit)

@@ -57,14 +57,19 @@ def record_outcome(client: redis.Redis, rotator: str, outcome: str) -> None:
 
 def observe_step(client: redis.Redis, rotator: str, step: str, seconds: float) -> None:
     """Add one duration of ``step`` to ``rotator``'s histogram."""
-    bound = next(b for b in BUCKETS if seconds <= b)
     try:
         pipe = client.pipeline(transaction=False)
-        pipe.hincrby(keys.METRIC_STEPS, _field(rotator, step, "le", bound), 1)
-        pipe.hincrbyfloat(keys.METRIC_STEPS, _field(rotator, step, "sum"), max(seconds, 0.0))
+        queue_step(pipe, rotator, step, seconds)
         pipe.execute()
     except redis.RedisError as exc:
         log.warning("metrics_write_failed", rotator=rotator, step=step, reason=type(exc).__name__)
+
+
+def queue_step(pipe: redis.client.Pipeline, rotator: str, step: str, seconds: float) -> None:
+    """Queue :func:`observe_step`'s writes on ``pipe`` (the caller executes it)."""
+    bound = next(b for b in BUCKETS if seconds <= b)
+    pipe.hincrby(keys.METRIC_STEPS, _field(rotator, step, "le", bound), 1)
+    pipe.hincrbyfloat(keys.METRIC_STEPS, _field(rotator, step, "sum"), max(seconds, 0.0))
 
 
 def _field(rotator: str, step: str, kind: str, bound: float | None = None) -> str:

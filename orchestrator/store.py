@@ -287,7 +287,7 @@ else
   redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms')
 end
 redis.call('ZADD', KEYS[4], now, ARGV[1])
-return {'ok', cur}
+return {'ok', cur, redis.call('HGETALL', KEYS[1])}
 """
 )
 
@@ -497,7 +497,7 @@ class RunStore:
     def update(self, rotation_id: str, *, owner: str | None = None, **changes: Any) -> RunRecord:
         """Set fields without changing the state (still lease-checked when ``owner`` is given)."""
         record = self.require(rotation_id)
-        return self._apply(rotation_id, record.state, {record.state}, owner, False, changes)
+        return self._apply(rotation_id, record.state, {record.state}, owner, False, changes, record)
 
     def _apply(
         self,
@@ -507,8 +507,11 @@ class RunStore:
         owner: str | None,
         refuse_if_sealed: bool,
         changes: dict[str, Any],
+        record: RunRecord | None = None,
     ) -> RunRecord:
-        record = self.require(rotation_id)
+        # ``record`` (already read by the caller) only supplies the run's path, which never changes.
+        if record is None:
+            record = self.require(rotation_id)
         changes.setdefault("updated_at", now_iso())
         argv = [
             rotation_id,
@@ -520,11 +523,17 @@ class RunStore:
             "1" if refuse_if_sealed else "",
             *_flatten(changes),
         ]
-        status, detail = self._run(
-            self._transition,
-            [keys.run(rotation_id), keys.active(record.path), keys.LEASES, keys.RUNS, keys.run("")],
-            argv,
+        reply = self._transition(
+            keys=[
+                keys.run(rotation_id),
+                keys.active(record.path),
+                keys.LEASES,
+                keys.RUNS,
+                keys.run(""),
+            ],
+            args=argv,
         )
+        status, detail = _s(reply[0]), _s(reply[1]) if reply[1] is not None else ""
         if status == "missing":
             raise RunNotFound(f"no rotation {rotation_id!r}", rotation_id=rotation_id)
         if status == "illegal":
@@ -557,7 +566,9 @@ class RunStore:
                 rotation_id=rotation_id,
                 state="grace",
             )
-        return self.require(rotation_id)
+        # The script returns the record as it left it (HGETALL's flat field/value list).
+        flat = reply[2]
+        return _record(_decode(dict(zip(flat[::2], flat[1::2], strict=True))))
 
     def acquire_lease(self, rotation_id: str, owner: str, seconds: float) -> bool:
         """Take the run's lease for ``owner`` if it is free, expired or already ``owner``'s.

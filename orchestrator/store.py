@@ -17,12 +17,15 @@ import builtins
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import redis
 
 from orchestrator import keys
 from orchestrator.errors import OrchestratorError
+
+if TYPE_CHECKING:
+    from orchestrator.outbox import Outbox
 
 #: States that hold their path: no other rotation may start on it (needs_attention too, so a
 #: half-done rotation is resolved by a human before another begins).
@@ -189,6 +192,11 @@ def _record(raw: Mapping[str, str]) -> RunRecord:
     return RunRecord(**values)
 
 
+def _from_flat(flat: builtins.list[Any]) -> RunRecord:
+    """A record from a script's ``HGETALL`` reply (a flat field/value list)."""
+    return _record(_decode(dict(zip(flat[::2], flat[1::2], strict=True))))
+
+
 def _flatten(changes: Mapping[str, Any]) -> list[str]:
     """``[field, value, ...]`` for the scripts; ``None`` becomes ``""`` (the script deletes it)."""
     out: list[str] = []
@@ -202,8 +210,17 @@ def _flatten(changes: Mapping[str, Any]) -> list[str]:
     return out
 
 
-# Shared Lua prelude: Redis TIME in ms, and "set these fields, deleting empty ones".
-_PRELUDE = """
+def _lua_set(states: Iterable[str]) -> str:
+    """A Lua table literal ``{a=true, ...}`` of ``states`` (names are plain identifiers)."""
+    return "{" + ", ".join(f"{state}=true" for state in states) + "}"
+
+
+# Shared Lua prelude: Redis TIME in ms, the state sets, "set these fields, deleting empty
+# ones", and "may this run claim the path?".
+_PRELUDE = (
+    f"local TERMINAL = {_lua_set(TERMINAL_STATES)}\n"
+    f"local LEASED = {_lua_set(LEASED_STATES)}\n"
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function apply_fields(key, from)
@@ -212,98 +229,102 @@ local function apply_fields(key, from)
     else redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
   end
 end
-local function holder_ok(path_key, rid, terminal)
+local function holder_ok(path_key, rid, run_prefix)
   local holder = redis.call('GET', path_key)
   if (not holder) or holder == rid then return true, nil end
-  local hstate = redis.call('HGET', KEYS[5] .. holder, 'state')
-  if (not hstate) or terminal[hstate] then return true, nil end
+  local hstate = redis.call('HGET', run_prefix .. holder, 'state')
+  if (not hstate) or TERMINAL[hstate] then return true, nil end
   return false, holder
 end
 """
+)
 
 # KEYS: run, active(path), last(path), runs-index, run-key-prefix
-# ARGV: rotation_id, terminal-states csv, field, value, ...
+# ARGV: rotation_id, field, value, ...
+# Returns {'ok', state, record as HGETALL}, {'exists', state} or {'busy', holder}.
 _CREATE = (
     _PRELUDE
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists', redis.call('HGET', KEYS[1], 'state')}
 end
-local terminal = {}
-for s in string.gmatch(ARGV[2], '[^,]+') do terminal[s] = true end
 local state = nil
-for i = 3, #ARGV, 2 do if ARGV[i] == 'state' then state = ARGV[i + 1] end end
-if not terminal[state] then
-  local ok, holder = holder_ok(KEYS[2], ARGV[1], terminal)
+for i = 2, #ARGV, 2 do if ARGV[i] == 'state' then state = ARGV[i + 1] end end
+if not TERMINAL[state] then
+  local ok, holder = holder_ok(KEYS[2], ARGV[1], KEYS[5])
   if not ok then return {'busy', holder} end
   redis.call('SET', KEYS[2], ARGV[1])
 end
-apply_fields(KEYS[1], 3)
+apply_fields(KEYS[1], 2)
 redis.call('SET', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[4], now, ARGV[1])
-return {'ok', state}
+return {'ok', state, redis.call('HGETALL', KEYS[1])}
 """
 )
 
-# KEYS: run, active(path), leases, runs-index, run-key-prefix
-# ARGV: rotation_id, to_state, allowed-from csv, owner ('' = any), terminal csv, leased csv,
-#       require-no-seal ('1'/''), field, value, ...
+# KEYS: run, leases, runs-index, run-key-prefix, active-key-prefix, due
+# ARGV: rotation_id, to_state ('' = keep the state: an update), allowed-from csv,
+#       owner ('' = any), require-no-seal ('1'/''), due_ms ('' = none), field, value, ...
+# The path's active key is the prefix plus the run's own ``path`` field (never changes).
+# Returns {'ok', previous state, record as HGETALL} or {why, detail[, path]}.
 _TRANSITION = (
     _PRELUDE
     + """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {'missing', ''} end
-local allowed = {}
-for s in string.gmatch(ARGV[3], '[^,]+') do allowed[s] = true end
-if not allowed[cur] then return {'illegal', cur} end
+local to = ARGV[2]
+if to == '' then
+  to = cur
+else
+  local allowed = {}
+  for s in string.gmatch(ARGV[3], '[^,]+') do allowed[s] = true end
+  if not allowed[cur] then return {'illegal', cur} end
+end
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[4] then
   return {'lease', cur}
 end
-if ARGV[7] == '1' and redis.call('HEXISTS', KEYS[1], 'sealed') == 1 then return {'sealed', cur} end
+if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[1], 'sealed') == 1 then return {'sealed', cur} end
 if cur == 'grace' then
   local holder = redis.call('HGET', KEYS[1], 'lease_owner')
   local held = tonumber(redis.call('HGET', KEYS[1], 'lease_until_ms') or '0')
   if holder and holder ~= ARGV[4] and held > now then return {'held', holder} end
 end
-local terminal = {}
-for s in string.gmatch(ARGV[5], '[^,]+') do terminal[s] = true end
-local leased = {}
-for s in string.gmatch(ARGV[6], '[^,]+') do leased[s] = true end
-local to = ARGV[2]
-if terminal[to] then
-  if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-elseif terminal[cur] then
-  local ok, holder = holder_ok(KEYS[2], ARGV[1], terminal)
-  if not ok then return {'busy', holder} end
-  redis.call('SET', KEYS[2], ARGV[1])
+local path = redis.call('HGET', KEYS[1], 'path')
+local active = KEYS[5] .. path
+if TERMINAL[to] then
+  if redis.call('GET', active) == ARGV[1] then redis.call('DEL', active) end
+elseif TERMINAL[cur] then
+  local ok, holder = holder_ok(active, ARGV[1], KEYS[4])
+  if not ok then return {'busy', holder, path} end
+  redis.call('SET', active, ARGV[1])
 end
 redis.call('HSET', KEYS[1], 'state', to)
-apply_fields(KEYS[1], 8)
-if leased[to] then
+apply_fields(KEYS[1], 7)
+if LEASED[to] then
   local lu = redis.call('HGET', KEYS[1], 'lease_until_ms')
-  redis.call('ZADD', KEYS[3], lu or now, ARGV[1])
+  redis.call('ZADD', KEYS[2], lu or now, ARGV[1])
 else
-  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms')
 end
-redis.call('ZADD', KEYS[4], now, ARGV[1])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+if ARGV[6] ~= '' then redis.call('ZADD', KEYS[6], 'NX', ARGV[6], ARGV[1]) end
 return {'ok', cur, redis.call('HGETALL', KEYS[1])}
 """
 )
 
 # KEYS: run, leases
-# ARGV: rotation_id, owner, lease_ms, leased csv, mode ('acquire' | 'renew' | 'release')
+# ARGV: rotation_id, owner, lease_ms, mode ('acquire' | 'renew' | 'release')
+# Returns {'ok', lease_until_ms[, record as HGETALL when acquired]} or {why, detail}.
 _LEASE = (
     _PRELUDE
     + """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {'missing', ''} end
-local leased = {}
-for s in string.gmatch(ARGV[4], '[^,]+') do leased[s] = true end
-if not leased[cur] then return {'state', cur} end
+if not LEASED[cur] then return {'state', cur} end
 local owner = redis.call('HGET', KEYS[1], 'lease_owner')
 local lu = tonumber(redis.call('HGET', KEYS[1], 'lease_until_ms') or '0')
-local mode = ARGV[5]
+local mode = ARGV[4]
 if owner and owner ~= '' and owner ~= ARGV[2] then
   if mode ~= 'acquire' or lu > now then return {'held', owner} end
 end
@@ -312,8 +333,11 @@ local until_ms = now + tonumber(ARGV[3])
 if mode == 'release' then redis.call('HDEL', KEYS[1], 'lease_owner')
 else redis.call('HSET', KEYS[1], 'lease_owner', ARGV[2]) end
 redis.call('HSET', KEYS[1], 'lease_until_ms', until_ms)
-if mode == 'acquire' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
 redis.call('ZADD', KEYS[2], until_ms, ARGV[1])
+if mode == 'acquire' then
+  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  return {'ok', tostring(until_ms), redis.call('HGETALL', KEYS[1])}
+end
 return {'ok', tostring(until_ms)}
 """
 )
@@ -366,10 +390,15 @@ def _s(value: Any) -> str:
 
 
 class RunStore:
-    """Run records in Redis. Every write is atomic and checked; reads never return secrets."""
+    """Run records in Redis. Every write is atomic and checked; reads never return secrets.
 
-    def __init__(self, client: redis.Redis) -> None:
+    With an ``outbox``, a worker's queued history and metric writes go to Redis in the same
+    round trip as the store's next script (see :mod:`orchestrator.outbox`).
+    """
+
+    def __init__(self, client: redis.Redis, outbox: Outbox | None = None) -> None:
         self.client = client
+        self.outbox = outbox
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._lease = client.register_script(_LEASE)
@@ -397,6 +426,19 @@ class RunStore:
         record = self.get(_s(rotation_id)) if rotation_id else None
         return record if record is not None and record.is_active else None
 
+    def lookup(self, rotation_id: str, path: str) -> tuple[RunRecord | None, RunRecord | None]:
+        """``(get(rotation_id), active(path))`` in one round trip (two when another run holds
+        the path)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(keys.run(rotation_id))
+        pipe.get(keys.active(path))
+        raw, holder = pipe.execute()
+        record = _record(_decode(raw)) if raw else None
+        if not holder:
+            return record, None
+        active = record if _s(holder) == rotation_id else self.get(_s(holder))
+        return record, active if active is not None and active.is_active else None
+
     def last(self, path: str) -> RunRecord | None:
         """The most recent rotation on ``path``, whatever its state."""
         rotation_id = self.client.get(keys.last(path))
@@ -422,8 +464,8 @@ class RunStore:
 
     def sealed(self, rotation_id: str) -> str | None:
         """The sealed (encrypted) new value of the rotation, if one is held."""
-        blob = self.client.hget(keys.run(rotation_id), "sealed")
-        blob = blob or self.client.hget(keys.run(rotation_id), "minted")
+        sealed, minted = self.client.hmget(keys.run(rotation_id), ["sealed", "minted"])
+        blob = sealed or minted
         return _s(blob) if blob else None
 
     def may_be_applied(self, rotation_id: str) -> bool:
@@ -433,7 +475,7 @@ class RunStore:
     # --- writes ------------------------------------------------------------------------------
 
     def create(self, record: RunRecord) -> RunRecord:
-        """Store a new run. An active one also claims its path.
+        """Store a new run and return it as stored. An active one also claims its path.
 
         Raises :class:`PathBusy` if another active rotation holds the path, and
         :class:`IllegalTransition` (with the existing state) if the id already exists.
@@ -441,10 +483,9 @@ class RunStore:
         now = now_iso()
         values = {k: v for k, v in record.to_dict().items() if k not in _RESERVED}
         values.update(created_at=record.created_at or now, updated_at=now)
-        argv = [record.rotation_id, _csv(TERMINAL_STATES)]
-        argv += ["state", record.state, "rotation_id", record.rotation_id, "path", record.path]
-        argv += _flatten(values)
-        status, detail = self._run(
+        argv = [record.rotation_id, "state", record.state]
+        argv += ["rotation_id", record.rotation_id, "path", record.path, *_flatten(values)]
+        reply = self._call(
             self._create,
             [
                 keys.run(record.rotation_id),
@@ -455,6 +496,7 @@ class RunStore:
             ],
             argv,
         )
+        status, detail = _s(reply[0]), _s(reply[1]) if reply[1] is not None else ""
         if status == "exists":
             raise IllegalTransition(
                 f"rotation {record.rotation_id} already exists (state {detail})",
@@ -467,7 +509,7 @@ class RunStore:
                 rotation_id=record.rotation_id,
                 holder=detail,
             )
-        return self.require(record.rotation_id)
+        return _from_flat(reply[2])
 
     def transition(
         self,
@@ -477,6 +519,8 @@ class RunStore:
         expect: Iterable[str] | None = None,
         owner: str | None = None,
         refuse_if_sealed: bool = False,
+        due_ms: int | None = None,
+        seal: Sealed | None = None,
         **changes: Any,
     ) -> RunRecord:
         """Move the run to state ``to`` and set ``changes`` (``None`` deletes a field), atomically.
@@ -485,19 +529,23 @@ class RunStore:
         ``expect``), and, when ``owner`` is given, only while that owner holds the lease.
         ``refuse_if_sealed`` refuses while an updater's sealed value is held (it may be applied).
         Leaving the leased states drops the lease; a terminal state frees the path; leaving a
-        terminal state (``retry``) claims the path again. ``sealed=None`` drops the sealed value.
+        terminal state (``retry``) claims the path again. ``sealed=None`` drops the sealed value;
+        ``seal`` keeps one (see :meth:`seal`); ``due_ms`` adds the run to the finalize due-queue
+        (unless it is there already) in the same step. Returns the record as it left it.
         """
         if to not in TRANSITIONS:
             raise ValueError(f"unknown state {to!r}")
         allowed = {s for s, targets in TRANSITIONS.items() if to in targets}
         if expect is not None:
             allowed &= set(expect)
-        return self._apply(rotation_id, to, allowed, owner, refuse_if_sealed, changes)
+        fields = _flatten(changes)
+        if seal is not None:
+            fields += [seal.field, seal.blob]
+        return self._apply(rotation_id, to, allowed, owner, refuse_if_sealed, due_ms, fields)
 
     def update(self, rotation_id: str, *, owner: str | None = None, **changes: Any) -> RunRecord:
         """Set fields without changing the state (still lease-checked when ``owner`` is given)."""
-        record = self.require(rotation_id)
-        return self._apply(rotation_id, record.state, {record.state}, owner, False, changes, record)
+        return self._apply(rotation_id, "", set(), owner, False, None, _flatten(changes))
 
     def _apply(
         self,
@@ -506,42 +554,38 @@ class RunStore:
         allowed: set[str],
         owner: str | None,
         refuse_if_sealed: bool,
-        changes: dict[str, Any],
-        record: RunRecord | None = None,
+        due_ms: int | None,
+        fields: builtins.list[str],
     ) -> RunRecord:
-        # ``record`` (already read by the caller) only supplies the run's path, which never changes.
-        if record is None:
-            record = self.require(rotation_id)
-        changes.setdefault("updated_at", now_iso())
+        if "updated_at" not in fields[::2]:
+            fields += ["updated_at", now_iso()]
         argv = [
             rotation_id,
             to,
             _csv(sorted(allowed)),
             owner or "",
-            _csv(TERMINAL_STATES),
-            _csv(LEASED_STATES),
             "1" if refuse_if_sealed else "",
-            *_flatten(changes),
+            "" if due_ms is None else str(due_ms),
+            *fields,
         ]
-        reply = self._transition(
-            keys=[
+        reply = self._call(
+            self._transition,
+            [
                 keys.run(rotation_id),
-                keys.active(record.path),
                 keys.LEASES,
                 keys.RUNS,
                 keys.run(""),
+                keys.active(""),
+                keys.DUE,
             ],
-            args=argv,
+            argv,
         )
         status, detail = _s(reply[0]), _s(reply[1]) if reply[1] is not None else ""
+        if status == "ok":  # the script returns the record as it left it
+            return _from_flat(reply[2])
+        to = to or "updated"
         if status == "missing":
             raise RunNotFound(f"no rotation {rotation_id!r}", rotation_id=rotation_id)
-        if status == "illegal":
-            raise IllegalTransition(
-                f"rotation {rotation_id} is {detail}; it cannot become {to}",
-                rotation_id=rotation_id,
-                state=detail,
-            )
         if status == "lease":
             raise LeaseLost(
                 f"rotation {rotation_id}: another worker holds the lease", rotation_id=rotation_id
@@ -555,7 +599,7 @@ class RunStore:
             )
         if status == "busy":
             raise PathBusy(
-                f"path {record.path!r} is held by rotation {detail}",
+                f"path {_s(reply[2])!r} is held by rotation {detail}",
                 rotation_id=rotation_id,
                 holder=detail,
             )
@@ -566,25 +610,33 @@ class RunStore:
                 rotation_id=rotation_id,
                 state="grace",
             )
-        # The script returns the record as it left it (HGETALL's flat field/value list).
-        flat = reply[2]
-        return _record(_decode(dict(zip(flat[::2], flat[1::2], strict=True))))
+        raise IllegalTransition(
+            f"rotation {rotation_id} is {detail}; it cannot become {to}",
+            rotation_id=rotation_id,
+            state=detail,
+        )
+
+    def acquire(self, rotation_id: str, owner: str, seconds: float) -> RunRecord | None:
+        """Take the run's lease for ``owner`` if it is free, expired or already ``owner``'s, and
+        return the run as leased; ``None`` if another owner holds an unexpired lease or the run
+        is not in a leased state.
+
+        Counts one attempt (the app-level poison-loop cap).
+        """
+        reply = self._lease_call(rotation_id, owner, seconds, "acquire")
+        return _from_flat(reply[2]) if _s(reply[0]) == "ok" else None
 
     def acquire_lease(self, rotation_id: str, owner: str, seconds: float) -> bool:
-        """Take the run's lease for ``owner`` if it is free, expired or already ``owner``'s.
-
-        Counts one attempt (the app-level poison-loop cap). False if another owner holds an
-        unexpired lease or the run is not in a leased state.
-        """
-        status, _ = self._lease_call(rotation_id, owner, seconds, "acquire")
-        return status == "ok"
+        """Like :meth:`acquire`, but only say whether the lease was taken."""
+        return self.acquire(rotation_id, owner, seconds) is not None
 
     def renew_lease(self, rotation_id: str, owner: str, seconds: float) -> None:
         """Extend ``owner``'s lease; raise :class:`LeaseLost` if it is no longer ``owner``'s."""
-        status, detail = self._lease_call(rotation_id, owner, seconds, "renew")
-        if status != "ok":
+        reply = self._lease_call(rotation_id, owner, seconds, "renew")
+        if _s(reply[0]) != "ok":
             raise LeaseLost(
-                f"rotation {rotation_id}: lease lost ({status} {detail})", rotation_id=rotation_id
+                f"rotation {rotation_id}: lease lost ({_s(reply[0])} {_s(reply[1])})",
+                rotation_id=rotation_id,
             )
 
     def release_lease(self, rotation_id: str, owner: str, hold_seconds: float) -> None:
@@ -604,10 +656,11 @@ class RunStore:
 
         ``in_place`` (updaters) marks a value that may be applied at the target before it is
         stored, which ``refuse_if_sealed`` guards; other strategies seal so that a resumed
-        rotation reuses the minted value instead of minting another.
+        rotation reuses the minted value instead of minting another. (A transition can keep
+        it in the same step: ``transition(..., seal=Sealed(blob, in_place))``.)
         """
-        field = "sealed" if in_place else "minted"
-        if not self._seal(keys=[keys.run(rotation_id)], args=[owner, blob, field]):
+        field = Sealed(blob, in_place).field
+        if not self._call(self._seal, [keys.run(rotation_id)], [owner, blob, field]):
             raise LeaseLost(
                 f"rotation {rotation_id}: lease lost before sealing", rotation_id=rotation_id
             )
@@ -619,14 +672,15 @@ class RunStore:
         every transition and update without ``owner`` raises :class:`RunHeld`. Returns
         ``"ok"``, or why not: ``"state <current>"`` or ``"held <owner>"``.
         """
-        status, detail = self._run(
+        reply = self._call(
             self._hold, [keys.run(rotation_id)], [owner, int(seconds * 1000), state, "hold"]
         )
+        status, detail = _s(reply[0]), _s(reply[1])
         return status if status == "ok" else f"{status} {detail}"
 
     def unhold(self, rotation_id: str, owner: str, state: str = "grace") -> None:
         """Give up ``owner``'s hold (a no-op when it is not held by ``owner``)."""
-        self._run(self._hold, [keys.run(rotation_id)], [owner, 0, state, "unhold"])
+        self._call(self._hold, [keys.run(rotation_id)], [owner, 0, state, "unhold"])
 
     def forget_expired_lease(self, rotation_id: str) -> None:
         """Drop ``rotation_id`` from the lease index (it is no longer in a leased state)."""
@@ -634,18 +688,31 @@ class RunStore:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _lease_call(
-        self, rotation_id: str, owner: str, seconds: float, mode: str
-    ) -> tuple[str, str]:
-        return self._run(
+    def _lease_call(self, rotation_id: str, owner: str, seconds: float, mode: str) -> Any:
+        return self._call(
             self._lease,
             [keys.run(rotation_id), keys.LEASES],
-            [rotation_id, owner, int(seconds * 1000), _csv(LEASED_STATES), mode],
+            [rotation_id, owner, int(seconds * 1000), mode],
         )
 
-    @staticmethod
-    def _run(
-        script: Any, key_list: builtins.list[str], argv: builtins.list[Any]
-    ) -> tuple[str, str]:
-        status, detail = script(keys=key_list, args=argv)
-        return _s(status), _s(detail) if detail is not None else ""
+    def _call(self, script: Any, key_list: builtins.list[str], argv: builtins.list[Any]) -> Any:
+        """Run ``script``; with an outbox, this thread's queued writes go in the same trip."""
+        if self.outbox is not None:
+            return self.outbox.call(script, key_list, argv)
+        return script(keys=key_list, args=argv)
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A sealed (Fernet-encrypted) new value to keep in the run, and how it may be in use.
+
+    ``in_place`` (updaters): it may be applied at the target before it is stored.
+    """
+
+    blob: str
+    in_place: bool = True
+
+    @property
+    def field(self) -> str:
+        """The run hash field that holds it."""
+        return "sealed" if self.in_place else "minted"

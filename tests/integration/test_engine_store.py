@@ -16,6 +16,7 @@ from orchestrator.store import (
     RunNotFound,
     RunRecord,
     RunStore,
+    Sealed,
 )
 
 pytestmark = pytest.mark.integration
@@ -186,3 +187,74 @@ def test_list_filters_by_state_newest_first(store: RunStore) -> None:
     assert [r.rotation_id for r in store.list(limit=2)] == ["r3", "r1"]
     assert {r.rotation_id for r in store.list(states=["queued"])} == {"r0", "r2", "r4"}
     assert all(r.state in ACTIVE_STATES for r in store.list(states=ACTIVE_STATES))
+
+
+def test_acquire_returns_the_run_as_leased(store: RunStore) -> None:
+    _new(store)
+    record = store.acquire("r1", "w1", 30)
+    assert record is not None and record.lease_owner == "w1" and record.attempts == 1
+    assert store.acquire("r1", "w2", 30) is None, "held by w1"
+    assert store.get("r1") == record
+
+
+def test_create_returns_the_run_as_stored(store: RunStore) -> None:
+    created = _new(store)
+    assert created == store.get("r1")
+    assert created.state == "queued" and created.created_at and created.path == "a/b"
+
+
+def test_lookup_reads_a_run_and_the_path_holder_together(store: RunStore) -> None:
+    assert store.lookup("r1", "a/b") == (None, None)
+    first = _new(store)
+    assert store.lookup("r1", "a/b") == (first, first)
+    record, active = store.lookup("r2", "a/b")
+    assert record is None and active == first
+    store.transition("r1", "failed", last_error="denied")
+    assert store.lookup("r1", "a/b") == (store.get("r1"), None), "a failed run holds nothing"
+
+
+def test_a_transition_keeps_a_seal_only_while_the_owner_holds_the_lease(store: RunStore) -> None:
+    _new(store)
+    store.acquire("r1", "w1", 30)
+    store.transition("r1", "minting", owner="w1")
+    with pytest.raises(LeaseLost):
+        store.transition("r1", "applying", owner="w2", seal=Sealed("gAAAA-blob"))
+    assert store.sealed("r1") is None
+    record = store.transition("r1", "applying", owner="w1", seal=Sealed("gAAAA-blob"))
+    assert record.sealed and store.sealed("r1") == "gAAAA-blob"
+    assert store.may_be_applied("r1"), "an updater's seal may be in use at the target"
+
+
+def test_a_minted_seal_is_reused_but_not_marked_as_applied(store: RunStore) -> None:
+    _new(store)
+    store.acquire("r1", "w1", 30)
+    store.transition("r1", "minting", owner="w1")
+    store.transition("r1", "verifying", owner="w1", seal=Sealed("gAAAA-m", in_place=False))
+    assert store.sealed("r1") == "gAAAA-m" and not store.may_be_applied("r1")
+
+
+def test_entering_grace_schedules_finalize_in_the_same_step(
+    store: RunStore, redis_client: redis.Redis
+) -> None:
+    _new(store)
+    store.acquire("r1", "w1", 30)
+    with pytest.raises(LeaseLost):
+        store.transition("r1", "grace", owner="w2", due_ms=1234)
+    assert redis_client.zscore(keys.DUE, "r1") is None, "a refused transition schedules nothing"
+    store.transition("r1", "grace", owner="w1", due_ms=1234)
+    assert redis_client.zscore(keys.DUE, "r1") == 1234
+    redis_client.zadd(keys.DUE, {"r1": 99})  # the sweeper claimed it meanwhile
+    store.transition("r1", "needs_attention", due_ms=5678)
+    assert redis_client.zscore(keys.DUE, "r1") == 99, "an existing entry is kept"
+
+
+def test_update_keeps_whatever_state_the_run_is_in(store: RunStore) -> None:
+    _new(store)
+    store.acquire("r1", "w1", 30)
+    store.transition("r1", "minting", owner="w1")
+    record = store.update("r1", owner="w1", mint_attempts=2)
+    assert record.state == "minting" and record.mint_attempts == 2
+    with pytest.raises(LeaseLost):
+        store.update("r1", owner="w2", mint_attempts=3)
+    with pytest.raises(RunNotFound):
+        store.update("nope", mint_attempts=1)

@@ -10,6 +10,7 @@ stored by us" = the current version carries our ``rotation_id``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,14 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class Read:
+    """Version N as a task read it just before it created the run, and how long that took."""
+
+    current: SecretVersion
+    seconds: float
+
+
 class Driver:
     """Carries one leased rotation through its steps up to grace."""
 
@@ -49,17 +58,27 @@ class Driver:
         self.minter = minter
         self.failures = failures
 
-    def run(self, record: RunRecord, rotator: Rotator, owner: str) -> None:
-        """Run the steps of ``record`` as far as they go now (grace, or an exception)."""
-        with self.rt.journal.timed(record, "read"):
-            current = self.rt.vault.read(record.path)
+    def run(
+        self, record: RunRecord, rotator: Rotator, owner: str, read: Read | None = None
+    ) -> RunRecord | None:
+        """Run the steps of ``record`` as far as they go now (grace, or an exception).
+
+        ``record`` is the run as this worker leased it; ``read``, a read of the secret this
+        task made just before it created the run (a resumed run reads it again). Returns the
+        run in grace, or None when it ended otherwise.
+        """
+        if read is None:
+            with self.rt.journal.timed(record, "read"):
+                current = self.rt.vault.read(record.path)
+        else:
+            current = read.current
+            self.rt.journal.step_done(record, "read", read.seconds)
         if current.version != record.from_version:
-            self._resume_or_refuse(record, owner, current)
-            return
+            return self._resume_or_refuse(record, owner, current)
         ctx = self.minter.load_context(record, current)
         new = self.minter.obtain(record, rotator, ctx, owner)
         try:
-            self._store(record, rotator, ctx, current, new, owner)
+            return self._store(record, rotator, ctx, current, new, owner)
         except PermanentError:  # never stored: revoke an issuer's unused credential
             self.minter.discard_unused(rotator, ctx, new)
             raise
@@ -67,11 +86,10 @@ class Driver:
             self.minter.discard_if_cancelled(record.rotation_id, rotator, ctx, new)
             raise
 
-    def _resume_or_refuse(self, record: RunRecord, owner: str, current: SecretVersion) -> None:
+    def _resume_or_refuse(self, record: RunRecord, owner: str, current: SecretVersion) -> RunRecord:
         """The current version is not the one rotated from: ours (go to grace) or theirs."""
         if current.metadata.get("rotation_id") == record.rotation_id:
-            self._enter_grace(record, owner, current.version, current.metadata)
-            return
+            return self._enter_grace(record, owner, current.version, current.metadata)
         if self.rt.store.may_be_applied(record.rotation_id):
             raise NeedsAttention(
                 f"version {current.version} was written by someone else while rotating from "
@@ -90,7 +108,7 @@ class Driver:
         current: SecretVersion,
         new: SecretData,
         owner: str,
-    ) -> None:
+    ) -> RunRecord | None:
         rid = record.rotation_id
         record = self.rt.store.transition(rid, "storing", owner=owner, step="store")
         grace = parse_duration(record.grace_period or self.rt.settings.rotator_default_grace)
@@ -116,12 +134,12 @@ class Driver:
             latest = self.rt.vault.read(record.path)
             if latest.metadata.get("rotation_id") != rid:
                 self._abandon(record, rotator, ctx, new, owner, latest.version, exc)
-                return
+                return None
             self.rt.log.info("rotation_already_stored", rotation_id=rid, version=latest.version)
             if rotator.strategy != "updater" and dict(latest.data) != dict(new):
                 self.minter.discard(rotator, ctx, new)  # an earlier attempt's value was stored
             version, metadata = latest.version, latest.metadata
-        self._enter_grace(record, owner, version, metadata)
+        return self._enter_grace(record, owner, version, metadata)
 
     def _abandon(
         self,
@@ -147,10 +165,12 @@ class Driver:
 
     def _enter_grace(
         self, record: RunRecord, owner: str, version: int, metadata: dict[str, Any]
-    ) -> None:
+    ) -> RunRecord:
+        """Grace: the state and the due-queue entry that finalizes it, in one atomic step."""
         finalize_after = parse_time(metadata.get("finalize_after")) or datetime.now(UTC)
-        # A fact about ScaiVault already: record it before the state says "grace", so whoever
-        # watches the state and then reads the history finds it.
+        # A fact about ScaiVault already: record it before the state says "grace" (the journal
+        # sends it ahead of the transition), so whoever watches the state and then reads the
+        # history finds it.
         self.rt.journal.history(record, "rotation_stored", state="grace", outcome="stored",
                              from_version=record.from_version, new_version=version)  # fmt: skip
         stored = self.rt.store.transition(
@@ -160,11 +180,11 @@ class Driver:
             owner=owner,
             step="grace",
             new_version=version,
+            due_ms=to_ms(finalize_after),
             finalize_after=finalize_after.isoformat(timespec="seconds"),
             sealed=None,
             last_error=None,
         )
-        self.rt.due.schedule(record.rotation_id, to_ms(finalize_after))
         self.rt.journal.outcome(stored.rotator, "stored")
         self.rt.log.info(
             "rotation_stored",
@@ -174,3 +194,4 @@ class Driver:
             new_version=version,
             finalize_after=stored.finalize_after,
         )
+        return stored

@@ -24,7 +24,7 @@ import redis
 
 from orchestrator import connection
 from orchestrator.alert import Alerter
-from orchestrator.driver import ROTATED_BY, Driver
+from orchestrator.driver import ROTATED_BY, Driver, Read
 from orchestrator.due import DueQueue
 from orchestrator.duration import format_duration, parse_duration
 from orchestrator.failure import FailurePolicy, NeedsAttention, RetryLater, reason_of
@@ -32,6 +32,7 @@ from orchestrator.finalizer import Finalizer, Sweep
 from orchestrator.journal import Journal
 from orchestrator.log import get_logger
 from orchestrator.minter import Minter
+from orchestrator.outbox import Outbox
 from orchestrator.reconciler import Reconciler
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.runtime import Runtime
@@ -112,15 +113,16 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.client = client
-        self.store = RunStore(client)
+        self.log = get_logger("orchestrator.engine")
+        outbox = Outbox(client, self.log)
+        self.store = RunStore(client, outbox)
         self.due = DueQueue(client)
         self.vault = vault
         self.routing = routing
         self.sealer = sealer
         self.alerter = alerter
         self._lease = settings.rotator_lease_seconds
-        self.log = get_logger("orchestrator.engine")
-        self.journal = Journal(client, self.log)
+        self.journal = Journal(outbox, self.log)
         runtime = Runtime(settings, self.store, self.due, vault, routing, self.journal, self.log)
         self.failures = FailurePolicy(runtime, alerter)
         minter = Minter(runtime, sealer, sleep)
@@ -154,12 +156,20 @@ class Engine:
 
         ``owner`` identifies this attempt (the Celery task id, stable across its retries).
         """
-        if request.rotation_id:
-            return self.drive(request.rotation_id, owner)
+        try:
+            if request.rotation_id:
+                return self.drive(request.rotation_id, owner)
+            return self._rotate(request, owner)
+        finally:
+            self.journal.flush()
+
+    def _rotate(self, request: RotateRequest, owner: str) -> RunRecord | None:
         log = self.log.bind(path=request.path, event_id=request.event_id)
         rule = self.routing.match(request.path)
         try:
+            started = time.monotonic()
             current = self.vault.read(request.path)
+            read = Read(current, time.monotonic() - started)
         except PermanentError as exc:  # e.g. not_found, access_denied: nothing to rotate
             rid = manual_id()
             if request.trigger == "schedule" and request.from_version is not None:
@@ -167,16 +177,17 @@ class Engine:
             record = self._new_record(request, rid, rule, request.from_version, "failed")
             return self.failures.refuse(record, f"cannot read the secret: {reason_of(exc)}")
         from_version = request.from_version or current.version
-        rid = manual_id()
-        if request.trigger == "schedule":
-            rid = self.scheduled_rid(request, from_version)
-        existing = self.store.get(rid)
+        scheduled = request.trigger == "schedule"
+        rid = scheduled_id(request.path, from_version) if scheduled else manual_id()
+        existing, active = self.store.lookup(rid, request.path)
+        if scheduled and (event_rid := self._event_rid(request, from_version, existing)) != rid:
+            rid = event_rid
+            existing, active = self.store.lookup(rid, request.path)
         if existing is not None:
             if existing.state in LEASED_STATES:
                 return self.drive(rid, owner)
             log.info("rotation_duplicate", rotation_id=rid, state=existing.state)
             return existing
-        active = self.store.active(request.path)
         if (
             active is not None
             and active.state in LEASED_STATES
@@ -191,20 +202,26 @@ class Engine:
         if problem is not None:
             return self._skip(record, problem)
         try:
-            self.store.create(record)
+            record = self.store.create(record)
         except PathBusy as exc:
             return self._skip(record, f"rotation {exc.holder} holds this path")
         except IllegalTransition:  # a concurrent delivery created it first: merge
             return self.drive(rid, owner)
         self.journal.history(record, "rotation_started", state="queued", from_version=from_version)
-        return self.drive(rid, owner)
+        return self.drive(rid, owner, read)
 
     def scheduled_rid(self, request: RotateRequest, from_version: int) -> str:
         """The id of a scheduled rotation: one per (path, version), unless that run ended
         without a new version (skipped, cancelled, failed): then a later due event for the
         same version starts a run of its own, keyed by its event id."""
+        earlier = self.store.get(scheduled_id(request.path, from_version))
+        return self._event_rid(request, from_version, earlier)
+
+    def _event_rid(
+        self, request: RotateRequest, from_version: int, earlier: RunRecord | None
+    ) -> str:
+        """:meth:`scheduled_rid`, given the run of (path, version) as ``earlier``."""
         rid = scheduled_id(request.path, from_version)
-        earlier = self.store.get(rid)
         if (
             earlier is None
             or earlier.state not in _RESTARTABLE
@@ -281,13 +298,21 @@ class Engine:
 
     # --- driving, finalizing, beat jobs -------------------------------------------------------
 
-    def drive(self, rotation_id: str, owner: str) -> RunRecord | None:
+    def drive(self, rotation_id: str, owner: str, read: Read | None = None) -> RunRecord | None:
         """Take the run's lease and carry it as far as it goes now (grace, or a failure).
 
         Returns the run record afterwards; does nothing if another live worker drives it.
-        Raises :class:`RetryLater` for transient failures within the attempt budget.
+        Raises :class:`RetryLater` for transient failures within the attempt budget. ``read``:
+        the version this task read just before it created the run (not read again).
         """
-        if not self.store.acquire_lease(rotation_id, owner, self._lease):
+        try:
+            return self._drive(rotation_id, owner, read)
+        finally:
+            self.journal.flush()
+
+    def _drive(self, rotation_id: str, owner: str, read: Read | None) -> RunRecord | None:
+        leased = self.store.acquire(rotation_id, owner, self._lease)
+        if leased is None:
             record = self.store.get(rotation_id)
             self.log.info(
                 "rotation_not_driven",
@@ -295,12 +320,13 @@ class Engine:
                 state=record.state if record else None,
             )
             return record
-        record = self.store.require(rotation_id)
-        if record.state == "finalizing":
-            return self.finalizer.finalize_leased(record, owner, None)
+        if leased.state == "finalizing":
+            return self.finalizer.finalize_leased(leased, owner, None)
+        settled: list[RunRecord] = []
 
         def steps(rotator: Rotator) -> None:
-            self.driver.run(record, rotator, owner)
+            stored = self.driver.run(leased, rotator, owner, read)
+            settled.extend([stored] if stored else [])
 
         def give_up(exc: Exception) -> None:  # an updater's new value may be applied already
             held = isinstance(exc, NeedsAttention) or self.store.may_be_applied(rotation_id)
@@ -308,20 +334,29 @@ class Engine:
             now = self.store.get(rotation_id)
             self.failures.fail(rotation_id, state, reason_of(exc, now.step if now else None), owner)
 
-        self.failures.run(record, owner, steps, give_up)
-        return self.store.get(rotation_id)
+        self.failures.run(leased, owner, steps, give_up)
+        return settled[0] if settled else self.store.get(rotation_id)
 
     def finalize(self, rotation_id: str, owner: str, lease: int | None = None) -> RunRecord | None:
         """Finalize a rotation whose grace is over (see :meth:`Finalizer.finalize`)."""
-        return self.finalizer.finalize(rotation_id, owner, lease)
+        try:
+            return self.finalizer.finalize(rotation_id, owner, lease)
+        finally:
+            self.journal.flush()
 
     def sweep(self, limit: int = 200) -> Sweep:
         """Claim due finalizations and runs whose lease expired (their worker died)."""
-        return self.finalizer.sweep(limit)
+        try:
+            return self.finalizer.sweep(limit)
+        finally:
+            self.journal.flush()
 
     def reconcile(self) -> int:
         """Re-add due-queue entries from ScaiVault metadata; returns how many were added."""
-        return self.reconciler.reconcile()
+        try:
+            return self.reconciler.reconcile()
+        finally:
+            self.journal.flush()
 
 
 __all__ = [

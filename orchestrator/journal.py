@@ -2,7 +2,9 @@
 
 Every part of the engine records what happened through one :class:`Journal`, so a history
 entry always names the run's id, rotator, trigger, actor and event, and a lost history write
-(Redis trouble) is logged instead of breaking the rotation.
+(Redis trouble) is logged instead of breaking the rotation. The writes wait in an
+:class:`~orchestrator.outbox.Outbox` for the run store's next round trip, or for
+:meth:`Journal.flush` at the end of a task.
 """
 
 from __future__ import annotations
@@ -16,30 +18,35 @@ import redis
 import structlog
 
 from orchestrator import history, metrics
-from orchestrator.failure import reason_of
+from orchestrator.outbox import Outbox
 from orchestrator.store import RunRecord
 
 
 class Journal:
-    """Writes a run's history entries and step timings to Redis."""
+    """Queues a run's history entries, step timings and outcomes for Redis."""
 
-    def __init__(self, client: redis.Redis, log: structlog.stdlib.BoundLogger) -> None:
-        self.client = client
+    def __init__(self, outbox: Outbox, log: structlog.stdlib.BoundLogger) -> None:
+        self.outbox = outbox
         self.log = log
 
     def history(self, record: RunRecord, event: str, **fields: Any) -> None:
         """Append ``event`` to the path's history; the run's ids fill the fields not given."""
-        try:
-            history.append(self.client, record.path, event, **_run_fields(record, fields))
-        except redis.RedisError as exc:
-            self.log.warning("history_write_failed", path=record.path, reason=reason_of(exc))
+        entry = _run_fields(record, fields)
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            history.queue_append(pipe, record.path, event, **entry)
+
+        self.outbox.queue(write, "history_write_failed", path=record.path)
 
     @contextmanager
     def timed(self, record: RunRecord, step: str) -> Iterator[None]:
         """Time a step that succeeds: a metric, a ``step_done`` log line and history entry."""
         started = time.monotonic()
         yield
-        seconds = time.monotonic() - started
+        self.step_done(record, step, time.monotonic() - started)
+
+    def step_done(self, record: RunRecord, step: str, seconds: float) -> None:
+        """Record a step that took ``seconds``: a log line, its metric and history entry."""
         self.log.info(
             "step_done",
             rotation_id=record.rotation_id,
@@ -48,26 +55,25 @@ class Journal:
             step=step,
             duration_ms=round(seconds * 1000),
         )
-        self._step_done(record, step, seconds)
+        rotator = record.rotator or "none"
 
-    def _step_done(self, record: RunRecord, step: str, seconds: float) -> None:
-        """The step's metric and ``step_done`` history entry in one round trip."""
-        fields = _run_fields(record, {"step": step, "duration_ms": round(seconds * 1000)})
-        pipe = self.client.pipeline(transaction=False)
-        metrics.queue_step(pipe, record.rotator or "none", step, seconds)
-        history.queue_append(pipe, record.path, "step_done", **fields)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            reason = reason_of(exc)
-            self.log.warning(
-                "metrics_write_failed", rotator=record.rotator, step=step, reason=reason
-            )
-            self.log.warning("history_write_failed", path=record.path, reason=reason)
+        def write(pipe: redis.client.Pipeline) -> None:
+            metrics.queue_step(pipe, rotator, step, seconds)
+
+        self.outbox.queue(write, "metrics_write_failed", rotator=record.rotator, step=step)
+        self.history(record, "step_done", step=step, duration_ms=round(seconds * 1000))
 
     def outcome(self, rotator: str | None, state: str) -> None:
         """Count a run's outcome (``stored``, ``done``, ``failed`` ...) per rotator."""
-        metrics.record_outcome(self.client, rotator or "none", state)
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            metrics.queue_outcome(pipe, rotator or "none", state)
+
+        self.outbox.queue(write, "metrics_write_failed", rotator=rotator, outcome=state)
+
+    def flush(self) -> None:
+        """Send what is queued now (every engine entry point ends with this)."""
+        self.outbox.flush()
 
 
 def _run_fields(record: RunRecord, fields: dict[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,11 @@ def record_outcome(client: redis.Redis, rotator: str, outcome: str) -> None:
         log.warning("metrics_write_failed", rotator=rotator, reason=type(exc).__name__)
 
 
+def queue_outcome(pipe: redis.client.Pipeline, rotator: str, outcome: str) -> None:
+    """Queue :func:`record_outcome`'s write on ``pipe`` (the caller executes it)."""
+    pipe.hincrby(keys.METRIC_OUTCOMES, json.dumps([rotator, outcome]), 1)
+
+
 def observe_step(client: redis.Redis, rotator: str, step: str, seconds: float) -> None:
     """Add one duration of ``step`` to ``rotator``'s histogram."""
     try:

@@ -14,7 +14,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.failure import NeedsAttention, reason_of
 from orchestrator.runtime import Runtime
 from orchestrator.seal import Sealer
-from orchestrator.store import IllegalTransition, RunRecord
+from orchestrator.store import IllegalTransition, RunRecord, Sealed
 from orchestrator.vault import VaultClient
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import CredentialRejected, PermanentError, TransientError
@@ -64,9 +64,12 @@ class Minter:
     def obtain(
         self, record: RunRecord, rotator: Rotator, ctx: RotationContext, owner: str
     ) -> SecretData:
-        """A verified new value: the sealed one if an updater already minted, else mint."""
+        """A verified new value: the sealed one if an updater already minted, else mint.
+
+        ``record`` is the run as this worker leased it (only the lease holder changes it).
+        """
         rid = record.rotation_id
-        sealed = self.rt.store.sealed(rid)
+        sealed = self.rt.store.sealed(rid) if record.sealed else None
         if sealed is not None:
             new = self._require_sealer().unseal(sealed, context=rid)
             self.rt.log.info("rotation_resumed_sealed", rotation_id=rid, path=record.path)
@@ -75,7 +78,6 @@ class Minter:
             self._verify_step(record, rotator, ctx, new, owner)
             return new
         while True:
-            record = self.rt.store.require(rid)
             if record.mint_attempts >= rotator.max_mint_attempts:
                 raise PermanentError(
                     f"the target rejected {record.mint_attempts} minted values in a row",
@@ -94,7 +96,7 @@ class Minter:
                 )
                 self.discard_unused(rotator, ctx, new)
                 rejected = record.mint_attempts + 1  # counts rejections only, not crashes
-                self.rt.store.update(rid, owner=owner, sealed=None, mint_attempts=rejected)
+                record = self.rt.store.update(rid, owner=owner, sealed=None, mint_attempts=rejected)
             except (PermanentError, NeedsAttention):
                 self.discard_unused(rotator, ctx, new)
                 raise
@@ -164,12 +166,14 @@ class Minter:
         owner: str,
     ) -> None:
         in_place = rotator.strategy == "updater"
+        seal = None  # kept by the next state change, before the value is applied or verified
         if in_place or self.sealer is not None:  # a resume reuses it, never re-mints
             blob = self._require_sealer().seal(new, context=record.rotation_id)
-            self.rt.store.seal(record.rotation_id, owner, blob, in_place=in_place)
+            seal = Sealed(blob, in_place)
         if in_place:
-            self._apply(record, rotator, ctx, new, owner, resumed=False)
-        self._verify_step(record, rotator, ctx, new, owner)
+            self._apply(record, rotator, ctx, new, owner, resumed=False, seal=seal)
+            seal = None
+        self._verify_step(record, rotator, ctx, new, owner, seal)
 
     def _apply(
         self,
@@ -180,9 +184,10 @@ class Minter:
         owner: str,
         *,
         resumed: bool,
+        seal: Sealed | None = None,
     ) -> None:
         rid = record.rotation_id
-        self.rt.store.transition(rid, "applying", owner=owner, step="apply")
+        self.rt.store.transition(rid, "applying", owner=owner, step="apply", seal=seal)
         try:
             self.rt.guard.check(rid, "apply")
             with self.rt.journal.timed(record, "apply"):
@@ -205,8 +210,11 @@ class Minter:
         ctx: RotationContext,
         new: SecretData,
         owner: str,
+        seal: Sealed | None = None,
     ) -> None:
-        self.rt.store.transition(record.rotation_id, "verifying", owner=owner, step="verify")
+        self.rt.store.transition(
+            record.rotation_id, "verifying", owner=owner, step="verify", seal=seal
+        )
         try:
             with self.rt.journal.timed(record, "verify"):
                 self.verify(rotator, ctx, new)

@@ -296,3 +296,44 @@ def test_verify_stops_waiting_when_the_tasks_time_budget_is_spent(harness: _Harn
     finally:
         guard.watch(None)
     assert sleeps == []
+
+
+class _Counting(redis.Connection):
+    """Counts round trips to Redis (a pipeline is one ``send_packed_command``)."""
+
+    sent = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        _Counting.sent += 1
+        super().send_packed_command(command, check_health)
+
+
+def test_a_rotation_to_grace_takes_eight_redis_round_trips_and_writes_its_whole_journal(
+    harness: _Harness, redis_url: str
+) -> None:
+    """The budget behind the end-to-end benchmark (tests/benchmarks/bench_e2e.py): history and
+    metrics ride along with the state changes instead of costing round trips of their own."""
+    pool = redis.ConnectionPool.from_url(redis_url, connection_class=_Counting)
+    client = redis.Redis(connection_pool=pool)
+    engine = Engine(harness.settings, client, VaultClient(harness.settings), harness.engine.routing)
+    warm = harness.emulator.put_secret("apps/warm/db", {"username": "app", "password": "old"})
+    engine.rotate(RotateRequest("apps/warm/db", from_version=warm), owner="t0")  # loads scripts
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    _Counting.sent = 0
+    record = engine.rotate(RotateRequest(PATH, from_version=version, event_id="e1"), owner="t1")
+    sent = _Counting.sent
+    engine.close()
+    assert record is not None and record.state == "grace"
+    assert sent <= 8, f"{sent} round trips (was 8: lookup, create, lease, 4 steps, flush)"
+    events = [(e["event"], e.get("step")) for e in history.read(harness.text, PATH)]
+    assert events == [
+        ("rotation_started", None),
+        ("step_done", "read"),
+        ("step_done", "mint"),
+        ("step_done", "verify"),
+        ("step_done", "store"),
+        ("rotation_stored", None),
+    ]
+    outcome = harness.text.hget(keys.METRIC_OUTCOMES, json.dumps(["test-inproc", "stored"]))
+    assert outcome == "2"
+    assert harness.text.zscore(keys.DUE, record.rotation_id) is not None

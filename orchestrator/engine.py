@@ -202,13 +202,13 @@ class Engine:
         if problem is not None:
             return self._skip(record, problem)
         try:
-            record = self.store.create(record)
+            record = self.store.create(record, lease=(owner, self._lease))
         except PathBusy as exc:
             return self._skip(record, f"rotation {exc.holder} holds this path")
         except IllegalTransition:  # a concurrent delivery created it first: merge
             return self.drive(rid, owner)
         self.journal.history(record, "rotation_started", state="queued", from_version=from_version)
-        return self.drive(rid, owner, read)
+        return self._run_leased(record, owner, read)
 
     def scheduled_rid(self, request: RotateRequest, from_version: int) -> str:
         """The id of a scheduled rotation: one per (path, version), unless that run ended
@@ -298,19 +298,18 @@ class Engine:
 
     # --- driving, finalizing, beat jobs -------------------------------------------------------
 
-    def drive(self, rotation_id: str, owner: str, read: Read | None = None) -> RunRecord | None:
+    def drive(self, rotation_id: str, owner: str) -> RunRecord | None:
         """Take the run's lease and carry it as far as it goes now (grace, or a failure).
 
         Returns the run record afterwards; does nothing if another live worker drives it.
-        Raises :class:`RetryLater` for transient failures within the attempt budget. ``read``:
-        the version this task read just before it created the run (not read again).
+        Raises :class:`RetryLater` for transient failures within the attempt budget.
         """
         try:
-            return self._drive(rotation_id, owner, read)
+            return self._drive(rotation_id, owner)
         finally:
             self.journal.flush()
 
-    def _drive(self, rotation_id: str, owner: str, read: Read | None) -> RunRecord | None:
+    def _drive(self, rotation_id: str, owner: str) -> RunRecord | None:
         leased = self.store.acquire(rotation_id, owner, self._lease)
         if leased is None:
             record = self.store.get(rotation_id)
@@ -320,6 +319,14 @@ class Engine:
                 state=record.state if record else None,
             )
             return record
+        return self._run_leased(leased, owner)
+
+    def _run_leased(
+        self, leased: RunRecord, owner: str, read: Read | None = None
+    ) -> RunRecord | None:
+        """Carry a run this worker holds the lease of as far as it goes now (``read``: the
+        version this task read just before it created the run; not read again)."""
+        rotation_id = leased.rotation_id
         if leased.state == "finalizing":
             return self.finalizer.finalize_leased(leased, owner, None)
         settled: list[RunRecord] = []

@@ -239,8 +239,8 @@ end
 """
 )
 
-# KEYS: run, active(path), last(path), runs-index, run-key-prefix
-# ARGV: rotation_id, field, value, ...
+# KEYS: run, active(path), last(path), runs-index, run-key-prefix, leases
+# ARGV: rotation_id, lease owner ('' = none), lease_ms, field, value, ...
 # Returns {'ok', state, record as HGETALL}, {'exists', state} or {'busy', holder}.
 _CREATE = (
     _PRELUDE
@@ -249,13 +249,19 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists', redis.call('HGET', KEYS[1], 'state')}
 end
 local state = nil
-for i = 2, #ARGV, 2 do if ARGV[i] == 'state' then state = ARGV[i + 1] end end
+for i = 4, #ARGV, 2 do if ARGV[i] == 'state' then state = ARGV[i + 1] end end
 if not TERMINAL[state] then
   local ok, holder = holder_ok(KEYS[2], ARGV[1], KEYS[5])
   if not ok then return {'busy', holder} end
   redis.call('SET', KEYS[2], ARGV[1])
 end
-apply_fields(KEYS[1], 2)
+apply_fields(KEYS[1], 4)
+if ARGV[2] ~= '' and LEASED[state] then
+  local until_ms = now + tonumber(ARGV[3])
+  redis.call('HSET', KEYS[1], 'lease_owner', ARGV[2], 'lease_until_ms', until_ms)
+  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('ZADD', KEYS[6], until_ms, ARGV[1])
+end
 redis.call('SET', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 return {'ok', state, redis.call('HGETALL', KEYS[1])}
@@ -474,16 +480,19 @@ class RunStore:
 
     # --- writes ------------------------------------------------------------------------------
 
-    def create(self, record: RunRecord) -> RunRecord:
+    def create(self, record: RunRecord, *, lease: tuple[str, float] | None = None) -> RunRecord:
         """Store a new run and return it as stored. An active one also claims its path.
 
-        Raises :class:`PathBusy` if another active rotation holds the path, and
-        :class:`IllegalTransition` (with the existing state) if the id already exists.
+        ``lease=(owner, seconds)`` also takes a leased run's lease, as :meth:`acquire` would
+        (counting one attempt), in the same step. Raises :class:`PathBusy` if another active
+        rotation holds the path, and :class:`IllegalTransition` (with the existing state) if
+        the id already exists.
         """
         now = now_iso()
         values = {k: v for k, v in record.to_dict().items() if k not in _RESERVED}
         values.update(created_at=record.created_at or now, updated_at=now)
-        argv = [record.rotation_id, "state", record.state]
+        owner, seconds = lease or ("", 0.0)
+        argv = [record.rotation_id, owner, int(seconds * 1000), "state", record.state]
         argv += ["rotation_id", record.rotation_id, "path", record.path, *_flatten(values)]
         reply = self._call(
             self._create,
@@ -493,6 +502,7 @@ class RunStore:
                 keys.last(record.path),
                 keys.RUNS,
                 keys.run(""),
+                keys.LEASES,
             ],
             argv,
         )

@@ -258,3 +258,17 @@ def test_update_keeps_whatever_state_the_run_is_in(store: RunStore) -> None:
         store.update("r1", owner="w2", mint_attempts=3)
     with pytest.raises(RunNotFound):
         store.update("nope", mint_attempts=1)
+
+
+def test_create_can_take_the_lease_in_the_same_step(
+    store: RunStore, redis_client: redis.Redis
+) -> None:
+    record = store.create(RunRecord(rotation_id="r1", path="a/b", state="queued"), lease=("w1", 30))
+    assert record.lease_owner == "w1" and record.attempts == 1
+    assert redis_client.zscore(keys.LEASES, "r1") is not None, "the sweeper can re-drive it"
+    assert store.acquire("r1", "w2", 30) is None
+    skipped = store.create(
+        RunRecord(rotation_id="r2", path="a/c", state="skipped"), lease=("w1", 30)
+    )
+    assert skipped.lease_owner is None, "an ended run is never leased"
+    assert redis_client.zscore(keys.LEASES, "r2") is None

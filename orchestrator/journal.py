@@ -46,8 +46,9 @@ class Journal:
         self.step_done(record, step, time.monotonic() - started)
 
     def step_done(self, record: RunRecord, step: str, seconds: float) -> None:
-        """Record a step that took ``seconds``: a log line, its metric and history entry."""
-        self.log.info(
+        """Record a step that took ``seconds``: its metric and history entry, and a DEBUG log
+        line (at INFO a rotation logs one line per outcome, not one per step)."""
+        self.log.debug(
             "step_done",
             rotation_id=record.rotation_id,
             path=record.path,

@@ -358,6 +358,13 @@ class Engine:
         finally:
             self.journal.flush()
 
+    def refuse(self, record: RunRecord, reason: str) -> RunRecord:
+        """Record a request that failed before it could start (see :meth:`FailurePolicy.refuse`)."""
+        try:
+            return self.failures.refuse(record, reason)
+        finally:
+            self.journal.flush()
+
     def reconcile(self) -> int:
         """Re-add due-queue entries from ScaiVault metadata; returns how many were added."""
         try:

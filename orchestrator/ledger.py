@@ -192,7 +192,7 @@ def give_up(engine: Engine, request: RotateRequest, reason: str) -> RunRecord:
         from_version=request.from_version,
         grace_period=request.grace_period or engine.settings.rotator_default_grace,
     )
-    return engine.failures.refuse(record, reason)
+    return engine.refuse(record, reason)
 
 
 def sweep_pending(engine: Engine, ledger: Ledger) -> Republished:

@@ -79,7 +79,8 @@ class FailurePolicy:
             return False
         rid = record.rotation_id
         retry: TransientError | None = None
-        with Heartbeat(self.rt.store, rid, owner, self.rt.lease_seconds, self.rt.log) as beat:
+        lease = self.rt.lease_seconds
+        with Heartbeat(self.rt.store, rid, owner, lease, self.rt.log, self.rt.keeper) as beat:
             self.rt.guard.watch(beat, time.monotonic() + self._wait_budget())
             try:
                 steps(rotator)

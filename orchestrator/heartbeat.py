@@ -1,4 +1,4 @@
-"""A lease heartbeat: renews a run's lease in a thread while a worker drives it.
+"""A lease heartbeat: renews a run's lease from a background thread while a worker drives it.
 
 So only a dead worker's lease expires (and the sweeper re-drives that run). A worker whose
 lease is lost (taken over, or not renewed within its length because Redis did not answer)
@@ -7,6 +7,8 @@ must not touch the target again: :meth:`LeaseGuard.check` before every rotator s
 
 from __future__ import annotations
 
+import math
+import os
 import threading
 import time
 
@@ -15,9 +17,63 @@ import structlog
 
 from orchestrator.store import LeaseLost, RunStore
 
+_STARTING = threading.Lock()
+
+
+class LeaseKeeper:
+    """The one thread of a process that renews the leases its tasks hold (see :class:`Heartbeat`).
+
+    Started on first use, and again in a forked child (a thread does not survive a fork). One
+    long-lived thread instead of one per rotation: starting and joining a thread for every run
+    cost more CPU than the rest of a short rotation's bookkeeping together.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[int, Heartbeat] = {}
+        self._cond = threading.Condition()
+        self._pid = 0
+
+    def hold(self, beat: Heartbeat) -> None:
+        """Renew ``beat``'s lease from now on, every third of its length."""
+        if self._pid != os.getpid():  # first use, or a forked child: a thread of its own
+            self._start()
+        with self._cond:
+            self._held[id(beat)] = beat
+            self._cond.notify()
+
+    def release(self, beat: Heartbeat) -> None:
+        """Stop renewing ``beat``'s lease (a renewal already under way finishes)."""
+        with self._cond:
+            self._held.pop(id(beat), None)
+
+    def _start(self) -> None:
+        with _STARTING:
+            if self._pid == os.getpid():
+                return
+            self._held, self._cond = {}, threading.Condition()
+            threading.Thread(target=self._run, name="lease-keeper", daemon=True).start()
+            self._pid = os.getpid()
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                now = time.monotonic()
+                due = [beat for beat in self._held.values() if beat.next_renewal <= now]
+                if not due:
+                    soonest = min((b.next_renewal for b in self._held.values()), default=math.inf)
+                    cond.wait(None if soonest == math.inf else soonest - now)
+                    continue
+            for beat in due:  # outside the lock: a renewal is a Redis round trip
+                try:
+                    beat.renew()
+                except Exception as exc:  # the thread serves every lease: it must not die
+                    beat.fail(exc)
+
 
 class Heartbeat:
-    """Renews ``rotation_id``'s lease every third of ``seconds`` until the block ends."""
+    """Keeps ``rotation_id``'s lease for ``owner`` while the block runs: ``keeper`` renews it
+    every third of ``seconds``."""
 
     def __init__(
         self,
@@ -26,16 +82,18 @@ class Heartbeat:
         owner: str,
         seconds: float,
         log: structlog.stdlib.BoundLogger | None = None,
+        keeper: LeaseKeeper | None = None,
     ) -> None:
         self._store = store
         self._rotation_id = rotation_id
         self._owner = owner
         self._seconds = seconds
         self._log = log or structlog.get_logger("orchestrator.heartbeat")
+        self._keeper = keeper or LeaseKeeper()
         self._renewed = time.monotonic()
+        self._next = self._renewed + seconds / 3
         self._lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+        self._held = False
 
     @property
     def lost(self) -> bool:
@@ -44,29 +102,44 @@ class Heartbeat:
             return True
         return time.monotonic() - self._renewed >= self._seconds
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._seconds / 3):
-            try:
-                self._store.renew_lease(self._rotation_id, self._owner, self._seconds)
-                self._renewed = time.monotonic()
-            except LeaseLost as exc:
+    @property
+    def next_renewal(self) -> float:
+        """When (``time.monotonic``) the lease is renewed next; never again once lost."""
+        return math.inf if self._lost.is_set() else self._next
+
+    def renew(self) -> None:
+        """Renew the lease now (the keeper's thread calls this); a failure is retried a third
+        of the lease later, a lease taken over is lost for good."""
+        try:
+            self._store.renew_lease(self._rotation_id, self._owner, self._seconds)
+            self._renewed = time.monotonic()
+        except LeaseLost as exc:
+            if self._held:  # not when the run moved on (grace, done) as the block ended
                 self._lost.set()
                 self._log.warning(
                     "lease_lost", rotation_id=self._rotation_id, reason=type(exc).__name__
                 )
-                return
-            except redis.RedisError as exc:
-                self._log.warning(
-                    "lease_renew_failed", rotation_id=self._rotation_id, reason=type(exc).__name__
-                )
+        except redis.RedisError as exc:
+            self._log.warning(
+                "lease_renew_failed", rotation_id=self._rotation_id, reason=type(exc).__name__
+            )
+        self._next = time.monotonic() + self._seconds / 3
+
+    def fail(self, exc: BaseException) -> None:
+        """An unexpected error renewing: the lease counts as lost (its worker stops)."""
+        self._lost.set()
+        self._log.error(
+            "lease_renew_failed", rotation_id=self._rotation_id, reason=type(exc).__name__
+        )
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        self._held = True
+        self._keeper.hold(self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
+        self._held = False
+        self._keeper.release(self)
 
 
 class LeaseGuard:

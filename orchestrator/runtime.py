@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from orchestrator.due import DueQueue
-from orchestrator.heartbeat import LeaseGuard
+from orchestrator.heartbeat import LeaseGuard, LeaseKeeper
 from orchestrator.journal import Journal
 from orchestrator.routing import RoutingTable
 from orchestrator.settings import Settings
@@ -27,6 +27,7 @@ class Runtime:
     journal: Journal
     log: structlog.stdlib.BoundLogger
     guard: LeaseGuard = field(default_factory=LeaseGuard)
+    keeper: LeaseKeeper = field(default_factory=LeaseKeeper)
 
     @property
     def lease_seconds(self) -> float:

@@ -10,11 +10,13 @@ and one prefork worker with ``--workers`` processes)::
 2. Rotations: one signed ``rotation.due`` per secret POSTed to the receiver at once (64
    connections); time until every rotation is stored (``random-password``, the emulator as
    ScaiVault, grace 48h so nothing finalizes meanwhile).
-3. Where the time goes: the workers' own step timings for the whole run, and a cProfile of the
-   engine rotating ``--profile`` more secrets in this process (no Celery), top functions by
-   internal time.
+3. Where the time goes: CPU per message of every process in both runs (worker pool, Celery's
+   consumer, redis-server, the emulator, the receiver) and how busy the cores were; Redis
+   commands per message; the rotation steps' own wall time in the workers; and a cProfile of
+   the engine rotating ``--profile`` more secrets in this process (no Celery), top functions
+   by internal time.
 
-Prints the rates, their ratio (goal: rotations at least a third of the no-op rate) and both
+Prints the rates, their ratio (goal: rotations at least a third of the no-op rate) and the
 breakdowns.
 """
 
@@ -29,18 +31,47 @@ import pstats
 import time
 from datetime import UTC, datetime
 
+import psutil  # type: ignore[import-untyped]
 from celery import Celery
 
 from orchestrator import keys
 from orchestrator.signing import sign
+from orchestrator.stack import ChildProcess
 from tests.benchmarks.noop_app import DONE_KEY
-from tests.benchmarks.rig import WEBHOOK_SECRET, Rig, machine, table, wait_until
+from tests.benchmarks.rig import WEBHOOK_SECRET, CpuMeter, Rig, machine, table, wait_until
 
 
 def redis_calls(rig: Rig) -> dict[str, int]:
     """Redis commands executed since the last ``CONFIG RESETSTAT``, by command."""
     stats = rig.redis.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def cpu_meter(rig: Rig, worker: ChildProcess) -> CpuMeter:
+    """Every process of the run, grouped: the worker's pool processes apart from its main one."""
+    pool = [p.pid for p in psutil.Process(worker.pid).children(recursive=True)]
+    return CpuMeter({
+        "worker pool processes (tasks)": pool,
+        "worker main process (Celery consumer)": [worker.pid],
+        "redis-server": [int(rig.redis.info("server")["process_id"])],
+        "ScaiVault emulator": [rig.child_pid("emulator")],
+        "receiver": [rig.child_pid("receiver")],
+    })  # fmt: skip
+
+
+def cpu_table(
+    noop: dict[str, float], noop_s: float, rot: dict[str, float], rot_s: float, n: int
+) -> str:
+    """CPU ms per message by process for both runs, and how busy the machine's cores were."""
+    rows = [[label, f"{1000 * noop[label] / n:.2f}", f"{1000 * rot[label] / n:.2f}"]
+            for label in rot]  # fmt: skip
+    rows.append(["total", f"{1000 * sum(noop.values()) / n:.2f}",
+                 f"{1000 * sum(rot.values()) / n:.2f}"])  # fmt: skip
+    cores = psutil.cpu_count() or 1
+    rows.append(["cores busy (total CPU / (cores x wall time))",
+                 f"{100 * sum(noop.values()) / (cores * noop_s):.0f}%",
+                 f"{100 * sum(rot.values()) / (cores * rot_s):.0f}%"])  # fmt: skip
+    return table(rows, ["process", "no-op task", "rotation"])
 
 
 def noop_baseline(rig: Rig, n: int) -> tuple[float, float]:
@@ -185,13 +216,17 @@ def main() -> None:
         print(f"seeded {len(paths) + len(extra)} secrets in {seeded:.1f}s", flush=True)
         worker = rig.worker(concurrency=args.workers)
         url = rig.receiver()
+        meter = cpu_meter(rig, worker)
 
         rig.redis.config_resetstat()
+        cpu_start = meter.read()
         published, noop_total = noop_baseline(rig, args.secrets)
+        cpu_noop = meter.read()
         noop_calls = redis_calls(rig)
         rig.redis.config_resetstat()
         print(f"no-op: published in {published:.1f}s, all ran in {noop_total:.1f}s", flush=True)
         ingested, rot_total = rotations(rig, url, paths)
+        cpu_rot = meter.read()
         rot_calls = redis_calls(rig)
         print(f"rotations: accepted in {ingested:.1f}s, stored in {rot_total:.1f}s", flush=True)
         worker.stop()
@@ -208,17 +243,16 @@ def main() -> None:
         print("goal: at least 0.33 of the no-op rate ->",
               "met" if rot_rate >= noop_rate / 3 else "NOT met")  # fmt: skip
 
-        steps = rig.step_sums()
-        busy = args.workers * rot_total
-        rows = [[s, n, f"{1000 * t / max(n, 1):.2f}", f"{100 * t / busy:.1f}%"]
-                for s, (n, t) in sorted(steps.items(), key=lambda kv: -kv[1][1])]  # fmt: skip
-        in_steps = sum(t for _, t in steps.values())
-        rows.append(["(outside the steps: Celery, claim, lease, state, history)", "",
-                     f"{1000 * (busy - in_steps) / args.secrets:.2f}",
-                     f"{100 * (busy - in_steps) / busy:.1f}%"])  # fmt: skip
         print()
-        print("where the workers' time went (process-seconds; ms per rotation):")
-        print(table(rows, ["step", "count", "ms each", "share"]))
+        print("where the CPU went (user + system ms per message, by process):")
+        print(cpu_table(CpuMeter.delta(cpu_start, cpu_noop), noop_total,
+                        CpuMeter.delta(cpu_noop, cpu_rot), rot_total, args.secrets))  # fmt: skip
+        steps = rig.step_sums()
+        rows = [[s, n, f"{1000 * t / max(n, 1):.2f}"]
+                for s, (n, t) in sorted(steps.items(), key=lambda kv: -kv[1][1])]  # fmt: skip
+        print()
+        print("the rotation steps' own wall time in the workers (ms each):")
+        print(table(rows, ["step", "count", "ms each"]))
         print()
         print(
             "Redis commands per message (INFO commandstats; each one a round trip unless "

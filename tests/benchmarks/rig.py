@@ -7,6 +7,7 @@ plus one ``bench.noop`` task, so the no-op baseline runs on the very same worker
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -72,6 +73,27 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, poll: float 
         time.sleep(poll)
 
 
+class CpuMeter:
+    """CPU seconds (user + system) used by groups of processes between two readings."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+
+    def read(self) -> dict[str, float]:
+        """CPU seconds each group has used so far (a process that ended counts 0)."""
+        out: dict[str, float] = {}
+        for label, pids in self.groups.items():
+            out[label] = 0.0
+            for pid in pids:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    out[label] += float(sum(psutil.Process(pid).cpu_times()[:2]))
+        return out
+
+    @staticmethod
+    def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {label: after[label] - before[label] for label in after}
+
+
 def rss_mb(child: ChildProcess) -> float:
     """Resident memory (MiB) of a child and every process it forked."""
     try:
@@ -125,6 +147,12 @@ class Rig:
         )
         env.update(self.extra_env)
         return env
+
+    def child_pid(self, name: str) -> int:
+        """The pid of the child process started as ``name``."""
+        return next(
+            c.pid for c in self.stack.children if isinstance(c, ChildProcess) and c.name == name
+        )
 
     def child(self, name: str, argv: list[str]) -> ChildProcess:
         child = ChildProcess(name, argv, self.dir / f"{name}.log", env=self.env(), cwd=ROOT)

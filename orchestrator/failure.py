@@ -139,7 +139,9 @@ class FailurePolicy:
         return failed
 
     def alert(self, record: RunRecord, state: str, reason: str, step: str | None) -> None:
-        """Send an alert about ``record`` (when an alert webhook is configured)."""
+        """Send an alert about ``record`` (when an alert webhook is configured), after the
+        journal's queued writes: whoever the alert wakes finds the history entry behind it."""
+        self.rt.journal.flush()
         if self.alerter is not None:
             self.alerter.send(
                 path=record.path,

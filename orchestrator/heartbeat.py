@@ -25,12 +25,14 @@ class LeaseKeeper:
 
     Started on first use, and again in a forked child (a thread does not survive a fork). One
     long-lived thread instead of one per rotation: starting and joining a thread for every run
-    cost more CPU than the rest of a short rotation's bookkeeping together.
+    cost more CPU than the rest of a short rotation's bookkeeping together. The thread is woken
+    only when a new lease is due before it would wake anyway, not for every rotation.
     """
 
     def __init__(self) -> None:
         self._held: dict[int, Heartbeat] = {}
         self._cond = threading.Condition()
+        self._wake_at = math.inf  # when the thread wakes by itself (``time.monotonic``)
         self._pid = 0
 
     def hold(self, beat: Heartbeat) -> None:
@@ -39,7 +41,8 @@ class LeaseKeeper:
             self._start()
         with self._cond:
             self._held[id(beat)] = beat
-            self._cond.notify()
+            if beat.next_renewal < self._wake_at:
+                self._cond.notify()
 
     def release(self, beat: Heartbeat) -> None:
         """Stop renewing ``beat``'s lease (a renewal already under way finishes)."""
@@ -50,7 +53,7 @@ class LeaseKeeper:
         with _STARTING:
             if self._pid == os.getpid():
                 return
-            self._held, self._cond = {}, threading.Condition()
+            self._held, self._cond, self._wake_at = {}, threading.Condition(), math.inf
             threading.Thread(target=self._run, name="lease-keeper", daemon=True).start()
             self._pid = os.getpid()
 
@@ -62,8 +65,10 @@ class LeaseKeeper:
                 due = [beat for beat in self._held.values() if beat.next_renewal <= now]
                 if not due:
                     soonest = min((b.next_renewal for b in self._held.values()), default=math.inf)
+                    self._wake_at = soonest
                     cond.wait(None if soonest == math.inf else soonest - now)
                     continue
+                self._wake_at = now  # awake: it looks at every held lease again next
             for beat in due:  # outside the lock: a renewal is a Redis round trip
                 try:
                     beat.renew()

@@ -167,7 +167,10 @@ class Minter:
     ) -> None:
         in_place = rotator.strategy == "updater"
         seal = None  # kept by the next state change, before the value is applied or verified
-        if in_place or self.sealer is not None:  # a resume reuses it, never re-mints
+        # A resume reuses a sealed value instead of minting another: an updater's may be in use
+        # already, an issuer's is a credential at the target. A vault-only value exists nowhere
+        # until it is stored, so it is not kept (minting again costs nothing).
+        if in_place or (self.sealer is not None and rotator.strategy == "issuer"):
             blob = self._require_sealer().seal(new, context=record.rotation_id)
             seal = Sealed(blob, in_place)
         if in_place:

@@ -166,6 +166,7 @@ class Engine:
     def _rotate(self, request: RotateRequest, owner: str) -> RunRecord | None:
         log = self.log.bind(path=request.path, event_id=request.event_id)
         rule = self.routing.match(request.path)
+        grace = self._grace_text(request.grace_period, rule)
         try:
             started = time.monotonic()
             current = self.vault.read(request.path)
@@ -174,11 +175,22 @@ class Engine:
             rid = manual_id()
             if request.trigger == "schedule" and request.from_version is not None:
                 rid = scheduled_id(request.path, request.from_version)
-            record = self._new_record(request, rid, rule, request.from_version, "failed")
+            record = self._new_record(request, rid, rule, request.from_version, "failed", grace)
             return self.failures.refuse(record, f"cannot read the secret: {reason_of(exc)}")
         from_version = request.from_version or current.version
         scheduled = request.trigger == "schedule"
         rid = scheduled_id(request.path, from_version) if scheduled else manual_id()
+        if rule is not None and from_version == current.version:
+            # The usual case: start at once. Any run already there (this id, or another run
+            # holding the path) refuses the create, and the request is decided below as if
+            # this attempt had not been made.
+            record = self._new_record(request, rid, rule, from_version, "queued", grace)
+            try:
+                created = self.store.create(record, lease=(owner, self._lease))
+            except (PathBusy, IllegalTransition):
+                pass
+            else:
+                return self._start(created, owner, read)
         existing, active = self.store.lookup(rid, request.path)
         if scheduled and (event_rid := self._event_rid(request, from_version, existing)) != rid:
             rid = event_rid
@@ -196,9 +208,8 @@ class Engine:
             log.info("rotation_merged", rotation_id=active.rotation_id, merged=rid)
             return self.drive(active.rotation_id, owner)
         problem = self._why_not_start(request, rule, current, from_version, active)
-        record = self._new_record(
-            request, rid, rule, from_version, "skipped" if problem else "queued"
-        )
+        state = "skipped" if problem else "queued"
+        record = self._new_record(request, rid, rule, from_version, state, grace)
         if problem is not None:
             return self._skip(record, problem)
         try:
@@ -207,8 +218,14 @@ class Engine:
             return self._skip(record, f"rotation {exc.holder} holds this path")
         except IllegalTransition:  # a concurrent delivery created it first: merge
             return self.drive(rid, owner)
-        self.journal.history(record, "rotation_started", state="queued", from_version=from_version)
-        return self._run_leased(record, owner, read)
+        return self._start(record, owner, read)
+
+    def _start(self, created: RunRecord, owner: str, read: Read) -> RunRecord | None:
+        """Drive a run this task just created with its lease (``read``: the version it read)."""
+        self.journal.history(
+            created, "rotation_started", state="queued", from_version=created.from_version
+        )
+        return self._run_leased(created, owner, read)
 
     def scheduled_rid(self, request: RotateRequest, from_version: int) -> str:
         """The id of a scheduled rotation: one per (path, version), unless that run ended
@@ -254,6 +271,7 @@ class Engine:
         rule: Rule | None,
         from_version: int | None,
         state: str,
+        grace: str,
     ) -> RunRecord:
         return RunRecord(
             rotation_id=rid,
@@ -266,7 +284,7 @@ class Engine:
             actor=request.actor,
             reason=request.reason,
             from_version=from_version,
-            grace_period=self._grace_text(request.grace_period, rule),
+            grace_period=grace,
         )
 
     def _grace_text(self, requested: str | None, rule: Rule | None) -> str:

@@ -308,7 +308,7 @@ class _Counting(redis.Connection):
         super().send_packed_command(command, check_health)
 
 
-def test_a_rotation_to_grace_takes_seven_redis_round_trips_and_writes_its_whole_journal(
+def test_a_rotation_to_grace_takes_six_redis_round_trips_and_writes_its_whole_journal(
     harness: _Harness, redis_url: str
 ) -> None:
     """The budget behind the end-to-end benchmark (tests/benchmarks/bench_e2e.py): history and
@@ -324,7 +324,7 @@ def test_a_rotation_to_grace_takes_seven_redis_round_trips_and_writes_its_whole_
     sent = _Counting.sent
     engine.close()
     assert record is not None and record.state == "grace"
-    assert sent <= 7, f"{sent} round trips (budget 7: lookup, create + lease, 4 steps, flush)"
+    assert sent <= 6, f"{sent} round trips (budget 6: create + lease, 4 steps, flush)"
     events = [(e["event"], e.get("step")) for e in history.read(harness.text, PATH)]
     assert events == [
         ("rotation_started", None),

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from orchestrator import connection
+from orchestrator import connection, ledger
 from orchestrator.alert import Alerter
 from orchestrator.driver import ROTATED_BY, Driver, Read
 from orchestrator.due import DueQueue
@@ -154,14 +154,32 @@ class Engine:
     def rotate(self, request: RotateRequest, owner: str) -> RunRecord | None:
         """Handle one ``scaivault.rotate``: start, merge into the active run, or skip.
 
-        ``owner`` identifies this attempt (the Celery task id, stable across its retries).
+        ``owner`` identifies this attempt (the Celery task id, stable across its retries). Once
+        the request has a run record or a recorded decision (it returns, or the run retries
+        later), its event leaves the pending ledger (:mod:`orchestrator.ledger`), in the same
+        round trip as the run's last history and metric writes.
         """
         try:
             if request.rotation_id:
-                return self.drive(request.rotation_id, owner)
-            return self._rotate(request, owner)
+                result = self.drive(request.rotation_id, owner)
+            else:
+                result = self._rotate(request, owner)
+        except RetryLater:
+            self._settle(request.event_id)
+            raise
+        else:
+            self._settle(request.event_id)
+            return result
         finally:
             self.journal.flush()
+
+    def _settle(self, event_id: str | None) -> None:
+        if event_id is not None:
+            self.journal.outbox.queue(
+                lambda pipe: ledger.queue_settle(pipe, event_id),
+                "ledger_settle_failed",
+                event_id=event_id,
+            )
 
     def _rotate(self, request: RotateRequest, owner: str) -> RunRecord | None:
         log = self.log.bind(path=request.path, event_id=request.event_id)

@@ -104,9 +104,7 @@ class Ledger:
     def settle(self, event_id: str) -> None:
         """Remove ``event_id``: it has a run record or a recorded decision now."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(keys.PENDING, event_id)
-        pipe.hdel(keys.PENDING_MESSAGES, event_id)
-        pipe.hdel(keys.PENDING_PUBLISHES, event_id)
+        queue_settle(pipe, event_id)
         pipe.execute()
 
     def touch(self, event_id: str) -> None:
@@ -167,6 +165,14 @@ class Ledger:
                     attempt=entry.publishes + 1,
                 )
         return Republished(published, exhausted)
+
+
+def queue_settle(pipe: redis.client.Pipeline, event_id: str) -> None:
+    """Queue :meth:`Ledger.settle`'s writes on ``pipe`` (the caller executes it). The pending
+    entry goes first: should the rest be lost, the sweep never sees the event again."""
+    pipe.zrem(keys.PENDING, event_id)
+    pipe.hdel(keys.PENDING_MESSAGES, event_id)
+    pipe.hdel(keys.PENDING_PUBLISHES, event_id)
 
 
 def give_up(engine: Engine, request: RotateRequest, reason: str) -> RunRecord:

@@ -85,9 +85,8 @@ def rotate(
         rotation_id=rotation_id,
     )
     try:
-        engine().rotate(request, owner=str(self.request.id))
-    except RetryLater as exc:
-        _settle(event_id)  # the run record exists: retries and re-drives go by it now
+        engine().rotate(request, owner=str(self.request.id))  # settles the event's ledger entry
+    except RetryLater as exc:  # the run record exists: retries and re-drives go by it now
         raise self.retry(countdown=exc.countdown, max_retries=None) from None
     except TransientError as exc:
         if self.request.retries >= settings.rotator_max_attempts:
@@ -96,8 +95,6 @@ def rotate(
         if event_id:  # its retry is a new message: the ledger must not re-publish meanwhile
             Ledger(engine().client).touch(event_id)
         _retry_unrecorded(self, exc, path=path, event_id=event_id)
-    else:
-        _settle(event_id)
 
 
 def _settle(event_id: str | None) -> None:

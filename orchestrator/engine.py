@@ -184,7 +184,7 @@ class Engine:
     def _rotate(self, request: RotateRequest, owner: str) -> RunRecord | None:
         log = self.log.bind(path=request.path, event_id=request.event_id)
         rule = self.routing.match(request.path)
-        grace = self._grace_text(request.grace_period, rule)
+        grace = self._grace_text(request, rule)
         try:
             started = time.monotonic()
             current = self.vault.read(request.path)
@@ -305,12 +305,28 @@ class Engine:
             grace_period=grace,
         )
 
-    def _grace_text(self, requested: str | None, rule: Rule | None) -> str:
+    def _grace_text(self, request: RotateRequest, rule: Rule | None) -> str:
+        """The run's grace period: the request's, else the rule's, else the default. A signed
+        event's (it has an event id) is raised to ``ROTATOR_MIN_GRACE``: whoever holds the
+        webhook secret must not be able to get old credentials revoked at once."""
+        requested = request.grace_period
         if requested:
             try:
-                return format_duration(parse_duration(requested))
+                grace = parse_duration(requested)
             except ValueError:
                 self.log.warning("grace_period_ignored", grace_period=requested[:40])
+            else:
+                floor = self.settings.min_grace()
+                if request.event_id is not None and grace < floor:
+                    self.log.warning(
+                        "grace_period_raised",
+                        path=request.path,
+                        event_id=request.event_id,
+                        grace_period=format_duration(grace),
+                        minimum=format_duration(floor),
+                    )
+                    grace = floor
+                return format_duration(grace)
         if rule is not None and rule.grace_period is not None:
             return format_duration(rule.grace_period)
         return self.settings.rotator_default_grace

@@ -306,7 +306,9 @@ class Sandbox:
             ROTATOR_SEAL_KEY=self.ends.seal_key,
             ROTATOR_LOG_FORMAT="json",
             ROTATOR_METRICS_PORT=str(self.ends.metrics_port),
-            # A fast sweep so a short grace visibly ends in finalize; short retry backoff.
+            # A fast sweep so a short grace visibly ends in finalize (the policy's seconds-long
+            # grace is allowed: no minimum for this local sandbox); short retry backoff.
+            ROTATOR_MIN_GRACE="0s",
             ROTATOR_SWEEP_INTERVAL="2",
             ROTATOR_RETRY_BACKOFF_MAX="5",
         )

@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     rotator_finalize_lease: float = Field(default=300.0, gt=0, alias="ROTATOR_FINALIZE_LEASE")
     rotator_retry_backoff_max: float = Field(default=60.0, gt=0, alias="ROTATOR_RETRY_BACKOFF_MAX")
     rotator_default_grace: str = Field(default="48h", alias="ROTATOR_DEFAULT_GRACE")
+    rotator_min_grace: str = Field(default="1h", alias="ROTATOR_MIN_GRACE")
     rotator_pending_republish_after: float = Field(
         default=120.0, gt=0, alias="ROTATOR_PENDING_REPUBLISH_AFTER"
     )
@@ -126,7 +127,7 @@ class Settings(BaseSettings):
             parse_sentinel_url(value)
         return value
 
-    @field_validator("rotator_event_max_age", "rotator_default_grace")
+    @field_validator("rotator_event_max_age", "rotator_default_grace", "rotator_min_grace")
     @classmethod
     def _duration(cls, value: str) -> str:
         parse_duration(value)
@@ -179,6 +180,10 @@ class Settings(BaseSettings):
     def event_max_age(self) -> timedelta:
         """How old a webhook event's ``created_at`` may be before it is rejected."""
         return parse_duration(self.rotator_event_max_age)
+
+    def min_grace(self) -> timedelta:
+        """The shortest grace period a ``rotation.due`` event may ask for."""
+        return parse_duration(self.rotator_min_grace)
 
     def require_vault(self) -> str:
         """Return ``SCAIVAULT_URL`` or raise a :class:`ConfigError` saying how to set it."""

@@ -144,6 +144,7 @@ class Rig:
             ROTATOR_SEAL_KEY=self.seal_key,
             ROTATOR_LOG_LEVEL="INFO",  # the default: its cost is part of the figures
             ROTATOR_METRICS_PORT="0",
+            ROTATOR_MIN_GRACE="0s",  # bench_grace's events ask for seconds
         )
         env.update(self.extra_env)
         return env

@@ -29,6 +29,7 @@ from orchestrator.store import RunStore
 ENGINE_ENV = {
     "ROTATOR_LOG_LEVEL": "INFO",
     "ROTATOR_LEASE_SECONDS": "3",
+    "ROTATOR_MIN_GRACE": "0s",  # the scenario's events ask for seconds
     "ROTATOR_SWEEP_INTERVAL": "0.5",
     "ROTATOR_RECONCILE_INTERVAL": "3600",
     "ROTATOR_FINALIZE_LEASE": "10",

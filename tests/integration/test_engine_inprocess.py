@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -342,3 +343,27 @@ def test_a_rotation_to_grace_takes_six_redis_round_trips_and_writes_its_whole_jo
     assert harness.text.zscore(keys.DUE, record.rotation_id) is not None
     assert harness.text.zscore(keys.PENDING, "e1") is None, "the event left the ledger"
     assert not harness.text.hexists(keys.PENDING_MESSAGES, "e1")
+
+
+def test_a_due_event_cannot_ask_for_less_grace_than_the_minimum(
+    harness: _Harness, log_stream: Any
+) -> None:
+    """A stolen webhook secret must not get old credentials revoked at the next sweep."""
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    request = RotateRequest(PATH, from_version=version, grace_period="0s", event_id="evt_forged")
+    record = harness.engine.rotate(request, owner="t1")
+    assert record is not None and record.state == "grace"
+    assert record.grace_period == harness.settings.rotator_min_grace == "1h"
+    assert record.finalize_after is not None
+    left = datetime.fromisoformat(record.finalize_after) - datetime.now(UTC)
+    assert timedelta(minutes=59) < left <= timedelta(hours=1)
+    assert harness.engine.sweep().due == [], "nothing to finalize before the minimum grace"
+    assert '"event": "grace_period_raised"' in log_stream.getvalue()
+
+
+def test_on_call_may_ask_for_a_short_grace_from_the_cli(harness: _Harness) -> None:
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    request = RotateRequest(PATH, trigger="manual", grace_period="0s", actor="alice")
+    record = harness.engine.rotate(request, owner="t1")
+    assert record is not None and record.state == "grace" and record.grace_period == "0s"
+    assert version == record.from_version

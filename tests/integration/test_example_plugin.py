@@ -124,6 +124,7 @@ def plugin_stack(
         ROTATOR_METRICS_PORT="0",
         ROTATOR_SWEEP_INTERVAL="1",
         ROTATOR_RETRY_BACKOFF_MAX="2",
+        ROTATOR_MIN_GRACE="0s",
     )
     with Stack() as stack:
         for name, argv in [("worker", cli_argv("worker", "-c", "1")), ("beat", cli_argv("beat"))]:

@@ -164,6 +164,7 @@ def _role_env(tmp_path: Path, url: str, emulator: Emulator) -> dict[str, str]:
         ROTATOR_CONFIG=str(routing),
         ROTATOR_METRICS_PORT="0",
         ROTATOR_SWEEP_INTERVAL="0.5",
+        ROTATOR_MIN_GRACE="0s",
         ROTATOR_TASK_TIME_LIMIT="30",
         ROTATOR_VISIBILITY_TIMEOUT="60",
     )

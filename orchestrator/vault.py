@@ -229,6 +229,8 @@ class TokenAuth(httpx.Auth):
         token = self._current()
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
+        if response.is_success:  # an error code comes only with an error status
+            return
         if _error_fields(response)[0] not in {"token_expired", "authentication_required"}:
             return
         fresh = self._current(refresh=True)

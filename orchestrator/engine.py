@@ -88,6 +88,10 @@ def scheduled_id(path: str, from_version: int, event_id: str | None = None) -> s
     return f"rot-{digest[:24]}"
 
 
+#: Seconds added to the time since a read when judging whether another run changed the secret
+#: after it (covers the round trip of the create that reports that run's last change).
+_READ_MARGIN = 1.0
+
 #: End states without a new version: a later due event for the same version starts over.
 _RESTARTABLE = ("skipped", "cancelled", "failed")
 
@@ -204,11 +208,15 @@ class Engine:
             # this attempt had not been made.
             record = self._new_record(request, rid, rule, from_version, "queued", grace)
             try:
-                created = self.store.create(record, lease=(owner, self._lease))
+                created, quiet_for = self.store.start(record, lease=(owner, self._lease))
             except (PathBusy, IllegalTransition):
                 pass
             else:
-                return self._start(created, owner, read)
+                # The read is reused unless the path's previous run changed since it began
+                # (it may have written a version: a rollback, say); then the driver reads again.
+                since_read = time.monotonic() - started + _READ_MARGIN
+                fresh = quiet_for is None or quiet_for > since_read
+                return self._start(created, owner, read if fresh else None)
         existing, active = self.store.lookup(rid, request.path)
         if scheduled and (event_rid := self._event_rid(request, from_version, existing)) != rid:
             rid = event_rid
@@ -236,10 +244,11 @@ class Engine:
             return self._skip(record, f"rotation {exc.holder} holds this path")
         except IllegalTransition:  # a concurrent delivery created it first: merge
             return self.drive(rid, owner)
-        return self._start(record, owner, read)
+        return self._start(record, owner, None)  # other runs were here: the driver reads again
 
-    def _start(self, created: RunRecord, owner: str, read: Read) -> RunRecord | None:
-        """Drive a run this task just created with its lease (``read``: the version it read)."""
+    def _start(self, created: RunRecord, owner: str, read: Read | None) -> RunRecord | None:
+        """Drive a run this task just created with its lease (``read``: the version it read
+        before, when no other run can have changed the secret since)."""
         self.journal.history(
             created, "rotation_started", state="queued", from_version=created.from_version
         )

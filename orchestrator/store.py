@@ -241,7 +241,8 @@ end
 
 # KEYS: run, active(path), last(path), runs-index, run-key-prefix, leases
 # ARGV: rotation_id, lease owner ('' = none), lease_ms, field, value, ...
-# Returns {'ok', state, record as HGETALL}, {'exists', state} or {'busy', holder}.
+# Returns {'ok', state, record as HGETALL, ms since the path's previous run last changed or -1},
+# {'exists', state} or {'busy', holder}.
 _CREATE = (
     _PRELUDE
     + """
@@ -256,6 +257,12 @@ if not TERMINAL[state] then
   redis.call('SET', KEYS[2], ARGV[1])
 end
 apply_fields(KEYS[1], 4)
+local quiet = -1
+local previous = redis.call('GET', KEYS[3])
+if previous then
+  local changed = redis.call('ZSCORE', KEYS[4], previous)
+  if changed then quiet = now - tonumber(changed) end
+end
 if ARGV[2] ~= '' and LEASED[state] then
   local until_ms = now + tonumber(ARGV[3])
   redis.call('HSET', KEYS[1], 'lease_owner', ARGV[2], 'lease_until_ms', until_ms)
@@ -264,7 +271,7 @@ if ARGV[2] ~= '' and LEASED[state] then
 end
 redis.call('SET', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[4], now, ARGV[1])
-return {'ok', state, redis.call('HGETALL', KEYS[1])}
+return {'ok', state, redis.call('HGETALL', KEYS[1]), quiet}
 """
 )
 
@@ -488,6 +495,14 @@ class RunStore:
         rotation holds the path, and :class:`IllegalTransition` (with the existing state) if
         the id already exists.
         """
+        return self.start(record, lease=lease)[0]
+
+    def start(
+        self, record: RunRecord, *, lease: tuple[str, float] | None = None
+    ) -> tuple[RunRecord, float | None]:
+        """:meth:`create`, also saying how many seconds ago the path's previous run last
+        changed (``None`` when it has none): a caller that read the secret before can tell
+        whether that run may have written a version since."""
         now = now_iso()
         values = {k: v for k, v in record.to_dict().items() if k not in _RESERVED}
         values.update(created_at=record.created_at or now, updated_at=now)
@@ -519,7 +534,8 @@ class RunStore:
                 rotation_id=record.rotation_id,
                 holder=detail,
             )
-        return _from_flat(reply[2])
+        quiet_ms = int(reply[3])
+        return _from_flat(reply[2]), (quiet_ms / 1000 if quiet_ms >= 0 else None)
 
     def transition(
         self,

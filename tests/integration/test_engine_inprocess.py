@@ -367,3 +367,43 @@ def test_on_call_may_ask_for_a_short_grace_from_the_cli(harness: _Harness) -> No
     record = harness.engine.rotate(request, owner="t1")
     assert record is not None and record.state == "grace" and record.grace_period == "0s"
     assert version == record.from_version
+
+
+def test_the_read_before_the_create_is_not_reused_when_another_run_changed_the_path(
+    harness: _Harness,
+) -> None:
+    """Between this task's read and its create, on-call rolled back the previous run (a new
+    version, then the run ends): the driver must read again, not mint against the old read."""
+    harness.emulator.put_secret(PATH, {"username": "app", "password": "v1"})
+    engine, real_read, reads = harness.engine, harness.engine.vault.read, []
+
+    def read_then_rollback(path: str, version: int | None = None) -> Any:
+        current = real_read(path, version)
+        reads.append(current.version)
+        if len(reads) == 1:  # what a rollback does after this read: a version, then the run ends
+            harness.emulator.put_secret(PATH, {"username": "app", "password": "v2"})
+            earlier = RunRecord(rotation_id="rot-earlier", path=PATH, state="grace")
+            engine.store.create(earlier)
+            engine.store.transition("rot-earlier", "rolled_back")
+        return current
+
+    engine.vault.read = read_then_rollback  # type: ignore[method-assign]
+    record = engine.rotate(RotateRequest(PATH, from_version=1, event_id="e1"), owner="t1")
+    assert reads == [1, 2], "the driver read the secret again"
+    assert record is not None and record.state == "failed"
+    assert "someone else rotated" in (record.last_error or "")
+    assert "mint" not in harness.rotator.calls, "nothing minted against a stale read"
+
+
+def test_the_read_before_the_create_is_reused_when_nothing_else_ran(harness: _Harness) -> None:
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "v1"})
+    real_read, reads = harness.engine.vault.read, []
+
+    def counted(path: str, version: int | None = None) -> Any:
+        reads.append(path)
+        return real_read(path, version)
+
+    harness.engine.vault.read = counted  # type: ignore[method-assign]
+    record = harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
+    assert record is not None and record.state == "grace"
+    assert reads == [PATH], "one ScaiVault read per rotation"

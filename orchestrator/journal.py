@@ -31,10 +31,10 @@ class Journal:
 
     def history(self, record: RunRecord, event: str, **fields: Any) -> None:
         """Append ``event`` to the path's history; the run's ids fill the fields not given."""
-        entry = _run_fields(record, fields)
+        built = history.entry(event, **_run_fields(record, fields))  # stamped now, sent later
 
         def write(pipe: redis.client.Pipeline) -> None:
-            history.queue_append(pipe, record.path, event, **entry)
+            history.queue_entry(pipe, record.path, built)
 
         self.outbox.queue(write, "history_write_failed", path=record.path)
 

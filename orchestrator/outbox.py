@@ -61,7 +61,7 @@ class Outbox:
         pipe.evalsha(script.sha, len(keys), *keys, *args)
         try:
             replies = pipe.execute(raise_on_error=False)
-        except redis.RedisError as exc:  # nothing is known to have run
+        except redis.RedisError as exc:  # the script's caller sees this; the writes may be lost
             self._report(writes, exc)
             raise
         self._check(writes, spans, replies)
@@ -97,12 +97,14 @@ class Outbox:
         self._local.pending = []
         return writes
 
-    @staticmethod
-    def _queue_all(pipe: redis.client.Pipeline, writes: list[_Write]) -> list[range]:
+    def _queue_all(self, pipe: redis.client.Pipeline, writes: list[_Write]) -> list[range]:
         spans = []
         for write in writes:
             start = len(pipe)
-            write.queue(pipe)
+            try:
+                write.queue(pipe)
+            except Exception as exc:  # a bookkeeping bug must not cost the state change
+                self.log.warning(write.failed, reason=reason_of(exc), **write.fields)
             spans.append(range(start, len(pipe)))
         return spans
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis
 
+from orchestrator import history
+from orchestrator.journal import Journal
 from orchestrator.log import get_logger
 from orchestrator.outbox import Outbox
 from orchestrator.stack import RedisServer
+from orchestrator.store import RunRecord
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +122,30 @@ def test_flush_with_redis_gone_logs_instead_of_raising(
     outbox.flush()
     assert '"event": "history_write_failed"' in log_stream.getvalue()
     outbox.flush()  # nothing left to send
+
+
+def test_a_write_that_fails_to_queue_is_logged_and_the_rest_still_go(
+    client: redis.Redis, log_stream: Any
+) -> None:
+    outbox = Outbox(client, get_logger("test"))
+
+    def broken(pipe: redis.client.Pipeline) -> None:
+        raise ValueError("a bookkeeping bug")
+
+    outbox.queue(broken, "metrics_write_failed", rotator="r")
+    outbox.queue(xadd("a"), "history_write_failed")
+    script = client.register_script(STREAM_LEN)
+    assert outbox.call(script, ["t:history"], []) == 1
+    assert '"event": "metrics_write_failed"' in log_stream.getvalue()
+
+
+def test_a_history_entry_is_stamped_when_it_happened_not_when_sent(client: redis.Redis) -> None:
+    outbox = Outbox(client, get_logger("test"))
+    journal = Journal(outbox, get_logger("test"))
+    journal.history(RunRecord(rotation_id="r1", path="a/b", state="queued"), "rotation_started")
+    queued_at = datetime.now(UTC)
+    time.sleep(0.3)
+    journal.flush()
+    [entry] = history.read(client, "a/b")
+    stamped = datetime.fromisoformat(entry["ts"])
+    assert abs((stamped - queued_at).total_seconds()) < 0.2

@@ -128,6 +128,7 @@ class Engine:
         self._lease = settings.rotator_lease_seconds
         self.journal = Journal(outbox, self.log)
         runtime = Runtime(settings, self.store, self.due, vault, routing, self.journal, self.log)
+        self._keeper = runtime.keeper
         self.failures = FailurePolicy(runtime, alerter)
         minter = Minter(runtime, sealer, sleep)
         self.driver = Driver(runtime, minter, self.failures)
@@ -149,7 +150,8 @@ class Engine:
         )
 
     def close(self) -> None:
-        """Close the ScaiVault and Redis connections."""
+        """Close the ScaiVault and Redis connections and stop the lease keeper's thread."""
+        self._keeper.close()
         self.vault.close()
         self.client.close()
 

@@ -80,7 +80,7 @@ class FailurePolicy:
         rid = record.rotation_id
         retry: TransientError | None = None
         lease = self.rt.lease_seconds
-        with Heartbeat(self.rt.store, rid, owner, lease, self.rt.log, self.rt.keeper) as beat:
+        with Heartbeat(self.rt.store, rid, owner, lease, self.rt.keeper, self.rt.log) as beat:
             self.rt.guard.watch(beat, time.monotonic() + self._wait_budget())
             try:
                 steps(rotator)

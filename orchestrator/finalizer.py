@@ -59,9 +59,10 @@ class Finalizer:
                 return self.rt.store.get(rotation_id)
         if record.state != "finalizing":
             return record
-        if not self.rt.store.acquire_lease(rotation_id, owner, self.rt.lease_seconds):
+        leased = self.rt.store.acquire(rotation_id, owner, self.rt.lease_seconds)
+        if leased is None:
             return self.rt.store.get(rotation_id)
-        return self.finalize_leased(self.rt.store.require(rotation_id), owner, lease)
+        return self.finalize_leased(leased, owner, lease)
 
     def finalize_leased(self, record: RunRecord, owner: str, lease: int | None) -> RunRecord | None:
         """Finalize ``record`` whose lease ``owner`` holds (also a re-driven ``finalizing``)."""

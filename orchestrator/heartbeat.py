@@ -20,6 +20,14 @@ from orchestrator.store import LeaseLost, RunStore
 _STARTING = threading.Lock()
 
 
+def _fresh_lock_in_child() -> None:  # a thread of the parent may have held it at the fork
+    global _STARTING
+    _STARTING = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 class LeaseKeeper:
     """The one thread of a process that renews the leases its tasks hold (see :class:`Heartbeat`).
 
@@ -34,11 +42,13 @@ class LeaseKeeper:
         self._cond = threading.Condition()
         self._wake_at = math.inf  # when the thread wakes by itself (``time.monotonic``)
         self._pid = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     def hold(self, beat: Heartbeat) -> None:
         """Renew ``beat``'s lease from now on, every third of its length."""
-        if self._pid != os.getpid():  # first use, or a forked child: a thread of its own
-            self._start()
+        if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+            self._start()  # first use, a forked child, or (a bug) the thread died
         with self._cond:
             self._held[id(beat)] = beat
             if beat.next_renewal < self._wake_at:
@@ -49,18 +59,30 @@ class LeaseKeeper:
         with self._cond:
             self._held.pop(id(beat), None)
 
+    def close(self) -> None:
+        """Stop the thread (the engine closes); leases still held are no longer renewed."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
     def _start(self) -> None:
         with _STARTING:
-            if self._pid == os.getpid():
+            alive = self._thread is not None and self._thread.is_alive()
+            if self._pid == os.getpid() and alive:
                 return
-            self._held, self._cond, self._wake_at = {}, threading.Condition(), math.inf
-            threading.Thread(target=self._run, name="lease-keeper", daemon=True).start()
+            if self._pid != os.getpid():  # a forked child: the parent's leases are not ours
+                self._held, self._cond = {}, threading.Condition()
+            self._wake_at, self._closed = math.inf, False
+            self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+            self._thread.start()
             self._pid = os.getpid()
 
     def _run(self) -> None:
         cond = self._cond
-        while True:
+        while not self._closed:
             with cond:
+                if self._closed:
+                    return
                 now = time.monotonic()
                 due = [beat for beat in self._held.values() if beat.next_renewal <= now]
                 if not due:
@@ -86,15 +108,15 @@ class Heartbeat:
         rotation_id: str,
         owner: str,
         seconds: float,
+        keeper: LeaseKeeper,
         log: structlog.stdlib.BoundLogger | None = None,
-        keeper: LeaseKeeper | None = None,
     ) -> None:
         self._store = store
         self._rotation_id = rotation_id
         self._owner = owner
         self._seconds = seconds
         self._log = log or structlog.get_logger("orchestrator.heartbeat")
-        self._keeper = keeper or LeaseKeeper()
+        self._keeper = keeper
         self._renewed = time.monotonic()
         self._next = self._renewed + seconds / 3
         self._lost = threading.Event()

@@ -561,6 +561,8 @@ class RunStore:
         """
         if to not in TRANSITIONS:
             raise ValueError(f"unknown state {to!r}")
+        if seal is not None and owner is None:
+            raise ValueError("a sealed value is kept only by the lease owner: pass owner=")
         allowed = {s for s, targets in TRANSITIONS.items() if to in targets}
         if expect is not None:
             allowed &= set(expect)
@@ -570,7 +572,8 @@ class RunStore:
         return self._apply(rotation_id, to, allowed, owner, refuse_if_sealed, due_ms, fields)
 
     def update(self, rotation_id: str, *, owner: str | None = None, **changes: Any) -> RunRecord:
-        """Set fields without changing the state (still lease-checked when ``owner`` is given)."""
+        """Set fields in whatever state the run is in now, without changing it (lease-checked
+        when ``owner`` is given; refused while another owner holds a run in grace)."""
         return self._apply(rotation_id, "", set(), owner, False, None, _flatten(changes))
 
     def _apply(

@@ -123,3 +123,17 @@ def test_a_forked_child_starts_a_keeper_thread_of_its_own(redis_url: str) -> Non
         child.join(10)
     assert lost is False, "the child's lease was renewed by a thread in the child"
     assert child.exitcode == 0
+
+
+def _keepers() -> int:
+    return sum(t.name == "lease-keeper" for t in threading.enumerate())
+
+
+def test_close_stops_the_keeper_thread(redis_url: str) -> None:
+    store = RunStore(redis.Redis.from_url(redis_url))
+    keeper, before = LeaseKeeper(), _keepers()
+    _leased(store, "r1")
+    with Heartbeat(store, "r1", "w1", LEASE, keeper=keeper):
+        assert _keepers() == before + 1
+    keeper.close()
+    _wait(lambda: _keepers() == before)

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from orchestrator import connection, history
+from orchestrator import connection, history, keys
 from orchestrator.errors import AccessDenied, NotFound
 from orchestrator.output import EXIT_USAGE, CommandError, safe_url
 from orchestrator.routing import RoutingTable, Rule
@@ -83,8 +83,31 @@ class OnCall:
     def routing(self) -> RoutingTable:
         return RoutingTable.load(self.settings.rotator_config)
 
+    @cached_property
+    def producer(self) -> Any:
+        """A publish-only Celery app: JSON, our queue, no retrying a dead broker forever. One per
+        command (``rotate --prefix`` publishes thousands)."""
+        from celery import Celery  # imported here: status and history do not need it
+
+        broker = connection.broker_settings(
+            self.settings.redis_url,
+            master=self.settings.redis_sentinel_master,
+            transport_options={"visibility_timeout": self.settings.rotator_visibility_timeout},
+        )
+        app = Celery("scaivault-rotator-cli", broker=broker.pop("broker_url"), set_as_current=False)
+        app.conf.update(
+            task_serializer="json",
+            accept_content=["json"],
+            task_default_queue=keys.TASK_QUEUE,
+            broker_connection_timeout=self.settings.rotator_publish_timeout,
+            **broker,
+        )
+        return app
+
     def close(self) -> None:
         """Close whatever was opened."""
+        if "producer" in self.__dict__:
+            self.producer.close()
         if "vault" in self.__dict__:
             self.vault.close()
         if "redis" in self.__dict__:

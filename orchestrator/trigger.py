@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator import connection, history, keys
+from orchestrator import history, keys
 from orchestrator.errors import VaultError
 from orchestrator.oncall import (
     POLL_SECONDS,
@@ -23,7 +23,6 @@ from orchestrator.oncall import (
     rule_for,
 )
 from orchestrator.output import CommandError, describe_error, render_entry, render_step
-from orchestrator.settings import Settings
 from orchestrator.store import RunRecord
 
 #: States at which ``rotate --wait`` stops watching.
@@ -47,36 +46,12 @@ class Request:
     requested_at: float
 
 
-def producer(settings: Settings) -> Any:
-    """A publish-only Celery app: JSON, our queue, no retrying a dead broker forever."""
-    from celery import Celery  # imported here: status and history do not need it
-
-    broker = connection.broker_settings(
-        settings.redis_url,
-        master=settings.redis_sentinel_master,
-        transport_options={"visibility_timeout": settings.rotator_visibility_timeout},
-    )
-    app = Celery("scaivault-rotator-cli", broker=broker.pop("broker_url"), set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        task_default_queue=keys.TASK_QUEUE,
-        broker_connection_timeout=settings.rotator_publish_timeout,
-        **broker,
-    )
-    return app
-
-
-def enqueue_rotate(settings: Settings, **kwargs: Any) -> None:
+def enqueue_rotate(oc: OnCall, **kwargs: Any) -> None:
     """Publish ``scaivault.rotate`` with the contract's keyword arguments (no secret data).
 
     ``rotation_id`` (the engine's extension) resumes that run rather than starting one.
     """
-    app = producer(settings)
-    try:
-        app.send_task("scaivault.rotate", kwargs=kwargs, queue=keys.TASK_QUEUE, retry=False)
-    finally:
-        app.close()
+    oc.producer.send_task("scaivault.rotate", kwargs=kwargs, queue=keys.TASK_QUEUE, retry=False)
 
 
 def request_rotation(
@@ -98,7 +73,7 @@ def request_rotation(
         oc.vault.rotate(path)
     else:
         enqueue_rotate(
-            oc.settings,
+            oc,
             path=path,
             trigger="manual",
             event_id=None,
@@ -258,7 +233,7 @@ def retry(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
         reason=reason, state="queued", detail=f"was {record.state}",
     )  # fmt: skip
     enqueue_rotate(
-        oc.settings,
+        oc,
         path=path,
         trigger=record.trigger,
         event_id=record.event_id,

@@ -139,7 +139,7 @@ def test_labels_carry_the_project_version() -> None:
     labels = " ".join(i.text for i in final if i.keyword == "LABEL")
     for key in ("title", "description", "version", "licenses"):
         assert f"org.opencontainers.image.{key}=" in labels
-    assert PYPROJECT["project"]["license"]["text"] in labels
+    assert PYPROJECT["project"]["license"] in labels
 
 
 def test_copies_only_what_the_package_needs() -> None:

@@ -101,6 +101,30 @@ def manual_id() -> str:
     return f"rot-m{uuid.uuid4().hex[:23]}"
 
 
+def new_record(
+    request: RotateRequest,
+    rid: str,
+    rule: Rule | None,
+    from_version: int | None,
+    state: str,
+    grace: str,
+) -> RunRecord:
+    """The run record a request starts as (in ``state``; ``step`` is ``claim``)."""
+    return RunRecord(
+        rotation_id=rid,
+        path=request.path,
+        state=state,
+        step="claim",
+        trigger=request.trigger,
+        rotator=rule.rotator if rule else None,
+        event_id=request.event_id,
+        actor=request.actor,
+        reason=request.reason,
+        from_version=from_version,
+        grace_period=grace,
+    )
+
+
 class Engine:
     """Runs rotations. One instance per worker process (it holds connections)."""
 
@@ -199,7 +223,7 @@ class Engine:
             rid = manual_id()
             if request.trigger == "schedule" and request.from_version is not None:
                 rid = scheduled_id(request.path, request.from_version)
-            record = self._new_record(request, rid, rule, request.from_version, "failed", grace)
+            record = new_record(request, rid, rule, request.from_version, "failed", grace)
             return self.failures.refuse(record, f"cannot read the secret: {reason_of(exc)}")
         from_version = request.from_version or current.version
         scheduled = request.trigger == "schedule"
@@ -208,7 +232,7 @@ class Engine:
             # The usual case: start at once. Any run already there (this id, or another run
             # holding the path) refuses the create, and the request is decided below as if
             # this attempt had not been made.
-            record = self._new_record(request, rid, rule, from_version, "queued", grace)
+            record = new_record(request, rid, rule, from_version, "queued", grace)
             try:
                 created, quiet_for = self.store.start(record, lease=(owner, self._lease))
             except (PathBusy, IllegalTransition):
@@ -237,7 +261,7 @@ class Engine:
             return self.drive(active.rotation_id, owner)
         problem = self._why_not_start(request, rule, current, from_version, active)
         state = "skipped" if problem else "queued"
-        record = self._new_record(request, rid, rule, from_version, state, grace)
+        record = new_record(request, rid, rule, from_version, state, grace)
         if problem is not None:
             return self._skip(record, problem)
         try:
@@ -292,29 +316,6 @@ class Engine:
         if from_version != current.version:
             return f"stale request: it rotates version {from_version}, current is {current.version}"
         return None
-
-    def _new_record(
-        self,
-        request: RotateRequest,
-        rid: str,
-        rule: Rule | None,
-        from_version: int | None,
-        state: str,
-        grace: str,
-    ) -> RunRecord:
-        return RunRecord(
-            rotation_id=rid,
-            path=request.path,
-            state=state,
-            step="claim",
-            trigger=request.trigger,
-            rotator=rule.rotator if rule else None,
-            event_id=request.event_id,
-            actor=request.actor,
-            reason=request.reason,
-            from_version=from_version,
-            grace_period=grace,
-        )
 
     def _grace_text(self, request: RotateRequest, rule: Rule | None) -> str:
         """The run's grace period: the request's, else the rule's, else the default. A signed

@@ -53,13 +53,9 @@ def append(client: redis.Redis, path: str, event: str, **fields: Any) -> None:
     client.xadd(keys.history(path), entry(event, **fields), maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
 
 
-def queue_append(pipe: redis.client.Pipeline, path: str, event: str, **fields: Any) -> None:
-    """Queue :func:`append`'s write on ``pipe`` (the caller executes it)."""
-    queue_entry(pipe, path, entry(event, **fields))
-
-
 def queue_entry(pipe: redis.client.Pipeline, path: str, built: dict[str, str]) -> None:
-    """Queue the write of an :func:`entry` built earlier (its ``ts`` is when it happened)."""
+    """Queue :func:`append`'s write of an :func:`entry` built earlier (its ``ts`` is when it
+    happened) on ``pipe`` (the caller executes it)."""
     pipe.xadd(keys.history(path), built, maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
 
 

@@ -179,25 +179,14 @@ def give_up(engine: Engine, request: RotateRequest, reason: str) -> RunRecord:
     """Record a rotate request that never got a run record as a ``failed`` run: one error log
     line, a metric, a history entry and an alert (the engine's failure path). An existing
     record with the same id is returned as it is (the request did get an outcome)."""
-    from orchestrator.engine import manual_id
+    from orchestrator.engine import manual_id, new_record
 
     rid = manual_id()
     if request.trigger == "schedule" and request.from_version is not None:
         rid = engine.scheduled_rid(request, request.from_version)  # the id the run would have
     rule = engine.routing.match(request.path)
-    record = RunRecord(
-        rotation_id=rid,
-        path=request.path,
-        state="failed",
-        step="claim",
-        trigger=request.trigger,
-        rotator=rule.rotator if rule else None,
-        event_id=request.event_id,
-        actor=request.actor,
-        reason=request.reason,
-        from_version=request.from_version,
-        grace_period=request.grace_period or engine.settings.rotator_default_grace,
-    )
+    grace = request.grace_period or engine.settings.rotator_default_grace
+    record = new_record(request, rid, rule, request.from_version, "failed", grace)
     return engine.refuse(record, reason)
 
 

@@ -386,13 +386,6 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARG
 return ids
 """
 
-# KEYS: run   ARGV: owner, blob, field    -- seal only while the caller holds the lease
-_SEAL = """
-if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[3], ARGV[2])
-return 1
-"""
-
 
 def _csv(states: Iterable[str]) -> str:
     return ",".join(states)
@@ -416,7 +409,6 @@ class RunStore:
         self._transition = client.register_script(_TRANSITION)
         self._lease = client.register_script(_LEASE)
         self._claim_expired = client.register_script(_CLAIM_EXPIRED)
-        self._seal = client.register_script(_SEAL)
         self._hold = client.register_script(_HOLD)
 
     # --- reads -------------------------------------------------------------------------------
@@ -556,8 +548,9 @@ class RunStore:
         ``refuse_if_sealed`` refuses while an updater's sealed value is held (it may be applied).
         Leaving the leased states drops the lease; a terminal state frees the path; leaving a
         terminal state (``retry``) claims the path again. ``sealed=None`` drops the sealed value;
-        ``seal`` keeps one (see :meth:`seal`); ``due_ms`` adds the run to the finalize due-queue
-        (unless it is there already) in the same step. Returns the record as it left it.
+        ``seal`` keeps one, only for the lease ``owner`` (see :class:`Sealed`); ``due_ms`` adds
+        the run to the finalize due-queue (unless it is there already) in the same step.
+        Returns the record as it left it.
         """
         if to not in TRANSITIONS:
             raise ValueError(f"unknown state {to!r}")
@@ -679,20 +672,6 @@ class RunStore:
         """Rotation ids whose lease expired (their worker died); each is held off for a lease."""
         ids = self._claim_expired(keys=[keys.LEASES], args=[int(lease_seconds * 1000), limit])
         return [_s(i) for i in ids]
-
-    def seal(self, rotation_id: str, owner: str, blob: str, *, in_place: bool = True) -> None:
-        """Keep the sealed new value in the run; only while ``owner`` holds the lease.
-
-        ``in_place`` (updaters) marks a value that may be applied at the target before it is
-        stored, which ``refuse_if_sealed`` guards; other strategies seal so that a resumed
-        rotation reuses the minted value instead of minting another. (A transition can keep
-        it in the same step: ``transition(..., seal=Sealed(blob, in_place))``.)
-        """
-        field = Sealed(blob, in_place).field
-        if not self._call(self._seal, [keys.run(rotation_id)], [owner, blob, field]):
-            raise LeaseLost(
-                f"rotation {rotation_id}: lease lost before sealing", rotation_id=rotation_id
-            )
 
     def hold(self, rotation_id: str, owner: str, seconds: float, state: str = "grace") -> str:
         """Hold a run in ``state`` (which no worker drives) for ``owner``, atomically.

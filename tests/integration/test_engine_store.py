@@ -146,11 +146,10 @@ def test_release_keeps_the_run_off_the_redrive_list(store: RunStore) -> None:
 def test_sealed_value_is_held_only_by_the_lease_owner(store: RunStore) -> None:
     _new(store)
     store.acquire_lease("r1", "w1", 30)
-    with pytest.raises(LeaseLost):
-        store.seal("r1", "w2", "gAAAA-blob")
-    store.seal("r1", "w1", "gAAAA-blob")
     store.transition("r1", "minting", owner="w1")
-    record = store.transition("r1", "applying", owner="w1")
+    with pytest.raises(LeaseLost):
+        store.transition("r1", "applying", owner="w2", seal=Sealed("gAAAA-blob"))
+    record = store.transition("r1", "applying", owner="w1", seal=Sealed("gAAAA-blob"))
     assert record.sealed and store.sealed("r1") == "gAAAA-blob"
     assert "gAAAA" not in repr(record) and "gAAAA" not in str(record.to_dict())
     with pytest.raises(IllegalTransition, match="applied"):

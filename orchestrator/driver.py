@@ -168,11 +168,12 @@ class Driver:
     ) -> RunRecord:
         """Grace: the state and the due-queue entry that finalizes it, in one atomic step."""
         finalize_after = parse_time(metadata.get("finalize_after")) or datetime.now(UTC)
-        # A fact about ScaiVault already: record it before the state says "grace" (the journal
-        # sends it ahead of the transition), so whoever watches the state and then reads the
-        # history finds it.
+        # A fact about ScaiVault already: record it (history entry, outcome counter) before the
+        # state says "grace" (the journal sends both ahead of the transition), so whoever
+        # watches the state and then reads the history or the metric finds it.
         self.rt.journal.history(record, "rotation_stored", state="grace", outcome="stored",
                              from_version=record.from_version, new_version=version)  # fmt: skip
+        self.rt.journal.outcome(record.rotator, "stored")
         stored = self.rt.store.transition(
             record.rotation_id,
             "grace",
@@ -185,7 +186,6 @@ class Driver:
             sealed=None,
             last_error=None,
         )
-        self.rt.journal.outcome(stored.rotator, "stored")
         self.rt.log.info(
             "rotation_stored",
             rotation_id=stored.rotation_id,

@@ -125,6 +125,24 @@ def new_record(
     )
 
 
+class _Settle:
+    """Takes a request's event out of the pending ledger, once: queued on the journal's outbox
+    as soon as the request has a run record or a recorded decision (see :meth:`Engine.rotate`)."""
+
+    def __init__(self, journal: Journal, event_id: str | None) -> None:
+        self.journal = journal
+        self.event_id = event_id
+
+    def __call__(self) -> None:
+        event_id, self.event_id = self.event_id, None
+        if event_id is not None:
+            self.journal.outbox.queue(
+                lambda pipe: ledger.queue_settle(pipe, event_id),
+                "ledger_settle_failed",
+                event_id=event_id,
+            )
+
+
 class Engine:
     """Runs rotations. One instance per worker process (it holds connections)."""
 
@@ -186,32 +204,25 @@ class Engine:
 
         ``owner`` identifies this attempt (the Celery task id, stable across its retries). Once
         the request has a run record or a recorded decision (it returns, or the run retries
-        later), its event leaves the pending ledger (:mod:`orchestrator.ledger`), in the same
-        round trip as the run's last history and metric writes.
+        later), its event leaves the pending ledger (:mod:`orchestrator.ledger`) with the next
+        round trip to Redis: a run this request created, with its first state change.
         """
+        settle = _Settle(self.journal, request.event_id)
         try:
             if request.rotation_id:
                 result = self.drive(request.rotation_id, owner)
             else:
-                result = self._rotate(request, owner)
+                result = self._rotate(request, owner, settle)
         except RetryLater:
-            self._settle(request.event_id)
+            settle()
             raise
         else:
-            self._settle(request.event_id)
+            settle()
             return result
         finally:
             self.journal.flush()
 
-    def _settle(self, event_id: str | None) -> None:
-        if event_id is not None:
-            self.journal.outbox.queue(
-                lambda pipe: ledger.queue_settle(pipe, event_id),
-                "ledger_settle_failed",
-                event_id=event_id,
-            )
-
-    def _rotate(self, request: RotateRequest, owner: str) -> RunRecord | None:
+    def _rotate(self, request: RotateRequest, owner: str, settle: _Settle) -> RunRecord | None:
         log = self.log.bind(path=request.path, event_id=request.event_id)
         rule = self.routing.match(request.path)
         grace = self._grace_text(request, rule)
@@ -242,7 +253,7 @@ class Engine:
                 # (it may have written a version: a rollback, say); then the driver reads again.
                 since_read = time.monotonic() - started + _READ_MARGIN
                 fresh = quiet_for is None or quiet_for > since_read
-                return self._start(created, owner, read if fresh else None)
+                return self._start(created, owner, settle, read if fresh else None)
         existing, active = self.store.lookup(rid, request.path)
         if scheduled and (event_rid := self._event_rid(request, from_version, existing)) != rid:
             rid = event_rid
@@ -270,14 +281,18 @@ class Engine:
             return self._skip(record, f"rotation {exc.holder} holds this path")
         except IllegalTransition:  # a concurrent delivery created it first: merge
             return self.drive(rid, owner)
-        return self._start(record, owner, None)  # other runs were here: the driver reads again
+        return self._start(record, owner, settle, None)  # other runs were here: read again
 
-    def _start(self, created: RunRecord, owner: str, read: Read | None) -> RunRecord | None:
+    def _start(
+        self, created: RunRecord, owner: str, settle: _Settle, read: Read | None
+    ) -> RunRecord | None:
         """Drive a run this task just created with its lease (``read``: the version it read
-        before, when no other run can have changed the secret since)."""
+        before, when no other run can have changed the secret since). The run exists now, so
+        its event leaves the ledger with the run's next round trip, not one of its own."""
         self.journal.history(
             created, "rotation_started", state="queued", from_version=created.from_version
         )
+        settle()
         return self._run_leased(created, owner, read)
 
     def scheduled_rid(self, request: RotateRequest, from_version: int) -> str:
@@ -402,8 +417,11 @@ class Engine:
         def give_up(exc: Exception) -> None:  # an updater's new value may be applied already
             held = isinstance(exc, NeedsAttention) or self.store.may_be_applied(rotation_id)
             state = "needs_attention" if held else "failed"
-            now = self.store.get(rotation_id)
-            self.failures.fail(rotation_id, state, reason_of(exc, now.step if now else None), owner)
+            step = self.journal.failed_step(rotation_id)
+            if step is None:
+                now = self.store.get(rotation_id)
+                step = now.step if now else None
+            self.failures.fail(rotation_id, state, reason_of(exc, step), owner, step=step)
 
         self.failures.run(leased, owner, steps, give_up)
         return settled[0] if settled else self.store.get(rotation_id)

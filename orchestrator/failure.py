@@ -179,12 +179,14 @@ class FailurePolicy:
     def _retry_or_give_up(self, rotation_id: str, owner: str, exc: TransientError) -> None:
         record = self.rt.store.require(rotation_id)
         reason = reason_of(exc)
+        step = self.rt.journal.failed_step(rotation_id) or record.step
         if record.attempts >= self.rt.settings.rotator_max_attempts:
             self.fail(
                 rotation_id,
                 "needs_attention",
                 f"still failing after {record.attempts} attempts: {reason}",
                 owner,
+                step=step,
             )
             return
         cap = self.rt.settings.rotator_retry_backoff_max
@@ -204,14 +206,14 @@ class FailurePolicy:
             "rotation_retry",
             rotation_id=rotation_id,
             path=record.path,
-            step=record.step,
+            step=step,
             attempt=record.attempts,
             reason=reason,
             countdown=round(wait, 2),
             redrive=redrive,
         )
         self.rt.journal.history(
-            record, "step_retry", step=record.step, attempt=record.attempts, detail=reason
+            record, "step_retry", step=step, attempt=record.attempts, detail=reason
         )
         if not redrive:
             raise RetryLater(reason, rotation_id=rotation_id, countdown=wait)

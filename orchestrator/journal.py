@@ -9,6 +9,7 @@ entry always names the run's id, rotator, trigger, actor and event, and a lost h
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ class Journal:
     def __init__(self, outbox: Outbox, log: structlog.stdlib.BoundLogger) -> None:
         self.outbox = outbox
         self.log = log
+        self._local = threading.local()  # the step that raised, per thread (failed_step)
 
     def history(self, record: RunRecord, event: str, **fields: Any) -> None:
         """Append ``event`` to the path's history; the run's ids fill the fields not given."""
@@ -40,10 +42,24 @@ class Journal:
 
     @contextmanager
     def timed(self, record: RunRecord, step: str) -> Iterator[None]:
-        """Time a step that succeeds: a metric, a ``step_done`` log line and history entry."""
+        """Time a step that succeeds: a metric, a ``step_done`` log line and history entry.
+        A step that raises is remembered for :meth:`failed_step` instead."""
+        self._local.failed = None
         started = time.monotonic()
-        yield
+        try:
+            yield
+        except BaseException:
+            self._local.failed = (record.rotation_id, step)
+            raise
         self.step_done(record, step, time.monotonic() - started)
+
+    def failed_step(self, rotation_id: str) -> str | None:
+        """The step of ``rotation_id`` that last raised in this thread (and forget it), or
+        None. A run's record names its step only where the step changed its state; a
+        vault-only rotator's mint and verify do not (see :mod:`orchestrator.minter`)."""
+        failed: tuple[str, str] | None = getattr(self._local, "failed", None)
+        self._local.failed = None
+        return failed[1] if failed is not None and failed[0] == rotation_id else None
 
     def step_done(self, record: RunRecord, step: str, seconds: float) -> None:
         """Record a step that took ``seconds``: its metric and history entry, and a DEBUG log

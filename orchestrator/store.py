@@ -49,9 +49,12 @@ _FROM_ATTENTION = frozenset(
     {"queued", "minting", "applying", "verifying", "storing", "grace", "finalizing"}
     | {"cancelled", "rolled_back", "failed", "done"}
 )
-#: Legal transitions: state -> states it may move to.
+#: Legal transitions: state -> states it may move to. A vault-only rotator's run goes from
+#: ``queued`` straight to ``storing``: its mint and verify touch nothing outside the worker.
 TRANSITIONS: Final[Mapping[str, frozenset[str]]] = {
-    "queued": frozenset({"minting", "grace", "failed", "needs_attention", "cancelled", "skipped"}),
+    "queued": frozenset(
+        {"minting", "storing", "grace", "failed", "needs_attention", "cancelled", "skipped"}
+    ),
     "minting": frozenset(
         {"minting", "applying", "verifying", "storing", "grace"}
         | {"failed", "needs_attention", "cancelled"}

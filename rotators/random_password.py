@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from functools import cached_property
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -79,11 +80,21 @@ class RandomPasswordOptions(BaseModel):
 
     def classes(self) -> list[str]:
         """The character pools in use: one string per enabled, non-empty class."""
-        return [self._pool(name) for name, on in self._flags().items() if on and self._pool(name)]
+        return list(self._classes)
 
     def alphabet(self) -> str:
         """Every character a password may contain."""
-        return "".join(sorted(set("".join(self.classes()))))
+        return self._alphabet
+
+    # The options are frozen, so both are worked out once (every mint and verify uses them).
+    @cached_property
+    def _classes(self) -> tuple[str, ...]:
+        pools = (self._pool(name) for name, on in self._flags().items() if on)
+        return tuple(pool for pool in pools if pool)
+
+    @cached_property
+    def _alphabet(self) -> str:
+        return "".join(sorted(set("".join(self._classes))))
 
 
 def generate(options: RandomPasswordOptions) -> str:

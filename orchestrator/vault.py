@@ -239,6 +239,30 @@ class TokenAuth(httpx.Auth):
             yield request
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _Client(httpx.Client):
+    """httpx's client without a cookie jar: ScaiVault authenticates each request with the
+    bearer token and sets no cookies. Keeping none also spares every response the jar's
+    parsing, a measurable share of a request's CPU (``tests/benchmarks/bench_e2e.py``)."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise AttributeError("the ScaiVault client keeps no cookies")
+
+
+_NO_COOKIES = _NoCookies()
+
+
 class VaultClient:
     """ScaiVault API client. Errors are the tree in :mod:`orchestrator.errors`.
 
@@ -265,13 +289,16 @@ class VaultClient:
             write=settings.scaivault_read_timeout,
             pool=settings.scaivault_connect_timeout,
         )
-        self._http = httpx.Client(
+        self._http = _Client(
             base_url=settings.require_vault(),
             auth=TokenAuth(settings.read_token),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             timeout=timeout,
             transport=transport,
         )
+        # Requests go to absolute URLs: httpx would otherwise parse each relative one and merge
+        # it into base_url again, per request.
+        self._root = str(self._http.base_url).rstrip("/")
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> VaultClient:
@@ -425,7 +452,7 @@ class VaultClient:
 
     def _attempt(self, call: Call, url: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(call.method, url, **kwargs)
+            response = self._http.request(call.method, self._root + url, **kwargs)
         except httpx.HTTPError as exc:
             raise _transport_error(exc, call) from exc
         raise_for_error(response, call)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 _PART = re.compile(r"(\d{1,9})([dhms])")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -16,6 +17,11 @@ def parse_duration(text: str) -> timedelta:
     """Parse ``text`` into a ``timedelta``; raise ``ValueError`` saying what is expected."""
     if not isinstance(text, str):
         raise ValueError(f"expected a duration string, got {type(text).__name__}: {HELP}")
+    return _parse(text)
+
+
+@lru_cache(maxsize=256)  # every rotation parses its grace period; there are few distinct ones
+def _parse(text: str) -> timedelta:
     stripped = text.strip()
     parts = _PART.findall(stripped)
     units = [unit for _, unit in parts]

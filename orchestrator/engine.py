@@ -92,6 +92,8 @@ def scheduled_id(path: str, from_version: int, event_id: str | None = None) -> s
 #: after it (covers the round trip of the create that reports that run's last change).
 _READ_MARGIN = 1.0
 
+_LOGGER = "orchestrator.engine"
+
 #: End states without a new version: a later due event for the same version starts over.
 _RESTARTABLE = ("skipped", "cancelled", "failed")
 
@@ -159,7 +161,7 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.client = client
-        self.log = get_logger("orchestrator.engine")
+        self.log = get_logger(_LOGGER)
         outbox = Outbox(client, self.log)
         self.store = RunStore(client, outbox)
         self.due = DueQueue(client)
@@ -168,7 +170,7 @@ class Engine:
         self.sealer = sealer
         self.alerter = alerter
         self._lease = settings.rotator_lease_seconds
-        self.journal = Journal(outbox, self.log)
+        self.journal = Journal(outbox, self.log, _LOGGER)
         runtime = Runtime(settings, self.store, self.due, vault, routing, self.journal, self.log)
         self._keeper = runtime.keeper
         self.failures = FailurePolicy(runtime, alerter)
@@ -223,7 +225,7 @@ class Engine:
             self.journal.flush()
 
     def _rotate(self, request: RotateRequest, owner: str, settle: _Settle) -> RunRecord | None:
-        log = self.log.bind(path=request.path, event_id=request.event_id)
+        log = {"path": request.path, "event_id": request.event_id}  # fields of its log lines
         rule = self.routing.match(request.path)
         grace = self._grace_text(request, rule)
         try:
@@ -261,14 +263,14 @@ class Engine:
         if existing is not None:
             if existing.state in LEASED_STATES:
                 return self.drive(rid, owner)
-            log.info("rotation_duplicate", rotation_id=rid, state=existing.state)
+            self.log.info("rotation_duplicate", rotation_id=rid, state=existing.state, **log)
             return existing
         if (
             active is not None
             and active.state in LEASED_STATES
             and (active.from_version == from_version or active.state == "queued")
         ):
-            log.info("rotation_merged", rotation_id=active.rotation_id, merged=rid)
+            self.log.info("rotation_merged", rotation_id=active.rotation_id, merged=rid, **log)
             return self.drive(active.rotation_id, owner)
         problem = self._why_not_start(request, rule, current, from_version, active)
         state = "skipped" if problem else "queued"

@@ -19,6 +19,7 @@ import redis
 from orchestrator import history, keys
 from orchestrator.alert import Alerter
 from orchestrator.engine import Engine, RetryLater, RotateRequest
+from orchestrator.log import configure_logging
 from orchestrator.routing import RoutingTable
 from orchestrator.settings import Settings
 from orchestrator.store import RunRecord
@@ -435,3 +436,16 @@ def test_the_read_before_the_create_is_reused_when_nothing_else_ran(harness: _Ha
     record = harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
     assert record is not None and record.state == "grace"
     assert reads == [PATH], "one ScaiVault read per rotation"
+
+
+def test_each_step_is_logged_at_debug_and_not_at_info(harness: _Harness, log_stream: Any) -> None:
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
+    steps = [json.loads(line) for line in log_stream.getvalue().splitlines() if "step_done" in line]
+    assert [s["step"] for s in steps] == ["read", "mint", "verify", "store"]
+    configure_logging(level="INFO", fmt="json", stream=log_stream)  # log_stream restores it
+    log_stream.truncate(0)
+    other = harness.emulator.put_secret("apps/inproc/other", {"username": "a", "password": "b"})
+    harness.engine.rotate(RotateRequest("apps/inproc/other", from_version=other), owner="t2")
+    assert '"event": "rotation_stored"' in log_stream.getvalue()
+    assert "step_done" not in log_stream.getvalue()

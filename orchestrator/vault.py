@@ -251,16 +251,17 @@ class _Client(httpx.Client):
     bearer token and sets no cookies. Keeping none also spares every response the jar's
     parsing, a measurable share of a request's CPU (``tests/benchmarks/bench_e2e.py``)."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._no_cookies = _NoCookies()
+
     @property
     def cookies(self) -> httpx.Cookies:
-        return _NO_COOKIES
+        return self._no_cookies
 
     @cookies.setter
     def cookies(self, cookies: object) -> None:
         raise AttributeError("the ScaiVault client keeps no cookies")
-
-
-_NO_COOKIES = _NoCookies()
 
 
 class VaultClient:

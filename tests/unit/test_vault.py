@@ -196,6 +196,28 @@ def test_quoted_path_reaches_the_server_encoded(make_client: Callable[..., Vault
     assert recorder.requests[0].url.raw_path == b"/v1/secrets/team%20a/x/y"
 
 
+def test_a_scaivault_url_with_a_path_prefix_keeps_it(
+    make_client: Callable[..., VaultClient],
+) -> None:
+    recorder = Recorder(ok(SECRET_BODY))
+    make_client(recorder, make_settings(scaivault_url=f"{URL}/vault/")).read("a/b")
+    assert recorder.requests[0].url == f"{URL}/vault/v1/secrets/a/b"
+
+
+def test_cookies_scaivault_sets_are_never_sent_back(
+    make_client: Callable[..., VaultClient],
+) -> None:
+    """Bearer tokens only: the client keeps no cookie jar."""
+    cookie = lambda request: httpx.Response(  # noqa: E731
+        200, json=SECRET_BODY, headers={"Set-Cookie": "session=abc; Path=/"}
+    )
+    recorder = Recorder(cookie)
+    client = make_client(recorder)
+    client.read("a/b")
+    client.read("a/b")
+    assert [r.headers.get("Cookie") for r in recorder.requests] == [None, None]
+
+
 # --- the happy shapes ---
 
 

@@ -7,7 +7,7 @@ and one prefork worker with ``--workers`` processes)::
                                          [--profile 300]
 
 1. Baseline: ``--secrets`` ``bench.noop`` tasks (keyword arguments sized like
-   ``scaivault.rotate``'s) published at once; time until all ran.
+   ``scaivault.rotate``'s) pushed onto the queue at once; time until all ran.
 2. Rotations: one signed ``rotation.due`` per secret POSTed to the receiver at once (64
    connections); time until every rotation is stored (``random-password``, the emulator as
    ScaiVault, grace 48h so nothing finalizes meanwhile).

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator import metrics
 from orchestrator.due import to_ms
 from orchestrator.duration import parse_duration
 from orchestrator.errors import VaultError, VersionConflict
@@ -168,12 +169,12 @@ class Driver:
     ) -> RunRecord:
         """Grace: the state and the due-queue entry that finalizes it, in one atomic step."""
         finalize_after = parse_time(metadata.get("finalize_after")) or datetime.now(UTC)
-        # A fact about ScaiVault already: record it (history entry, outcome counter) before the
-        # state says "grace" (the journal sends both ahead of the transition), so whoever
-        # watches the state and then reads the history or the metric finds it.
+        # A fact about ScaiVault already: record it before the state says "grace" (the journal
+        # sends it ahead of the transition), so whoever watches the state and then reads the
+        # history finds it. The outcome is counted by the transition itself: once per run, even
+        # when a worker that lost its lease got this far too.
         self.rt.journal.history(record, "rotation_stored", state="grace", outcome="stored",
                              from_version=record.from_version, new_version=version)  # fmt: skip
-        self.rt.journal.outcome(record.rotator, "stored")
         stored = self.rt.store.transition(
             record.rotation_id,
             "grace",
@@ -182,6 +183,7 @@ class Driver:
             step="grace",
             new_version=version,
             due_ms=to_ms(finalize_after),
+            count=metrics.outcome_counter(record.rotator or "none", "stored"),
             finalize_after=finalize_after.isoformat(timespec="seconds"),
             sealed=None,
             last_error=None,

@@ -57,7 +57,12 @@ def record_outcome(client: redis.Redis, rotator: str, outcome: str) -> None:
 
 def queue_outcome(pipe: redis.client.Pipeline, rotator: str, outcome: str) -> None:
     """Queue :func:`record_outcome`'s write on ``pipe`` (the caller executes it)."""
-    pipe.hincrby(keys.METRIC_OUTCOMES, json.dumps([rotator, outcome]), 1)
+    pipe.hincrby(*outcome_counter(rotator, outcome), 1)
+
+
+def outcome_counter(rotator: str, outcome: str) -> tuple[str, str]:
+    """(hash, field) of ``rotator``'s ``outcome`` counter, for a script that counts it."""
+    return keys.METRIC_OUTCOMES, json.dumps([rotator, outcome])
 
 
 def observe_step(client: redis.Redis, rotator: str, step: str, seconds: float) -> None:

@@ -282,9 +282,10 @@ return {'ok', state, redis.call('HGETALL', KEYS[1]), quiet}
 """
 )
 
-# KEYS: run, leases, runs-index, run-key-prefix, active-key-prefix, due
+# KEYS: run, leases, runs-index, run-key-prefix, active-key-prefix, due, counter hash
 # ARGV: rotation_id, to_state ('' = keep the state: an update), allowed-from csv,
-#       owner ('' = any), require-no-seal ('1'/''), due_ms ('' = none), field, value, ...
+#       owner ('' = any), require-no-seal ('1'/''), due_ms ('' = none),
+#       counter field ('' = none; incremented only if the change is made), field, value, ...
 # The path's active key is the prefix plus the run's own ``path`` field (never changes).
 # Returns {'ok', previous state, record as HGETALL} or {why, detail[, path]}.
 _TRANSITION = (
@@ -319,7 +320,7 @@ elseif TERMINAL[cur] then
   redis.call('SET', active, ARGV[1])
 end
 redis.call('HSET', KEYS[1], 'state', to)
-apply_fields(KEYS[1], 7)
+apply_fields(KEYS[1], 8)
 if LEASED[to] then
   local lu = redis.call('HGET', KEYS[1], 'lease_until_ms')
   redis.call('ZADD', KEYS[2], lu or now, ARGV[1])
@@ -329,6 +330,7 @@ else
 end
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 if ARGV[6] ~= '' then redis.call('ZADD', KEYS[6], 'NX', ARGV[6], ARGV[1]) end
+if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[7], ARGV[7], 1) end
 return {'ok', cur, redis.call('HGETALL', KEYS[1])}
 """
 )
@@ -546,6 +548,7 @@ class RunStore:
         refuse_if_sealed: bool = False,
         due_ms: int | None = None,
         seal: Sealed | None = None,
+        count: tuple[str, str] | None = None,
         **changes: Any,
     ) -> RunRecord:
         """Move the run to state ``to`` and set ``changes`` (``None`` deletes a field), atomically.
@@ -556,8 +559,9 @@ class RunStore:
         Leaving the leased states drops the lease; a terminal state frees the path; leaving a
         terminal state (``retry``) claims the path again. ``sealed=None`` drops the sealed value;
         ``seal`` keeps one, only for the lease ``owner`` (see :class:`Sealed`); ``due_ms`` adds
-        the run to the finalize due-queue (unless it is there already) in the same step.
-        Returns the record as it left it.
+        the run to the finalize due-queue (unless it is there already) in the same step;
+        ``count`` = (hash, field) adds 1 to a counter in the same step (an outcome counted
+        once, only if the change is made). Returns the record as it left it.
         """
         if to not in TRANSITIONS:
             raise ValueError(f"unknown state {to!r}")
@@ -569,7 +573,7 @@ class RunStore:
         fields = _flatten(changes)
         if seal is not None:
             fields += [seal.field, seal.blob]
-        return self._apply(rotation_id, to, allowed, owner, refuse_if_sealed, due_ms, fields)
+        return self._apply(rotation_id, to, allowed, owner, refuse_if_sealed, due_ms, fields, count)
 
     def update(self, rotation_id: str, *, owner: str | None = None, **changes: Any) -> RunRecord:
         """Set fields in whatever state the run is in now, without changing it (lease-checked
@@ -585,6 +589,7 @@ class RunStore:
         refuse_if_sealed: bool,
         due_ms: int | None,
         fields: builtins.list[str],
+        count: tuple[str, str] | None = None,
     ) -> RunRecord:
         if "updated_at" not in fields[::2]:
             fields += ["updated_at", now_iso()]
@@ -595,6 +600,7 @@ class RunStore:
             owner or "",
             "1" if refuse_if_sealed else "",
             "" if due_ms is None else str(due_ms),
+            count[1] if count else "",
             *fields,
         ]
         reply = self._call(
@@ -606,6 +612,7 @@ class RunStore:
                 keys.run(""),
                 keys.active(""),
                 keys.DUE,
+                count[0] if count else keys.DUE,  # unused without a counter
             ],
             argv,
         )

@@ -247,6 +247,22 @@ def test_entering_grace_schedules_finalize_in_the_same_step(
     assert redis_client.zscore(keys.DUE, "r1") == 99, "an existing entry is kept"
 
 
+def test_a_transition_counts_its_outcome_only_when_it_is_made(
+    store: RunStore, redis_client: redis.Redis
+) -> None:
+    """A worker that lost its lease after storing does not count the run as stored again."""
+    counter = ("svr:test:outcomes", "stored")
+    _new(store)
+    store.acquire("r1", "w1", 30)
+    with pytest.raises(LeaseLost):
+        store.transition("r1", "grace", owner="w2", count=counter)
+    assert redis_client.hget(*counter) is None
+    store.transition("r1", "grace", owner="w1", count=counter)
+    with pytest.raises(IllegalTransition):
+        store.transition("r1", "grace", owner="w1", count=counter, expect=("storing",))
+    assert redis_client.hget(*counter) == "1"
+
+
 def test_update_keeps_whatever_state_the_run_is_in(store: RunStore) -> None:
     _new(store)
     store.acquire("r1", "w1", 30)

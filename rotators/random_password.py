@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 import string
-from functools import cached_property
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -70,31 +70,42 @@ class RandomPasswordOptions(BaseModel):
         }
 
     def _pool(self, name: str) -> str:
-        chars = {
-            "lowercase": string.ascii_lowercase,
-            "uppercase": string.ascii_uppercase,
-            "digits": string.digits,
-            "symbols": self.symbols_set,
-        }[name]
-        return "".join(sorted(set(chars) - set(self.exclude)))
+        return _pool(name, self.symbols_set, self.exclude)
 
     def classes(self) -> list[str]:
         """The character pools in use: one string per enabled, non-empty class."""
-        return list(self._classes)
+        return list(_classes(self.lowercase, self.uppercase, self.digits, self.symbols,
+                             self.symbols_set, self.exclude))  # fmt: skip
 
     def alphabet(self) -> str:
         """Every character a password may contain."""
-        return self._alphabet
+        return _alphabet(tuple(self.classes()))
 
-    # The options are frozen, so both are worked out once (every mint and verify uses them).
-    @cached_property
-    def _classes(self) -> tuple[str, ...]:
-        pools = (self._pool(name) for name, on in self._flags().items() if on)
-        return tuple(pool for pool in pools if pool)
 
-    @cached_property
-    def _alphabet(self) -> str:
-        return "".join(sorted(set("".join(self._classes))))
+def _pool(name: str, symbols_set: str, exclude: str) -> str:
+    chars = {
+        "lowercase": string.ascii_lowercase,
+        "uppercase": string.ascii_uppercase,
+        "digits": string.digits,
+        "symbols": symbols_set,
+    }[name]
+    return "".join(sorted(set(chars) - set(exclude)))
+
+
+# Worked out once per set of options (every mint and verify asks), keyed on the fields
+# themselves: a cache on the model instance would outlive a ``model_copy(update=...)``.
+@lru_cache(maxsize=64)
+def _classes(
+    lowercase: bool, uppercase: bool, digits: bool, symbols: bool, symbols_set: str, exclude: str
+) -> tuple[str, ...]:
+    enabled = {"lowercase": lowercase, "uppercase": uppercase, "digits": digits, "symbols": symbols}
+    pools = (_pool(name, symbols_set, exclude) for name, on in enabled.items() if on)
+    return tuple(pool for pool in pools if pool)
+
+
+@lru_cache(maxsize=64)
+def _alphabet(classes: tuple[str, ...]) -> str:
+    return "".join(sorted(set("".join(classes))))
 
 
 def generate(options: RandomPasswordOptions) -> str:

@@ -147,3 +147,11 @@ def test_options_of_another_model_are_revalidated() -> None:
     new = RandomPasswordRotator().mint(ctx({}, Loose()))
     assert len(new["password"]) == 16
     assert not set(new["password"]) & set(RandomPasswordOptions().symbols_set)
+
+
+def test_the_character_classes_follow_the_options_of_a_copy() -> None:
+    options = RandomPasswordOptions()
+    assert any(c.isdigit() for c in options.alphabet())
+    copy = options.model_copy(update={"digits": False})
+    assert not any(c.isdigit() for c in copy.alphabet())
+    assert len(copy.classes()) == len(options.classes()) - 1

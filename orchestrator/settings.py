@@ -114,6 +114,16 @@ class Settings(BaseSettings):
             raise ValueError("expected an http(s) URL such as https://scaivault.example.com")
         return value.rstrip("/")
 
+    @field_validator("scaivault_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is not None and (urlsplit(value).query or urlsplit(value).fragment):
+            raise ValueError(
+                "expected ScaiVault's base URL without a ?query or #fragment, such as "
+                "https://scaivault.example.com (API paths are added to it)"
+            )
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:

@@ -58,6 +58,15 @@ def test_refuses_plain_http_outside_loopback(monkeypatch: pytest.MonkeyPatch) ->
     assert Settings.load().scaivault_url == "http://vault.example.com"
 
 
+@pytest.mark.parametrize("url", ["https://vault.example.com/?x=1", "https://vault.example.com#v1"])
+def test_refuses_a_scaivault_url_with_a_query_or_fragment(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("SCAIVAULT_URL", url)
+    with pytest.raises(ConfigError, match="SCAIVAULT_URL: .*without a \\?query or #fragment"):
+        Settings.load()
+
+
 def test_loopback_http_is_fine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCAIVAULT_URL", "http://127.0.0.1:8200/")
     assert Settings.load().scaivault_url == "http://127.0.0.1:8200"

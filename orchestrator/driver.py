@@ -19,7 +19,7 @@ from orchestrator.due import to_ms
 from orchestrator.duration import parse_duration
 from orchestrator.errors import VaultError, VersionConflict
 from orchestrator.failure import FailurePolicy, NeedsAttention
-from orchestrator.minter import Minter
+from orchestrator.minter import Minter, touches_target
 from orchestrator.runtime import Runtime
 from orchestrator.store import IllegalTransition, RunRecord
 from rotators.contract import RotationContext, Rotator, SecretVersion
@@ -30,6 +30,10 @@ from rotators.secret import SecretData
 ROTATED_BY = "scaivault-rotator"
 #: States a rotation may be in when it enters grace (including "found already stored").
 _PRE_GRACE = ("queued", "minting", "applying", "verifying", "storing")
+#: States a run may store from: after verify (issuers, updaters), and for a vault-only run
+#: also from queued, or from minting or storing left by an earlier attempt.
+_VERIFIED = ("verifying",)
+_VAULT_ONLY_PRE_STORE = ("queued", "minting", "verifying", "storing")
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -111,7 +115,10 @@ class Driver:
         owner: str,
     ) -> RunRecord | None:
         rid = record.rotation_id
-        record = self.rt.store.transition(rid, "storing", owner=owner, step="store")
+        # Only a vault-only run may come straight from queued (its mint and verify change no
+        # state); any other must have verified first. The state machine alone allows both.
+        before = _VERIFIED if touches_target(rotator) else _VAULT_ONLY_PRE_STORE
+        record = self.rt.store.transition(rid, "storing", expect=before, owner=owner, step="store")
         grace = parse_duration(record.grace_period or self.rt.settings.rotator_default_grace)
         finalize_after = datetime.now(UTC) + grace
         metadata = {

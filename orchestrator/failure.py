@@ -179,7 +179,10 @@ class FailurePolicy:
     def _retry_or_give_up(self, rotation_id: str, owner: str, exc: TransientError) -> None:
         record = self.rt.store.require(rotation_id)
         reason = reason_of(exc)
-        step = self.rt.journal.failed_step(rotation_id) or record.step
+        journaled = self.rt.journal.failed_step(rotation_id)
+        # A finalize is named "finalize" throughout (its give-up too); a run before grace is
+        # named by the step that raised, which its record may not name (vault-only mint, verify).
+        step = record.step if record.state == "finalizing" else journaled or record.step
         if record.attempts >= self.rt.settings.rotator_max_attempts:
             self.fail(
                 rotation_id,

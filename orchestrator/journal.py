@@ -27,13 +27,12 @@ from orchestrator.store import RunRecord
 class Journal:
     """Queues a run's history entries, step timings and outcomes for Redis."""
 
-    def __init__(
-        self, outbox: Outbox, log: structlog.stdlib.BoundLogger, name: str = "orchestrator"
-    ) -> None:
+    def __init__(self, outbox: Outbox, log: structlog.stdlib.BoundLogger, name: str) -> None:
         self.outbox = outbox
         self.log = log
-        # The stdlib logger behind ``log`` (named ``name``): asked before each step's DEBUG
-        # line, which otherwise costs a structlog bind and processor run even when dropped.
+        # The stdlib logger behind ``log`` (``name`` must be the name ``log`` was made with):
+        # asked before each step's DEBUG line, which otherwise costs a structlog bind and a
+        # processor run even when dropped.
         self._stdlib = logging.getLogger(name)
         self._local = threading.local()  # the step that raised, per thread (failed_step)
 

@@ -83,7 +83,7 @@ class Minter:
                     f"the target rejected {record.mint_attempts} minted values in a row",
                     step="mint",
                 )
-            if _touches_target(rotator):
+            if touches_target(rotator):
                 self.rt.store.transition(rid, "minting", owner=owner, step="mint")
             self.rt.guard.check(rid, "mint")
             with self.rt.journal.timed(record, "mint"):
@@ -216,7 +216,7 @@ class Minter:
         owner: str,
         seal: Sealed | None = None,
     ) -> None:
-        if seal is not None or _touches_target(rotator):
+        if seal is not None or touches_target(rotator):
             self.rt.store.transition(
                 record.rotation_id, "verifying", owner=owner, step="verify", seal=seal
             )
@@ -239,7 +239,7 @@ class Minter:
         return self.sealer
 
 
-def _touches_target(rotator: Rotator) -> bool:
+def touches_target(rotator: Rotator) -> bool:
     """Whether minting and verifying act outside this worker. A vault-only rotator's value
     exists nowhere until it is stored (a resume mints again), so its run needs no state of its
     own for these steps: it goes from ``queued`` to ``storing``, and its journal still records

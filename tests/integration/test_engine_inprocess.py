@@ -191,6 +191,42 @@ def test_a_short_retry_after_is_a_countdown_within_the_backoff_cap(harness: _Har
     assert 2.0 <= caught.value.countdown <= harness.settings.rotator_retry_backoff_max
 
 
+def test_a_vault_only_retry_names_the_step_that_failed(
+    redis_url: str, emulator: Emulator, alert_sink: AlertSink
+) -> None:
+    harness = _Harness(redis_url, emulator, alert_sink, _VaultOnly())
+    try:
+        version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+        harness.rotator.verify_hook = _fail_with_retry_after(2.0)
+        with pytest.raises(RetryLater) as caught:
+            harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
+        record = harness.engine.store.require(caught.value.rotation_id)
+        assert record.state == "queued", "a vault-only run enters no state for verify"
+        retries = [e for e in history.read(harness.text, PATH) if e["event"] == "step_retry"]
+        assert [e["step"] for e in retries] == ["verify"]
+    finally:
+        harness.close()
+
+
+def test_a_vault_only_run_cancelled_before_it_stores_writes_nothing(
+    redis_url: str, emulator: Emulator, alert_sink: AlertSink
+) -> None:
+    """The ``storing`` transition is still the fence before the write."""
+    harness = _Harness(redis_url, emulator, alert_sink, _VaultOnly())
+    try:
+        version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+
+        def cancel(ctx: RotationContext) -> None:  # on-call cancels while the value is minted
+            harness.engine.store.transition(ctx.rotation_id, "cancelled")
+
+        harness.rotator.mint_hook = cancel
+        record = harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
+        assert record is not None and record.state == "cancelled"
+        assert harness.emulator.get_secret(PATH)["version"] == version, "nothing was stored"
+    finally:
+        harness.close()
+
+
 def _in_grace(harness: _Harness) -> str:
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
     record = harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")

@@ -141,7 +141,7 @@ def test_a_write_that_fails_to_queue_is_logged_and_the_rest_still_go(
 
 def test_a_history_entry_is_stamped_when_it_happened_not_when_sent(client: redis.Redis) -> None:
     outbox = Outbox(client, get_logger("test"))
-    journal = Journal(outbox, get_logger("test"))
+    journal = Journal(outbox, get_logger("test"), "test")
     journal.history(RunRecord(rotation_id="r1", path="a/b", state="queued"), "rotation_started")
     queued_at = datetime.now(UTC)
     time.sleep(0.3)

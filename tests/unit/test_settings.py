@@ -63,7 +63,7 @@ def test_refuses_a_scaivault_url_with_a_query_or_fragment(
     monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
     monkeypatch.setenv("SCAIVAULT_URL", url)
-    with pytest.raises(ConfigError, match="SCAIVAULT_URL: .*without a \\?query or #fragment"):
+    with pytest.raises(ConfigError, match=r"SCAIVAULT_URL: .*without a \?query or #fragment"):
         Settings.load()
 
 

@@ -225,7 +225,7 @@ class Engine:
             self.journal.flush()
 
     def _rotate(self, request: RotateRequest, owner: str, settle: _Settle) -> RunRecord | None:
-        log = {"path": request.path, "event_id": request.event_id}  # fields of its log lines
+        about = {"path": request.path, "event_id": request.event_id}  # on its log lines
         rule = self.routing.match(request.path)
         grace = self._grace_text(request, rule)
         try:
@@ -263,14 +263,14 @@ class Engine:
         if existing is not None:
             if existing.state in LEASED_STATES:
                 return self.drive(rid, owner)
-            self.log.info("rotation_duplicate", rotation_id=rid, state=existing.state, **log)
+            self.log.info("rotation_duplicate", rotation_id=rid, state=existing.state, **about)
             return existing
         if (
             active is not None
             and active.state in LEASED_STATES
             and (active.from_version == from_version or active.state == "queued")
         ):
-            self.log.info("rotation_merged", rotation_id=active.rotation_id, merged=rid, **log)
+            self.log.info("rotation_merged", rotation_id=active.rotation_id, merged=rid, **about)
             return self.drive(active.rotation_id, owner)
         problem = self._why_not_start(request, rule, current, from_version, active)
         state = "skipped" if problem else "queued"

@@ -134,16 +134,20 @@ def harness(redis_url: str, emulator: Emulator, alert_sink: AlertSink) -> Iterat
     h.close()
 
 
-@pytest.mark.parametrize("rotator", [_Issuer, _VaultOnly])
+@pytest.fixture
+def vault_only(redis_url: str, emulator: Emulator, alert_sink: AlertSink) -> Iterator[_Harness]:
+    """The harness with a vault-only rotator (no state for its mint and verify)."""
+    h = _Harness(redis_url, emulator, alert_sink, _VaultOnly())
+    yield h
+    h.close()
+
+
+@pytest.mark.parametrize("which", ["harness", "vault_only"])
 def test_a_foreign_exception_text_never_reaches_record_history_log_or_alert(
-    redis_url: str,
-    emulator: Emulator,
-    alert_sink: AlertSink,
-    log_stream: Any,
-    rotator: type[_Issuer],
+    request: pytest.FixtureRequest, log_stream: Any, which: str
 ) -> None:
     """Also: the failed step is named though a vault-only run never entered ``minting``."""
-    harness = _Harness(redis_url, emulator, alert_sink, rotator())
+    harness: _Harness = request.getfixturevalue(which)
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "pw" + SENTINEL})
 
     def parse(ctx: RotationContext) -> None:
@@ -159,7 +163,6 @@ def test_a_foreign_exception_text_never_reaches_record_history_log_or_alert(
     assert [a["reason"] for a in harness.alerts.bodies] == ["ValueError in step mint"]
     entries = history.read(harness.text, PATH)
     assert any(e.get("detail") == "ValueError in step mint" for e in entries)
-    harness.close()
 
 
 def _fail_with_retry_after(seconds: float) -> Any:
@@ -191,40 +194,28 @@ def test_a_short_retry_after_is_a_countdown_within_the_backoff_cap(harness: _Har
     assert 2.0 <= caught.value.countdown <= harness.settings.rotator_retry_backoff_max
 
 
-def test_a_vault_only_retry_names_the_step_that_failed(
-    redis_url: str, emulator: Emulator, alert_sink: AlertSink
-) -> None:
-    harness = _Harness(redis_url, emulator, alert_sink, _VaultOnly())
-    try:
-        version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
-        harness.rotator.verify_hook = _fail_with_retry_after(2.0)
-        with pytest.raises(RetryLater) as caught:
-            harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
-        record = harness.engine.store.require(caught.value.rotation_id)
-        assert record.state == "queued", "a vault-only run enters no state for verify"
-        retries = [e for e in history.read(harness.text, PATH) if e["event"] == "step_retry"]
-        assert [e["step"] for e in retries] == ["verify"]
-    finally:
-        harness.close()
+def test_a_vault_only_retry_names_the_step_that_failed(vault_only: _Harness) -> None:
+    version = vault_only.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    vault_only.rotator.verify_hook = _fail_with_retry_after(2.0)
+    with pytest.raises(RetryLater) as caught:
+        vault_only.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
+    record = vault_only.engine.store.require(caught.value.rotation_id)
+    assert record.state == "queued", "a vault-only run enters no state for verify"
+    retries = [e for e in history.read(vault_only.text, PATH) if e["event"] == "step_retry"]
+    assert [e["step"] for e in retries] == ["verify"]
 
 
-def test_a_vault_only_run_cancelled_before_it_stores_writes_nothing(
-    redis_url: str, emulator: Emulator, alert_sink: AlertSink
-) -> None:
+def test_a_vault_only_run_cancelled_before_it_stores_writes_nothing(vault_only: _Harness) -> None:
     """The ``storing`` transition is still the fence before the write."""
-    harness = _Harness(redis_url, emulator, alert_sink, _VaultOnly())
-    try:
-        version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    version = vault_only.emulator.put_secret(PATH, {"username": "app", "password": "old"})
 
-        def cancel(ctx: RotationContext) -> None:  # on-call cancels while the value is minted
-            harness.engine.store.transition(ctx.rotation_id, "cancelled")
+    def cancel(ctx: RotationContext) -> None:  # on-call cancels while the value is minted
+        vault_only.engine.store.transition(ctx.rotation_id, "cancelled")
 
-        harness.rotator.mint_hook = cancel
-        record = harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
-        assert record is not None and record.state == "cancelled"
-        assert harness.emulator.get_secret(PATH)["version"] == version, "nothing was stored"
-    finally:
-        harness.close()
+    vault_only.rotator.mint_hook = cancel
+    record = vault_only.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
+    assert record is not None and record.state == "cancelled"
+    assert vault_only.emulator.get_secret(PATH)["version"] == version, "nothing was stored"
 
 
 def _in_grace(harness: _Harness) -> str:

@@ -7,6 +7,8 @@
      |    +-- VaultTransientError       (also a rotators.TransientError) retry with backoff
      |    |    +-- RateLimited              rate_limited
      |    |    +-- ServiceUnavailable       service_unavailable, 5xx, timeouts, connection errors
+     |    |    +-- WriteOutcomeUnknown      the answer to our write was lost or came too late: it
+     |    |                                 may still land; never re-sent by the client itself
      |    +-- VaultPermanentError       (also a rotators.PermanentError) do not retry
      |         +-- AuthenticationRequired   authentication_required
      |         +-- TokenExpired             token_expired (after re-reading SCAIVAULT_TOKEN_FILE)
@@ -15,8 +17,6 @@
      |         +-- InvalidRequest           invalid_request, and unknown 4xx codes
      |         +-- UnexpectedResponse       a success whose body is not what the spec says
      |         +-- VersionConflict          version_conflict (CAS mismatch)
-     |              +-- WriteOutcomeUnknown the response to our write was lost, and a re-send
-     |                                      would conflict: check whether our write landed
      +-- WebhookRejected                a webhook request failed a receiver check (HTTP status
      |                                  and a reason enum; never the body or the signature)
      +-- PublishError                   the receiver could not claim and publish an event in
@@ -84,6 +84,12 @@ class ServiceUnavailable(VaultTransientError):
     """``service_unavailable``, a 5xx, a timeout or a connection error."""
 
 
+class WriteOutcomeUnknown(VaultTransientError):
+    """A write's answer was lost or came after the read timeout: it may have landed, or may
+    still land. Not a conflict: the caller settles it (re-sends the same check-and-set write,
+    at most one of which can land, and reads back). The client never re-sends it by itself."""
+
+
 class VaultPermanentError(VaultError, PermanentError):
     """A failure that retrying will not fix."""
 
@@ -114,10 +120,6 @@ class UnexpectedResponse(VaultPermanentError):
 
 class VersionConflict(VaultPermanentError):
     """The ``options.cas`` version no longer matches: someone else wrote first."""
-
-
-class WriteOutcomeUnknown(VersionConflict):
-    """A write's response was lost and a re-send would conflict; read back to see if it landed."""
 
 
 class WebhookRejected(OrchestratorError):

@@ -1,23 +1,27 @@
 """Finalizing rotations whose grace is over, and the sweep that finds them and dead workers' runs.
 
-Finalize runs only once grace is over (or on-call asked for it early), checks that ScaiVault's
-current version is still ours, re-verifies it, then revokes the old one (``rotator.finalize``)
-and marks the run ``done``. A run held by a rollback is never moved on. After the store, a
-failure is never just "failed": it needs attention, and the old credential stays valid. The
-due-queue entry is removed only while the sweeper's claim on it still matches.
+Finalize runs only once grace is over on Redis's clock (or on-call asked for it early: the run
+record's ``finalize_requested``), checks that ScaiVault's current version is still ours,
+re-verifies it, then revokes the old one (``rotator.finalize``) and marks the run ``done``. A run
+held by a rollback is never moved on. After the store, a failure is never just "failed": it
+needs attention, and the old credential stays valid. The due-queue entry is removed only while
+the sweeper's claim on it still matches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from orchestrator import history
-from orchestrator.driver import parse_time
 from orchestrator.failure import FailurePolicy, NeedsAttention, reason_of
 from orchestrator.minter import Minter
 from orchestrator.runtime import Runtime
-from orchestrator.store import LEASED_STATES, TERMINAL_STATES, IllegalTransition, RunRecord
+from orchestrator.store import (
+    LEASED_STATES,
+    TERMINAL_STATES,
+    FinalizeTooEarly,
+    IllegalTransition,
+    RunRecord,
+)
 from rotators.contract import Rotator
 from rotators.errors import CredentialRejected
 
@@ -49,12 +53,13 @@ class Finalizer:
             self._complete_due(rotation_id, lease)
             return record
         if record.state == "grace":
-            if not self._may_finalize(record):
-                return record  # the due entry stays: it is claimed again after its lease
             try:
-                record = self.rt.store.transition(
-                    rotation_id, "finalizing", expect=["grace"], step="finalize"
+                record = self.rt.store.begin_finalize(record)
+            except FinalizeTooEarly as exc:  # the due entry stays: claimed again after its lease
+                self.rt.log.warning(
+                    "finalize_refused", rotation_id=rotation_id, path=record.path, reason=str(exc)
                 )
+                return record
             except IllegalTransition:
                 return self.rt.store.get(rotation_id)
         if record.state != "finalizing":
@@ -93,27 +98,6 @@ class Finalizer:
             )
             redrive.append(record)
         return Sweep(due, redrive)
-
-    def _may_finalize(self, record: RunRecord) -> bool:
-        """Only once grace is over, or when on-call asked for it (``finalize --now`` records
-        ``finalize_requested`` in the history): a stray message must not end grace early."""
-        due = parse_time(record.finalize_after)
-        if due is not None and due <= datetime.now(UTC):
-            return True
-        entries = history.read(self.rt.store.client, record.path)
-        if any(
-            e.get("event") == "finalize_requested" and e.get("rotation_id") == record.rotation_id
-            for e in entries
-        ):
-            return True
-        self.rt.log.warning(
-            "finalize_refused",
-            rotation_id=record.rotation_id,
-            path=record.path,
-            reason="grace is not over and no early finalize was requested",
-            finalize_after=record.finalize_after,
-        )
-        return False
 
     def _finalize_steps(self, record: RunRecord, rotator: Rotator, owner: str) -> None:
         rid = record.rotation_id

@@ -29,16 +29,13 @@ from orchestrator.log import get_logger
 from orchestrator.minter import ReadOnlyVault
 from orchestrator.oncall import POLL_SECONDS, OnCall, rule_for
 from orchestrator.output import EXIT_USAGE, CommandError
-from orchestrator.store import RunRecord
+from orchestrator.store import RunRecord, now_iso
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import RotatorError
+from rotators.versions import ENGINE_FIELDS, ROLLBACK_FIELDS, ROTATED_BY, parse_time
 
 #: How long a rollback holds its run at most (a CLI killed mid-rollback lets go after this).
 ROLLBACK_HOLD_SECONDS = 300.0
-
-#: Metadata the engine writes on a rotated version; a rolled-back version must not carry it
-#: (``reconcile`` would otherwise schedule a finalize from ``finalize_after``).
-ENGINE_METADATA = ("rotation_id", "rotator", "previous_version", "finalize_after")
 
 
 def _in_grace(oc: OnCall, path: str, action: str) -> RunRecord:
@@ -115,11 +112,11 @@ def _refuse_if_held(record: RunRecord, action: str) -> None:
         )
 
 
-def _due_score_ms(record: RunRecord) -> int:
-    if record.finalize_after:
-        moment = datetime.fromisoformat(record.finalize_after.replace("Z", "+00:00"))
-        return int(moment.timestamp() * 1000)
-    return int(time.time() * 1000)
+def _grace_over(oc: OnCall, record: RunRecord) -> bool:
+    """Whether ``record``'s grace is over on Redis's clock (the one the workers go by)."""
+    due = parse_time(record.finalize_after)
+    seconds, micros = oc.redis.time()
+    return due is None or due.timestamp() <= seconds + micros / 1e6
 
 
 def finalize_now(
@@ -128,13 +125,15 @@ def finalize_now(
     """Finalize ``path``'s rotation in grace and wait for the worker's outcome."""
     record = _in_grace(oc, path, "finalize")
     _refuse_if_held(record, "finalize")
-    if not early and _due_score_ms(record) > time.time() * 1000:
+    if not early and not _grace_over(oc, record):
         raise CommandError(
             f"rotation {record.rotation_id} is in grace until {record.finalize_after}",
             hint=f"pass --now to finalize early (e.g. after a leak): finalize {path} --now",
             exit_code=EXIT_USAGE,
         )
     verify_new(oc, record)
+    # The run itself records the request (the worker finalizes before finalize_after only then).
+    oc.store.update(record.rotation_id, finalize_requested=f"{actor} at {now_iso()}")
     history.append(
         oc.redis, path, "finalize_requested", rotation_id=record.rotation_id, actor=actor,
         reason=reason, state=record.state, detail="early" if early else "overdue",
@@ -166,9 +165,12 @@ def _await_finalize(oc: OnCall, record: RunRecord, timeout: float) -> RunRecord:
 
 
 def _rollback_metadata(old: SecretVersion, record: RunRecord) -> dict[str, Any]:
-    metadata = {k: v for k, v in old.metadata.items() if k not in ENGINE_METADATA}
+    # A rolled-back version carries none of a rotation's bookkeeping (``reconcile`` would
+    # otherwise schedule a finalize from ``finalize_after``).
+    dropped = (*ENGINE_FIELDS, *ROLLBACK_FIELDS)
+    metadata = {k: v for k, v in old.metadata.items() if k not in dropped}
     metadata.update(
-        rotated_by="scaivault-rotator",
+        rotated_by=ROTATED_BY,
         rolled_back_rotation_id=record.rotation_id,
         rolled_back_from_version=record.new_version,
         restored_version=record.from_version,

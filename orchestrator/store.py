@@ -23,6 +23,7 @@ import redis
 
 from orchestrator import keys
 from orchestrator.errors import OrchestratorError
+from rotators.versions import parse_time
 
 if TYPE_CHECKING:
     from orchestrator.outbox import Outbox
@@ -107,6 +108,11 @@ class RunHeld(IllegalTransition):
     """On-call holds the run (e.g. a rollback in grace); nobody else may change it meanwhile."""
 
 
+class FinalizeTooEarly(IllegalTransition):
+    """A run in grace may not be finalized yet: its grace is not over on Redis's clock and
+    nobody asked to finalize it early."""
+
+
 class PathBusy(StoreError):
     """Another rotation holds the path; ``holder`` is its rotation id."""
 
@@ -127,8 +133,10 @@ class RunRecord:
     ``mint_attempts`` counts minted values the target rejected (``CredentialRejected``), not
     mints repeated after a crash or a transient error. ``grace_period`` is duration text
     (``48h``); ``finalize_after``, ``created_at``, ``updated_at`` and ``lease_until`` are ISO
-    8601 UTC times; ``sealed`` says whether an encrypted new value is held (the blob itself
-    never leaves the store's API).
+    8601 UTC times (``finalize_after`` on Redis's clock, counted from the moment the new version
+    was stored); ``finalize_requested`` says who asked to finalize before that (``finalize
+    --now``); ``sealed`` says whether an encrypted new value is held (the blob itself never
+    leaves the store's API).
     """
 
     rotation_id: str
@@ -144,6 +152,7 @@ class RunRecord:
     new_version: int | None = None
     grace_period: str | None = None
     finalize_after: str | None = None
+    finalize_requested: str | None = None
     attempts: int = 0
     mint_attempts: int = 0
     last_error: str | None = None
@@ -172,10 +181,14 @@ class RunRecord:
 _INT_FIELDS = frozenset({"from_version", "new_version", "attempts", "mint_attempts"})
 _FIELD_NAMES = tuple(f.name for f in fields(RunRecord))
 _RECORD_FIELDS = frozenset(_FIELD_NAMES)
-#: The fields stored as they are (``sealed`` and ``lease_until`` are derived in :func:`_record`).
-_PLAIN_FIELDS = tuple(name for name in _FIELD_NAMES if name not in {"sealed", "lease_until"})
+#: Fields derived in :func:`_record` from what the scripts store (``*_ms`` on Redis's clock).
+_DERIVED = frozenset({"sealed", "lease_until"})
+#: The fields stored as they are.
+_PLAIN_FIELDS = tuple(name for name in _FIELD_NAMES if name not in _DERIVED)
 #: Hash fields the store manages itself; callers may not set them through ``**changes``.
-_RESERVED = frozenset({"state", "sealed", "lease_until", "lease_owner", "rotation_id", "path"})
+_RESERVED = frozenset(
+    {"state", "sealed", "lease_until", "lease_owner", "rotation_id", "path", "finalize_after"}
+)
 
 
 def _decode(raw: Mapping[Any, Any]) -> dict[str, str]:
@@ -192,11 +205,17 @@ def _record(raw: Mapping[str, str]) -> RunRecord:
             values[name] = int(raw[name]) if name in _INT_FIELDS else raw[name]
     lease_ms = raw.get("lease_until_ms")
     if lease_ms:
-        values["lease_until"] = datetime.fromtimestamp(int(lease_ms) / 1000, UTC).isoformat(
-            timespec="milliseconds"
-        )
+        values["lease_until"] = _iso_ms(lease_ms)
+    due_ms = raw.get("finalize_after_ms")
+    if due_ms:
+        values["finalize_after"] = _iso_ms(due_ms)
     values["sealed"] = bool(raw.get("sealed") or raw.get("minted"))
     return RunRecord(**values)
+
+
+def _iso_ms(value: str) -> str:
+    """An epoch-milliseconds field as ISO 8601 UTC."""
+    return datetime.fromtimestamp(int(value) / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def _from_flat(flat: builtins.list[Any]) -> RunRecord:
@@ -247,7 +266,8 @@ end
 )
 
 # KEYS: run, active(path), last(path), runs-index, run-key-prefix, leases
-# ARGV: rotation_id, lease owner ('' = none), lease_ms, field, value, ...
+# ARGV: rotation_id, lease owner ('' = none), lease_ms, ttl seconds ('' = keep), field, value, ...
+# A ttl makes the record (and the path's pointer to it) expire: decisions that stored nothing.
 # Returns {'ok', state, record as HGETALL, ms since the path's previous run last changed or -1},
 # {'exists', state} or {'busy', holder}.
 _CREATE = (
@@ -257,13 +277,13 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists', redis.call('HGET', KEYS[1], 'state')}
 end
 local state = nil
-for i = 4, #ARGV, 2 do if ARGV[i] == 'state' then state = ARGV[i + 1] end end
+for i = 5, #ARGV, 2 do if ARGV[i] == 'state' then state = ARGV[i + 1] end end
 if not TERMINAL[state] then
   local ok, holder = holder_ok(KEYS[2], ARGV[1], KEYS[5])
   if not ok then return {'busy', holder} end
   redis.call('SET', KEYS[2], ARGV[1])
 end
-apply_fields(KEYS[1], 4)
+apply_fields(KEYS[1], 5)
 local quiet = -1
 local previous = redis.call('GET', KEYS[3])
 if previous then
@@ -278,15 +298,24 @@ if ARGV[2] ~= '' and LEASED[state] then
 end
 redis.call('SET', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[4], now, ARGV[1])
+if ARGV[4] ~= '' then
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
+end
 return {'ok', state, redis.call('HGETALL', KEYS[1]), quiet}
 """
 )
 
 # KEYS: run, leases, runs-index, run-key-prefix, active-key-prefix, due, counter hash
 # ARGV: rotation_id, to_state ('' = keep the state: an update), allowed-from csv,
-#       owner ('' = any), require-no-seal ('1'/''), due_ms ('' = none),
-#       counter field ('' = none; incremented only if the change is made), field, value, ...
+#       owner ('' = any), require-no-seal ('1'/''), due_in_ms ('' = none: else the run is due
+#       that long after Redis's now, kept as finalize_after_ms and in the due-queue),
+#       counter field ('' = none; incremented only if the change is made),
+#       fallback due ms for grace -> finalizing of a record without finalize_after_ms ('' none),
+#       field, value, ...
 # The path's active key is the prefix plus the run's own ``path`` field (never changes).
+# Leaving grace for finalizing is refused before finalize_after_ms on Redis's clock (one clock
+# for every worker) unless on-call asked for it (finalize_requested).
 # Returns {'ok', previous state, record as HGETALL} or {why, detail[, path]}.
 _TRANSITION = (
     _PRELUDE
@@ -309,6 +338,10 @@ if cur == 'grace' then
   local holder = redis.call('HGET', KEYS[1], 'lease_owner')
   local held = tonumber(redis.call('HGET', KEYS[1], 'lease_until_ms') or '0')
   if holder and holder ~= ARGV[4] and held > now then return {'held', holder} end
+  if to == 'finalizing' and not redis.call('HGET', KEYS[1], 'finalize_requested') then
+    local due = tonumber(redis.call('HGET', KEYS[1], 'finalize_after_ms') or ARGV[8])
+    if (not due) or due > now then return {'early', tostring(due or '')} end
+  end
 end
 local path = redis.call('HGET', KEYS[1], 'path')
 local active = KEYS[5] .. path
@@ -320,7 +353,7 @@ elseif TERMINAL[cur] then
   redis.call('SET', active, ARGV[1])
 end
 redis.call('HSET', KEYS[1], 'state', to)
-apply_fields(KEYS[1], 8)
+apply_fields(KEYS[1], 9)
 if LEASED[to] then
   local lu = redis.call('HGET', KEYS[1], 'lease_until_ms')
   redis.call('ZADD', KEYS[2], lu or now, ARGV[1])
@@ -329,7 +362,11 @@ else
   redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms')
 end
 redis.call('ZADD', KEYS[3], now, ARGV[1])
-if ARGV[6] ~= '' then redis.call('ZADD', KEYS[6], 'NX', ARGV[6], ARGV[1]) end
+if ARGV[6] ~= '' then
+  local due = now + tonumber(ARGV[6])
+  redis.call('HSET', KEYS[1], 'finalize_after_ms', due)
+  redis.call('ZADD', KEYS[6], 'NX', due, ARGV[1])
+end
 if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[7], ARGV[7], 1) end
 return {'ok', cur, redis.call('HGETALL', KEYS[1])}
 """
@@ -459,7 +496,9 @@ class RunStore:
         return self.get(_s(rotation_id)) if rotation_id else None
 
     def list(self, states: Iterable[str] | None = None, limit: int = 50) -> list[RunRecord]:
-        """Up to ``limit`` runs, most recently updated first, optionally only in ``states``."""
+        """Up to ``limit`` runs, most recently updated first, optionally only in ``states``.
+
+        Ids whose record expired (see :meth:`create`'s ``expire``) leave the index here."""
         wanted = set(states) if states is not None else None
         out: list[RunRecord] = []
         start, page = 0, max(limit, 100)
@@ -469,7 +508,11 @@ class RunStore:
                 break
             for rotation_id in ids:
                 record = self.get(_s(rotation_id))
-                if record is not None and (wanted is None or record.state in wanted):
+                if record is None:
+                    self.client.zrem(keys.RUNS, _s(rotation_id))
+                    start -= 1
+                    continue
+                if wanted is None or record.state in wanted:
                     out.append(record)
                     if len(out) == limit:
                         break
@@ -488,18 +531,30 @@ class RunStore:
 
     # --- writes ------------------------------------------------------------------------------
 
-    def create(self, record: RunRecord, *, lease: tuple[str, float] | None = None) -> RunRecord:
+    def create(
+        self,
+        record: RunRecord,
+        *,
+        lease: tuple[str, float] | None = None,
+        expire: float | None = None,
+    ) -> RunRecord:
         """Store a new run and return it as stored. An active one also claims its path.
 
         ``lease=(owner, seconds)`` also takes a leased run's lease, as :meth:`acquire` would
-        (counting one attempt), in the same step. Raises :class:`PathBusy` if another active
-        rotation holds the path, and :class:`IllegalTransition` (with the existing state) if
-        the id already exists.
+        (counting one attempt), in the same step. ``expire`` (seconds) lets a record that
+        decided something without storing anything (skipped, refused) expire, and the path's
+        pointer to it with it, so forged or stale events cannot grow Redis without bound.
+        Raises :class:`PathBusy` if another active rotation holds the path, and
+        :class:`IllegalTransition` (with the existing state) if the id already exists.
         """
-        return self.start(record, lease=lease)[0]
+        return self.start(record, lease=lease, expire=expire)[0]
 
     def start(
-        self, record: RunRecord, *, lease: tuple[str, float] | None = None
+        self,
+        record: RunRecord,
+        *,
+        lease: tuple[str, float] | None = None,
+        expire: float | None = None,
     ) -> tuple[RunRecord, float | None]:
         """:meth:`create`, also saying how many seconds ago the path's previous run last
         changed (``None`` when it has none): a caller that read the secret before can tell
@@ -508,8 +563,12 @@ class RunStore:
         values = {k: v for k, v in record.to_dict().items() if k not in _RESERVED}
         values.update(created_at=record.created_at or now, updated_at=now)
         owner, seconds = lease or ("", 0.0)
-        argv = [record.rotation_id, owner, int(seconds * 1000), "state", record.state]
+        ttl = "" if expire is None else str(max(1, int(expire)))
+        argv = [record.rotation_id, owner, int(seconds * 1000), ttl, "state", record.state]
         argv += ["rotation_id", record.rotation_id, "path", record.path, *_flatten(values)]
+        due = parse_time(record.finalize_after)
+        if due is not None:  # a rebuilt run in grace: due when its metadata says
+            argv += ["finalize_after_ms", str(int(due.timestamp() * 1000))]
         reply = self._call(
             self._create,
             [
@@ -546,7 +605,7 @@ class RunStore:
         expect: Iterable[str] | None = None,
         owner: str | None = None,
         refuse_if_sealed: bool = False,
-        due_ms: int | None = None,
+        due_in: float | None = None,
         seal: Sealed | None = None,
         count: tuple[str, str] | None = None,
         **changes: Any,
@@ -558,8 +617,11 @@ class RunStore:
         ``refuse_if_sealed`` refuses while an updater's sealed value is held (it may be applied).
         Leaving the leased states drops the lease; a terminal state frees the path; leaving a
         terminal state (``retry``) claims the path again. ``sealed=None`` drops the sealed value;
-        ``seal`` keeps one, only for the lease ``owner`` (see :class:`Sealed`); ``due_ms`` adds
-        the run to the finalize due-queue (unless it is there already) in the same step;
+        ``seal`` keeps one, only for the lease ``owner`` (see :class:`Sealed`); ``due_in``
+        (seconds) makes the run due that long after Redis's clock now: its ``finalize_after``
+        and its finalize due-queue entry (unless one is there already), in the same step.
+        Leaving grace for finalizing is refused (:class:`FinalizeTooEarly`) before
+        ``finalize_after`` on Redis's clock unless on-call asked for it (``finalize_requested``).
         ``count`` = (hash, field) adds 1 to a counter in the same step (an outcome counted
         once, only if the change is made). Returns the record as it left it.
         """
@@ -573,7 +635,21 @@ class RunStore:
         fields = _flatten(changes)
         if seal is not None:
             fields += [seal.field, seal.blob]
+        due_ms = None if due_in is None else int(due_in * 1000)
         return self._apply(rotation_id, to, allowed, owner, refuse_if_sealed, due_ms, fields, count)
+
+    def begin_finalize(self, record: RunRecord) -> RunRecord:
+        """Move a run in grace to ``finalizing``: only once its grace is over on Redis's clock,
+        or when on-call asked for it (``finalize_requested``); else :class:`FinalizeTooEarly`.
+        One clock for every worker, so a worker whose own clock runs ahead cannot end grace
+        early."""
+        due = parse_time(record.finalize_after)  # for a record that predates finalize_after_ms
+        legacy = "" if due is None else str(int(due.timestamp() * 1000))
+        allowed = {"grace"}
+        fields = _flatten({"step": "finalize"})
+        return self._apply(
+            record.rotation_id, "finalizing", allowed, None, False, None, fields, None, legacy
+        )
 
     def update(self, rotation_id: str, *, owner: str | None = None, **changes: Any) -> RunRecord:
         """Set fields in whatever state the run is in now, without changing it (lease-checked
@@ -590,6 +666,7 @@ class RunStore:
         due_ms: int | None,
         fields: builtins.list[str],
         count: tuple[str, str] | None = None,
+        legacy_due: str = "",
     ) -> RunRecord:
         if "updated_at" not in fields[::2]:
             fields += ["updated_at", now_iso()]
@@ -601,6 +678,7 @@ class RunStore:
             "1" if refuse_if_sealed else "",
             "" if due_ms is None else str(due_ms),
             count[1] if count else "",
+            legacy_due,
             *fields,
         ]
         reply = self._call(
@@ -638,6 +716,13 @@ class RunStore:
                 f"path {_s(reply[2])!r} is held by rotation {detail}",
                 rotation_id=rotation_id,
                 holder=detail,
+            )
+        if status == "early":
+            raise FinalizeTooEarly(
+                f"rotation {rotation_id} is in grace until {_iso_ms(detail) if detail else '?'} "
+                "(Redis's clock) and no early finalize was requested",
+                rotation_id=rotation_id,
+                state="grace",
             )
         if status == "held":
             raise RunHeld(

@@ -6,8 +6,8 @@ backoff and full jitter, honours ``Retry-After`` (capped; a floor under the back
 up at an overall deadline. Status codes and error codes become exceptions in
 :func:`raise_for_error` alone; httpx's own exceptions are translated in :func:`_transport_error`
 alone. A request that may have changed state (PUT, POST) is never re-sent once it may have
-reached ScaiVault: a lost response raises :class:`~orchestrator.errors.WriteOutcomeUnknown` so
-the caller reads back and decides.
+reached ScaiVault: a lost or late response raises :class:`~orchestrator.errors.WriteOutcomeUnknown`
+(transient, but never re-sent here) so the caller settles it.
 """
 
 from __future__ import annotations
@@ -442,6 +442,8 @@ class VaultClient:
         while True:
             try:
                 return self._attempt(call, url, **kwargs)
+            except WriteOutcomeUnknown:  # it may still land: the caller settles it
+                raise
             except VaultTransientError as exc:
                 delay = self._delay(exc, attempt)
                 if self._clock() + delay > give_up_at:

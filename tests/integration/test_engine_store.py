@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 import redis
@@ -228,12 +229,18 @@ def test_entering_grace_schedules_finalize_in_the_same_step(
     _new(store)
     store.acquire("r1", "w1", 30)
     with pytest.raises(LeaseLost):
-        store.transition("r1", "grace", owner="w2", due_ms=1234)
+        store.transition("r1", "grace", owner="w2", due_in=60)
     assert redis_client.zscore(keys.DUE, "r1") is None, "a refused transition schedules nothing"
-    store.transition("r1", "grace", owner="w1", due_ms=1234)
-    assert redis_client.zscore(keys.DUE, "r1") == 1234
+    seconds, micros = redis_client.time()
+    before_ms = seconds * 1000 + micros // 1000
+    record = store.transition("r1", "grace", owner="w1", due_in=60)
+    due = redis_client.zscore(keys.DUE, "r1")
+    assert due is not None and before_ms + 60_000 <= due < before_ms + 70_000, "Redis's clock"
+    assert record.finalize_after == datetime.fromtimestamp(due / 1000, UTC).isoformat(
+        timespec="milliseconds"
+    )
     redis_client.zadd(keys.DUE, {"r1": 99})  # the sweeper claimed it meanwhile
-    store.transition("r1", "needs_attention", due_ms=5678)
+    store.transition("r1", "needs_attention", due_in=60)
     assert redis_client.zscore(keys.DUE, "r1") == 99, "an existing entry is kept"
 
 

@@ -10,13 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import cli
-from orchestrator.grace import ENGINE_METADATA, _rollback_metadata
+from orchestrator.grace import _rollback_metadata
 from orchestrator.oncall import OVERDUE_SLACK_SECONDS, is_overdue
 from orchestrator.preflight import Report
 from orchestrator.routing import literal_prefix
 from orchestrator.store import RunRecord
 from rotators.contract import SecretVersion
 from rotators.secret import SecretData
+from rotators.versions import ENGINE_FIELDS
 
 
 def _record(state: str, finalize_after: datetime | None) -> RunRecord:
@@ -51,7 +52,7 @@ def test_rollback_metadata_keeps_the_callers_and_drops_the_engines() -> None:
     )  # fmt: skip
     meta = _rollback_metadata(old, _record("grace", None))
     assert meta["description"] == "db" and meta["tags"] == ["t"]
-    assert not set(ENGINE_METADATA) & set(meta)
+    assert not set(ENGINE_FIELDS) - {"rotated_by"} & set(meta)
     assert meta["rolled_back_rotation_id"] == "r1" and meta["restored_version"] == 1
     assert meta["rotated_by"] == "scaivault-rotator"
 

@@ -1,0 +1,80 @@
+"""ScaiVault writes whose answer comes late, with real workers and the emulator's latency faults.
+
+A PUT whose answer arrives after the client's read timeout may still land: its outcome is
+unknown, which is not a conflict. The run must stay in ``storing`` and settle (the same
+check-and-set write sent again, the version after ours read back) instead of being abandoned,
+and nothing may be discarded while the outcome is unknown. Grace is counted from the moment
+the new version is stored, not from before the write's retries.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+import redis
+
+from tests.fixtures.worker import EngineStack
+from tests.rotators.ledger import creds_key, fingerprint
+
+pytestmark = pytest.mark.integration
+
+PATH = "apps/late/db"
+OLD = "SENTINEL-old-late-7c1d"
+
+
+def _ledger(stack: EngineStack) -> dict[str, str]:
+    with redis.Redis.from_url(stack.target_url, decode_responses=True) as ledger:
+        return ledger.hgetall(creds_key(PATH))
+
+
+def _start(stack: EngineStack, grace: str = "2s") -> int:
+    stack.env["SCAIVAULT_READ_TIMEOUT"] = "1"
+    stack.env["SCAIVAULT_RETRY_DEADLINE"] = "6"
+    stack.routing(stack.ledger_rule().replace('grace_period = "2s"', f'grace_period = "{grace}"'))
+    version = stack.emulator.put_secret(PATH, {"username": "app", "password": OLD})
+    with redis.Redis.from_url(stack.target_url, decode_responses=True) as ledger:
+        ledger.hset(creds_key(PATH), fingerprint(OLD), "active")
+    return version
+
+
+def test_a_write_answered_after_the_timeout_is_settled_not_abandoned(
+    engine_stack: EngineStack,
+) -> None:
+    stack = engine_stack
+    version = _start(stack)
+    # The first PUT is answered 2.5 s late (the client gives up after 1 s), but it lands.
+    stack.emulator.fault(match=PATH, methods=["PUT"], latency=2.5, count=1)
+    stack.start(workers=1)
+    stack.publish(path=PATH, event_id="evt_late", from_version=version)
+    record = stack.wait_run(PATH, ("grace", "done", "failed", "needs_attention"))
+    assert record.state in {"grace", "done"}, record
+    versions = stack.emulator.versions(PATH)
+    assert [v["version"] for v in versions] == [version, version + 1], "exactly one new version"
+    current = stack.emulator.get_secret(PATH)
+    assert current["metadata"]["rotation_id"] == record.rotation_id
+    stored = current["data"]["password"]
+    ledger = _ledger(stack)
+    assert ledger[fingerprint(stored)] == "active", "the stored credential was never discarded"
+    assert ledger[fingerprint(OLD)] in {"active", "revoked"}
+    done = stack.wait_run(PATH, ("done", "failed", "needs_attention"))
+    assert done.state == "done", done
+    assert _ledger(stack)[fingerprint(stored)] == "active"
+
+
+def test_grace_counts_from_when_the_new_version_was_stored(engine_stack: EngineStack) -> None:
+    stack = engine_stack
+    version = _start(stack, grace="3s")
+    # ScaiVault refuses the write for a while: the version is stored several seconds after
+    # the store step began, and consumers still get the whole grace period after that.
+    stack.emulator.fault(
+        match=PATH, methods=["PUT"], code="service_unavailable", count=3, retry_after=1
+    )
+    stack.start(workers=1, beat=False)
+    stack.publish(path=PATH, event_id="evt_grace_late", from_version=version)
+    record = stack.wait_run(PATH, ("grace", "failed", "needs_attention"))
+    assert record.state == "grace", record
+    stored_at = datetime.fromisoformat(stack.emulator.versions(PATH)[-1]["created_at"])
+    assert record.finalize_after is not None
+    finalize_after = datetime.fromisoformat(record.finalize_after)
+    assert (finalize_after - stored_at).total_seconds() >= 3 - 0.05, (stored_at, finalize_after)

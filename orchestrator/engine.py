@@ -14,9 +14,7 @@ the sweep), :mod:`~orchestrator.reconciler` (due entries rebuilt from ScaiVault 
 
 from __future__ import annotations
 
-import hashlib
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +27,7 @@ from orchestrator.due import DueQueue
 from orchestrator.duration import format_duration, parse_duration
 from orchestrator.failure import FailurePolicy, NeedsAttention, RetryLater, reason_of
 from orchestrator.finalizer import Finalizer, Sweep
+from orchestrator.ids import manual_id, scheduled_id
 from orchestrator.journal import Journal
 from orchestrator.log import get_logger
 from orchestrator.minter import Minter
@@ -77,17 +76,6 @@ class RotateRequest:
     rotation_id: str | None = None
 
 
-def scheduled_id(path: str, from_version: int, event_id: str | None = None) -> str:
-    """The rotation id of a scheduled rotation: derived from (path, version it rotates from).
-
-    So every delivery of the same ``rotation.due`` (and any late duplicate) names one rotation.
-    ``event_id`` names a later event's own run once the first one ended without a new version.
-    """
-    key = f"{path}\0{from_version}" + (f"\0{event_id}" if event_id else "")
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    return f"rot-{digest[:24]}"
-
-
 #: Seconds added to the time since a read when judging whether another run changed the secret
 #: after it (covers the round trip of the create that reports that run's last change).
 _READ_MARGIN = 1.0
@@ -96,11 +84,6 @@ _LOGGER = "orchestrator.engine"
 
 #: End states without a new version: a later due event for the same version starts over.
 _RESTARTABLE = ("skipped", "cancelled", "failed")
-
-
-def manual_id() -> str:
-    """A fresh rotation id for a manual rotation."""
-    return f"rot-m{uuid.uuid4().hex[:23]}"
 
 
 def new_record(
@@ -175,7 +158,7 @@ class Engine:
         self._keeper = runtime.keeper
         self.failures = FailurePolicy(runtime, alerter)
         minter = Minter(runtime, sealer, sleep)
-        self.driver = Driver(runtime, minter, self.failures)
+        self.driver = Driver(runtime, minter, self.failures, sleep)
         self.finalizer = Finalizer(runtime, minter, self.failures)
         self.reconciler = Reconciler(runtime)
 
@@ -228,20 +211,24 @@ class Engine:
         about = {"path": request.path, "event_id": request.event_id}  # on its log lines
         rule = self.routing.match(request.path)
         grace = self._grace_text(request, rule)
+        if rule is None:  # not ours to rotate: decided without asking ScaiVault
+            rid = self._first_rid(request, request.from_version)
+            record = new_record(request, rid, None, request.from_version, "skipped", grace)
+            return self._skip(record, "no rule in the routing file matches this path")
         try:
             started = time.monotonic()
             current = self.vault.read(request.path)
             read = Read(current, time.monotonic() - started)
         except PermanentError as exc:  # e.g. not_found, access_denied: nothing to rotate
-            rid = manual_id()
-            if request.trigger == "schedule" and request.from_version is not None:
-                rid = scheduled_id(request.path, request.from_version)
+            rid = self._first_rid(request, request.from_version)
             record = new_record(request, rid, rule, request.from_version, "failed", grace)
-            return self.failures.refuse(record, f"cannot read the secret: {reason_of(exc)}")
-        from_version = request.from_version or current.version
+            reason = f"cannot read the secret: {reason_of(exc)}"
+            return self.failures.refuse(record, reason, expire=self._decision_ttl)
+        # An event names the version it rotates; version 0 never exists, so it is stale too.
+        from_version = current.version if request.from_version is None else request.from_version
         scheduled = request.trigger == "schedule"
         rid = scheduled_id(request.path, from_version) if scheduled else manual_id()
-        if rule is not None and from_version == current.version:
+        if from_version == current.version:
             # The usual case: start at once. Any run already there (this id, or another run
             # holding the path) refuses the create, and the request is decided below as if
             # this attempt had not been made.
@@ -260,6 +247,12 @@ class Engine:
         if scheduled and (event_rid := self._event_rid(request, from_version, existing)) != rid:
             rid = event_rid
             existing, active = self.store.lookup(rid, request.path)
+        if existing is not None and existing.path != request.path:
+            # Ids derive from (path, version), but metadata is writable: a run of another path
+            # under this id (planted metadata rebuilt by reconcile) is never merged into.
+            self.log.warning("rotation_id_taken", rotation_id=rid, holder=existing.path, **about)
+            rid = manual_id()
+            existing, active = self.store.lookup(rid, request.path)
         if existing is not None:
             if existing.state in LEASED_STATES:
                 return self.drive(rid, owner)
@@ -272,7 +265,7 @@ class Engine:
         ):
             self.log.info("rotation_merged", rotation_id=active.rotation_id, merged=rid, **about)
             return self.drive(active.rotation_id, owner)
-        problem = self._why_not_start(request, rule, current, from_version, active)
+        problem = self._why_not_start(current, from_version, active)
         state = "skipped" if problem else "queued"
         record = new_record(request, rid, rule, from_version, state, grace)
         if problem is not None:
@@ -284,6 +277,19 @@ class Engine:
         except IllegalTransition:  # a concurrent delivery created it first: merge
             return self.drive(rid, owner)
         return self._start(record, owner, settle, None)  # other runs were here: read again
+
+    def _first_rid(self, request: RotateRequest, from_version: int | None) -> str:
+        """The id of a request decided before the secret was read: a scheduled one's own,
+        so every delivery of the same event names the same decision."""
+        if request.trigger == "schedule" and from_version is not None:
+            return self.scheduled_rid(request, from_version)
+        return manual_id()
+
+    @property
+    def _decision_ttl(self) -> float:
+        """How long a record that stored nothing (skipped, refused at the claim) is kept: as
+        long as the receiver remembers the event ids, so duplicates still find it."""
+        return self.settings.decision_ttl().total_seconds()
 
     def _start(
         self, created: RunRecord, owner: str, settle: _Settle, read: Read | None
@@ -300,15 +306,20 @@ class Engine:
     def scheduled_rid(self, request: RotateRequest, from_version: int) -> str:
         """The id of a scheduled rotation: one per (path, version), unless that run ended
         without a new version (skipped, cancelled, failed): then a later due event for the
-        same version starts a run of its own, keyed by its event id."""
+        same version starts a run of its own, keyed by its event id. An id a run of another
+        path holds (planted metadata) is never used."""
         earlier = self.store.get(scheduled_id(request.path, from_version))
-        return self._event_rid(request, from_version, earlier)
+        rid = self._event_rid(request, from_version, earlier)
+        holder = earlier if rid == scheduled_id(request.path, from_version) else self.store.get(rid)
+        return rid if holder is None or holder.path == request.path else manual_id()
 
     def _event_rid(
         self, request: RotateRequest, from_version: int, earlier: RunRecord | None
     ) -> str:
         """:meth:`scheduled_rid`, given the run of (path, version) as ``earlier``."""
         rid = scheduled_id(request.path, from_version)
+        if earlier is not None and earlier.path != request.path:
+            return scheduled_id(request.path, from_version, request.event_id)
         if (
             earlier is None
             or earlier.state not in _RESTARTABLE
@@ -319,15 +330,8 @@ class Engine:
         return scheduled_id(request.path, from_version, request.event_id)
 
     def _why_not_start(
-        self,
-        request: RotateRequest,
-        rule: Rule | None,
-        current: SecretVersion,
-        from_version: int,
-        active: RunRecord | None,
+        self, current: SecretVersion, from_version: int, active: RunRecord | None
     ) -> str | None:
-        if rule is None:
-            return "no rule in the routing file matches this path"
         if active is not None:
             return f"rotation {active.rotation_id} is {active.state} on this path"
         if from_version != current.version:
@@ -361,20 +365,25 @@ class Engine:
         return self.settings.rotator_default_grace
 
     def _skip(self, record: RunRecord, reason: str) -> RunRecord:
+        """Record a request decided without a run: it expires like the event's dedupe claim.
+
+        An unrouted path gets no history stream of its own (a forged event must not create
+        keys that never expire), but an alert: it is a configuration problem."""
         skipped = RunRecord(**{**record.to_dict(), "state": "skipped", "last_error": reason})
         try:
-            self.store.create(skipped)
+            self.store.create(skipped, expire=self._decision_ttl)
         except IllegalTransition:
             return self.store.require(record.rotation_id)
         self.log.info(
             "rotation_skipped", rotation_id=record.rotation_id, path=record.path, reason=reason
         )
         self.journal.outcome(record.rotator, "skipped")
+        if record.rotator is None:
+            self.failures.alert(skipped, "skipped", reason, "claim")
+            return skipped
         self.journal.history(
             record, "rotation_skipped", state="skipped", outcome="skipped", detail=reason
         )
-        if record.rotator is None:  # an unrouted path is a configuration problem: be loud
-            self.failures.alert(skipped, "skipped", reason, "claim")
         return skipped
 
     # --- driving, finalizing, beat jobs -------------------------------------------------------

@@ -125,7 +125,7 @@ def _check_data(event_type: str, data: dict[str, Any]) -> None:
 
 
 def _is_version(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _is_duration(value: Any) -> bool:

@@ -127,11 +127,13 @@ class FailurePolicy:
             record, state, reason, record.step, rotator=record.rotator, attempt=record.attempts
         )
 
-    def refuse(self, record: RunRecord, reason: str) -> RunRecord:
-        """Record a request that failed before it could start (loud: log, metric, alert)."""
+    def refuse(self, record: RunRecord, reason: str, expire: float | None = None) -> RunRecord:
+        """Record a request that failed before it could start (loud: log, metric, alert);
+        ``expire`` (seconds) lets the record go once it no longer matters (it stored nothing)."""
         try:
             failed = self.rt.store.create(
-                RunRecord(**{**record.to_dict(), "state": "failed", "last_error": reason})
+                RunRecord(**{**record.to_dict(), "state": "failed", "last_error": reason}),
+                expire=expire,
             )
         except IllegalTransition:
             return self.rt.store.require(record.rotation_id)

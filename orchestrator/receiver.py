@@ -40,7 +40,7 @@ from orchestrator import connection, envelope, openapi, publish, signing
 from orchestrator.envelope import Envelope
 from orchestrator.errors import ConfigError, PublishError, WebhookRejected
 from orchestrator.log import configure_logging, get_logger
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, dedupe_window
 
 EVENTS_PATH = "/scaivault/events"
 
@@ -50,8 +50,6 @@ MAX_BODY = 64 * 1024
 #: Seconds ScaiVault is asked to wait before redelivering after a 503.
 RETRY_AFTER = 5
 
-#: Shortest time an event id stays claimed; always at least the accepted event age plus a day.
-MIN_CLAIM_TTL = timedelta(days=7)
 
 _ERRORS = {
     400: "malformed_payload",
@@ -65,7 +63,7 @@ log = get_logger("orchestrator.receiver")
 
 def claim_ttl(max_age: timedelta) -> int:
     """Seconds to keep a dedupe claim: longer than any event we would still accept."""
-    return int(max(MIN_CLAIM_TTL, max_age + timedelta(days=1)).total_seconds())
+    return int(dedupe_window(max_age).total_seconds())
 
 
 class Metrics:

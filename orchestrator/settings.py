@@ -191,6 +191,11 @@ class Settings(BaseSettings):
         """How old a webhook event's ``created_at`` may be before it is rejected."""
         return parse_duration(self.rotator_event_max_age)
 
+    def decision_ttl(self) -> timedelta:
+        """How long records of requests that stored nothing (skipped, refused) are kept: as
+        long as the receiver keeps event ids claimed (:func:`dedupe_window`)."""
+        return dedupe_window(self.event_max_age)
+
     def min_grace(self) -> timedelta:
         """The shortest grace period a ``rotation.due`` event may ask for."""
         return parse_duration(self.rotator_min_grace)
@@ -261,6 +266,12 @@ class EmulatorSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     emulator_admin_token: SecretStr | None = Field(default=None, alias="EMULATOR_ADMIN_TOKEN")
+
+
+def dedupe_window(max_age: timedelta) -> timedelta:
+    """How long an event id stays claimed: longer than any event still accepted (``max_age``
+    plus a day), and at least 7 days (DESIGN §4)."""
+    return max(timedelta(days=7), max_age + timedelta(days=1))
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -17,129 +16,18 @@ import pytest
 import redis
 
 from orchestrator import history, keys
-from orchestrator.alert import Alerter
 from orchestrator.engine import Engine, RetryLater, RotateRequest
 from orchestrator.log import configure_logging
 from orchestrator.routing import RoutingTable
-from orchestrator.settings import Settings
 from orchestrator.store import RunRecord
 from orchestrator.vault import VaultClient
-from rotators import RotationContext, Rotator, SecretData, TransientError
+from rotators import RotationContext, SecretData, TransientError
 from rotators.random_password import RandomPasswordRotator
-from tests.fixtures.emulator import Emulator
-from tests.fixtures.worker import WORKER_IDENTITY, WORKER_PERMISSIONS, AlertSink
+from tests.fixtures.engine import PATH, EngineHarness, InprocIssuer
 
 pytestmark = pytest.mark.integration
 
-PATH = "apps/inproc/db"
 SENTINEL = "424242"  # an int-parsable "password", so int(password) fails elsewhere
-
-
-class _Issuer(Rotator):
-    """An issuer whose steps a test replaces by setting attributes."""
-
-    name = "test-inproc"
-    strategy = "issuer"
-    verify_timeout = 1.0
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.mint_hook: Any = None
-        self.verify_hook: Any = None
-
-    def mint(self, ctx: RotationContext) -> dict[str, Any]:
-        self.calls.append("mint")
-        if self.mint_hook is not None:
-            self.mint_hook(ctx)
-        return {"username": "app", "password": "new-" + ctx.rotation_id}
-
-    def verify(self, ctx: RotationContext, new: SecretData) -> None:
-        self.calls.append("verify")
-        if self.verify_hook is not None:
-            self.verify_hook(ctx)
-
-    def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
-        self.calls.append("finalize")
-
-    def discard(self, ctx: RotationContext, new: SecretData) -> None:
-        self.calls.append("discard")
-
-
-class _VaultOnly(_Issuer):
-    """The same, as a vault-only rotator: its mint and verify change no run state."""
-
-    strategy = "vault-only"
-
-
-ROUTING = """
-[[rules]]
-match = "apps/**"
-rotator = "test-inproc"
-grace_period = "1h"
-"""
-
-
-class _Harness:
-    def __init__(
-        self, redis_url: str, emulator: Emulator, alerts: AlertSink, rotator: _Issuer | None = None
-    ) -> None:
-        token = emulator.token(
-            WORKER_IDENTITY, paths=["**"], permissions=list(WORKER_PERMISSIONS), ttl="2h"
-        )
-        self.emulator = emulator
-        self.alerts = alerts
-        self.settings = Settings.load(
-            REDIS_URL=redis_url,
-            SCAIVAULT_URL=emulator.url,
-            SCAIVAULT_TOKEN=token,
-            SCAIVAULT_RETRY_DEADLINE=0.5,
-            ROTATOR_ALERT_WEBHOOK_URL=alerts.url,
-            ROTATOR_RETRY_BACKOFF_MAX=60,
-            ROTATOR_LEASE_SECONDS=1.5,
-        )
-        self.rotator = rotator or _Issuer()
-        self.client = redis.Redis.from_url(redis_url)
-        routing = RoutingTable.parse(ROUTING, rotators={"test-inproc": self.rotator})
-        self.engine = Engine(
-            self.settings,
-            self.client,
-            VaultClient(self.settings),
-            routing,
-            alerter=Alerter(self.settings.rotator_alert_webhook_url),
-        )
-        self.text = redis.Redis.from_url(redis_url, decode_responses=True)
-
-    def redis_dump(self) -> str:
-        """Every key and value of the state store, as text (for sentinel searches)."""
-        parts = []
-        for key in self.text.scan_iter():
-            kind = self.text.type(key)
-            if kind == "hash":
-                parts.append(json.dumps(self.text.hgetall(key)))
-            elif kind == "stream":
-                parts.append(json.dumps(self.text.xrange(key), default=str))
-            elif kind == "string":
-                parts.append(str(self.text.get(key)))
-        return "\n".join(parts)
-
-    def close(self) -> None:
-        self.engine.close()
-        self.text.close()
-
-
-@pytest.fixture
-def harness(redis_url: str, emulator: Emulator, alert_sink: AlertSink) -> Iterator[_Harness]:
-    h = _Harness(redis_url, emulator, alert_sink)
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def vault_only(redis_url: str, emulator: Emulator, alert_sink: AlertSink) -> Iterator[_Harness]:
-    """The harness with a vault-only rotator (no state for its mint and verify)."""
-    h = _Harness(redis_url, emulator, alert_sink, _VaultOnly())
-    yield h
-    h.close()
 
 
 @pytest.mark.parametrize("which", ["harness", "vault_only"])
@@ -147,7 +35,7 @@ def test_a_foreign_exception_text_never_reaches_record_history_log_or_alert(
     request: pytest.FixtureRequest, log_stream: Any, which: str
 ) -> None:
     """Also: the failed step is named though a vault-only run never entered ``minting``."""
-    harness: _Harness = request.getfixturevalue(which)
+    harness: EngineHarness = request.getfixturevalue(which)
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "pw" + SENTINEL})
 
     def parse(ctx: RotationContext) -> None:
@@ -173,7 +61,7 @@ def _fail_with_retry_after(seconds: float) -> Any:
 
 
 def test_an_hour_long_retry_after_holds_the_lease_instead_of_a_celery_countdown(
-    harness: _Harness,
+    harness: EngineHarness,
 ) -> None:
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
     harness.rotator.mint_hook = _fail_with_retry_after(3600.0)  # Salesforce's limit_backoff
@@ -186,7 +74,7 @@ def test_an_hour_long_retry_after_holds_the_lease_instead_of_a_celery_countdown(
     assert harness.engine.sweep().redrive == []
 
 
-def test_a_short_retry_after_is_a_countdown_within_the_backoff_cap(harness: _Harness) -> None:
+def test_a_short_retry_after_is_a_countdown_within_the_backoff_cap(harness: EngineHarness) -> None:
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
     harness.rotator.mint_hook = _fail_with_retry_after(2.0)
     with pytest.raises(RetryLater) as caught:
@@ -194,7 +82,7 @@ def test_a_short_retry_after_is_a_countdown_within_the_backoff_cap(harness: _Har
     assert 2.0 <= caught.value.countdown <= harness.settings.rotator_retry_backoff_max
 
 
-def test_a_vault_only_retry_names_the_step_that_failed(vault_only: _Harness) -> None:
+def test_a_vault_only_retry_names_the_step_that_failed(vault_only: EngineHarness) -> None:
     version = vault_only.emulator.put_secret(PATH, {"username": "app", "password": "old"})
     vault_only.rotator.verify_hook = _fail_with_retry_after(2.0)
     with pytest.raises(RetryLater) as caught:
@@ -205,7 +93,9 @@ def test_a_vault_only_retry_names_the_step_that_failed(vault_only: _Harness) -> 
     assert [e["step"] for e in retries] == ["verify"]
 
 
-def test_a_vault_only_run_cancelled_before_it_stores_writes_nothing(vault_only: _Harness) -> None:
+def test_a_vault_only_run_cancelled_before_it_stores_writes_nothing(
+    vault_only: EngineHarness,
+) -> None:
     """The ``storing`` transition is still the fence before the write."""
     version = vault_only.emulator.put_secret(PATH, {"username": "app", "password": "old"})
 
@@ -218,7 +108,7 @@ def test_a_vault_only_run_cancelled_before_it_stores_writes_nothing(vault_only: 
     assert vault_only.emulator.get_secret(PATH)["version"] == version, "nothing was stored"
 
 
-def _in_grace(harness: _Harness) -> str:
+def _in_grace(harness: EngineHarness) -> str:
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
     record = harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
     assert record is not None and record.state == "grace", record
@@ -226,14 +116,15 @@ def _in_grace(harness: _Harness) -> str:
     return record.rotation_id
 
 
-def _request_early_finalize(harness: _Harness, rotation_id: str) -> None:
+def _request_early_finalize(harness: EngineHarness, rotation_id: str) -> None:
     """What ``finalize --now`` records before it makes the run due."""
+    harness.engine.store.update(rotation_id, finalize_requested="on-call at now")
     history.append(
         harness.text, PATH, "finalize_requested", rotation_id=rotation_id, detail="early"
     )
 
 
-def test_finalize_refuses_a_run_whose_grace_is_not_over(harness: _Harness) -> None:
+def test_finalize_refuses_a_run_whose_grace_is_not_over(harness: EngineHarness) -> None:
     rid = _in_grace(harness)
     record = harness.engine.finalize(rid, owner="stray-message")
     assert record is not None and record.state == "grace"
@@ -245,7 +136,7 @@ def test_finalize_refuses_a_run_whose_grace_is_not_over(harness: _Harness) -> No
 
 
 def test_finalize_needs_attention_when_someone_wrote_the_secret_during_grace(
-    harness: _Harness,
+    harness: EngineHarness,
 ) -> None:
     rid = _in_grace(harness)
     harness.emulator.put_secret(PATH, {"username": "app", "password": "by-hand"})
@@ -258,17 +149,17 @@ def test_finalize_needs_attention_when_someone_wrote_the_secret_during_grace(
     assert alert["state"] == "needs_attention" and alert["rotation_id"] == rid
 
 
-def test_finalize_does_not_move_a_run_a_rollback_holds(harness: _Harness) -> None:
+def test_finalize_does_not_move_a_run_a_rollback_holds(harness: EngineHarness) -> None:
     rid = _in_grace(harness)
-    assert harness.engine.store.hold(rid, "rollback-1", 60) == "ok"
     _request_early_finalize(harness, rid)
+    assert harness.engine.store.hold(rid, "rollback-1", 60) == "ok"
     record = harness.engine.finalize(rid, owner="t2")
     assert record is not None and record.state == "grace"
     assert "finalize" not in harness.rotator.calls
 
 
 def test_a_worker_that_lost_its_lease_does_not_revoke_the_old_credential(
-    harness: _Harness, log_stream: Any
+    harness: EngineHarness, log_stream: Any
 ) -> None:
     rid = _in_grace(harness)
     _request_early_finalize(harness, rid)
@@ -290,7 +181,7 @@ def test_a_worker_that_lost_its_lease_does_not_revoke_the_old_credential(
 
 
 def test_a_due_event_skipped_while_the_path_was_busy_does_not_swallow_the_next_one(
-    harness: _Harness,
+    harness: EngineHarness,
 ) -> None:
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
     blocker = RunRecord(rotation_id="rot-mblocker", path=PATH, state="needs_attention",
@@ -317,10 +208,10 @@ def test_a_due_event_skipped_while_the_path_was_busy_does_not_swallow_the_next_o
     assert len(harness.emulator.versions(PATH)) == 2
 
 
-def test_verify_stops_waiting_when_the_tasks_time_budget_is_spent(harness: _Harness) -> None:
+def test_verify_stops_waiting_when_the_tasks_time_budget_is_spent(harness: EngineHarness) -> None:
     sleeps: list[float] = []
 
-    class _Slow(_Issuer):
+    class _Slow(InprocIssuer):
         verify_timeout = 100.0
 
         def verify(self, ctx: RotationContext, new: SecretData) -> None:
@@ -362,7 +253,7 @@ class _Counting(redis.Connection):
     ],
 )
 def test_a_rotation_to_grace_fits_its_redis_round_trip_budget_and_writes_its_whole_journal(
-    harness: _Harness, redis_url: str, rotator: str, budget: int, states: str
+    harness: EngineHarness, redis_url: str, rotator: str, budget: int, states: str
 ) -> None:
     """The budget behind the end-to-end benchmark (tests/benchmarks/bench_e2e.py): one round
     trip per state change. History, metrics and the event's ledger entry ride along with them,
@@ -402,7 +293,7 @@ def test_a_rotation_to_grace_fits_its_redis_round_trip_budget_and_writes_its_who
 
 
 def test_a_due_event_cannot_ask_for_less_grace_than_the_minimum(
-    harness: _Harness, log_stream: Any
+    harness: EngineHarness, log_stream: Any
 ) -> None:
     """A stolen webhook secret must not get old credentials revoked at the next sweep."""
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
@@ -417,7 +308,7 @@ def test_a_due_event_cannot_ask_for_less_grace_than_the_minimum(
     assert '"event": "grace_period_raised"' in log_stream.getvalue()
 
 
-def test_on_call_may_ask_for_a_short_grace_from_the_cli(harness: _Harness) -> None:
+def test_on_call_may_ask_for_a_short_grace_from_the_cli(harness: EngineHarness) -> None:
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
     request = RotateRequest(PATH, trigger="manual", grace_period="0s", actor="alice")
     record = harness.engine.rotate(request, owner="t1")
@@ -426,7 +317,7 @@ def test_on_call_may_ask_for_a_short_grace_from_the_cli(harness: _Harness) -> No
 
 
 def test_the_read_before_the_create_is_not_reused_when_another_run_changed_the_path(
-    harness: _Harness,
+    harness: EngineHarness,
 ) -> None:
     """Between this task's read and its create, on-call rolled back the previous run (a new
     version, then the run ends): the driver must read again, not mint against the old read."""
@@ -451,7 +342,7 @@ def test_the_read_before_the_create_is_not_reused_when_another_run_changed_the_p
     assert "mint" not in harness.rotator.calls, "nothing minted against a stale read"
 
 
-def test_the_read_before_the_create_is_reused_when_nothing_else_ran(harness: _Harness) -> None:
+def test_the_read_before_the_create_is_reused_when_nothing_else_ran(harness: EngineHarness) -> None:
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "v1"})
     real_read, reads = harness.engine.vault.read, []
 
@@ -465,7 +356,9 @@ def test_the_read_before_the_create_is_reused_when_nothing_else_ran(harness: _Ha
     assert reads == [PATH], "one ScaiVault read per rotation"
 
 
-def test_each_step_is_logged_at_debug_and_not_at_info(harness: _Harness, log_stream: Any) -> None:
+def test_each_step_is_logged_at_debug_and_not_at_info(
+    harness: EngineHarness, log_stream: Any
+) -> None:
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
     harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
     steps = [json.loads(line) for line in log_stream.getvalue().splitlines() if "step_done" in line]

@@ -252,7 +252,7 @@ def cancel(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
             f"no active rotation on {path!r} to cancel",
             hint=f"`status {path}` shows its last rotation",
         )
-    if record.state not in CANCELLABLE:
+    if record.state not in CANCELLABLE or _stored(oc, record):
         raise CommandError(
             f"rotation {record.rotation_id} is {record.state}: the new version is already "
             "stored, so cancelling would leave two live credentials",
@@ -270,3 +270,13 @@ def cancel(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
         reason=reason, state="cancelled", detail=f"was {record.state}",
     )  # fmt: skip
     return done
+
+
+def _stored(oc: OnCall, record: RunRecord) -> bool:
+    """Whether ``record`` stored its new version already: its record says so, or (a run that
+    needs attention may not know) ScaiVault's current version carries its id."""
+    if record.new_version is not None:
+        return True
+    if record.state != "needs_attention":
+        return False
+    return oc.vault.read(record.path).metadata.get("rotation_id") == record.rotation_id

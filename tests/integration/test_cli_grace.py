@@ -158,3 +158,21 @@ def test_rollback_holds_the_run_before_writing_and_lets_go_when_refused(
         assert due.score(rid) is not None, "the finalize stays scheduled"
     finally:
         client.close()
+
+
+def test_cancel_refuses_a_run_that_already_stored_its_new_version(
+    sandbox: Sandbox, oncall_cli: OnCallCli
+) -> None:
+    """A run that needs attention after someone wrote the secret during its grace stored its
+    new version already: cancelling it would claim nothing was stored."""
+    path = sandbox.add_password(unique("cancel-stored"), scheduled=False)
+    stored = _in_grace(sandbox, oncall_cli, path)
+    sandbox.put(path, {"username": "x", "password": "written-by-hand-1"}, "by hand")
+    finalize = oncall_cli("finalize", path, "--now", "--json")
+    assert finalize.code == 1, finalize
+    record = oncall_cli.wait_state(path, {"needs_attention"})
+    assert record["rotation_id"] == stored["rotation_id"] and record["new_version"] == 2
+    cancel = oncall_cli("cancel", path, "--reason", "oops")
+    assert cancel.code == 1, cancel
+    assert "already stored" in cancel.err
+    assert oncall_cli.record(path)["state"] == "needs_attention"

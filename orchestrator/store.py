@@ -6,6 +6,7 @@ state on a path another rotation holds. The same scripts keep the side indexes i
 path's active claim (one rotation per path), the lease index the sweeper re-drives from, and
 the ``status`` index of every run by last update.
 
+A rotator's notes (:class:`rotators.Notes`) are fields ``note.<name>`` of the same hash, in clear.
 The only sensitive fields are ``sealed`` (an updater's minted value, Fernet-encrypted, kept from
 before ``apply`` until the new version is stored) and ``minted`` (the same for other strategies,
 so a resumed rotation reuses its value). :class:`RunRecord` only says whether one is set.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -23,6 +24,7 @@ import redis
 
 from orchestrator import keys
 from orchestrator.errors import OrchestratorError
+from rotators.contract import check_note
 
 if TYPE_CHECKING:
     from orchestrator.outbox import Outbox
@@ -128,7 +130,7 @@ class RunRecord:
     mints repeated after a crash or a transient error. ``grace_period`` is duration text
     (``48h``); ``finalize_after``, ``created_at``, ``updated_at`` and ``lease_until`` are ISO
     8601 UTC times; ``sealed`` says whether an encrypted new value is held (the blob itself
-    never leaves the store's API).
+    never leaves the store's API). ``notes`` are the rotator's notes of this rotation.
     """
 
     rotation_id: str
@@ -152,6 +154,7 @@ class RunRecord:
     lease_until: str | None = None
     lease_owner: str | None = None
     sealed: bool = False
+    notes: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def is_active(self) -> bool:
@@ -164,18 +167,25 @@ class RunRecord:
         return self.state in TERMINAL_STATES
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (what ``status --json`` prints). Every field is a scalar, so a
-        shallow copy (``dataclasses.asdict`` deep-copies, at several times the cost)."""
-        return {name: getattr(self, name) for name in _FIELD_NAMES}
+        """A JSON-ready dict (what ``status --json`` prints). Every field but ``notes`` is a
+        scalar, so a shallow copy (``dataclasses.asdict`` deep-copies, at several times the
+        cost)."""
+        out = {name: getattr(self, name) for name in _FIELD_NAMES}
+        out["notes"] = dict(self.notes)
+        return out
 
 
 _INT_FIELDS = frozenset({"from_version", "new_version", "attempts", "mint_attempts"})
 _FIELD_NAMES = tuple(f.name for f in fields(RunRecord))
 _RECORD_FIELDS = frozenset(_FIELD_NAMES)
-#: The fields stored as they are (``sealed`` and ``lease_until`` are derived in :func:`_record`).
-_PLAIN_FIELDS = tuple(name for name in _FIELD_NAMES if name not in {"sealed", "lease_until"})
+#: The fields stored as they are (the others are derived in :func:`_record`).
+_PLAIN_FIELDS = tuple(n for n in _FIELD_NAMES if n not in {"sealed", "lease_until", "notes"})
 #: Hash fields the store manages itself; callers may not set them through ``**changes``.
-_RESERVED = frozenset({"state", "sealed", "lease_until", "lease_owner", "rotation_id", "path"})
+_RESERVED = frozenset(
+    {"state", "sealed", "lease_until", "lease_owner", "rotation_id", "path", "notes"}
+)
+#: The hash field of note ``name`` is ``note.<name>``.
+NOTE_PREFIX = "note."
 
 
 def _decode(raw: Mapping[Any, Any]) -> dict[str, str]:
@@ -196,6 +206,9 @@ def _record(raw: Mapping[str, str]) -> RunRecord:
             timespec="milliseconds"
         )
     values["sealed"] = bool(raw.get("sealed") or raw.get("minted"))
+    values["notes"] = {
+        k.removeprefix(NOTE_PREFIX): v for k, v in raw.items() if k.startswith(NOTE_PREFIX)
+    }
     return RunRecord(**values)
 
 
@@ -651,6 +664,17 @@ class RunStore:
             rotation_id=rotation_id,
             state=detail,
         )
+
+    def put_note(self, rotation_id: str, name: str, value: str, *, owner: str) -> RunRecord:
+        """Set the rotator's note ``name`` while ``owner`` holds the run's lease.
+
+        Raises :class:`ValueError` for an invalid note and :class:`LeaseLost` when another
+        worker drives the run now (what the caller noted would not be its rotation's any more).
+        """
+        check_note(name, value)
+        if not owner:
+            raise ValueError("a note is written by the lease owner only: pass owner")
+        return self._apply(rotation_id, "", set(), owner, False, None, [NOTE_PREFIX + name, value])
 
     def acquire(self, rotation_id: str, owner: str, seconds: float) -> RunRecord | None:
         """Take the run's lease for ``owner`` if it is free, expired or already ``owner``'s, and

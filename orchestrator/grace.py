@@ -27,6 +27,7 @@ from orchestrator import history
 from orchestrator.due import DueQueue
 from orchestrator.log import get_logger
 from orchestrator.minter import ReadOnlyVault
+from orchestrator.notes import RunNotes
 from orchestrator.oncall import POLL_SECONDS, OnCall, rule_for
 from orchestrator.output import EXIT_USAGE, CommandError
 from orchestrator.store import RunRecord, now_iso
@@ -72,6 +73,7 @@ def _context(oc: OnCall, record: RunRecord, current: SecretVersion) -> tuple[Rot
         options=rule.options,
         log=get_logger("orchestrator.grace", path=record.path, rotation_id=record.rotation_id),
         vault=ReadOnlyVault(oc.vault),
+        notes=RunNotes(record),  # read-only: no worker holds the run here
     )
     return rotator, ctx
 

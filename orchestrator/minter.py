@@ -12,6 +12,7 @@ from typing import Any
 
 from orchestrator.errors import ConfigError
 from orchestrator.failure import NeedsAttention, reason_of
+from orchestrator.notes import RunNotes
 from orchestrator.runtime import Runtime
 from orchestrator.seal import Sealer
 from orchestrator.store import IllegalTransition, RunRecord, Sealed
@@ -43,7 +44,8 @@ class Minter:
         self, record: RunRecord, current: SecretVersion | None = None
     ) -> RotationContext:
         """The :class:`RotationContext` for ``record`` (``current`` = the version rotated from;
-        read from ScaiVault when not given). Options come from the routing file only."""
+        read from ScaiVault when not given). Options come from the routing file only; the
+        rotator's notes are written under the lease ``record`` was taken with."""
         rule = self.rt.routing.match(record.path)
         if rule is None:
             raise ConfigError(f"no rule in the routing file matches {record.path!r}")
@@ -59,6 +61,7 @@ class Minter:
             ),
             vault=ReadOnlyVault(self.rt.vault),
             attempt=max(record.attempts, 1),
+            notes=RunNotes(record, self.rt.store, record.lease_owner),
         )
 
     def obtain(

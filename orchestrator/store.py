@@ -6,6 +6,7 @@ state on a path another rotation holds. The same scripts keep the side indexes i
 path's active claim (one rotation per path), the lease index the sweeper re-drives from, and
 the ``status`` index of every run by last update.
 
+A rotator's notes (:class:`rotators.Notes`) are fields ``note.<name>`` of the same hash, in clear.
 The only sensitive fields are ``sealed`` (an updater's minted value, Fernet-encrypted, kept from
 before ``apply`` until the new version is stored) and ``minted`` (the same for other strategies,
 so a resumed rotation reuses its value). :class:`RunRecord` only says whether one is set.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -23,6 +24,7 @@ import redis
 
 from orchestrator import keys
 from orchestrator.errors import OrchestratorError
+from rotators.contract import check_note
 from rotators.versions import parse_time
 
 if TYPE_CHECKING:
@@ -136,7 +138,7 @@ class RunRecord:
     8601 UTC times (``finalize_after`` on Redis's clock, counted from the moment the new version
     was stored); ``finalize_requested`` says who asked to finalize before that (``finalize
     --now``); ``sealed`` says whether an encrypted new value is held (the blob itself never
-    leaves the store's API).
+    leaves the store's API). ``notes`` are the rotator's notes of this rotation.
     """
 
     rotation_id: str
@@ -161,6 +163,7 @@ class RunRecord:
     lease_until: str | None = None
     lease_owner: str | None = None
     sealed: bool = False
+    notes: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def is_active(self) -> bool:
@@ -173,22 +176,28 @@ class RunRecord:
         return self.state in TERMINAL_STATES
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (what ``status --json`` prints). Every field is a scalar, so a
-        shallow copy (``dataclasses.asdict`` deep-copies, at several times the cost)."""
-        return {name: getattr(self, name) for name in _FIELD_NAMES}
+        """A JSON-ready dict (what ``status --json`` prints). Every field but ``notes`` is a
+        scalar, so a shallow copy (``dataclasses.asdict`` deep-copies, at several times the
+        cost)."""
+        out = {name: getattr(self, name) for name in _FIELD_NAMES}
+        out["notes"] = dict(self.notes)
+        return out
 
 
 _INT_FIELDS = frozenset({"from_version", "new_version", "attempts", "mint_attempts"})
 _FIELD_NAMES = tuple(f.name for f in fields(RunRecord))
 _RECORD_FIELDS = frozenset(_FIELD_NAMES)
 #: Fields derived in :func:`_record` from what the scripts store (``*_ms`` on Redis's clock).
-_DERIVED = frozenset({"sealed", "lease_until"})
+_DERIVED = frozenset({"sealed", "lease_until", "notes"})
 #: The fields stored as they are.
 _PLAIN_FIELDS = tuple(name for name in _FIELD_NAMES if name not in _DERIVED)
 #: Hash fields the store manages itself; callers may not set them through ``**changes``.
 _RESERVED = frozenset(
     {"state", "sealed", "lease_until", "lease_owner", "rotation_id", "path", "finalize_after"}
+    | {"notes"}
 )
+#: The hash field of note ``name`` is ``note.<name>``.
+NOTE_PREFIX = "note."
 
 
 def _decode(raw: Mapping[Any, Any]) -> dict[str, str]:
@@ -210,6 +219,9 @@ def _record(raw: Mapping[str, str]) -> RunRecord:
     if due_ms:
         values["finalize_after"] = _iso_ms(due_ms)
     values["sealed"] = bool(raw.get("sealed") or raw.get("minted"))
+    values["notes"] = {
+        k.removeprefix(NOTE_PREFIX): v for k, v in raw.items() if k.startswith(NOTE_PREFIX)
+    }
     return RunRecord(**values)
 
 
@@ -736,6 +748,17 @@ class RunStore:
             rotation_id=rotation_id,
             state=detail,
         )
+
+    def put_note(self, rotation_id: str, name: str, value: str, *, owner: str) -> RunRecord:
+        """Set the rotator's note ``name`` while ``owner`` holds the run's lease.
+
+        Raises :class:`ValueError` for an invalid note and :class:`LeaseLost` when another
+        worker drives the run now (what the caller noted would not be its rotation's any more).
+        """
+        check_note(name, value)
+        if not owner:
+            raise ValueError("a note is written by the lease owner only: pass owner")
+        return self._apply(rotation_id, "", set(), owner, False, None, [NOTE_PREFIX + name, value])
 
     def acquire(self, rotation_id: str, owner: str, seconds: float) -> RunRecord | None:
         """Take the run's lease for ``owner`` if it is free, expired or already ``owner``'s, and

@@ -2,7 +2,9 @@
 
 from rotators.contract import (
     STRATEGIES,
+    MemoryNotes,
     NoOptions,
+    Notes,
     RotationContext,
     Rotator,
     SecretVersion,
@@ -15,7 +17,9 @@ from rotators.secret import Secret, SecretData
 __all__ = [
     "STRATEGIES",
     "CredentialRejected",
+    "MemoryNotes",
     "NoOptions",
+    "Notes",
     "PermanentError",
     "RotationContext",
     "Rotator",

@@ -9,6 +9,7 @@ and "already done" is success.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -49,6 +50,60 @@ class Logger(Protocol):
     def error(self, event: str, **fields: Any) -> Any: ...
 
 
+#: What a note's name must look like, and how long its value may be.
+NOTE_NAME = re.compile(r"[a-z0-9_]{1,40}")
+NOTE_VALUE_MAX = 256
+
+
+def check_note(name: str, value: str) -> None:
+    """Raise :class:`ValueError` unless ``name``/``value`` make a valid note."""
+    if not isinstance(name, str) or not NOTE_NAME.fullmatch(name):
+        raise ValueError("a note name is 1-40 characters of a-z, 0-9 and _")
+    if not isinstance(value, str) or not 1 <= len(value) <= NOTE_VALUE_MAX:
+        raise ValueError(f"a note value is a string of 1-{NOTE_VALUE_MAX} characters")
+
+
+class Notes(Protocol):
+    """Facts a rotator remembers about its *own* rotation, across retries and crashes.
+
+    A note is a name (``[a-z0-9_]{1,40}``) and a string value (1-256 characters). The engine
+    keeps them in the rotation's run record, **in clear** (Redis, ``status --json``): never
+    put a secret value in a note; put an id, a state or a fingerprint (a sha256 prefix) of it.
+    A new rotation starts with none. ``put`` writes at once (the engine: only while this
+    worker holds the rotation's lease) and ``get`` sees it straight away. On-call commands
+    (``rollback``, ``finalize --now``) run steps with read-only notes: ``put`` raises
+    :class:`~rotators.PermanentError` there.
+    """
+
+    def get(self, name: str) -> str | None:
+        """The value last put under ``name`` in this rotation, or ``None``."""
+        ...
+
+    def put(self, name: str, value: str) -> None:
+        """Remember ``value`` under ``name`` (replacing an earlier value)."""
+        ...
+
+
+class MemoryNotes:
+    """:class:`Notes` held in memory only: the default of a context built by hand."""
+
+    def __init__(self, initial: dict[str, str] | None = None) -> None:
+        self._notes: dict[str, str] = {}
+        for name, value in (initial or {}).items():
+            self.put(name, value)
+
+    def get(self, name: str) -> str | None:
+        return self._notes.get(name)
+
+    def put(self, name: str, value: str) -> None:
+        check_note(name, value)
+        self._notes[name] = value
+
+    def as_dict(self) -> dict[str, str]:
+        """A copy of every note (for tests and the conformance kit)."""
+        return dict(self._notes)
+
+
 class NoOptions(BaseModel):
     """The options schema of a rotator that takes none: any key in the routing file is an error."""
 
@@ -62,6 +117,7 @@ class RotationContext:
     ``rotation_id`` is the idempotency token: the same rotation always carries the same id,
     across retries and crashes, so a rotator can tag what it creates with it and find it again.
     ``current`` is the ScaiVault version being rotated *from*. ``attempt`` counts from 1.
+    ``notes`` keeps small facts of this rotation across crashes (see :class:`Notes`).
     """
 
     path: str
@@ -71,6 +127,7 @@ class RotationContext:
     log: Logger
     vault: VaultReader
     attempt: int = 1
+    notes: Notes = field(default_factory=MemoryNotes)
 
 
 class Rotator:

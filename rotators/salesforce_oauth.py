@@ -5,11 +5,15 @@ pair, waits until the token endpoint accepts it (propagation), promotes it with
 ``{"command": "rotate"}`` and returns ``{"client_id", "client_secret"}`` (other fields kept).
 The old pair stays valid in the staged slot as ``Rotated`` until *finalize* deletes it.
 
-Salesforce itself is the rotation's state, so a crash anywhere is recoverable without a store:
-before staging, mint looks at the staged slot and adopts an ``Active`` pair an earlier attempt
-left; if the ScaiVault ``client_id`` is no longer the primary but sits in the slot as
-``Rotated``, the promotion already happened and the new primary is re-read with
-``?part=keyandsecret``. A stage is never re-POSTed blindly.
+A crash anywhere is recoverable: before it waits for propagation and promotes, mint notes
+(``ctx.notes``) the staged entry's id and a fingerprint of its key. A resumed mint adopts an
+``Active`` entry only if it is the one this rotation noted (any other was never stored
+anywhere: it is deleted and a fresh pair staged), and takes "the ScaiVault ``client_id`` sits
+in the slot as ``Rotated``" for its own promotion only if the primary's key is the one it
+noted; the new primary is then re-read with ``?part=keyandsecret``. Whatever else sits in the
+slot is never adopted: after a rollback the slot holds the restored pair as ``Rotated`` and the
+primary is the pair rolled back, and a new rotation must not store that pair again (it fails
+and says what to do). A stage is never re-POSTed blindly.
 
 The rotator authenticates as a *separate* admin credential read from ``admin_secret_path`` and
 refuses to rotate that credential itself.
@@ -17,6 +21,7 @@ refuses to rotate that credential itself.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -39,6 +44,9 @@ from rotators.salesforce_client import (
 from rotators.secret import Secret, SecretData
 
 MIN_API_VERSION = 65.0
+#: ``ctx.notes`` names: the staged entry this rotation promotes, and its key's fingerprint.
+NOTE_STAGED_ID = "staged_id"
+NOTE_STAGED_KEY = "staged_key_sha256"
 
 
 class SalesforceOAuthOptions(BaseModel):
@@ -105,11 +113,17 @@ class StagedEntry:
     key: str
     secret: Secret
     state: str
+    expires: str = ""
 
 
 def key_hint(key: str) -> str:
     """A loggable fingerprint of a consumer key: its last four characters."""
     return "..." + key[-4:]
+
+
+def key_fingerprint(key: str) -> str:
+    """A consumer key's fingerprint for a note: the first 16 hex digits of its sha256."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _pair(data: Mapping[str, Any], what: str) -> tuple[str, Secret]:
@@ -213,6 +227,7 @@ def _entry(raw: Mapping[str, Any]) -> StagedEntry:
         key=str(raw.get("key", "")),
         secret=Secret(str(raw.get("secret") or "")),
         state=str(raw.get("state", "")),
+        expires=str(raw.get("expirationDate") or ""),
     )
 
 
@@ -235,27 +250,19 @@ class SalesforceOAuthRotator(Rotator):
             app = OrgApp(conn, options)
             consumer, slot_entry = app.find_consumer(old_id)
             consumer_id = str(consumer["id"])
-            log = ctx.log
             if slot_entry is None:
                 staged = self._stage_or_adopt(ctx, app, consumer_id)
                 self._await_propagation(ctx, conn, staged, options)
                 app.promote(consumer_id, staged.id)
-                log.info("salesforce_promoted", consumer_id=consumer_id, staged_id=staged.id)
+                ctx.log.info("salesforce_promoted", consumer_id=consumer_id, staged_id=staged.id)
+                new_id, new_secret = self._promoted_primary(ctx, app, consumer_id, old_id)
             elif slot_entry.state == "Rotated":
-                log.info(
-                    "salesforce_promotion_found",
-                    consumer_id=consumer_id,
-                    staged_id=slot_entry.id,
-                    key_hint=key_hint(old_id),
-                )
+                new_id, new_secret = self._promotion_found(ctx, app, consumer_id, slot_entry)
             else:
                 raise PermanentError(
                     f"client_id {key_hint(old_id)} sits in the staged slot as {slot_entry.state}, "
                     "not as the primary: the app was changed outside scaivault-rotator"
                 )
-            new_id, new_secret = app.primary(consumer_id)
-        if new_id == old_id:
-            raise TransientError("the promoted pair is not the primary yet")
         ctx.log.info("salesforce_minted", consumer_id=consumer_id, key_hint=key_hint(new_id))
         return {**ctx.current.data, "client_id": new_id, "client_secret": new_secret.reveal()}
 
@@ -333,7 +340,8 @@ class SalesforceOAuthRotator(Rotator):
         )
         raise PermanentError(
             f"client_id {key_hint(new_id)} is the app's primary pair and Salesforce cannot "
-            "un-rotate it; delete it in Setup once nothing uses it"
+            "un-rotate it: it stays valid, and the pair it replaced stays valid only as the "
+            "Rotated staged entry (~30 days); a new rotation never adopts it and says what to do"
         )
 
     # --- helpers ----------------------------------------------------------------------------
@@ -370,14 +378,60 @@ class SalesforceOAuthRotator(Rotator):
                 retry_after=options.limit_backoff,
             )
 
+    def _promoted_primary(
+        self, ctx: RotationContext, app: OrgApp, consumer_id: str, old_id: str
+    ) -> tuple[str, Secret]:
+        """The primary right after this rotation's promotion: the pair it noted."""
+        new_id, new_secret = app.primary(consumer_id)
+        if new_id == old_id:
+            raise TransientError("the promoted pair is not the primary yet")
+        if key_fingerprint(new_id) != ctx.notes.get(NOTE_STAGED_KEY):
+            raise PermanentError(
+                f"after promoting, the primary is {key_hint(new_id)}, not the pair this rotation "
+                "staged: someone else changed the app's credentials meanwhile; nothing is stored"
+            )
+        return new_id, new_secret
+
+    def _promotion_found(
+        self, ctx: RotationContext, app: OrgApp, consumer_id: str, slot: StagedEntry
+    ) -> tuple[str, Secret]:
+        """ScaiVault's pair sits in the slot as Rotated: the primary is ours only if noted."""
+        new_id, new_secret = app.primary(consumer_id)
+        if key_fingerprint(new_id) == ctx.notes.get(NOTE_STAGED_KEY):
+            ctx.log.info(
+                "salesforce_promotion_found",
+                consumer_id=consumer_id,
+                staged_id=slot.id,
+                key_hint=key_hint(slot.key),
+            )
+            return new_id, new_secret
+        ctx.log.warning(
+            "salesforce_primary_not_ours",
+            consumer_id=consumer_id,
+            staged_id=slot.id,
+            key_hint=key_hint(slot.key),
+            primary_hint=key_hint(new_id),
+        )
+        raise PermanentError(_not_ours(slot, new_id))
+
     def _stage_or_adopt(self, ctx: RotationContext, app: OrgApp, consumer_id: str) -> StagedEntry:
-        """Clean the slot of what an earlier attempt left, adopt an Active pair, or stage one."""
+        """Clean the slot, adopt the Active pair this rotation noted, or stage (and note) one."""
         for entry in app.staged(consumer_id):
-            if entry.state == "Active" and entry.secret:
+            if entry.state == "Active" and entry.secret and self._is_noted(ctx, entry):
                 ctx.log.info(
                     "salesforce_staged_adopted", consumer_id=consumer_id, staged_id=entry.id
                 )
+                self._note(ctx, entry)
                 return entry
+            if entry.state == "Active":  # not ours: it was never returned, so never stored
+                app.delete(consumer_id, entry.id)
+                ctx.log.warning(
+                    "salesforce_unknown_staged_deleted",
+                    consumer_id=consumer_id,
+                    staged_id=entry.id,
+                    key_hint=key_hint(entry.key),
+                )
+                continue
             if entry.state == "Rotated" and not self._late_finalize_due(ctx, entry):
                 raise PermanentError(
                     f"the staged slot holds a Rotated credential ({key_hint(entry.key)}) that is "
@@ -391,15 +445,34 @@ class SalesforceOAuthRotator(Rotator):
         if staged is None:
             raise TransientError("the staged credential did not appear after staging")
         ctx.log.info("salesforce_staged", consumer_id=consumer_id, staged_id=staged.id)
+        self._note(ctx, staged)
         return staged
 
+    @staticmethod
+    def _is_noted(ctx: RotationContext, entry: StagedEntry) -> bool:
+        return entry.id == ctx.notes.get(NOTE_STAGED_ID)
+
+    @staticmethod
+    def _note(ctx: RotationContext, entry: StagedEntry) -> None:
+        """Remember ``entry`` as the pair this rotation promotes (id first, then the key)."""
+        for name, value in (
+            (NOTE_STAGED_ID, entry.id),
+            (NOTE_STAGED_KEY, key_fingerprint(entry.key)),
+        ):
+            if ctx.notes.get(name) != value:
+                ctx.notes.put(name, value)
+
     def _late_finalize_due(self, ctx: RotationContext, entry: StagedEntry) -> bool:
-        """Is ``entry`` the previous rotation's old pair, past ``finalize_after``?"""
+        """Is ``entry`` the previous rotation's old pair, past ``finalize_after``?
+
+        Metadata anyone with write access may have set: a missing or malformed value means
+        "not known to be due".
+        """
         metadata = ctx.current.metadata
-        previous, finalize_after = metadata.get("previous_version"), metadata.get("finalize_after")
-        if not isinstance(previous, int) or not isinstance(finalize_after, str):
+        previous = metadata.get("previous_version")
+        due = _parse_time(metadata.get("finalize_after"))
+        if not isinstance(previous, int) or isinstance(previous, bool) or due is None:
             return False
-        due = datetime.fromisoformat(finalize_after.replace("Z", "+00:00"))
         if datetime.now(UTC) < due:
             return False
         return ctx.vault.read(ctx.path, previous).data.get("client_id") == entry.key
@@ -434,3 +507,31 @@ def _options(ctx: RotationContext) -> SalesforceOAuthOptions:
     if isinstance(options, SalesforceOAuthOptions):
         return options
     return SalesforceOAuthOptions.model_validate(options.model_dump())
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 time (naive = UTC), or ``None`` when absent or not a time."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _not_ours(slot: StagedEntry, primary: str) -> str:
+    """What on-call must know when ScaiVault's pair is Rotated and the primary is not ours.
+
+    One line (the run record keeps the first line, up to 500 characters).
+    """
+    old, new = key_hint(slot.key), key_hint(primary)
+    until = f"until {slot.expires[:10]}" if slot.expires else "for ~30 days after its rotation"
+    return (
+        f"ScaiVault's client_id {old} sits in the app's staged slot as Rotated (valid {until}) "
+        f"and the primary {new} is no pair of this rotation: likely the one a rollback took out "
+        "of ScaiVault, still valid. Nothing changed: a fresh pair cannot be staged without "
+        f"deleting {old}, which consumers use. To retire {new}: store its pair in ScaiVault, let "
+        f"consumers pick it up, delete the Rotated entry {old} in Setup, rotate again, then "
+        "finalize --now"
+    )

@@ -18,11 +18,13 @@ checks that
   returns the same credential for the same ``rotation_id``), ``mint`` keeps every field of the
   current data, and an issuer's old credential keeps working until ``finalize``;
 - a rotation resumes after a simulated crash between any two steps (the step that was running
-  is run again by a new instance with ``attempt + 1``);
+  is run again by a new instance with ``attempt + 1``, seeing the notes the crashed one put:
+  ``ctx.notes`` lasts for one rotation, and a new rotation starts with none);
 - ``finalize`` is safe to repeat;
 - ``verify`` rejects a wrong credential (raises a :class:`~rotators.RotatorError`);
 - no secret value (any string of the old, new or wrong data) appears in what the rotator
-  logged through ``ctx.log`` or the ``logging`` module, or in the text of any exception.
+  logged through ``ctx.log`` or the ``logging`` module, in the text of any exception, or in
+  its notes (the engine stores them in clear).
 
 Failures raise :class:`ConformanceError` (an ``AssertionError``) naming the check and step.
 """
@@ -42,7 +44,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from rotators.contract import RotationContext, Rotator, SecretVersion
+from rotators.contract import MemoryNotes, Notes, RotationContext, Rotator, SecretVersion
 from rotators.errors import PermanentError, RotatorError, TransientError
 from rotators.secret import SecretData
 
@@ -129,8 +131,12 @@ def make_context(
     attempt: int = 1,
     log: CapturingLog | None = None,
     version: int | None = None,
+    notes: Notes | None = None,
 ) -> RotationContext:
-    """A context for ``path``'s current (or given) version, options validated by the rotator."""
+    """A context for ``path``'s current (or given) version, options validated by the rotator.
+
+    Pass the same ``notes`` to every context of one rotation, as the engine keeps them.
+    """
     if not isinstance(options, BaseModel):
         options = rotator.Options.model_validate(dict(options))
     return RotationContext(
@@ -141,6 +147,7 @@ def make_context(
         log=log or CapturingLog(path=path),
         vault=vault,
         attempt=attempt,
+        notes=notes if notes is not None else MemoryNotes(),
     )
 
 
@@ -198,6 +205,8 @@ class Rotation:
         self.old = dict(scenario.data)
         self.rotation_id = f"rot_{uuid.uuid4().hex[:12]}"
         self.attempt = 0
+        self.notes = MemoryNotes()  # kept across the simulated crashes of this rotation
+        kit.notes.append(self.notes)
         kit.public_fields = scenario.public_fields
         kit.remember(self.old)
         for data in scenario.vault_secrets.values():
@@ -214,6 +223,7 @@ class Rotation:
             attempt=self.attempt,
             log=self.kit.log,
             version=version or self.from_version.version,
+            notes=self.notes,
         )
 
     def mint(self) -> dict[str, Any]:
@@ -288,6 +298,7 @@ class Conformance:
         self.errors: list[str] = []
         self.sentinels: set[str] = set()
         self.records: list[str] = []
+        self.notes: list[MemoryNotes] = []
         self.check_name = ""
         self.public_fields: frozenset[str] = frozenset()
 
@@ -425,7 +436,8 @@ class Conformance:
         self.complete(rotation, new)
 
     def check_no_secret_leaks(self) -> None:
-        """No secret value in ctx.log, the logging module's records, or any exception's text."""
+        """No secret value in ctx.log, the logging module's records, any exception's text, or
+        the rotator's notes."""
         if not self.sentinels:
             self.check_verify_rejects_wrong()
         self.check_name = "check_no_secret_leaks"
@@ -433,6 +445,7 @@ class Conformance:
             "ctx.log": self.log.text(),
             "logging": "\n".join(self.records),
             "exceptions": "\n".join(self.errors),
+            "notes": "\n".join(f"{k}={v}" for n in self.notes for k, v in n.as_dict().items()),
         }
         for where, text in haystacks.items():
             for sentinel in self.sentinels:

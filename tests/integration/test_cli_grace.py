@@ -100,6 +100,34 @@ def test_rollback_during_grace_restores_the_old_pair(
     assert "rotation_rolled_back" in events
 
 
+def test_a_rotation_after_a_salesforce_rollback_never_stores_the_rolled_back_pair(
+    sandbox: Sandbox, oncall_cli: OnCallCli
+) -> None:
+    path = sandbox.add_salesforce(unique("rollback-rotate"), scheduled=False)
+    original = sandbox.originals[path]
+    _in_grace(sandbox, oncall_cli, path)
+    leaked = sandbox.read(path)["data"]
+    rolled = oncall_cli("rollback", path, "--reason", "version 2 leaked")
+    assert rolled.code == 0, rolled
+
+    # Salesforce's primary is the leaked pair now and the restored one sits in the staged
+    # slot as Rotated: the next rotation must not take the leaked pair for its own.
+    again = oncall_cli("rotate", path, "--wait", "--grace", "1h", "--json")
+    assert again.code == 1, again
+    record = again.json()
+    assert record["state"] == "failed", record
+    reason = record["last_error"]
+    assert "no pair of this rotation" in reason and "rollback" in reason, reason
+    assert "Rotated" in reason and "finalize --now" in reason, reason
+    current = sandbox.read(path)
+    assert current["version"] == 3 and current["data"] == original
+    versions = sandbox.admin("GET", f"/v1/secrets/{path}/versions")["versions"]
+    assert len(versions) == 3, "nothing was stored after the rollback"
+    still = sandbox.salesforce_accepts(original)
+    assert still, "the restored pair (version 1's) still works at Salesforce"
+    assert sandbox.salesforce_accepts(leaked), "Salesforce cannot un-rotate the leaked primary"
+
+
 def test_rollback_of_a_password_writes_the_old_value_back(
     sandbox: Sandbox, oncall_cli: OnCallCli
 ) -> None:

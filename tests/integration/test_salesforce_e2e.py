@@ -23,6 +23,7 @@ import redis
 from orchestrator.sandbox import Sandbox
 from orchestrator.stack import ChildProcess, cli_argv
 from orchestrator.store import RunStore
+from rotators.salesforce_oauth import NOTE_STAGED_ID, NOTE_STAGED_KEY, key_fingerprint
 from tests.fixtures.stack import unique
 
 pytestmark = pytest.mark.integration
@@ -234,19 +235,41 @@ def test_scheduled_rotation_rotates_and_finalizes_over_tls(sf: SalesforceBox) ->
     assert consumer["key"] == new["client_id"] and consumer["staged"] is None
 
 
-def test_crash_after_stage_adopts_the_staged_pair(sf: SalesforceBox) -> None:
+def test_crash_before_the_stage_answer_replaces_the_unknown_pair(sf: SalesforceBox) -> None:
     path = sf.add_salesforce(unique("crash-stage"), scheduled=False)
     consumer_id = consumer_of(sf, path)["id"]
     sf.fake("POST", "/_fake/faults", {"match": "POST */staged", "kind": "hang", "seconds": 30})
     rotate(sf, path)
     wait_for(lambda: requests_to(sf, "POST", consumer_id, "/staged"), "the stage", sf)
     sf.worker().kill()
-    assert consumer_of(sf, path)["staged"]["state"] == "Active"
-    assert sf.read(path)["version"] == 1
+    orphan = consumer_of(sf, path)["staged"]
+    assert orphan["state"] == "Active" and sf.read(path)["version"] == 1
+    assert NOTE_STAGED_ID not in status(sf, path)["notes"]  # its id never reached the run
 
     sf.start_worker()
     wait_done(sf, path)
-    assert_rotated(sf, path)
+    new = assert_rotated(sf, path)
+    assert new["client_id"] != orphan["key"]
+    assert len(requests_to(sf, "DELETE", consumer_id, f"/{orphan['id']}")) == 1
+    assert len(requests_to(sf, "POST", consumer_id, "/staged")) == 2  # into an empty slot
+    assert "salesforce_unknown_staged_deleted" in sf.worker().log_tail(10_000)
+
+
+def test_crash_while_the_staged_pair_propagates_adopts_it(sf: SalesforceBox) -> None:
+    sf.fake("POST", "/_fake/config", {"propagation_delay": 8.0})
+    path = sf.add_salesforce(unique("crash-propagate"), scheduled=False)
+    consumer_id = consumer_of(sf, path)["id"]
+    rotate(sf, path)
+    noted = wait_for(lambda: status(sf, path)["notes"].get(NOTE_STAGED_KEY), "the note", sf)
+    sf.worker().kill()  # while mint waits for Salesforce to accept the staged pair
+    staged = consumer_of(sf, path)["staged"]
+    assert staged["state"] == "Active", "killed before the promotion"
+    assert staged["id"] == status(sf, path)["notes"][NOTE_STAGED_ID]
+
+    sf.start_worker()
+    wait_done(sf, path)
+    new = assert_rotated(sf, path)
+    assert key_fingerprint(new["client_id"]) == noted and new["client_id"] == staged["key"]
     assert len(requests_to(sf, "POST", consumer_id, "/staged")) == 1  # never re-POSTed
     assert "salesforce_staged_adopted" in sf.worker().log_tail(10_000)
 
@@ -256,11 +279,14 @@ def test_crash_after_promote_rereads_the_new_primary(sf: SalesforceBox) -> None:
     consumer_id = consumer_of(sf, path)["id"]
     sf.fake("POST", "/_fake/faults", {"match": "PATCH */staged/*", "kind": "hang", "seconds": 30})
     rotate(sf, path)
-    wait_for(lambda: requests_to(sf, "PATCH", consumer_id, ""), "the promotion", sf)
+    patched = wait_for(lambda: requests_to(sf, "PATCH", consumer_id, ""), "the promotion", sf)
     sf.worker().kill()
     consumer = consumer_of(sf, path)
     assert consumer["staged"]["state"] == "Rotated" and sf.read(path)["version"] == 1
     assert sf.salesforce_accepts(sf.originals[path])  # the old pair still works meanwhile
+    notes = status(sf, path)["notes"]  # what makes the resumed run take the primary as its own
+    assert patched[0]["path"].endswith(f"/staged/{notes[NOTE_STAGED_ID]}")
+    assert notes[NOTE_STAGED_KEY] == key_fingerprint(consumer["key"])
 
     sf.start_worker()
     wait_done(sf, path)

@@ -143,8 +143,36 @@ class NeverRevokes(ApiKeyRotator):
         pass
 
 
+class RemembersItsKey(ApiKeyRotator):
+    """Correct: a random key name per rotation, found again after a crash through ctx.notes."""
+
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        name = ctx.notes.get("key_name")
+        if ctx.attempt == 1 and name is not None:
+            raise PermanentError("a new rotation starts with another rotation's notes")
+        if name is None:
+            name = f"key_{secrets.token_hex(4)}"
+            SERVER.keys[name] = secrets.token_hex(16)
+            ctx.notes.put("key_name", name)
+        return {**ctx.current.data, "key_name": name, "api_key": SERVER.keys[name]}
+
+
+class NotesTheKey(ApiKeyRotator):
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        new = super().mint(ctx)
+        ctx.notes.put("minted", str(new["api_key"]))
+        return new
+
+
 def test_a_correct_toy_rotator_passes() -> None:
     assert Conformance(ApiKeyRotator, SERVER).run() == list(Conformance.CHECKS)
+
+
+def test_notes_last_for_one_rotation_across_its_crashes() -> None:
+    kit = Conformance(RemembersItsKey, SERVER)
+    assert kit.run() == list(Conformance.CHECKS)
+    names = [notes.get("key_name") for notes in kit.notes]
+    assert all(names) and len(set(names)) == len(names)  # one key per rotation, kept
 
 
 @pytest.mark.parametrize(
@@ -158,6 +186,7 @@ def test_a_correct_toy_rotator_passes() -> None:
         (FinalizeOnce, "check_finalize_repeatable", "finalize raised KeyError"),
         (RevokesAtMint, "check_idempotent_steps", "refuses the old credential"),
         (NeverRevokes, "check_crash_resume", "still accepts the old credential"),
+        (NotesTheKey, "check_no_secret_leaks", "appears in notes"),
     ],
 )
 def test_the_kit_catches_broken_rotators(

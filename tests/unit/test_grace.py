@@ -41,6 +41,15 @@ def test_rotators_get_a_read_only_vault_from_the_cli() -> None:
     assert not hasattr(ctx.vault, "write"), "the CLI must not hand rotators a writing client"
 
 
+def test_rotators_see_the_runs_notes_read_only_from_the_cli() -> None:
+    record = RunRecord(rotation_id="r1", path="apps/a", state="grace", notes={"staged_id": "x"})
+    current = SecretVersion("apps/a", 2, SecretData({}))
+    _, ctx = grace._context(_oncall(), record, current)
+    assert ctx.notes.get("staged_id") == "x"
+    with pytest.raises(PermanentError, match="read-only"):
+        ctx.notes.put("staged_id", "y")
+
+
 class _Issuer(Rotator):
     name = "issuer-under-test"
     strategy = "issuer"

@@ -9,9 +9,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from rotators import PermanentError, RotatorError, SecretData, TransientError
+from rotators import MemoryNotes, PermanentError, RotatorError, SecretData, TransientError
 from rotators.contract import RotationContext
-from rotators.salesforce_oauth import SalesforceOAuthOptions, SalesforceOAuthRotator
+from rotators.salesforce_oauth import (
+    NOTE_STAGED_ID,
+    NOTE_STAGED_KEY,
+    SalesforceOAuthOptions,
+    SalesforceOAuthRotator,
+    key_fingerprint,
+)
 from rotators.testing import CapturingLog, MemoryVault, make_context
 from tests.fixtures.salesforce import (
     ADMIN_PATH,
@@ -23,7 +29,10 @@ from tests.fixtures.salesforce import (
 
 
 class Setup:
-    """One target credential, an admin credential and an in-memory ScaiVault holding both."""
+    """One target credential, an admin credential and an in-memory ScaiVault holding both.
+
+    Contexts belong to one rotation (``rot_test``, with its notes) until :meth:`next_rotation`.
+    """
 
     def __init__(self, fake: FakeSalesforce, **options: Any) -> None:
         self.fake = fake
@@ -36,6 +45,8 @@ class Setup:
         self.options = rotator_options(fake, self.target, **options)
         self.log = CapturingLog()
         self.rotator = SalesforceOAuthRotator()
+        self.rotation_id = "rot_test"
+        self.notes = MemoryNotes()
 
     def ctx(self, **options: Any) -> RotationContext:
         return make_context(
@@ -43,9 +54,15 @@ class Setup:
             self.vault,
             TARGET_PATH,
             {**self.options, **options},
-            rotation_id="rot_test",
+            rotation_id=self.rotation_id,
             log=self.log,
+            notes=self.notes,
         )
+
+    def next_rotation(self, rotation_id: str) -> None:
+        """Later contexts belong to a new rotation, which starts with no notes."""
+        self.rotation_id = rotation_id
+        self.notes = MemoryNotes()
 
     def secrets(self, *more: dict[str, Any]) -> list[str]:
         values = [self.target.client_secret, self.admin.client_secret]
@@ -88,17 +105,23 @@ def test_mint_twice_returns_the_same_pair_and_stages_once(salesforce: FakeSalesf
     assert salesforce.count("POST", f"{s.target.consumer_id}/staged") == 1
 
 
-def test_crash_after_stage_adopts_the_staged_pair(salesforce: FakeSalesforce) -> None:
+def test_a_stage_whose_answer_was_lost_is_replaced_not_adopted(
+    salesforce: FakeSalesforce,
+) -> None:
     s = Setup(salesforce, read_timeout=0.5)
     salesforce.fault("POST */staged", "hang", seconds=1.5)
     with pytest.raises(TransientError):  # the response never came: the stage did land
         s.rotator.mint(s.ctx())
-    assert s.staged() is not None and s.staged()["state"] == "Active"
+    orphan = s.staged()
+    assert orphan is not None and orphan["state"] == "Active"
+    assert s.notes.get(NOTE_STAGED_ID) is None  # its id never reached this rotation
 
     new = SalesforceOAuthRotator().mint(s.ctx())
     assert new["client_id"] == salesforce.consumer_state(s.target.consumer_id)["key"]
-    assert salesforce.count("POST", f"{s.target.consumer_id}/staged") == 1
-    assert "salesforce_staged_adopted" in s.log.text()
+    assert new["client_id"] != orphan["key"] and salesforce.is_valid(s.old)
+    assert salesforce.count("POST", f"{s.target.consumer_id}/staged") == 2
+    assert salesforce.count("DELETE", f"/staged/{orphan['id']}") == 1  # before the new POST
+    assert "salesforce_unknown_staged_deleted" in s.log.text()
 
 
 def test_crash_after_promote_rereads_the_new_primary(salesforce: FakeSalesforce) -> None:
@@ -149,8 +172,9 @@ def test_propagation_timeout_keeps_the_stage_for_the_next_attempt(
     with pytest.raises(TransientError):
         s.rotator.mint(s.ctx(propagation_timeout=0.0))
     assert s.staged() is not None and s.staged()["state"] == "Active"
-    assert salesforce.is_valid(s.rotator.mint(s.ctx()))
+    assert salesforce.is_valid(SalesforceOAuthRotator().mint(s.ctx()))
     assert salesforce.count("POST", f"{s.target.consumer_id}/staged") == 1
+    assert "salesforce_staged_adopted" in s.log.text()
 
 
 def test_expired_session_reauthenticates_once(salesforce: FakeSalesforce) -> None:
@@ -281,14 +305,25 @@ def test_options_are_validated(field: str, value: Any) -> None:
 
 @pytest.mark.parametrize(
     ("finalize_after", "late_finalize"),
-    [("2020-01-01T00:00:00Z", True), ("2999-01-01T00:00:00Z", False)],
+    [
+        ("2020-01-01T00:00:00Z", True),
+        ("2020-01-01T00:00:00", True),  # no zone: UTC, as the engine reads it
+        ("2999-01-01T00:00:00Z", False),
+        # Metadata anyone with write access may set: garbage is "not known to be due".
+        ("not a time", False),
+        ("2020-13-45T99:00:00Z", False),
+        ("", False),
+        (20200101, False),
+        (None, False),
+    ],
 )
 def test_next_rotation_clears_an_unfinalized_previous_pair_only_after_its_grace(
-    salesforce: FakeSalesforce, finalize_after: str, late_finalize: bool
+    salesforce: FakeSalesforce, finalize_after: Any, late_finalize: bool
 ) -> None:
     s = Setup(salesforce)
     first = s.rotator.mint(s.ctx())
     s.vault.put(TARGET_PATH, first, {"previous_version": 1, "finalize_after": finalize_after})
+    s.next_rotation("rot_second")
     if not late_finalize:
         with pytest.raises(PermanentError, match="finalize the previous rotation first"):
             s.rotator.mint(s.ctx())
@@ -298,3 +333,64 @@ def test_next_rotation_clears_an_unfinalized_previous_pair_only_after_its_grace(
     assert not salesforce.is_valid(s.old)
     assert salesforce.is_valid(first) and salesforce.is_valid(second)
     assert s.staged() is not None and s.staged()["key"] == first["client_id"]
+
+
+def test_a_rotation_after_a_rollback_never_stores_the_rolled_back_pair(
+    salesforce: FakeSalesforce,
+) -> None:
+    s = Setup(salesforce)
+    leaked = s.rotator.mint(s.ctx())  # rotation 1 promotes it; version 2 holds it
+    s.vault.put(TARGET_PATH, leaked, {"rotation_id": "rot_test", "previous_version": 1})
+    with pytest.raises(PermanentError, match="cannot un-rotate"):  # what rollback meets
+        s.rotator.discard(s.ctx(), SecretData(leaked))
+    s.vault.put(TARGET_PATH, s.old, {"rolled_back_rotation_id": "rot_test"})  # version 3
+
+    s.next_rotation("rot_after_rollback")
+    with pytest.raises(PermanentError) as err:
+        s.rotator.mint(s.ctx())
+    message = str(err.value)
+    assert "no pair of this rotation" in message and "rollback" in message
+    assert key_hint_of(s.old) in message and key_hint_of(leaked) in message
+    assert "Rotated" in message and "finalize --now" in message
+    assert len("PermanentError: " + message) <= 500 and "\n" not in message  # whole in a record
+    assert_no_secret(error_texts(err), s.secrets(leaked))
+    # Nothing changed: the restored pair is still the Rotated entry, the leaked one primary.
+    consumer = salesforce.consumer_state(s.target.consumer_id)
+    assert consumer["key"] == leaked["client_id"] and s.staged()["state"] == "Rotated"
+    assert s.staged()["key"] == s.old["client_id"] and salesforce.is_valid(s.old)
+    assert salesforce.count("POST", f"{s.target.consumer_id}/staged") == 1
+    assert s.notes.as_dict() == {}
+    assert "salesforce_primary_not_ours" in s.log.text()
+
+
+def test_an_active_pair_another_rotation_staged_is_deleted_not_adopted(
+    salesforce: FakeSalesforce,
+) -> None:
+    salesforce.configure(propagation_delay=1.0)
+    s = Setup(salesforce)
+    with pytest.raises(TransientError):  # rotation 1 stages a pair, then gives up waiting
+        s.rotator.mint(s.ctx(propagation_timeout=0.0))
+    abandoned = s.staged()
+    assert abandoned is not None and abandoned["state"] == "Active"
+    assert s.notes.get(NOTE_STAGED_ID) == abandoned["id"]
+
+    s.next_rotation("rot_other")
+    new = s.rotator.mint(s.ctx())
+    assert new["client_id"] != abandoned["key"]
+    assert salesforce.count("POST", f"{s.target.consumer_id}/staged") == 2
+    assert "salesforce_unknown_staged_deleted" in s.log.text()
+    assert s.notes.get(NOTE_STAGED_KEY) == key_fingerprint(str(new["client_id"]))
+    assert salesforce.is_valid(new) and salesforce.is_valid(s.old)
+
+
+def test_notes_name_the_promoted_pair_and_hold_no_secret(salesforce: FakeSalesforce) -> None:
+    s = Setup(salesforce)
+    new = s.rotator.mint(s.ctx())
+    notes = s.notes.as_dict()
+    assert notes[NOTE_STAGED_KEY] == key_fingerprint(str(new["client_id"]))
+    assert set(notes) == {NOTE_STAGED_ID, NOTE_STAGED_KEY}
+    assert_no_secret(list(notes.values()), [*s.secrets(new), str(new["client_id"])])
+
+
+def key_hint_of(data: dict[str, Any]) -> str:
+    return "..." + str(data["client_id"])[-4:]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from orchestrator import metrics
 from orchestrator.duration import parse_duration
@@ -122,7 +122,9 @@ class Driver:
             rotation_id=rid,
             rotator=rotator.name,
             previous_version=current.version,
-            finalize_after=datetime.now(UTC) + grace,  # an estimate: grace counts from the store
+            # Not before (Redis's clock, as the storing transition saw it): the run's own due
+            # time is counted again once the version is stored.
+            finalize_after=datetime.fromisoformat(record.updated_at) + grace,
             grace_period=record.grace_period or self.rt.settings.rotator_default_grace,
             event_id=record.event_id,
         )

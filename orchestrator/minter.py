@@ -62,6 +62,7 @@ class Minter:
             vault=ReadOnlyVault(self.rt.vault),
             attempt=max(record.attempts, 1),
             notes=RunNotes(record, self.rt.store, record.lease_owner),
+            clock=self.rt.store.now,
         )
 
     def obtain(

@@ -135,10 +135,11 @@ class RunRecord:
     ``mint_attempts`` counts minted values the target rejected (``CredentialRejected``), not
     mints repeated after a crash or a transient error. ``grace_period`` is duration text
     (``48h``); ``finalize_after``, ``created_at``, ``updated_at`` and ``lease_until`` are ISO
-    8601 UTC times (``finalize_after`` on Redis's clock, counted from the moment the new version
-    was stored); ``finalize_requested`` says who asked to finalize before that (``finalize
-    --now``); ``sealed`` says whether an encrypted new value is held (the blob itself never
-    leaves the store's API). ``notes`` are the rotator's notes of this rotation.
+    8601 UTC times (all but ``created_at`` on Redis's clock; ``finalize_after`` counted from the
+    moment the new version was stored); ``finalize_requested`` says who asked to finalize
+    before that (``finalize --now``); ``sealed`` says whether an encrypted new value is held
+    (the blob itself never leaves the store's API). ``notes`` are the rotator's notes of this
+    rotation.
     """
 
     rotation_id: str
@@ -188,13 +189,13 @@ _INT_FIELDS = frozenset({"from_version", "new_version", "attempts", "mint_attemp
 _FIELD_NAMES = tuple(f.name for f in fields(RunRecord))
 _RECORD_FIELDS = frozenset(_FIELD_NAMES)
 #: Fields derived in :func:`_record` from what the scripts store (``*_ms`` on Redis's clock).
-_DERIVED = frozenset({"sealed", "lease_until", "notes"})
+_DERIVED = frozenset({"sealed", "lease_until", "notes", "updated_at"})
 #: The fields stored as they are.
 _PLAIN_FIELDS = tuple(name for name in _FIELD_NAMES if name not in _DERIVED)
 #: Hash fields the store manages itself; callers may not set them through ``**changes``.
 _RESERVED = frozenset(
     {"state", "sealed", "lease_until", "lease_owner", "rotation_id", "path", "finalize_after"}
-    | {"notes"}
+    | {"notes", "updated_at"}
 )
 #: The hash field of note ``name`` is ``note.<name>``.
 NOTE_PREFIX = "note."
@@ -218,6 +219,8 @@ def _record(raw: Mapping[str, str]) -> RunRecord:
     due_ms = raw.get("finalize_after_ms")
     if due_ms:
         values["finalize_after"] = _iso_ms(due_ms)
+    changed_ms = raw.get("updated_ms")
+    values["updated_at"] = _iso_ms(changed_ms) if changed_ms else raw.get("updated_at", "")
     values["sealed"] = bool(raw.get("sealed") or raw.get("minted"))
     values["notes"] = {
         k.removeprefix(NOTE_PREFIX): v for k, v in raw.items() if k.startswith(NOTE_PREFIX)
@@ -266,6 +269,7 @@ local function apply_fields(key, from)
     if ARGV[i + 1] == '' then redis.call('HDEL', key, ARGV[i])
     else redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
   end
+  redis.call('HSET', key, 'updated_ms', now)
 end
 local function holder_ok(path_key, rid, run_prefix)
   local holder = redis.call('GET', path_key)
@@ -471,6 +475,11 @@ class RunStore:
 
     # --- reads -------------------------------------------------------------------------------
 
+    def now(self) -> datetime:
+        """Redis's clock: the one clock every worker judges due times by."""
+        seconds, micros = self.client.time()
+        return datetime.fromtimestamp(seconds + micros / 1e6, UTC)
+
     def get(self, rotation_id: str) -> RunRecord | None:
         """The run record of ``rotation_id``, or ``None``."""
         raw = _decode(self.client.hgetall(keys.run(rotation_id)))
@@ -571,9 +580,8 @@ class RunStore:
         """:meth:`create`, also saying how many seconds ago the path's previous run last
         changed (``None`` when it has none): a caller that read the secret before can tell
         whether that run may have written a version since."""
-        now = now_iso()
         values = {k: v for k, v in record.to_dict().items() if k not in _RESERVED}
-        values.update(created_at=record.created_at or now, updated_at=now)
+        values.update(created_at=record.created_at or now_iso())
         owner, seconds = lease or ("", 0.0)
         ttl = "" if expire is None else str(max(1, int(expire)))
         argv = [record.rotation_id, owner, int(seconds * 1000), ttl, "state", record.state]
@@ -680,8 +688,6 @@ class RunStore:
         count: tuple[str, str] | None = None,
         legacy_due: str = "",
     ) -> RunRecord:
-        if "updated_at" not in fields[::2]:
-            fields += ["updated_at", now_iso()]
         argv = [
             rotation_id,
             to,

@@ -10,7 +10,9 @@ and "already done" is success.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -118,6 +120,8 @@ class RotationContext:
     across retries and crashes, so a rotator can tag what it creates with it and find it again.
     ``current`` is the ScaiVault version being rotated *from*. ``attempt`` counts from 1.
     ``notes`` keeps small facts of this rotation across crashes (see :class:`Notes`).
+    ``clock`` is the engine's clock (Redis's in a worker): judge whether a time found in
+    metadata has passed with it, never with the machine's own, which may run ahead.
     """
 
     path: str
@@ -128,6 +132,7 @@ class RotationContext:
     vault: VaultReader
     attempt: int = 1
     notes: Notes = field(default_factory=MemoryNotes)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
 
 
 class Rotator:

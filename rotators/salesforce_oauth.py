@@ -27,7 +27,6 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +41,7 @@ from rotators.salesforce_client import (
     SalesforceConnection,
 )
 from rotators.secret import Secret, SecretData
+from rotators.versions import parse_time
 
 MIN_API_VERSION = 65.0
 #: ``ctx.notes`` names: the staged entry this rotation promotes, and its key's fingerprint.
@@ -470,10 +470,10 @@ class SalesforceOAuthRotator(Rotator):
         """
         metadata = ctx.current.metadata
         previous = metadata.get("previous_version")
-        due = _parse_time(metadata.get("finalize_after"))
+        due = parse_time(metadata.get("finalize_after"))
         if not isinstance(previous, int) or isinstance(previous, bool) or due is None:
             return False
-        if datetime.now(UTC) < due:
+        if ctx.clock() < due:  # the engine's clock: this machine's may run ahead
             return False
         return ctx.vault.read(ctx.path, previous).data.get("client_id") == entry.key
 
@@ -507,17 +507,6 @@ def _options(ctx: RotationContext) -> SalesforceOAuthOptions:
     if isinstance(options, SalesforceOAuthOptions):
         return options
     return SalesforceOAuthOptions.model_validate(options.model_dump())
-
-
-def _parse_time(value: Any) -> datetime | None:
-    """An ISO 8601 time (naive = UTC), or ``None`` when absent or not a time."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _not_ours(slot: StagedEntry, primary: str) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -394,3 +396,19 @@ def test_notes_name_the_promoted_pair_and_hold_no_secret(salesforce: FakeSalesfo
 
 def key_hint_of(data: dict[str, Any]) -> str:
     return "..." + str(data["client_id"])[-4:]
+
+
+def test_late_finalize_goes_by_the_engines_clock_not_the_machines(
+    salesforce: FakeSalesforce,
+) -> None:
+    """A worker whose own clock runs an hour ahead must not delete the previous rotation's old
+    pair before its grace is over on the engine's (Redis's) clock."""
+    s = Setup(salesforce)
+    first = s.rotator.mint(s.ctx())
+    due = datetime.now(UTC) - timedelta(minutes=30)  # past by this machine's clock
+    s.vault.put(TARGET_PATH, first, {"previous_version": 1, "finalize_after": due.isoformat()})
+    s.next_rotation("rot_second")
+    behind = dataclasses.replace(s.ctx(), clock=lambda: due - timedelta(minutes=30))
+    with pytest.raises(PermanentError, match="finalize the previous rotation first"):
+        s.rotator.mint(behind)
+    assert salesforce.is_valid(s.old), "the previous old pair is still within its grace"

@@ -197,6 +197,16 @@ def test_422_names_the_field(receiver: LiveReceiver) -> None:
     assert (response.status_code, response.json()["field"]) == (422, "path")
 
 
+@pytest.mark.parametrize("grace", ["3651d", "2914000d", "999999999d999999999h"])
+def test_a_grace_period_over_the_maximum_is_422_and_queues_nothing(
+    receiver: LiveReceiver, redis_client: redis.Redis, grace: str
+) -> None:
+    response = receiver.post(event_body("evt_long_grace", grace_period=grace))
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "data.grace_period"
+    assert redis_client.dbsize() == 0
+
+
 @pytest.mark.parametrize(
     "content_type",
     ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1", ""],

@@ -153,6 +153,17 @@ options = "nope"
     assert len(problems) == len(expected)
 
 
+@pytest.mark.parametrize("grace", ["3651d", "999999999d999999999h"])
+def test_a_grace_period_over_the_maximum_is_a_problem_line(grace: str) -> None:
+    text = f'[[rules]]\nmatch = "a/*"\nrotator = "random-password"\ngrace_period = "{grace}"\n'
+    with pytest.raises(ConfigError) as info:
+        table(text)
+    assert info.value.problems == [
+        f"rotation.toml: rule 1: grace_period: {grace!r} is longer than the maximum duration, "
+        "3650d (10 years)"
+    ]
+
+
 def test_repeated_match_is_a_problem() -> None:
     text = '[[rules]]\nmatch = "a/*"\nrotator = "random-password"\n' * 2
     with pytest.raises(ConfigError, match=r"rule 2: match: repeats rule 1"):

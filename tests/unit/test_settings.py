@@ -59,6 +59,17 @@ def test_durations_over_the_maximum_are_refused(
     ]
 
 
+@pytest.mark.parametrize("name", ["ROTATOR_BODY_TIMEOUT", "ROTATOR_PUBLISH_TIMEOUT"])
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+def test_receiver_timeouts_must_be_positive_and_finite(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        Settings.load()
+    assert [p.split(":")[0] for p in info.value.problems] == [name]
+
+
 def test_seal_keys_accept_a_rotation_list(monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     monkeypatch.setenv("ROTATOR_SEAL_KEY", f"{first},{second}")

@@ -6,7 +6,13 @@ import re
 from datetime import timedelta
 from functools import lru_cache
 
-_PART = re.compile(r"(\d{1,9})([dhms])")
+#: Longest duration accepted anywhere (events, routing file, CLI, settings, the emulator's
+#: policies): ten years. Longer ones cannot be added to a timestamp near the end of the
+#: calendar, and no grace period or rotation interval needs them.
+MAX_DURATION = timedelta(days=3650)
+MAX_DURATION_TEXT = "3650d (10 years)"
+
+_PART = re.compile(r"([0-9]{1,9})([dhms])")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _ORDER = "dhms"
 
@@ -14,7 +20,10 @@ HELP = "use whole numbers with units d, h, m, s in that order, e.g. 90d, 48h, 30
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``text`` into a ``timedelta``; raise ``ValueError`` saying what is expected."""
+    """Parse ``text`` into a ``timedelta`` of at most :data:`MAX_DURATION`.
+
+    Raises ``ValueError`` saying what is expected, and nothing else, for any input.
+    """
     if not isinstance(text, str):
         raise ValueError(f"expected a duration string, got {type(text).__name__}: {HELP}")
     return _parse(text)
@@ -32,7 +41,10 @@ def _parse(text: str) -> timedelta:
         or units != sorted(units, key=_ORDER.index)
     ):
         raise ValueError(f"{text[:40]!r} is not a duration: {HELP}")
-    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in parts))
+    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds > MAX_DURATION.total_seconds():  # checked before timedelta() can overflow
+        raise ValueError(f"{text[:40]!r} is longer than the maximum duration, {MAX_DURATION_TEXT}")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(delta: timedelta) -> str:

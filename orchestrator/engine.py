@@ -341,7 +341,9 @@ class Engine:
     def _grace_text(self, request: RotateRequest, rule: Rule | None) -> str:
         """The run's grace period: the request's, else the rule's, else the default. A signed
         event's (it has an event id) is raised to ``ROTATOR_MIN_GRACE``: whoever holds the
-        webhook secret must not be able to get old credentials revoked at once."""
+        webhook secret must not be able to get old credentials revoked at once. A request's
+        that does not parse or is over ``MAX_DURATION`` (a message queued by an older release)
+        is ignored with a warning rather than failing the run later, at store."""
         requested = request.grace_period
         if requested:
             try:

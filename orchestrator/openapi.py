@@ -79,6 +79,7 @@ def document() -> dict[str, Any]:
             "200": _response("Duplicate of an event already accepted", _ACCEPTED),
             "400": _response("Not acceptable JSON, or created_at out of window", _ERROR),
             "401": _response("Missing or bad signature", _ERROR, **{"WWW-Authenticate": "string"}),
+            "408": _response("Body not complete within ROTATOR_BODY_TIMEOUT; closed", _ERROR),
             "413": _response("Body over 64 KiB", _ERROR),
             "415": _response("Not application/json", _ERROR),
             "422": _response("JSON of the wrong shape", _ERROR),

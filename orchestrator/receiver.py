@@ -1,11 +1,12 @@
 """The webhook receiver: an ASGI app that verifies, dedupes and enqueues ScaiVault events.
 
 ``POST /scaivault/events`` runs the checks in this order and stops at the first failure:
-size (``Content-Length``, then while reading; 413) -> content type (415) -> raw bytes ->
-signature against every configured secret (401, one fixed body) -> JSON (400) -> shape (422) ->
-age of ``created_at`` (400) -> claim the event id and publish in one atomic Redis script
-(duplicate: 200; Redis down or slow: 503 + ``Retry-After``) -> 202. No request answers 500:
-anything unexpected is logged and answered 503 so ScaiVault redelivers.
+size (``Content-Length``, then while reading; 413) -> content type (415) -> raw bytes, in
+full within ``ROTATOR_BODY_TIMEOUT`` (else 408 and the connection is closed) -> signature
+against every configured secret (401, one fixed body) -> JSON (400) -> shape (422) -> age of
+``created_at`` (400) -> claim the event id and publish in one atomic Redis script (duplicate:
+200; Redis down or slow: 503 + ``Retry-After``) -> 202. No request answers 500: anything
+unexpected is logged and answered 503 so ScaiVault redelivers.
 
 ``GET /healthz`` (process up), ``GET /readyz`` (Redis reachable), ``GET /metrics`` (Prometheus,
 the receiver's own registry; each uvicorn worker process reports its own counters).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -50,9 +52,12 @@ MAX_BODY = 64 * 1024
 #: Seconds ScaiVault is asked to wait before redelivering after a 503.
 RETRY_AFTER = 5
 
+#: Seconds an idle keep-alive connection stays open between requests.
+KEEP_ALIVE_SECONDS = 5
 
 _ERRORS = {
     400: "malformed_payload",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_event",
@@ -163,6 +168,7 @@ _UNAUTHORIZED = Reply(
     b'{"error":"unauthorized"}',
     ((b"www-authenticate", b'HMAC-SHA256 realm="scaivault-webhook"'),),
 )
+_CLOSE = ((b"connection", b"close"),)
 _UNAVAILABLE = Reply(
     503,
     b'{"error":"temporarily_unavailable"}',
@@ -208,7 +214,7 @@ class Receiver:
         length, content_type, signature = request_headers(scope)
         check_length(length)
         check_content_type(content_type)
-        body = await read_body(receive)
+        body = await read_body(receive, self.settings.rotator_body_timeout)
         fields["body_len"] = len(body)
         position = signing.verify(body, signature, self.secrets)
         fields["secret_position"] = position
@@ -263,7 +269,9 @@ class Receiver:
         body: dict[str, Any] = {"error": _ERRORS.get(exc.status, "rejected"), "reason": exc.reason}
         if exc.field:
             body["field"] = exc.field
-        return Reply(exc.status, json.dumps(body).encode())
+        # the rest of a late body may still arrive: only a new connection starts clean
+        headers = _CLOSE if exc.status == 408 else ()
+        return Reply(exc.status, json.dumps(body).encode(), headers)
 
     def _unavailable(self, reason: str, fields: dict[str, Any]) -> Reply:
         self.metrics.event(fields["type"], "unavailable")
@@ -329,8 +337,18 @@ def request_headers(scope: Scope) -> tuple[str | None, str | None, str]:
     return length, content_type, ",".join(signatures)
 
 
-async def read_body(receive: Receive) -> bytes:
-    """The raw body, refusing (413) as soon as more than :data:`MAX_BODY` bytes arrive."""
+async def read_body(receive: Receive, timeout: float) -> bytes:
+    """The raw body, refusing (413) as soon as more than :data:`MAX_BODY` bytes arrive and
+    (408) when it is not complete within ``timeout`` seconds: a client that stalls mid-body
+    must not hold a connection, a file descriptor and a task for ever."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_chunks(receive)
+    except TimeoutError:
+        raise WebhookRejected(408, "body_timeout") from None
+
+
+async def _read_chunks(receive: Receive) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -441,4 +459,12 @@ def serve(host: str, port: int, workers: int = 1) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=shutdown_seconds(settings),
     )
+
+
+def shutdown_seconds(settings: Settings) -> int:
+    """How long a stopping receiver waits for requests in flight: the longest one takes the
+    body deadline plus the publish timeout. Past it, uvicorn cancels what is left."""
+    return math.ceil(settings.rotator_body_timeout + settings.rotator_publish_timeout) + 1

@@ -133,17 +133,42 @@ def literal_prefix(glob: str) -> str:
 
 
 def _match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:
-    if not pattern:
-        return not segments
-    head, rest = pattern[0], pattern[1:]
-    if head == "**":
-        return any(_match(rest, segments[i:]) for i in range(len(segments) + 1))
-    if not segments or not _segment_matches(head, segments[0]):
-        return False
-    return _match(rest, segments[1:])
+    """True when ``segments`` match the glob ``pattern``.
+
+    Walks the path once, keeping the set of glob positions reachable so far (a ``**`` both
+    stays put on a segment and may be skipped). Each segment is compared at most once with
+    each glob segment, so several ``**`` on a long path cost at most
+    ``len(pattern) * len(segments)`` comparisons, where trying every split of every ``**``
+    grows exponentially with their number.
+    """
+    end = len(pattern)
+    positions = _past_globstars(pattern, {0})
+    for segment in segments:
+        moved = {
+            p if pattern[p] == "**" else p + 1
+            for p in positions
+            if p < end and _segment_matches(pattern[p], segment)
+        }
+        if not moved:
+            return False
+        positions = _past_globstars(pattern, moved)
+    return end in positions
+
+
+def _past_globstars(pattern: tuple[str, ...], positions: set[int]) -> set[int]:
+    """``positions`` plus every position reached by letting ``**`` match no segment."""
+    out: set[int] = set()
+    for p in positions:
+        while p not in out:  # a position already in ``out`` brought its own skips along
+            out.add(p)
+            if p == len(pattern) or pattern[p] != "**":
+                break
+            p += 1
+    return out
 
 
 def _segment_matches(pattern: str, segment: str) -> bool:
+    """One glob segment against one path segment; ``**`` (like ``*``) matches any one."""
     if "*" not in pattern:
         return pattern == segment
     regex = ".*".join(re.escape(part) for part in pattern.split("*"))

@@ -74,7 +74,12 @@ class Settings(BaseSettings):
         default=False, alias="SCAIVAULT_ALLOW_INSECURE_HTTP"
     )
     rotator_event_max_age: str = Field(default="7d", alias="ROTATOR_EVENT_MAX_AGE")
-    rotator_publish_timeout: float = Field(default=2.0, gt=0, alias="ROTATOR_PUBLISH_TIMEOUT")
+    rotator_publish_timeout: float = Field(
+        default=2.0, gt=0, allow_inf_nan=False, alias="ROTATOR_PUBLISH_TIMEOUT"
+    )
+    rotator_body_timeout: float = Field(
+        default=10.0, gt=0, allow_inf_nan=False, alias="ROTATOR_BODY_TIMEOUT"
+    )
     rotator_metrics_port: int = Field(default=9464, ge=0, le=65535, alias="ROTATOR_METRICS_PORT")
     rotator_max_attempts: int = Field(default=8, ge=1, alias="ROTATOR_MAX_ATTEMPTS")
     rotator_task_time_limit: int = Field(default=300, ge=10, alias="ROTATOR_TASK_TIME_LIMIT")

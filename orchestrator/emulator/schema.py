@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -33,12 +32,10 @@ class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-MAX_DURATION = timedelta(days=36500)
-
-
 def _duration(value: str) -> str:
-    if parse_duration(value) > MAX_DURATION:
-        raise ValueError("durations longer than 36500d (100 years) are not supported")
+    """Duration text the rotator can read back: :func:`parse_duration` refuses what it cannot,
+    including anything over its maximum (``MAX_DURATION``), so events never carry it."""
+    parse_duration(value)
     return value
 
 

@@ -82,6 +82,9 @@ def test_clear_errors_and_exit_codes(sandbox: Sandbox, oncall_cli: OnCallCli) ->
     bad = oncall_cli("rotate", f"{prefix}/db/x", "--grace", "two days")
     assert bad.code == 2 and "is not a duration" in bad.err
 
+    too_long = oncall_cli("rotate", f"{prefix}/db/x", "--grace", "2914000d")
+    assert too_long.code == 2 and "longer than the maximum duration, 3650d" in too_long.err
+
     nothing = oncall_cli("status", f"{prefix}/db/{unique('never')}")
     assert nothing.code == 1 and "unknown path" in nothing.err
 
@@ -90,7 +93,7 @@ def test_clear_errors_and_exit_codes(sandbox: Sandbox, oncall_cli: OnCallCli) ->
 
     usage = oncall_cli("rotate")
     assert usage.code == 2 and "PATH or --prefix" in usage.err
-    for result in (unknown, unrouted, bad, nothing, usage):
+    for result in (unknown, unrouted, bad, too_long, nothing, usage):
         assert "Traceback" not in result.err
 
 

@@ -537,6 +537,25 @@ def test_bad_input_gets_a_4xx_in_the_spec_shape(
     assert response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "r", "interval": "3651d"},
+        {"name": "r", "interval": "90d", "grace_period": "2914000d"},
+        {"name": "r", "interval": "90d", "grace_period": "999999999d999999999h"},
+    ],
+    ids=["interval", "grace", "grace-overflowing"],
+)
+def test_rotation_policy_durations_over_the_maximum_are_400(
+    emulator: Emulator, body: dict[str, Any]
+) -> None:
+    response = emulator.client.post("/v1/rotation/policies", json=body)
+    assert response.status_code == 400, response.text
+    assert error_of(response) == "invalid_request"
+    assert "3650d (10 years)" in response.json()["error"]["message"]
+    assert emulator.client.get("/v1/rotation/policies").json()["policies"] == []
+
+
 def test_oversized_body_is_refused(emulator: Emulator) -> None:
     big = {"data": {"blob": "x" * (1024 * 1024 + 10)}}
     declared = emulator.client.put(f"/v1/secrets/{PATH}", json=big)

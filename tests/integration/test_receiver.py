@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -197,6 +198,16 @@ def test_422_names_the_field(receiver: LiveReceiver) -> None:
     assert (response.status_code, response.json()["field"]) == (422, "path")
 
 
+@pytest.mark.parametrize("grace", ["3651d", "2914000d", "999999999d999999999h"])
+def test_a_grace_period_over_the_maximum_is_422_and_queues_nothing(
+    receiver: LiveReceiver, redis_client: redis.Redis, grace: str
+) -> None:
+    response = receiver.post(event_body("evt_long_grace", grace_period=grace))
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "data.grace_period"
+    assert redis_client.dbsize() == 0
+
+
 @pytest.mark.parametrize(
     "content_type",
     ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1", ""],
@@ -230,6 +241,98 @@ def test_size_is_checked_before_content_type_and_signature(receiver: LiveReceive
     big = b"x" * (MAX_BODY + 1)
     assert receiver.post(big, secret=None, content_type="text/plain").status_code == 413
     assert receiver.post(b"{}", secret=None, content_type="text/plain").status_code == 415
+
+
+# --- slow clients -------------------------------------------------------------------------
+
+STALLED_CLIENTS = 64
+
+
+def stall(url: str) -> socket.socket:
+    """A raw connection that sends the headers and 10 of 100 announced body bytes, then stalls."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    head = (
+        "POST /scaivault/events HTTP/1.1\r\nHost: receiver\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n"
+        f"X-ScaiVault-Signature: {'0' * 64}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + b'{"id": "ev')
+    return sock
+
+
+def read_until_closed(sock: socket.socket, deadline: float) -> bytes:
+    """Everything the server sends until it closes the connection; fails at ``deadline``."""
+    received = b""
+    while True:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            raise AssertionError(f"still open at the deadline; got {received!r}") from None
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+
+
+def test_stalled_bodies_get_408_and_are_closed_while_healthz_answers(
+    receiver_factory: Factory, redis_url: str, redis_client: redis.Redis
+) -> None:
+    live = receiver_factory(redis_url, rotator_body_timeout=5.0)
+    sockets = [stall(live.url) for _ in range(STALLED_CLIENTS)]
+    try:
+        wait_for(lambda: len(live.server.server_state.connections) >= STALLED_CLIENTS)
+        assert live.get("/healthz").status_code == 200
+        deadline = time.monotonic() + 120
+        answers = [read_until_closed(sock, deadline) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    for answer in answers:
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.1 408 ") and b"connection: close" in head, answer
+        assert b'"reason":"body_timeout"' in answer.replace(b" ", b"")
+    assert redis_client.dbsize() == 0
+
+
+#: The open-file limit of the ``serve`` process below: fewer than :data:`STALLED_CLIENTS`.
+FILE_LIMIT = 40
+_WITH_FILE_LIMIT = (
+    "import os, resource, sys; limit = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def test_serve_with_few_file_descriptors_answers_healthz_once_stalled_bodies_time_out(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Stalled bodies holding every descriptor must not keep /healthz unanswered for ever."""
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "SCAIVAULT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ROTATOR_BODY_TIMEOUT": "2",
+    }
+    port = free_port()
+    argv = [sys.executable, "-c", _WITH_FILE_LIMIT, str(FILE_LIMIT)]
+    argv += cli_argv("serve", "--port", str(port))
+    serve = ChildProcess("serve", argv, tmp_path / "serve.log", env)
+    url = f"http://127.0.0.1:{port}"
+    sockets: list[socket.socket] = []
+    try:
+        serve.start().wait_http(url + "/healthz")
+        sockets = [stall(url) for _ in range(STALLED_CLIENTS)]
+        serve.wait_http(url + "/healthz", timeout=120)
+        deadline = time.monotonic() + 120
+        for sock in sockets:
+            read_until_closed(sock, deadline)  # a 408, or closed at once while out of files
+    finally:
+        for sock in sockets:
+            sock.close()
+        serve.stop()
 
 
 def test_other_methods_and_paths_are_not_5xx(receiver: LiveReceiver) -> None:
@@ -512,7 +615,9 @@ def test_openapi_document_describes_the_endpoint(receiver: LiveReceiver) -> None
 
     document = receiver.get("/openapi.json").json()
     post = document["paths"]["/scaivault/events"]["post"]
-    assert set(post["responses"]) == {"200", "202", "400", "401", "413", "415", "422", "503"}
+    assert set(post["responses"]) == {
+        "200", "202", "400", "401", "408", "413", "415", "422", "503"
+    }  # fmt: skip
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     jsonschema.validate(json.loads(event_body()), schema)
     accepted = receiver.post(event_body("evt_doc"))

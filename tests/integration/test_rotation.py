@@ -16,12 +16,12 @@ pytestmark = pytest.mark.integration
 PATH = "apps/billing/db"
 
 
-def _seed(stack: EngineStack, password: str = "old-password-1") -> int:
+def _seed(stack: EngineStack, password: str = "old-password-1", path: str = PATH) -> int:
     version = stack.emulator.put_secret(
-        PATH, {"username": "billing", "password": password}, metadata={"description": "billing"}
+        path, {"username": "billing", "password": password}, metadata={"description": "billing"}
     )
     with redis.Redis.from_url(stack.target_url, decode_responses=True) as ledger:
-        ledger.hset(creds_key(PATH), fingerprint(password), "active")
+        ledger.hset(creds_key(path), fingerprint(password), "active")
     return version
 
 
@@ -52,6 +52,25 @@ def test_rotation_due_to_done(engine_stack: EngineStack) -> None:
     assert ledger[fingerprint(current["data"]["password"])] == "active"
     events = [e["event"] for e in history.read(stack.client, PATH)]
     assert "rotation_stored" in events and events[-1] == "rotation_finalized"
+
+
+def test_a_queued_message_with_an_over_long_grace_uses_the_rules(engine_stack: EngineStack) -> None:
+    """Messages queued before durations were bounded may carry one: the grace is ignored (a
+    warning), never a failed run after the new credential exists."""
+    stack = engine_stack
+    stack.routing(stack.ledger_rule())
+    paths = {f"{PATH}-{n}": grace for n, grace in enumerate(["2914000d", "999999999d999999999h"])}
+    versions = {path: _seed(stack, path=path) for path in paths}
+    stack.start(beat=False)
+    for path, grace in paths.items():
+        stack.publish(
+            path=path, event_id=f"evt_{path}", from_version=versions[path], grace_period=grace
+        )
+    for path in paths:
+        record = stack.wait_run(path, ("grace", "done", "failed", "needs_attention"))
+        assert (record.state, record.grace_period) == ("grace", "2s"), record
+        assert stack.emulator.get_secret(path)["version"] == versions[path] + 1
+    assert stack.logs().count('"event": "grace_period_ignored"') == 2
 
 
 def test_duplicate_and_late_deliveries_give_one_new_version(engine_stack: EngineStack) -> None:

@@ -79,6 +79,8 @@ def test_report_exit_codes() -> None:
         (["rotate"], "either PATH or --prefix"),
         (["rotate", "a/b", "--prefix", "a"], "either PATH or --prefix"),
         (["rotate", "a/b", "--grace", "soon"], "is not a duration"),
+        (["rotate", "a/b", "--grace", "3651d"], "maximum duration, 3650d (10 years)"),
+        (["rotate", "a/b", "--grace", "999999999d999999999h"], "maximum duration, 3650d"),
         (["rotate", "a/b", "--concurrency", "0"], "--concurrency"),
         (["rotate", "a/b", "--via-vault", "--grace", "1h"], "rotation policy sets"),
         (["history", "a/b", "--limit", "0"], "--limit"),

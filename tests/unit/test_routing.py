@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fnmatch
 from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
+from orchestrator import routing
 from orchestrator.errors import ConfigError
 from orchestrator.routing import RoutingTable, check_glob
 from rotators.random_password import RandomPasswordOptions, RandomPasswordRotator
@@ -153,6 +157,17 @@ options = "nope"
     assert len(problems) == len(expected)
 
 
+@pytest.mark.parametrize("grace", ["3651d", "999999999d999999999h"])
+def test_a_grace_period_over_the_maximum_is_a_problem_line(grace: str) -> None:
+    text = f'[[rules]]\nmatch = "a/*"\nrotator = "random-password"\ngrace_period = "{grace}"\n'
+    with pytest.raises(ConfigError) as info:
+        table(text)
+    assert info.value.problems == [
+        f"rotation.toml: rule 1: grace_period: {grace!r} is longer than the maximum duration, "
+        "3650d (10 years)"
+    ]
+
+
 def test_repeated_match_is_a_problem() -> None:
     text = '[[rules]]\nmatch = "a/*"\nrotator = "random-password"\n' * 2
     with pytest.raises(ConfigError, match=r"rule 2: match: repeats rule 1"):
@@ -227,3 +242,49 @@ def test_rules_name_rotators_by_their_routing_key() -> None:
     rule = routing.match("a/b")
     assert rule is not None and rule.rotator == "alias"
     assert isinstance(routing.rotator_for(rule), RandomPasswordRotator)
+
+
+# --- the glob matcher against a plain reference --------------------------------------------
+
+
+def reference_match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:
+    """Glob semantics spelled out: ``**`` tries every split (exponential, fine when small)."""
+    if not pattern:
+        return not segments
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(reference_match(rest, segments[i:]) for i in range(len(segments) + 1))
+    if not segments or not fnmatch.fnmatchcase(segments[0], head):
+        return False
+    return reference_match(rest, segments[1:])
+
+
+glob_segments = st.sampled_from(["a", "b", "ab", "*", "**", "a*", "*b", "*a*"])
+path_segments = st.sampled_from(["a", "b", "ab", "ba", "aab", ""])
+
+
+@settings(max_examples=500)
+@given(st.lists(glob_segments, max_size=7), st.lists(path_segments, max_size=8))
+def test_the_matcher_agrees_with_the_reference(glob: list[str], path: list[str]) -> None:
+    pattern, segments = tuple(glob), tuple(path)
+    assert routing._match(pattern, segments) is reference_match(pattern, segments)
+
+
+def test_several_globstars_on_a_long_path_take_polynomial_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every step compares one glob segment with one path segment; trying every split of each
+    ``**`` would compare about C(26, 6) = 230230 times here."""
+    pattern, segments = ("**",) * 6 + ("x",), ("a",) * 20
+    steps = []
+    compare = routing._segment_matches
+
+    def counted(glob: str, segment: str) -> bool:
+        steps.append((glob, segment))
+        return compare(glob, segment)
+
+    monkeypatch.setattr(routing, "_segment_matches", counted)
+    for path, expected in ((segments, False), ((*segments, "x"), True)):
+        steps.clear()
+        assert routing._match(pattern, path) is expected
+        assert len(steps) <= (len(pattern) + 1) * (len(path) + 1)

@@ -44,6 +44,32 @@ def test_bad_values_are_all_named_without_echoing_them(monkeypatch: pytest.Monke
     assert SENTINEL not in text
 
 
+@pytest.mark.parametrize(
+    "name", ["ROTATOR_DEFAULT_GRACE", "ROTATOR_MIN_GRACE", "ROTATOR_EVENT_MAX_AGE"]
+)
+@pytest.mark.parametrize("value", ["2914000d", "999999999d999999999h"])
+def test_durations_over_the_maximum_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        Settings.load()
+    assert info.value.problems == [
+        f"{name}: {value!r} is longer than the maximum duration, 3650d (10 years)"
+    ]
+
+
+@pytest.mark.parametrize("name", ["ROTATOR_BODY_TIMEOUT", "ROTATOR_PUBLISH_TIMEOUT"])
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+def test_receiver_timeouts_must_be_positive_and_finite(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        Settings.load()
+    assert [p.split(":")[0] for p in info.value.problems] == [name]
+
+
 def test_seal_keys_accept_a_rotation_list(monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     monkeypatch.setenv("ROTATOR_SEAL_KEY", f"{first},{second}")

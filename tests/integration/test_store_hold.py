@@ -19,7 +19,7 @@ def _in_grace(store: RunStore, rid: str = "g1") -> RunRecord:
     store.create(RunRecord(rotation_id=rid, path="a/b", state="queued", from_version=1))
     store.acquire_lease(rid, "worker", 30)
     store.transition(rid, "minting", owner="worker")
-    return store.transition(rid, "grace", owner="worker", new_version=2)
+    return store.transition(rid, "grace", owner="worker", new_version=2, due_in=0)
 
 
 def test_a_held_run_in_grace_cannot_be_finalized_by_anyone_else(store: RunStore) -> None:

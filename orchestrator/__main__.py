@@ -1,5 +1,5 @@
 """``python -m orchestrator`` runs the ``scaivault-rotator`` command line."""
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 
 main()

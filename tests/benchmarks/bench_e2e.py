@@ -38,10 +38,10 @@ from datetime import UTC, datetime
 
 import psutil  # type: ignore[import-untyped]
 
-from orchestrator import keys
-from orchestrator.publish import task_message
-from orchestrator.signing import sign
-from orchestrator.stack import ChildProcess
+from orchestrator.local.processes import ChildProcess
+from orchestrator.receiver.publish import task_message
+from orchestrator.receiver.signing import sign
+from orchestrator.state import keys
 from tests.benchmarks.noop_app import DONE_KEY
 from tests.benchmarks.rig import WEBHOOK_SECRET, CpuMeter, Rig, machine, table, wait_until
 
@@ -83,8 +83,8 @@ def noop_baseline(rig: Rig, n: int) -> tuple[float, float]:
     """(seconds to publish, seconds until all ``n`` no-op tasks ran).
 
     The ``n`` messages are the exact bytes Celery's ``send_task`` would publish
-    (:func:`orchestrator.publish.task_message`), built before the clock starts and pushed in
-    pipelines: a publisher sending one by one through kombu took 10 s of one core for 10,000,
+    (:func:`orchestrator.receiver.publish.task_message`), built before the clock starts and pushed
+    in pipelines: a publisher sending one by one through kombu took 10 s of one core for 10,000,
     competing with the workers it was measuring.
     """
     rig.redis.delete(DONE_KEY)
@@ -181,7 +181,7 @@ def rotations(rig: Rig, url: str, paths: list[str]) -> tuple[float, float]:
 
 def profile(rig: Rig, paths: list[str]) -> str:
     """cProfile of the engine rotating ``paths`` in this process; top functions by tottime."""
-    from orchestrator.engine import Engine, RotateRequest
+    from orchestrator.engine.core import Engine, RotateRequest
     from orchestrator.log import configure_logging
     from orchestrator.settings import Settings
 

@@ -26,9 +26,9 @@ from typing import Any
 
 from celery import Celery
 
-from orchestrator import keys
-from orchestrator.due import DueQueue
-from orchestrator.stack import ChildProcess
+from orchestrator.local.processes import ChildProcess
+from orchestrator.state import keys
+from orchestrator.state.due import DueQueue
 from tests.benchmarks.rig import Rig, machine, rss_mb, table
 
 #: The product's sweep claims at most this many due entries per run (Engine.sweep's default).

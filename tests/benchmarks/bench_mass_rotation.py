@@ -25,8 +25,8 @@ from datetime import datetime
 
 from celery import Celery
 
-from orchestrator import history, keys
-from orchestrator.stack import cli_argv
+from orchestrator.local.processes import cli_argv
+from orchestrator.state import history, keys
 from tests.benchmarks.rig import ROOT, Rig, machine, table, wait_until
 
 

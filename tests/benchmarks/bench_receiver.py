@@ -44,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from orchestrator.stack import ChildProcess, RedisServer, cli_argv, free_port
+from orchestrator.local.processes import ChildProcess, RedisServer, cli_argv, free_port
 
 SECRET = "whsec_bench_secret_0123456789"
 EVENT_PATH = "/scaivault/events"

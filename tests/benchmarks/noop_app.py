@@ -11,8 +11,8 @@ from typing import Any
 
 import redis
 
-import orchestrator.tasks  # noqa: F401  (registers the product's tasks on the app)
-from orchestrator.celery_app import app, settings
+import orchestrator.worker.tasks  # noqa: F401  (registers the product's tasks on the app)
+from orchestrator.worker.app import app, settings
 
 #: The counter ``bench.noop`` increments.
 DONE_KEY = "bench:noop:done"

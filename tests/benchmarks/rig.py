@@ -26,8 +26,8 @@ import psutil  # type: ignore[import-untyped]
 import redis
 from cryptography.fernet import Fernet
 
-from orchestrator import keys
-from orchestrator.stack import ChildProcess, RedisServer, Stack, cli_argv, free_port
+from orchestrator.local.processes import ChildProcess, RedisServer, Stack, cli_argv, free_port
+from orchestrator.state import keys
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "whsec_bench_" + secrets.token_hex(8)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator import history, keys
-from orchestrator.engine import ROTATED_BY
-from orchestrator.store import TERMINAL_STATES, RunRecord
+from orchestrator.engine.core import ROTATED_BY
+from orchestrator.state import history, keys
+from orchestrator.state.runs import TERMINAL_STATES, RunRecord
 from rotators.random_password import RandomPasswordOptions, policy_problem
 from tests.chaos.probe import Sighting, token_answer
 from tests.chaos.stack import ChaosStack

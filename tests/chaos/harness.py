@@ -36,8 +36,8 @@ from pathlib import Path
 
 from celery import Celery
 
-from orchestrator import keys
-from orchestrator.stack import cli_argv
+from orchestrator.local.processes import cli_argv
+from orchestrator.state import keys
 from tests.chaos import checks, faults, leak
 from tests.chaos.checks import Check, Facts, World
 from tests.chaos.probe import OldCredentialProber

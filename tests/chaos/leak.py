@@ -25,7 +25,7 @@ from pathlib import Path
 
 import redis
 
-from orchestrator import keys
+from orchestrator.state import keys
 from tests.chaos.checks import Check, Facts, World
 from tests.chaos.stack import ChaosStack
 

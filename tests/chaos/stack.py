@@ -1,7 +1,7 @@
 """The chaos scenario's stack: the sandbox with its own Redis, fast engine timings, two workers.
 
-:class:`ChaosStack` reuses :class:`~orchestrator.sandbox.Sandbox` (emulator, fake Salesforce over
-TLS, receiver, beat, the first worker) and adds what the scenario needs on top: a private
+:class:`ChaosStack` reuses :class:`~orchestrator.local.sandbox.Sandbox` (emulator, fake Salesforce
+over TLS, receiver, beat, the first worker) and adds what the scenario needs on top: a private
 ``redis-server`` with AOF that the harness restarts, a worker token that outlives months of
 emulator clock, a routing file whose backoffs fit a test, and a pool of worker processes that
 can be SIGKILLed (whole process group) and replaced.
@@ -20,9 +20,9 @@ import httpx
 import psutil
 import redis
 
-from orchestrator.sandbox import WORKER_IDENTITY, Sandbox
-from orchestrator.stack import ChildProcess, RedisServer, cli_argv, free_port
-from orchestrator.store import RunStore
+from orchestrator.local.processes import ChildProcess, RedisServer, cli_argv, free_port
+from orchestrator.local.sandbox import WORKER_IDENTITY, Sandbox
+from orchestrator.state.runs import RunStore
 
 #: Engine settings for the scenario: short leases, sweeps and backoffs so that crash recovery
 #: takes seconds; the visibility timeout is the smallest the settings accept.

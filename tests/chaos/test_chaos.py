@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.stack import REDIS_INSTALL_HINT
+from orchestrator.local.processes import REDIS_INSTALL_HINT
 from tests.chaos.harness import run
 from tests.chaos.report import Params, Report, summary
 

@@ -6,7 +6,7 @@ import pytest
 import redis
 from celery import Celery
 
-from orchestrator import keys
+from orchestrator.state import keys
 from tests.chaos.leak import decoded_bodies, redis_dump
 
 pytestmark = pytest.mark.integration

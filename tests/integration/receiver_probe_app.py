@@ -13,8 +13,8 @@ from typing import Any
 import redis
 from celery import Celery
 
-from orchestrator.keys import TASK_QUEUE
 from orchestrator.settings import Settings
+from orchestrator.state.keys import TASK_QUEUE
 
 settings = Settings.load()
 app = Celery("receiver_probe", broker=settings.redis_url)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.stack import ChildProcess, free_port
+from orchestrator.local.processes import ChildProcess, free_port
 from rotators import PermanentError, RotationContext, SecretData, SecretVersion, TransientError
 from rotators.testing import Conformance, Scenario
 from tests.rotators.acl_password import AclPasswordOptions, AclPasswordRotator, accepts

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.sandbox import Sandbox
-from orchestrator.stack import free_port
+from orchestrator.local.processes import free_port
+from orchestrator.local.sandbox import Sandbox
 from tests.fixtures.stack import OnCallCli, unique
 
 pytestmark = pytest.mark.integration

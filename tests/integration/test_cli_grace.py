@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.due import DueQueue
-from orchestrator.sandbox import Sandbox
-from orchestrator.store import RunStore
+from orchestrator.local.sandbox import Sandbox
+from orchestrator.state.due import DueQueue
+from orchestrator.state.runs import RunStore
 from tests.fixtures.stack import OnCallCli, UpdaterSandbox, unique
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-from orchestrator.stack import cli_argv
+from orchestrator.local.processes import cli_argv
 
 pytestmark = pytest.mark.integration
 

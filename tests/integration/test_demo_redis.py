@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from orchestrator import keys
-from orchestrator.demo import _operator_redis
+from orchestrator.local.demo import _operator_redis
+from orchestrator.state import keys
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.stack import cli_argv, free_port
+from orchestrator.local.processes import cli_argv, free_port
 from tests.fixtures.emulator import FAST_DELIVERY, Emulator, EmulatorProcess, WebhookSink
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator import history, keys
+from orchestrator.state import history, keys
 from tests.fixtures.worker import AlertSink, EngineStack
 from tests.rotators.ledger import creds_key, current_key, fingerprint
 

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator import history, keys
-from orchestrator.engine import Engine, RetryLater, RotateRequest
+from orchestrator.engine.core import Engine, RetryLater, RotateRequest
 from orchestrator.log import configure_logging
 from orchestrator.routing import RoutingTable
-from orchestrator.store import RunRecord
-from orchestrator.vault import VaultClient
+from orchestrator.state import history, keys
+from orchestrator.state.runs import RunRecord
+from orchestrator.vault.client import VaultClient
 from rotators import RotationContext, SecretData, TransientError
 from rotators.random_password import RandomPasswordRotator
 from tests.fixtures.engine import PATH, EngineHarness, InprocIssuer

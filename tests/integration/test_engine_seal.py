@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.seal import Sealer
+from orchestrator.engine.seal import Sealer
 from tests.fixtures.worker import EngineStack
 from tests.rotators.acl_password import accepts
 

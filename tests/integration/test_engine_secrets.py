@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.seal import Sealer
+from orchestrator.engine.seal import Sealer
 from tests.fixtures.worker import EngineStack
 from tests.rotators.ledger import creds_key, fingerprint
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from orchestrator import keys
-from orchestrator.store import (
+from orchestrator.state import keys
+from orchestrator.state.runs import (
     ACTIVE_STATES,
     IllegalTransition,
     LeaseLost,

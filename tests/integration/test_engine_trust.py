@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator import history, keys
-from orchestrator.engine import RotateRequest
-from orchestrator.ids import scheduled_id
-from orchestrator.store import RunRecord
+from orchestrator.engine.core import RotateRequest
+from orchestrator.engine.ids import scheduled_id
+from orchestrator.state import history, keys
+from orchestrator.state.runs import RunRecord
 from rotators.versions import ROTATED_BY
 from tests.fixtures.engine import PATH, EngineHarness
 
@@ -107,7 +107,11 @@ def test_grace_goes_by_redis_clock_not_the_storing_workers(
 ) -> None:
     """A worker an hour behind must not schedule finalize an hour early (nor one ahead end
     grace early): due times are Redis's TIME plus the grace period."""
-    for module in ("orchestrator.driver", "orchestrator.finalizer", "orchestrator.engine"):
+    for module in (
+        "orchestrator.engine.driver",
+        "orchestrator.engine.finalize",
+        "orchestrator.engine.core",
+    ):
         monkeypatch.setattr(f"{module}.datetime", _Skewed, raising=False)
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
     seconds, micros = harness.engine.client.time()

@@ -9,12 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.stack import ChildProcess, cli_argv, free_port
+from orchestrator.local.processes import ChildProcess, cli_argv, free_port
 from tests.fixtures.worker import EngineStack
 
 pytestmark = pytest.mark.integration
 
-CELERY = [sys.executable, "-m", "celery", "-A", "orchestrator.celery_app", "worker"]
+CELERY = [sys.executable, "-m", "celery", "-A", "orchestrator.worker.app", "worker"]
 BAD_ROUTING = """
 [[rules]]
 match = "apps/**"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from orchestrator.stack import ChildProcess, Stack, cli_argv
+from orchestrator.local.processes import ChildProcess, Stack, cli_argv
 from rotators.testing import Conformance, Scenario
 from tests.fixtures.emulator import Emulator
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.heartbeat import Heartbeat, LeaseKeeper
-from orchestrator.stack import RedisServer
-from orchestrator.store import RunRecord, RunStore
+from orchestrator.engine.lease import Heartbeat, LeaseKeeper
+from orchestrator.local.processes import RedisServer
+from orchestrator.state.runs import RunRecord, RunStore
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 import pytest
 import redis
 
-from orchestrator import history
+from orchestrator.state import history
 
 pytestmark = pytest.mark.integration
 

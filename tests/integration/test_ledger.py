@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator import history, keys
-from orchestrator.engine import Engine, scheduled_id
-from orchestrator.ledger import Ledger, sweep_pending
+from orchestrator.engine.core import Engine, scheduled_id
 from orchestrator.settings import Settings
-from orchestrator.store import RunRecord
+from orchestrator.state import history, keys
+from orchestrator.state.pending import Ledger, sweep_pending
+from orchestrator.state.runs import RunRecord
 from tests.fixtures.emulator import Emulator
 from tests.fixtures.receiver import LiveReceiver, event_body
 from tests.fixtures.worker import AlertSink, EngineStack

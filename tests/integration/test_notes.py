@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 
-from orchestrator import keys
-from orchestrator.notes import RunNotes
-from orchestrator.store import LeaseLost, RunRecord, RunStore
+from orchestrator.engine.notes import RunNotes
+from orchestrator.state import keys
+from orchestrator.state.runs import LeaseLost, RunRecord, RunStore
 from rotators import PermanentError
 
 pytestmark = pytest.mark.integration

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator import history
-from orchestrator.journal import Journal
+from orchestrator.engine.journal import Journal
+from orchestrator.local.processes import RedisServer
 from orchestrator.log import get_logger
-from orchestrator.outbox import Outbox
-from orchestrator.stack import RedisServer
-from orchestrator.store import RunRecord
+from orchestrator.state import history
+from orchestrator.state.outbox import Outbox
+from orchestrator.state.runs import RunRecord
 
 pytestmark = pytest.mark.integration
 

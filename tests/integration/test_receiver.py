@@ -21,10 +21,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import history, keys
-from orchestrator.receiver import MAX_BODY, claim_ttl
-from orchestrator.signing import sign
-from orchestrator.stack import ChildProcess, RedisServer, cli_argv, free_port
+from orchestrator.local.processes import ChildProcess, RedisServer, cli_argv, free_port
+from orchestrator.receiver.app import MAX_BODY, claim_ttl
+from orchestrator.receiver.signing import sign
+from orchestrator.state import history, keys
 from tests.fixtures.receiver import (
     OLD_WEBHOOK_SECRET,
     WEBHOOK_SECRET,

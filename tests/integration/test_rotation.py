@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 
-from orchestrator import history
-from orchestrator.due import DueQueue
-from orchestrator.engine import ROTATED_BY, scheduled_id
+from orchestrator.engine.core import ROTATED_BY, scheduled_id
+from orchestrator.state import history
+from orchestrator.state.due import DueQueue
 from tests.fixtures.worker import EngineStack
 from tests.rotators.ledger import creds_key, fingerprint
 

@@ -1,6 +1,6 @@
 """salesforce-oauth end to end: real worker and beat, the ScaiVault emulator, the fake over TLS.
 
-One stack for the module (a :class:`~orchestrator.sandbox.Sandbox` with a routing file of our
+One stack for the module (a :class:`~orchestrator.local.sandbox.Sandbox` with a routing file of our
 own: short grace, short backoff on ``REQUEST_LIMIT_EXCEEDED``), with a worker we SIGKILL and
 restart. Crashes are placed exactly: the fake applies a request, then holds its answer
 (``hang``) while the test kills the worker, so the stage or promotion did happen and the
@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.sandbox import Sandbox
-from orchestrator.stack import ChildProcess, cli_argv
-from orchestrator.store import RunStore
+from orchestrator.local.processes import ChildProcess, cli_argv
+from orchestrator.local.sandbox import Sandbox
+from orchestrator.state.runs import RunStore
 from rotators.salesforce_oauth import NOTE_STAGED_ID, NOTE_STAGED_KEY, key_fingerprint
 from tests.fixtures.stack import unique
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from orchestrator import keys
-from orchestrator.stack import cli_argv, free_port
+from orchestrator.local.processes import cli_argv, free_port
+from orchestrator.state import keys
 from tests.fixtures.worker import EngineStack
 
 pytestmark = pytest.mark.integration

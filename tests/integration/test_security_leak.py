@@ -31,10 +31,10 @@ import httpx
 import pytest
 import redis
 
-from orchestrator import keys
-from orchestrator.engine import scheduled_id
-from orchestrator.sandbox import Sandbox
-from orchestrator.stack import RedisServer, cli_argv
+from orchestrator.engine.core import scheduled_id
+from orchestrator.local.processes import RedisServer, cli_argv
+from orchestrator.local.sandbox import Sandbox
+from orchestrator.state import keys
 from tests.fixtures.plugins import write_dist_info
 from tests.fixtures.worker import ENGINE_ROTATORS, EngineStack
 
@@ -152,7 +152,7 @@ class LeakStack:
         return path
 
     def wait_state(self, path: str, states: set[str], timeout: float = 90) -> dict[str, Any]:
-        from orchestrator.store import RunStore
+        from orchestrator.state.runs import RunStore
 
         deadline = time.monotonic() + timeout
         while True:

@@ -17,8 +17,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.core import NotSet
 
-from orchestrator import keys, openapi
-from orchestrator.signing import sign
+from orchestrator.receiver import openapi
+from orchestrator.receiver.signing import sign
+from orchestrator.state import keys
 from tests.fixtures.receiver import WEBHOOK_SECRET, LiveReceiver
 
 pytestmark = pytest.mark.integration

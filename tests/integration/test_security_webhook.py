@@ -27,9 +27,9 @@ import redis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import keys
-from orchestrator.signing import sign
-from orchestrator.stack import RedisServer
+from orchestrator.local.processes import RedisServer
+from orchestrator.receiver.signing import sign
+from orchestrator.state import keys
 from tests.fixtures.receiver import LiveReceiver, event_body, start_receiver
 
 pytestmark = pytest.mark.integration

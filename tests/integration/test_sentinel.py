@@ -20,10 +20,11 @@ import pytest
 import redis
 import redis.sentinel
 
-from orchestrator import connection, history, keys
-from orchestrator.engine import scheduled_id
-from orchestrator.stack import ChildProcess, RedisServer, cli_argv, free_port
-from orchestrator.store import RunRecord, RunStore
+from orchestrator import connection
+from orchestrator.engine.core import scheduled_id
+from orchestrator.local.processes import ChildProcess, RedisServer, cli_argv, free_port
+from orchestrator.state import history, keys
+from orchestrator.state.runs import RunRecord, RunStore
 from tests.fixtures.emulator import Emulator
 from tests.fixtures.receiver import LiveReceiver, event_body
 

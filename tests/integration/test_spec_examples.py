@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 
-from orchestrator.stack import free_port
+from orchestrator.local.processes import free_port
 from tests.fixtures.emulator import Emulator, WebhookSink
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from orchestrator.store import IllegalTransition, RunHeld, RunRecord, RunStore
+from orchestrator.state.runs import IllegalTransition, RunHeld, RunRecord, RunStore
 
 pytestmark = pytest.mark.integration
 

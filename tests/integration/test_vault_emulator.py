@@ -25,9 +25,9 @@ from orchestrator.errors import (
     VersionConflict,
     WriteOutcomeUnknown,
 )
+from orchestrator.local.processes import free_port
 from orchestrator.settings import Settings, env_names
-from orchestrator.stack import free_port
-from orchestrator.vault import VaultClient, VersionInfo
+from orchestrator.vault.client import VaultClient, VersionInfo
 from rotators import SecretData
 from tests.fixtures.emulator import Emulator
 

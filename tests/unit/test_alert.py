@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.alert import Alerter
+from orchestrator.engine.alerts import Alerter
+from orchestrator.local.processes import free_port
 from orchestrator.settings import Settings
-from orchestrator.stack import free_port
 
 TOKEN_IN_URL = "T0KEN-in-webhook-url-5521"
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import pytest
 
-from orchestrator.cli import cli
+from orchestrator.cli.main import cli
 from orchestrator.settings import env_names
 
 TOKEN = "adm-cli-token-3318"

@@ -11,9 +11,9 @@ import redis.asyncio.sentinel
 import redis.sentinel
 
 from orchestrator import connection
+from orchestrator.cli.output import safe_url
 from orchestrator.connection import SentinelURL, parse_sentinel_url
 from orchestrator.errors import ConfigError
-from orchestrator.output import safe_url
 from orchestrator.settings import Settings
 
 PASSWORD = "pw-sentinel-unit-7f3a"

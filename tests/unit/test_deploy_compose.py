@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from orchestrator.emulator.app import ROUTES as EMULATOR_ROUTES
+from orchestrator.local.emulator.app import ROUTES as EMULATOR_ROUTES
 from orchestrator.routing import RoutingTable
 from orchestrator.settings import Settings, env_names
 from tests.fixtures.deploy import (

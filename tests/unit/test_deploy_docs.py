@@ -10,10 +10,10 @@ import fakeredis
 import pytest
 from cryptography.fernet import Fernet
 
-from orchestrator import metrics
 from orchestrator.errors import ConfigError
-from orchestrator.receiver import Metrics
+from orchestrator.receiver.app import Metrics
 from orchestrator.settings import Settings, env_names
+from orchestrator.state import metrics
 from tests.fixtures.deploy import (
     DEPLOY,
     K8S_TARGETS,

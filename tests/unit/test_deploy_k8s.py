@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 from starlette.routing import Route
 
-from orchestrator.receiver import create_app
+from orchestrator.receiver.app import create_app
 from orchestrator.routing import RoutingTable
 from orchestrator.settings import Settings, env_names
 from tests.fixtures.deploy import (

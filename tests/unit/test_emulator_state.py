@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.emulator import state as state_module
-from orchestrator.emulator.app import create_app
-from orchestrator.emulator.delivery import Event, Target
-from orchestrator.emulator.service import VaultService
-from orchestrator.emulator.state import load_state
+from orchestrator.local.emulator import state as state_module
+from orchestrator.local.emulator.app import create_app
+from orchestrator.local.emulator.delivery import Event, Target
+from orchestrator.local.emulator.service import VaultService
+from orchestrator.local.emulator.state import load_state
 
 ADMIN = "adm-state-unit"
 PATH = "apps/db"

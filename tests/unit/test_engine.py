@@ -6,8 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.celery_app import configuration
-from orchestrator.engine import (
+from orchestrator.engine.core import (
     REDIS_TIMEOUTS,
     Engine,
     RotateRequest,
@@ -18,7 +17,7 @@ from orchestrator.engine import (
 from orchestrator.errors import AccessDenied, ConfigError
 from orchestrator.routing import RoutingTable
 from orchestrator.settings import Settings
-from orchestrator.store import (
+from orchestrator.state.runs import (
     ACTIVE_STATES,
     LEASED_STATES,
     STATES,
@@ -26,6 +25,7 @@ from orchestrator.store import (
     TRANSITIONS,
     RunRecord,
 )
+from orchestrator.worker.app import configuration
 from rotators.errors import PermanentError, TransientError
 
 
@@ -128,7 +128,7 @@ def test_kombu_restores_a_dead_workers_messages_every_ten_seconds() -> None:
 
 
 def test_a_task_retry_before_a_run_record_never_counts_down_past_the_backoff_cap() -> None:
-    from orchestrator import tasks
+    from orchestrator.worker import tasks
 
     class _Task:
         name = "scaivault.rotate"

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.envelope import Envelope, parse
 from orchestrator.errors import WebhookRejected
+from orchestrator.receiver.envelope import Envelope, parse
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 WEEK = timedelta(days=7)

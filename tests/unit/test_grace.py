@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator import grace
+from orchestrator.cli import grace
+from orchestrator.local.sandbox import routing_toml
 from orchestrator.routing import RoutingTable
-from orchestrator.sandbox import routing_toml
-from orchestrator.store import RunRecord
+from orchestrator.state.runs import RunRecord
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import PermanentError
 from rotators.secret import SecretData

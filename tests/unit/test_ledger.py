@@ -9,9 +9,9 @@ import time
 import redis
 import redis.asyncio
 
-from orchestrator import keys
-from orchestrator.ledger import Ledger, message_kwargs
-from orchestrator.publish import ROTATE_TASK, Claim, Publisher, rotate_kwargs
+from orchestrator.receiver.publish import ROTATE_TASK, Claim, Publisher, rotate_kwargs
+from orchestrator.state import keys
+from orchestrator.state.pending import Ledger, message_kwargs
 
 KWARGS = rotate_kwargs(path="apps/ledger/db", event_id="evt_l1", from_version=4, grace_period="1h")
 

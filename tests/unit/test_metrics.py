@@ -14,9 +14,9 @@ import redis
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator import keys, metrics
+from orchestrator.local.processes import free_port
 from orchestrator.settings import Settings
-from orchestrator.stack import free_port
+from orchestrator.state import keys, metrics
 
 
 @pytest.fixture

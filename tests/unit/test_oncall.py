@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.cli import cli
-from orchestrator.grace import _rollback_metadata
-from orchestrator.oncall import OVERDUE_SLACK_SECONDS, is_overdue
-from orchestrator.preflight import Report
+from orchestrator.cli.check_config import Report
+from orchestrator.cli.grace import _rollback_metadata
+from orchestrator.cli.main import cli
+from orchestrator.cli.session import OVERDUE_SLACK_SECONDS, is_overdue
 from orchestrator.routing import literal_prefix
-from orchestrator.store import RunRecord
+from orchestrator.state.runs import RunRecord
 from rotators.contract import SecretVersion
 from rotators.secret import SecretData
 from rotators.versions import ENGINE_FIELDS
@@ -103,7 +103,7 @@ def test_every_printing_command_takes_json() -> None:
 def test_progress_on_a_terminal_keeps_a_live_status_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from orchestrator.command import Progress
+    from orchestrator.cli.commands import Progress
 
     progress = Progress(as_json=False)
     progress.live = True
@@ -116,7 +116,7 @@ def test_progress_on_a_terminal_keeps_a_live_status_line(
 
 
 def test_progress_with_json_keeps_stdout_for_the_answer(capsys: pytest.CaptureFixture[str]) -> None:
-    from orchestrator.command import Progress
+    from orchestrator.cli.commands import Progress
 
     progress = Progress(as_json=True)
     progress.tick("minting")

@@ -9,8 +9,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from orchestrator.errors import AccessDenied, ConfigError, NotFound, ServiceUnavailable
-from orchestrator.output import (
+from orchestrator.cli.output import (
     EXIT_FAILED,
     EXIT_USAGE,
     CommandError,
@@ -22,6 +21,7 @@ from orchestrator.output import (
     render_table,
     safe_url,
 )
+from orchestrator.errors import AccessDenied, ConfigError, NotFound, ServiceUnavailable
 
 SENTINEL = "s3ntinel-value-never-printed"
 

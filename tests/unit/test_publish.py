@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from orchestrator import keys
-from orchestrator.publish import ROTATE_TASK, rotate_kwargs, task_message
+from orchestrator.receiver.publish import ROTATE_TASK, rotate_kwargs, task_message
+from orchestrator.state import keys
 
 KWARGS = rotate_kwargs(
     path="integrations/salesforce/oauth",

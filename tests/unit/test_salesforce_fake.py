@@ -15,7 +15,7 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from orchestrator.fake_salesforce.server import make_server
+from orchestrator.local.fake_salesforce.server import make_server
 from tests.fixtures.salesforce import Credential, FakeSalesforce
 
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestrator.local.sandbox import routing_toml, toml_value
 from orchestrator.routing import RoutingTable
-from orchestrator.sandbox import routing_toml, toml_value
 
 scalars = st.one_of(
     st.text(st.characters(exclude_categories=["Cs"])),

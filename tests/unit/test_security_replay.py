@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator import envelope
 from orchestrator.errors import WebhookRejected
-from orchestrator.receiver import claim_ttl
+from orchestrator.receiver import envelope
+from orchestrator.receiver.app import claim_ttl
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 

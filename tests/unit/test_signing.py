@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.errors import WebhookRejected
-from orchestrator.signing import MAX_HEADER_LENGTH, parse_signatures, sign, verify
+from orchestrator.receiver.signing import MAX_HEADER_LENGTH, parse_signatures, sign, verify
 
 # Computed independently of this code, with:
 #   printf '%s' 'Hello, World!' | openssl dgst -sha256 -hmac "It's a Secret to Everybody"

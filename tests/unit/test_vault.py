@@ -30,7 +30,7 @@ from orchestrator.errors import (
     WriteOutcomeUnknown,
 )
 from orchestrator.settings import Settings, env_names
-from orchestrator.vault import (
+from orchestrator.vault.client import (
     BACKOFF_BASE,
     BACKOFF_CAP,
     RETRY_AFTER_CAP,

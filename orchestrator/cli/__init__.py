@@ -1,0 +1,1 @@
+"""The ``scaivault-rotator`` command line: process roles and on-call commands."""

@@ -1,0 +1,203 @@
+"""``check-config``: every problem with settings, routing, Redis and ScaiVault, found in one go.
+
+Each check adds problems instead of stopping at the first, so an operator fixes everything in
+one round. Configuration problems (settings, routing file, plugins) make the exit code 2;
+reachability and permission problems alone make it 1.
+
+Nothing is written to ScaiVault unless the operator asks for the write probe
+(``--probe-write``): a PUT of a secret's current data with a ``cas`` that can never match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from orchestrator import connection
+from orchestrator.cli.output import EXIT_FAILED, EXIT_USAGE, safe_url
+from orchestrator.cli.session import CLI_RETRY_DEADLINE
+from orchestrator.errors import AccessDenied, ConfigError, NotFound, VaultError, VersionConflict
+from orchestrator.routing import RoutingTable, Rule, literal_prefix
+from orchestrator.settings import Settings
+from orchestrator.vault.client import VaultClient
+
+
+@dataclass
+class Report:
+    """What ``check-config`` found: problems (config or reachability) and what passed."""
+
+    config_problems: list[str] = field(default_factory=list)
+    reach_problems: list[str] = field(default_factory=list)
+    passed: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        return self.config_problems + self.reach_problems
+
+    @property
+    def exit_code(self) -> int:
+        if self.config_problems:
+            return EXIT_USAGE
+        return EXIT_FAILED if self.reach_problems else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": not self.problems, "problems": self.problems, "passed": self.passed}
+
+    def render(self) -> str:
+        lines = [f"ok       {text}" for text in self.passed]
+        lines += [f"PROBLEM  {text}" for text in self.problems]
+        verdict = f"{len(self.problems)} problem(s)" if self.problems else "configuration is OK"
+        return "\n".join([*lines, verdict])
+
+
+def check(*, probe_write: bool = False) -> Report:
+    """Run every check; never raises for a problem it can describe.
+
+    ``probe_write`` also tests the token's write permission with a write that cannot succeed.
+    """
+    report = Report()
+    try:
+        settings = Settings.load()
+    except ConfigError as exc:
+        report.config_problems += exc.problems
+        return report
+    report.passed.append("settings: environment variables are valid")
+    table = _check_routing(settings, report)
+    _check_redis(settings, report)
+    _check_vault(settings, table, report, probe_write)
+    return report
+
+
+def _check_routing(settings: Settings, report: Report) -> RoutingTable | None:
+    try:
+        table = RoutingTable.load(settings.rotator_config)
+    except ConfigError as exc:
+        report.config_problems += exc.problems
+        return None
+    for number, rule in enumerate(table.rules, start=1):
+        rotator = table.rotator_for(rule)
+        report.passed.append(
+            f"rule {number}: {rule.match!r} -> {rule.rotator} ({rotator.strategy}), options valid"
+        )
+        if rotator.strategy == "updater" and not settings.seal_keys():
+            report.config_problems.append(
+                f"rule {number}: rotator {rule.rotator} is an updater and ROTATOR_SEAL_KEY is not "
+                "set; workers refuse to run it (make a key with Fernet.generate_key())"
+            )
+    if not table.rules:
+        report.config_problems.append(f"{settings.rotator_config}: has no [[rules]]")
+    return table
+
+
+def _check_redis(settings: Settings, report: Report) -> None:
+    url = safe_url(settings.redis_url)
+    try:
+        client = connection.redis_client(
+            settings.redis_url,
+            master=settings.redis_sentinel_master,
+            socket_connect_timeout=3,
+            socket_timeout=5,
+        )
+        with contextlib.closing(client):
+            client.ping()
+    except (redis.RedisError, ValueError) as exc:
+        report.reach_problems.append(
+            f"Redis at {url} is unreachable ({type(exc).__name__}); start it or fix REDIS_URL"
+        )
+        return
+    report.passed.append(f"Redis at {url} answers")
+
+
+def _check_vault(
+    settings: Settings, table: RoutingTable | None, report: Report, probe_write: bool
+) -> None:
+    try:
+        settings.require_vault()
+        settings.read_token()
+    except ConfigError as exc:
+        report.config_problems += exc.problems
+        return
+    if table is None:
+        return
+    deadline = min(settings.scaivault_retry_deadline, CLI_RETRY_DEADLINE)
+    quick = settings.model_copy(update={"scaivault_retry_deadline": deadline})
+    with VaultClient(quick) as vault:
+        for number, rule in enumerate(table.rules, start=1):
+            try:
+                _check_rule_access(vault, table, number, rule, report, probe_write)
+                _check_option_paths(vault, number, rule, report)
+            except VaultError as exc:
+                report.reach_problems.append(f"rule {number} ({rule.match!r}): {exc.message}")
+                if exc.code in {"service_unavailable", "authentication_required", "token_expired"}:
+                    return  # the same answer for every rule: say it once
+
+
+def _check_option_paths(vault: VaultClient, number: int, rule: Rule, report: Report) -> None:
+    """Options naming another ScaiVault secret (``*_secret_path``) must be readable."""
+    for name, value in rule.options.model_dump().items():
+        if not (name.endswith("_secret_path") and isinstance(value, str)):
+            continue
+        label = f"rule {number} option {name}"
+        try:
+            vault.read(value)
+        except (AccessDenied, NotFound) as exc:
+            report.reach_problems.append(f"{label}: cannot read {value!r}: {exc.message}")
+        else:
+            report.passed.append(f"{label}: the token may read {value!r}")
+
+
+def _check_rule_access(
+    vault: VaultClient,
+    table: RoutingTable,
+    number: int,
+    rule: Rule,
+    report: Report,
+    probe_write: bool,
+) -> None:
+    prefix = literal_prefix(rule.match)
+    label = f"rule {number} ({rule.match!r})"
+    try:
+        paths = vault.list(prefix)
+    except AccessDenied as exc:
+        report.reach_problems.append(f"{label}: the token may not list {prefix!r}: {exc.message}")
+        return
+    matching = [path for path in paths if table.match(path) is rule]
+    if not matching:
+        report.passed.append(
+            f"{label}: ScaiVault reachable; no secret this token may list matches yet"
+        )
+        return
+    _check_path_access(vault, matching[0], label, report, probe_write)
+
+
+def _check_path_access(
+    vault: VaultClient, path: str, label: str, report: Report, probe_write: bool
+) -> None:
+    try:
+        current = vault.read(path)
+    except AccessDenied as exc:
+        report.reach_problems.append(f"{label}: the token may not read {path!r}: {exc.message}")
+        return
+    except NotFound:
+        return
+    if not probe_write:
+        report.passed.append(
+            f"{label}: the token may read {path!r} (write not tested; --probe-write tests it)"
+        )
+        return
+    try:
+        # A write whose cas can never match: allowed -> version_conflict, not allowed ->
+        # access_denied. Nothing is written either way.
+        vault.write(path, current.data, cas=current.version + 1_000_000)
+    except VersionConflict:
+        report.passed.append(f"{label}: the token may read and write {path!r}")
+    except AccessDenied as exc:
+        report.reach_problems.append(f"{label}: the token may not write {path!r}: {exc.message}")
+    else:
+        report.reach_problems.append(
+            f"{label}: ScaiVault accepted a write with a wrong cas on {path!r}; it must refuse "
+            "those (409 version_conflict), or rotations can overwrite concurrent changes"
+        )

@@ -1,0 +1,143 @@
+"""The ``scaivault-rotator`` command line: process roles and on-call commands.
+
+Exit codes: 0 success, 1 a failed operation, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from orchestrator import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="scaivault-rotator")
+def cli() -> None:
+    """Rotate credentials stored in ScaiVault: receiver, workers, beat and on-call tools."""
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=int, help="uvicorn worker processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the webhook receiver (POST /scaivault/events, /healthz, /readyz, /metrics)."""
+    from orchestrator.receiver.app import serve as run
+
+    run(host=host, port=port, workers=workers)
+
+
+def _admin_token(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """``--admin-token``, else ``--admin-token-file``, else ``EMULATOR_ADMIN_TOKEN``."""
+    file: str | None = ctx.params.get("admin_token_file")
+    if value is not None and file is not None:
+        raise click.BadParameter("give --admin-token or --admin-token-file, not both")
+    if value is None and file is not None:
+        try:
+            with open(file, encoding="utf-8") as handle:
+                value = handle.read().strip()
+        except (OSError, UnicodeError) as exc:
+            raise click.BadParameter(f"cannot read {file}: {type(exc).__name__}") from None
+    if value is None:
+        from orchestrator.settings import EmulatorSettings
+
+        token = EmulatorSettings().emulator_admin_token
+        value = token.get_secret_value() if token is not None else None
+    if not value:
+        raise click.MissingParameter(
+            ctx=ctx, param=param, message="Or give --admin-token-file, or set EMULATOR_ADMIN_TOKEN."
+        )
+    return value
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8200, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--admin-token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    is_eager=True,
+    help="File holding the admin token (instead of --admin-token).",
+)
+@click.option(
+    "--admin-token",
+    callback=_admin_token,
+    help="Admin token (default: --admin-token-file, else EMULATOR_ADMIN_TOKEN).",
+)
+@click.option("--state-file", type=click.Path(dir_okay=False), help="Keep state across restarts.")
+def emulator(
+    host: str, port: int, admin_token_file: str | None, admin_token: str, state_file: str | None
+) -> None:
+    """Run a local ScaiVault emulator (for plugin authors, tests and the demo)."""
+    from orchestrator.local.emulator import serve as run
+
+    run(host=host, port=port, admin_token=admin_token, state_file=state_file)
+
+
+def _celery_app() -> Any:
+    """Import the Celery app; a bad environment exits 2 with every problem listed."""
+    from orchestrator.errors import ConfigError
+
+    try:
+        from orchestrator.worker import app as celery_app
+    except ConfigError as exc:
+        click.echo("scaivault-rotator: invalid configuration", err=True)
+        for problem in exc.problems:
+            click.echo(f"  - {problem}", err=True)
+        raise SystemExit(2) from None
+    return celery_app
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--concurrency", "-c", type=int, help="Pool processes (default: CPU count).")
+@click.option("--loglevel", "-l", help="Log level (default: ROTATOR_LOG_LEVEL).")
+@click.option(
+    "--pool",
+    "-P",
+    type=click.Choice(["prefork", "solo", "threads"]),
+    default="prefork",
+    show_default=True,
+    help="Celery execution pool.",
+)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(
+    concurrency: int | None, loglevel: str | None, pool: str, celery_args: tuple[str, ...]
+) -> None:
+    """Run a Celery worker for the rotation tasks (refuses a bad routing file with exit 2).
+
+    Arguments after ``--`` go to ``celery worker`` as they are (e.g. ``-- --without-mingle``).
+    """
+    module = _celery_app()
+    from orchestrator.errors import ConfigError
+
+    try:
+        module.check_worker_config(module.settings)
+    except ConfigError as exc:
+        module.refuse(exc)
+    argv = ["worker", "-Q", module.keys.TASK_QUEUE, "-P", pool]
+    argv += ["--loglevel", loglevel or module.settings.rotator_log_level]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    module.app.worker_main(argv + list(celery_args))
+
+
+@cli.command()
+@click.option("--loglevel", "-l", help="Log level (default: ROTATOR_LOG_LEVEL).")
+def beat(loglevel: str | None) -> None:
+    """Run Celery beat: sweep every ROTATOR_SWEEP_INTERVAL, reconcile every ..._INTERVAL."""
+    module = _celery_app()
+    module.app.start(["beat", "--loglevel", loglevel or module.settings.rotator_log_level])
+
+
+# --- on-call commands and the demo (implemented in orchestrator.cli.commands) ---
+from orchestrator.cli.commands import COMMANDS as _ONCALL_COMMANDS  # noqa: E402
+
+for _command in _ONCALL_COMMANDS:
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()

@@ -1,0 +1,246 @@
+"""Starting rotations by hand and watching them: ``rotate``, ``rotate --prefix``, ``retry``.
+
+Rotations are started by publishing the contract task ``scaivault.rotate`` by name (DESIGN
+§8) with ids and paths only, or by asking ScaiVault to fire ``rotation.due`` so the signed
+webhook path is used. The worker's engine creates and drives the run; this module finds that
+run and follows it through the run store and the path's history stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.cli.output import CommandError, describe_error, render_entry, render_step
+from orchestrator.cli.session import (
+    POLL_SECONDS,
+    OnCall,
+    current_version,
+    ensure_idle,
+    rule_for,
+)
+from orchestrator.errors import VaultError
+from orchestrator.state import history, keys
+from orchestrator.state.runs import RunRecord
+
+#: States at which ``rotate --wait`` stops watching.
+STOP_STATES = frozenset(
+    {"grace", "done", "failed", "needs_attention", "cancelled", "rolled_back", "skipped"}
+)
+#: Of those, the ones that mean the rotation worked (so far).
+GOOD_STATES = frozenset({"grace", "done"})
+#: States ``retry`` may restart.
+RETRYABLE = frozenset({"failed", "needs_attention"})
+
+
+@dataclass(frozen=True)
+class Request:
+    """A rotation asked for: where, from which version, and the run that was latest before."""
+
+    path: str
+    from_version: int
+    before: str | None
+    via: str
+    requested_at: float
+
+
+def enqueue_rotate(oc: OnCall, **kwargs: Any) -> None:
+    """Publish ``scaivault.rotate`` with the contract's keyword arguments (no secret data).
+
+    ``rotation_id`` (the engine's extension) resumes that run rather than starting one.
+    """
+    oc.producer.send_task("scaivault.rotate", kwargs=kwargs, queue=keys.TASK_QUEUE, retry=False)
+
+
+def request_rotation(
+    oc: OnCall,
+    path: str,
+    *,
+    grace: str | None,
+    reason: str | None,
+    actor: str,
+    via_vault: bool,
+) -> Request:
+    """Start a manual rotation of ``path``: check it, record who and why, then enqueue it."""
+    rule_for(oc, path)
+    ensure_idle(oc, path)
+    version = current_version(oc, path)
+    before = oc.store.last(path)
+    via = "scaivault" if via_vault else "queue"
+    if via_vault:
+        oc.vault.rotate(path)
+    else:
+        enqueue_rotate(
+            oc,
+            path=path,
+            trigger="manual",
+            event_id=None,
+            from_version=version,
+            grace_period=grace,
+            actor=actor,
+            reason=reason,
+        )
+    history.append(
+        oc.redis,
+        path,
+        "rotation_requested",
+        actor=actor,
+        reason=reason,
+        trigger="manual",
+        from_version=version,
+        detail="via ScaiVault POST /rotate" if via_vault else "enqueued by the CLI",
+    )
+    return Request(path, version, before.rotation_id if before else None, via, time.time())
+
+
+def find_new_run(oc: OnCall, request: Request, timeout: float) -> RunRecord:
+    """The run the request started, once a worker has created it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = oc.store.last(request.path)
+        if record is not None and record.rotation_id != request.before:
+            return record
+        time.sleep(POLL_SECONDS)
+    raise CommandError(
+        f"no worker picked up the rotation of {request.path!r} within {timeout:.0f}s",
+        hint="is a worker running against this Redis (`scaivault-rotator worker`)? "
+        + ("Is the receiver subscribed in ScaiVault? " if request.via == "scaivault" else "")
+        + f"Then check `status {request.path}`",
+    )
+
+
+def follow(
+    oc: OnCall,
+    rotation_id: str,
+    timeout: float,
+    show: Callable[[str], None],
+    stop: Iterable[str] = STOP_STATES,
+    tick: Callable[[str], None] | None = None,
+) -> RunRecord:
+    """Watch a run until it reaches a state in ``stop``, showing its steps and state changes.
+
+    ``tick`` (if given) hears the current state on every poll, for a live status line.
+    """
+    stop_states = frozenset(stop)
+    deadline = time.monotonic() + timeout
+    seen: set[tuple[str, ...]] = set()
+    while True:
+        record = oc.store.require(rotation_id)
+        for entry in history.read(oc.redis, record.path, limit=100):
+            key = (entry.get("ts", ""), entry.get("event", ""), entry.get("step", ""))
+            if entry.get("rotation_id") == rotation_id and key not in seen:
+                seen.add(key)
+                show(render_entry(record.path, entry))
+        marker = ("state", record.state, str(record.attempts), record.last_error or "")
+        if marker not in seen:
+            seen.add(marker)
+            show(render_step(record.to_dict()))
+        if record.state in stop_states:
+            return record
+        if tick is not None:
+            tick(f"{record.state} (step {record.step or '-'}, attempt {record.attempts})")
+        if time.monotonic() >= deadline:
+            raise CommandError(
+                f"rotation {rotation_id} is still {record.state} after {timeout:.0f}s",
+                hint=f"it goes on in the background; watch it with `status {record.path}`",
+            )
+        time.sleep(POLL_SECONDS)
+
+
+def plan_prefix(oc: OnCall, prefix: str) -> tuple[list[str], list[str], list[RunRecord]]:
+    """For a mass rotation: paths to rotate, paths no rule covers, and busy rotations."""
+    ready: list[str] = []
+    unrouted: list[str] = []
+    busy: list[RunRecord] = []
+    for path in sorted(oc.vault.list(prefix)):
+        active = oc.store.active(path)
+        if oc.routing.match(path) is None:
+            unrouted.append(path)
+        elif active is not None:
+            busy.append(active)
+        else:
+            ready.append(path)
+    return ready, unrouted, busy
+
+
+def rotate_paced(
+    oc: OnCall,
+    paths: list[str],
+    *,
+    concurrency: int,
+    timeout: float,
+    start: Callable[[str], Request],
+    show: Callable[[str], None],
+) -> dict[str, RunRecord | str]:
+    """Rotate ``paths`` keeping at most ``concurrency`` in flight (until grace or an end)."""
+    pending = list(paths)
+    inflight: dict[str, tuple[Request, float, str | None]] = {}
+    results: dict[str, RunRecord | str] = {}
+    while pending or inflight:
+        while pending and len(inflight) < concurrency:
+            path = pending.pop(0)
+            try:
+                inflight[path] = (start(path), time.monotonic(), None)
+            except (CommandError, VaultError) as exc:  # one bad path must not stop the rest
+                results[path] = describe_error(exc).message
+        for path, (request, began, last_state) in list(inflight.items()):
+            record = oc.store.last(path)
+            if record is None or record.rotation_id == request.before:
+                state = None
+            else:
+                state = record.state
+                if state != last_state:
+                    show(render_step(record.to_dict()))
+                    inflight[path] = (request, began, state)
+            if record is not None and state in STOP_STATES:
+                results[path] = record
+                del inflight[path]
+            elif time.monotonic() - began > timeout:
+                results[path] = (
+                    f"not finished after {timeout:.0f}s (state {state or 'not started'})"
+                )
+                del inflight[path]
+        if pending or inflight:
+            time.sleep(POLL_SECONDS)
+    return results
+
+
+def retry(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
+    """Give a failed or ``needs_attention`` rotation a fresh set of attempts and re-enqueue it."""
+    record = oc.store.last(path)
+    if record is None or record.state not in RETRYABLE:
+        state = record.state if record else "not recorded"
+        raise CommandError(
+            f"nothing to retry on {path!r}: its last rotation is {state}",
+            hint="retry works on failed or needs_attention rotations; "
+            f"start a new one with `rotate {path}`",
+        )
+    if record.state == "failed":
+        ensure_idle(oc, path)
+    queued = oc.store.transition(
+        record.rotation_id,
+        "queued",
+        expect=RETRYABLE,
+        attempts=0,
+        mint_attempts=0,
+        last_error=None,
+    )
+    oc.redis.delete(keys.attempts(record.rotation_id))
+    history.append(
+        oc.redis, path, "rotation_retried", rotation_id=record.rotation_id, actor=actor,
+        reason=reason, state="queued", detail=f"was {record.state}",
+    )  # fmt: skip
+    enqueue_rotate(
+        oc,
+        path=path,
+        trigger=record.trigger,
+        event_id=record.event_id,
+        from_version=record.from_version,
+        grace_period=record.grace_period,
+        actor=actor,
+        reason=reason or record.reason,
+        rotation_id=record.rotation_id,  # the engine resumes this run instead of a new one
+    )
+    return queued

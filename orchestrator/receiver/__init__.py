@@ -1,0 +1,1 @@
+"""The webhook receiver: an ASGI app that verifies, parses, dedupes and enqueues events."""

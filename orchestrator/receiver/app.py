@@ -1,0 +1,471 @@
+"""The webhook receiver: an ASGI app that verifies, dedupes and enqueues ScaiVault events.
+
+``POST /scaivault/events`` runs the checks in this order and stops at the first failure:
+size (``Content-Length``, then while reading; 413) -> content type (415) -> raw bytes, in
+full within ``ROTATOR_BODY_TIMEOUT`` (else 408 and the connection is closed) -> signature
+against every configured secret (401, one fixed body) -> JSON (400) -> shape (422) -> age of
+``created_at`` (400) -> claim the event id and publish in one atomic Redis script (duplicate:
+200; Redis down or slow: 503 + ``Retry-After``) -> 202. No request answers 500: anything
+unexpected is logged and answered 503 so ScaiVault redelivers.
+
+``GET /healthz`` (process up), ``GET /readyz`` (Redis reachable), ``GET /metrics`` (Prometheus,
+the receiver's own registry; each uvicorn worker process reports its own counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+import redis.asyncio
+import redis.exceptions
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from orchestrator import connection
+from orchestrator.errors import ConfigError, PublishError, WebhookRejected
+from orchestrator.log import configure_logging, get_logger
+from orchestrator.receiver import envelope, openapi, publish, signing
+from orchestrator.receiver.envelope import Envelope
+from orchestrator.settings import Settings, dedupe_window
+
+EVENTS_PATH = "/scaivault/events"
+
+#: Largest body accepted, checked on ``Content-Length`` and again while reading.
+MAX_BODY = 64 * 1024
+
+#: Seconds ScaiVault is asked to wait before redelivering after a 503.
+RETRY_AFTER = 5
+
+#: Seconds an idle keep-alive connection stays open between requests.
+KEEP_ALIVE_SECONDS = 5
+
+_ERRORS = {
+    400: "malformed_payload",
+    408: "request_timeout",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_event",
+}
+
+log = get_logger("orchestrator.receiver.app")
+
+
+def claim_ttl(max_age: timedelta) -> int:
+    """Seconds to keep a dedupe claim: longer than any event we would still accept."""
+    return int(dedupe_window(max_age).total_seconds())
+
+
+class Metrics:
+    """The receiver's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "scaivault_receiver_events",
+            "Webhook requests by event type and outcome.",
+            ["type", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "scaivault_receiver_request_seconds",
+            "Time to answer POST /scaivault/events.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.publish_failures = Counter(
+            "scaivault_receiver_publish_failures",
+            "Claim-and-publish attempts that failed (answered 503).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.secret_matches = Counter(
+            "scaivault_receiver_signature_matches",
+            "Verified requests by the position of the secret that matched (for rollover).",
+            ["secret_position"],
+            registry=self.registry,
+        )
+        self._events: dict[tuple[str, str], Any] = {}
+        self._matches: dict[int, Any] = {}
+
+    def event(self, event_type: str, outcome: str) -> None:
+        """Count one request (label children cached: ``labels()`` is costly on the hot path)."""
+        child = self._events.get((event_type, outcome))
+        if child is None:
+            child = self._events[event_type, outcome] = self.events.labels(event_type, outcome)
+        child.inc()
+
+    def secret_match(self, position: int) -> None:
+        """Count one verified request by the position of the secret that matched."""
+        child = self._matches.get(position)
+        if child is None:
+            child = self._matches[position] = self.secret_matches.labels(str(position))
+        child.inc()
+
+
+class AcceptedLog:
+    """Writes accepted events as ``events_accepted`` lines, one per event-loop iteration.
+
+    A log line costs about as much CPU as verifying, parsing and publishing an event, so under
+    load the events finished in the same loop iteration (typically one publish batch) share a
+    line: ``count`` plus ``events``, each with ``event_id``, ``path``, ``type``, ``outcome``,
+    ``status``, ``secret_position`` (which configured secret matched) and ``task_id``. When
+    events arrive one at a time, every line carries one event. Rejections and failures are
+    always logged one line per request.
+    """
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+        self.entries: list[dict[str, Any]] = []
+
+    def add(self, **entry: Any) -> None:
+        """Queue one event's fields; the line is written once the current iteration ends."""
+        if not self.entries:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.entries.append(entry)
+
+    def flush(self) -> None:
+        entries, self.entries = self.entries, []
+        if entries:
+            self.logger.info("events_accepted", count=len(entries), events=entries)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer of the events endpoint, sent with two raw ASGI messages."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    async def send(self, send: Send) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.body)).encode()),
+            *self.headers,
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+_UNAUTHORIZED = Reply(
+    401,
+    b'{"error":"unauthorized"}',
+    ((b"www-authenticate", b'HMAC-SHA256 realm="scaivault-webhook"'),),
+)
+_CLOSE = ((b"connection", b"close"),)
+_UNAVAILABLE = Reply(
+    503,
+    b'{"error":"temporarily_unavailable"}',
+    ((b"retry-after", str(RETRY_AFTER).encode()),),
+)
+
+
+class Receiver:
+    """The events endpoint (a raw ASGI app: the hot path skips Request/Response objects) and
+    the health, readiness and metrics handlers, bound to settings, a Redis client and metrics."""
+
+    def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
+        self.settings = settings
+        self.secrets = settings.require_webhook_secrets()
+        self.client = client
+        self.max_age = settings.event_max_age
+        self.publisher = publish.Publisher(
+            client,
+            claim_ttl=claim_ttl(self.max_age),
+            timeout=settings.rotator_publish_timeout,
+        )
+        self.metrics = Metrics()
+        self.log = log.bind()  # a concrete logger: the lazy proxy re-binds on every call
+        self.accepted_log = AcceptedLog(self.log)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /scaivault/events``: never raises, never answers 500."""
+        started = time.perf_counter()
+        fields: dict[str, Any] = {"type": "none"}
+        try:
+            reply = await self._accept(scope, receive, fields)
+        except WebhookRejected as exc:
+            reply = self._rejected(exc, fields)
+        except PublishError as exc:
+            reply = self._unavailable(exc.reason, fields)
+        except Exception:
+            self.log.exception("event_failed", **fields)
+            reply = self._unavailable("internal_error", fields)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        await reply.send(send)
+
+    async def _accept(self, scope: Scope, receive: Receive, fields: dict[str, Any]) -> Reply:
+        length, content_type, signature = request_headers(scope)
+        check_length(length)
+        check_content_type(content_type)
+        body = await read_body(receive, self.settings.rotator_body_timeout)
+        fields["body_len"] = len(body)
+        position = signing.verify(body, signature, self.secrets)
+        fields["secret_position"] = position
+        self.metrics.secret_match(position)
+        event = envelope.parse(body, now=datetime.now(UTC), max_age=self.max_age)
+        fields.update(event_id=event.id, type=_type_label(event.type), path=event.path or None)
+        if event.type == envelope.ROTATION_DUE:
+            return await self._rotation_due(event, fields)
+        if event.type in envelope.RECORDED_TYPES:
+            return await self._record(event, fields)
+        return self._done(202, "ignored", fields, event_type=event.type)
+
+    async def _rotation_due(self, event: Envelope, fields: dict[str, Any]) -> Reply:
+        kwargs = publish.rotate_kwargs(
+            path=event.path,
+            event_id=event.id,
+            from_version=event.version,
+            grace_period=event.grace_period,
+            trigger=event.trigger,
+            actor="scaivault",
+            reason="rotation.due event",
+        )
+        claim = await self.publisher.publish_task(event.id, publish.ROTATE_TASK, kwargs)
+        if not claim.fresh:
+            return self._done(200, "duplicate", fields)
+        return self._done(202, "queued", fields, task_id=claim.value)
+
+    async def _record(self, event: Envelope, fields: dict[str, Any]) -> Reply:
+        claim = await self.publisher.record_history(
+            event.id,
+            event.path,
+            event.type,
+            event_id=event.id,
+            new_version=event.version,
+            actor="scaivault",
+        )
+        if not claim.fresh:
+            return self._done(200, "duplicate", fields)
+        return self._done(202, "recorded", fields)
+
+    def _done(self, status: int, outcome: str, fields: dict[str, Any], **extra: Any) -> Reply:
+        self.metrics.event(fields["type"], outcome)
+        self.accepted_log.add(status=status, outcome=outcome, **fields, **extra)
+        body = {"status": outcome, "event_id": fields.get("event_id"), **extra}
+        return Reply(status, json.dumps(body).encode())
+
+    def _rejected(self, exc: WebhookRejected, fields: dict[str, Any]) -> Reply:
+        self.metrics.event(fields["type"], exc.reason)
+        self.log.warning("event_rejected", status=exc.status, outcome=exc.reason, **fields)
+        if exc.status == 401:
+            return _UNAUTHORIZED
+        body: dict[str, Any] = {"error": _ERRORS.get(exc.status, "rejected"), "reason": exc.reason}
+        if exc.field:
+            body["field"] = exc.field
+        # the rest of a late body may still arrive: only a new connection starts clean
+        headers = _CLOSE if exc.status == 408 else ()
+        return Reply(exc.status, json.dumps(body).encode(), headers)
+
+    def _unavailable(self, reason: str, fields: dict[str, Any]) -> Reply:
+        self.metrics.event(fields["type"], "unavailable")
+        self.metrics.publish_failures.labels(reason).inc()
+        self.log.error(
+            "event_unavailable", status=503, outcome="unavailable", reason=reason, **fields
+        )
+        return _UNAVAILABLE
+
+    async def healthz(self, request: Request) -> Response:
+        """``GET /healthz``: the process is up."""
+        return _json(200, {"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """``GET /readyz``: settings loaded (else no app) and Redis answers a PING in time."""
+        try:
+            async with asyncio.timeout(self.settings.rotator_publish_timeout):
+                await self.client.ping()
+        except (TimeoutError, redis.exceptions.RedisError, OSError):
+            return _json(503, {"status": "unavailable", "redis": "unreachable"})
+        return _json(200, {"status": "ready"})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        """``GET /metrics``: Prometheus text of this process's receiver metrics."""
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def check_length(value: str | None) -> None:
+    """413 when ``Content-Length`` announces more than :data:`MAX_BODY`; 400 if it is garbage."""
+    if value is None:
+        return
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise WebhookRejected(400, "bad_content_length")
+    if int(value) > MAX_BODY:
+        raise WebhookRejected(413, "too_large")
+
+
+def check_content_type(value: str | None) -> None:
+    """415 unless the media type is ``application/json`` with at most ``charset=utf-8``."""
+    media, *params = (value or "").split(";")
+    if media.strip().lower() != "application/json":
+        raise WebhookRejected(415, "unsupported_media_type")
+    for param in params:
+        name, _, val = param.partition("=")
+        if name.strip().lower() != "charset" or val.strip().strip('"').lower() not in {
+            "utf-8",
+            "utf8",
+        }:
+            raise WebhookRejected(415, "unsupported_media_type")
+
+
+def request_headers(scope: Scope) -> tuple[str | None, str | None, str]:
+    """``Content-Length``, ``Content-Type`` and the signature header(s), joined by commas."""
+    length = content_type = None
+    signatures = []
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            length = value.decode("latin-1")
+        elif name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"x-scaivault-signature":
+            signatures.append(value.decode("latin-1"))
+    return length, content_type, ",".join(signatures)
+
+
+async def read_body(receive: Receive, timeout: float) -> bytes:
+    """The raw body, refusing (413) as soon as more than :data:`MAX_BODY` bytes arrive and
+    (408) when it is not complete within ``timeout`` seconds: a client that stalls mid-body
+    must not hold a connection, a file descriptor and a task for ever."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_chunks(receive)
+    except TimeoutError:
+        raise WebhookRejected(408, "body_timeout") from None
+
+
+async def _read_chunks(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise WebhookRejected(400, "client_disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise WebhookRejected(413, "too_large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _openapi(request: Request) -> Response:
+    return _json(200, openapi.document())
+
+
+def _type_label(event_type: str) -> str:
+    return event_type if event_type in envelope.KNOWN_TYPES else "unknown"
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body).encode(), status, media_type="application/json")
+
+
+def redis_client(settings: Settings) -> redis.asyncio.Redis:
+    """An asyncio Redis client bounded by the publish timeout and without silent retries.
+
+    No retries: after a lost reply the script's outcome is unknown, and the sender's
+    redelivery (after our 503) is the one retry that reports the outcome honestly.
+    """
+    timeout = settings.rotator_publish_timeout
+    return connection.async_redis_client(
+        settings.redis_url,
+        master=settings.redis_sentinel_master,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def create_app(settings: Settings, redis: redis.asyncio.Redis | None = None) -> Starlette:
+    """The receiver's ASGI app. Raises :class:`ConfigError` without a webhook secret."""
+    client = redis if redis is not None else redis_client(settings)
+    receiver = Receiver(settings, client)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log.info("receiver_started", secrets=len(receiver.secrets), path=EVENTS_PATH)
+        yield
+        await client.aclose()
+
+    routes = [
+        Route(EVENTS_PATH, receiver, methods=["POST"]),
+        Route("/healthz", receiver.healthz, methods=["GET"]),
+        Route("/readyz", receiver.readyz, methods=["GET"]),
+        Route("/metrics", receiver.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
+    ]
+    app = ReceiverApp(receiver, routes=routes, lifespan=lifespan)
+    app.router.redirect_slashes = False  # senders must never see a 3xx (some give up on it)
+    app.state.receiver = receiver
+    return app
+
+
+class ReceiverApp(Starlette):
+    """Starlette for the side endpoints; ``POST /scaivault/events`` goes straight to the
+    receiver, skipping the router and middleware stack on the hot path."""
+
+    def __init__(self, receiver: Receiver, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.receiver = receiver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == EVENTS_PATH and scope["method"] == "POST":
+            await self.receiver(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def app_factory() -> Starlette:
+    """Build the app from the environment (what each uvicorn worker process calls)."""
+    settings = Settings.load()
+    configure_logging(settings.rotator_log_level, settings.rotator_log_format)
+    return create_app(settings)
+
+
+def serve(host: str, port: int, workers: int = 1) -> None:
+    """Run the receiver on uvicorn; refuse (exit 2) when the configuration is unusable."""
+    import uvicorn
+
+    try:
+        settings = Settings.load()
+        settings.require_webhook_secrets()
+        redis_client(settings)  # refuses URLs it cannot serve; connects only on first use
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    configure_logging(settings.rotator_log_level, settings.rotator_log_format)
+    uvicorn.run(
+        "orchestrator.receiver.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=shutdown_seconds(settings),
+    )
+
+
+def shutdown_seconds(settings: Settings) -> int:
+    """How long a stopping receiver waits for requests in flight: the longest one takes the
+    body deadline plus the publish timeout. Past it, uvicorn cancels what is left."""
+    return math.ceil(settings.rotator_body_timeout + settings.rotator_publish_timeout) + 1

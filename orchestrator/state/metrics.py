@@ -1,0 +1,199 @@
+"""Worker metrics for Prometheus, kept in Redis so prefork children and restarts all count.
+
+Writers (the engine, in any worker process) add to Redis hashes; a custom collector reads them
+at scrape time together with the due-queue, so every worker's endpoint shows the same,
+fleet-wide numbers. Exposed (all prefixed ``scaivault_rotator_``):
+
+- ``rotations_total{rotator, outcome}`` — finished rotations by outcome (``done``, ``failed``...)
+- ``step_duration_seconds{rotator, step}`` — histogram of step durations
+- ``pending_finalizations`` — entries in the due-queue
+- ``oldest_overdue_finalization_seconds`` — how long the most overdue finalization is late (0 if
+  none is)
+- ``metrics_redis_up`` — 0 when Redis could not be read for this scrape
+
+Labels hold rotator names, outcomes and step names only, never a secret value. Recording never
+raises: a metric write that fails is logged, and the rotation goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import redis
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from orchestrator.log import get_logger
+from orchestrator.state import keys
+
+if TYPE_CHECKING:
+    from orchestrator.settings import Settings
+
+PREFIX = "scaivault_rotator_"
+
+#: Upper bounds (seconds) of the step-duration histogram buckets.
+BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, math.inf)
+
+log = get_logger(__name__)
+
+
+def record_outcome(client: redis.Redis, rotator: str, outcome: str) -> None:
+    """Count one finished rotation of ``rotator`` with ``outcome`` (a run state)."""
+    try:
+        client.hincrby(keys.METRIC_OUTCOMES, json.dumps([rotator, outcome]), 1)
+    except redis.RedisError as exc:
+        log.warning("metrics_write_failed", rotator=rotator, reason=type(exc).__name__)
+
+
+def queue_outcome(pipe: redis.client.Pipeline, rotator: str, outcome: str) -> None:
+    """Queue :func:`record_outcome`'s write on ``pipe`` (the caller executes it)."""
+    pipe.hincrby(*outcome_counter(rotator, outcome), 1)
+
+
+def outcome_counter(rotator: str, outcome: str) -> tuple[str, str]:
+    """(hash, field) of ``rotator``'s ``outcome`` counter, for a script that counts it."""
+    return keys.METRIC_OUTCOMES, json.dumps([rotator, outcome])
+
+
+def observe_step(client: redis.Redis, rotator: str, step: str, seconds: float) -> None:
+    """Add one duration of ``step`` to ``rotator``'s histogram."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        queue_step(pipe, rotator, step, seconds)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("metrics_write_failed", rotator=rotator, step=step, reason=type(exc).__name__)
+
+
+def queue_step(pipe: redis.client.Pipeline, rotator: str, step: str, seconds: float) -> None:
+    """Queue :func:`observe_step`'s writes on ``pipe`` (the caller executes it)."""
+    bound = next(b for b in BUCKETS if seconds <= b)
+    pipe.hincrby(keys.METRIC_STEPS, _field(rotator, step, "le", bound), 1)
+    pipe.hincrbyfloat(keys.METRIC_STEPS, _field(rotator, step, "sum"), max(seconds, 0.0))
+
+
+def _field(rotator: str, step: str, kind: str, bound: float | None = None) -> str:
+    parts: list[Any] = [rotator, step, kind]
+    if bound is not None:
+        parts.append(_bound_text(bound))
+    return json.dumps(parts)
+
+
+def _bound_text(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class WorkerCollector(Collector):
+    """Reads the Redis-kept counters and the due-queue at scrape time."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every worker metric; only ``metrics_redis_up`` 0 when Redis is unreachable."""
+        up = GaugeMetricFamily(PREFIX + "metrics_redis_up", "1 if Redis was read for this scrape")
+        try:
+            outcomes, steps, pending, oldest, now = self._read()
+        except redis.RedisError as exc:
+            log.warning("metrics_read_failed", reason=type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield _outcomes(outcomes)
+        yield _histogram(steps)
+        yield from _due(pending, oldest, now)
+
+    def _read(self) -> tuple[dict[Any, Any], dict[Any, Any], int, list[Any], tuple[int, int]]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(keys.METRIC_OUTCOMES)
+        pipe.hgetall(keys.METRIC_STEPS)
+        pipe.zcard(keys.DUE)
+        pipe.zrange(keys.DUE, 0, 0, withscores=True)
+        pipe.time()
+        outcomes, steps, pending, oldest, now = pipe.execute()
+        return outcomes, steps, int(pending), oldest, now
+
+
+def _outcomes(raw: dict[Any, Any]) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        PREFIX + "rotations",
+        "Finished rotations by rotator and outcome",
+        labels=["rotator", "outcome"],
+    )
+    for key, value in sorted((_text(k), int(v)) for k, v in raw.items()):
+        rotator, outcome = json.loads(key)
+        family.add_metric([rotator, outcome], value)
+    return family
+
+
+def _histogram(raw: dict[Any, Any]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(
+        PREFIX + "step_duration_seconds", "Duration of rotation steps", labels=["rotator", "step"]
+    )
+    counts: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    sums: dict[tuple[str, str], float] = {}
+    for key, value in raw.items():
+        parts = json.loads(_text(key))
+        series = (parts[0], parts[1])
+        if parts[2] == "le":
+            counts[series][parts[3]] = float(value)
+        elif parts[2] == "sum":
+            sums[series] = float(value)
+    for series in sorted(set(counts) | set(sums)):
+        cumulative, buckets = 0.0, []
+        for bound in BUCKETS:
+            cumulative += counts[series].get(_bound_text(bound), 0.0)
+            buckets.append((_bound_text(bound), cumulative))
+        family.add_metric(list(series), buckets, sums.get(series, 0.0))
+    return family
+
+
+def _due(pending: int, oldest: list[Any], now: tuple[int, int]) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        PREFIX + "pending_finalizations", "Rotations waiting in the due-queue", value=pending
+    )
+    now_ms = now[0] * 1000 + now[1] / 1000
+    overdue = max(0.0, (now_ms - float(oldest[0][1])) / 1000) if oldest else 0.0
+    yield GaugeMetricFamily(
+        PREFIX + "oldest_overdue_finalization_seconds",
+        "Seconds the most overdue finalization is past its due time (0 if none)",
+        value=overdue,
+    )
+
+
+def registry(client: redis.Redis) -> CollectorRegistry:
+    """A registry with the worker collector (use it for the HTTP endpoint or tests)."""
+    reg = CollectorRegistry()
+    reg.register(WorkerCollector(client))
+    return reg
+
+
+def start_metrics_server(
+    settings: Settings,
+    client: redis.Redis,
+    *,
+    addr: str = "0.0.0.0",  # noqa: S104 - scraped remotely
+) -> tuple[Any, Any] | None:
+    """Serve ``/metrics`` on ``ROTATOR_METRICS_PORT`` (0 = off); return (server, thread)."""
+    port = settings.rotator_metrics_port
+    if port == 0:
+        return None
+    server, thread = start_http_server(port, addr=addr, registry=registry(client))
+    log.info("metrics_server_started", port=port)
+    return server, thread

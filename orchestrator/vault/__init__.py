@@ -1,0 +1,1 @@
+"""The ScaiVault API client: requests, retries, error translation and the token."""

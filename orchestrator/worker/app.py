@@ -1,0 +1,148 @@
+"""The Celery application of the worker and beat (``celery -A orchestrator.worker.app worker``).
+
+Configured from :class:`~orchestrator.settings.Settings` at import, following DESIGN §8 and the
+Celery/Redis research: JSON only, no result backend, late acks with requeue when a pool
+process dies, prefetch 1, one visibility timeout set in all three places and well above the
+task time limit. Long waits (grace periods) never become ETAs: beat runs ``sweep`` every
+``ROTATOR_SWEEP_INTERVAL`` seconds and ``reconcile`` every ``ROTATOR_RECONCILE_INTERVAL``.
+
+At worker start (main process) the plugins and the routing file are validated, and the worker
+refuses to start (exit 2, every problem printed) when they are invalid; the Prometheus endpoint
+starts there too. Logging goes through :mod:`orchestrator.log`, not Celery's own setup.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from celery import Celery, signals
+from kombu.entity import Exchange, Queue
+
+from orchestrator import connection
+from orchestrator.errors import ConfigError
+from orchestrator.log import configure_logging, get_logger
+from orchestrator.settings import Settings
+from orchestrator.state import keys
+
+#: The contract task names (DESIGN §8).
+ROTATE = "scaivault.rotate"
+FINALIZE = "scaivault.finalize"
+SWEEP = "scaivault.sweep"
+RECONCILE = "scaivault.reconcile"
+
+log = get_logger(__name__)
+
+
+def _queue() -> Queue:
+    """Our one queue, bound to the anonymous exchange (routing by queue name)."""
+    return Queue(keys.TASK_QUEUE, Exchange(""), routing_key=keys.TASK_QUEUE)  # type: ignore[no-untyped-call]
+
+
+def configuration(settings: Settings) -> dict[str, Any]:
+    """The Celery settings for ``settings``; raises ConfigError when they cannot be safe."""
+    limit = settings.rotator_task_time_limit
+    vt = settings.rotator_visibility_timeout
+    if vt < 2 * limit:
+        raise ConfigError(
+            f"ROTATOR_VISIBILITY_TIMEOUT ({vt}s) must be at least twice ROTATOR_TASK_TIME_LIMIT "
+            f"({limit}s), or running tasks are redelivered to a second worker"
+        )
+    sweep = settings.rotator_sweep_interval
+    reconcile = settings.rotator_reconcile_interval
+    broker = connection.broker_settings(
+        settings.redis_url,
+        master=settings.redis_sentinel_master,
+        transport_options={
+            "visibility_timeout": vt,
+            # kombu >= 5.7: look for messages of a SIGKILLed worker every 10 s, not every
+            # 10 x 10 s, so they come back about a visibility timeout after it died.
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 1,
+        },
+    )
+    return broker | {
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_store_errors_even_if_ignored": False,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": limit,
+        "result_backend_transport_options": {"visibility_timeout": vt},
+        "visibility_timeout": vt,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_connection_retry_on_startup": True,
+        # The anonymous exchange routes by queue name alone, so publishing does not depend on
+        # kombu's ``_kombu.binding.*`` keys, which a Redis flush or data loss would remove.
+        "task_queues": (_queue(),),
+        "task_default_queue": keys.TASK_QUEUE,
+        "task_default_exchange": "",
+        "task_default_routing_key": keys.TASK_QUEUE,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "beat_scheduler": "celery.beat:Scheduler",  # in memory: nothing to persist but intervals
+        "beat_schedule": {
+            "sweep": {"task": SWEEP, "schedule": sweep, "options": {"expires": max(2 * sweep, 5)}},
+            "reconcile": {
+                "task": RECONCILE,
+                "schedule": reconcile,
+                "options": {"expires": max(reconcile / 2, 5)},
+            },
+        },
+    }
+
+
+settings = Settings.load()
+app = Celery("scaivault-rotator", include=["orchestrator.worker.tasks"], set_as_current=True)
+app.conf.update(configuration(settings))
+
+
+def check_worker_config(current: Settings) -> None:
+    """Load the plugins and the routing file as a worker would; raise ConfigError if invalid."""
+    from orchestrator.routing import RoutingTable
+
+    table = RoutingTable.load(current.rotator_config)
+    if any(r.strategy == "updater" for r in table.rotators.values()):
+        current.require_seal_keys()
+
+
+def refuse(exc: ConfigError) -> None:
+    """Print every problem and exit 2 (the worker must not start on a bad configuration)."""
+    print("scaivault-rotator: refusing to start: invalid configuration", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(2)
+
+
+def _setup_logging(**_: Any) -> None:
+    configure_logging(settings.rotator_log_level, settings.rotator_log_format)
+
+
+signals.setup_logging.connect(_setup_logging, weak=False)
+
+
+def _worker_init(**_: Any) -> None:
+    try:
+        check_worker_config(settings)
+    except ConfigError as exc:
+        refuse(exc)
+    from orchestrator.engine.core import REDIS_TIMEOUTS
+    from orchestrator.state.metrics import start_metrics_server
+
+    client = connection.redis_client(
+        settings.redis_url, master=settings.redis_sentinel_master, **REDIS_TIMEOUTS
+    )
+    start_metrics_server(settings, client)
+    log.info("worker_configured", routing=str(settings.rotator_config), queue=keys.TASK_QUEUE)
+
+
+signals.worker_init.connect(_worker_init, weak=False)

@@ -1,7 +1,9 @@
-"""Exceptions of the orchestrator. Messages name what went wrong and what to do; never a secret.
+"""Exceptions of the orchestrator, one tree. Messages name what went wrong and what to do; never a
+secret.
 
     OrchestratorError
      +-- ConfigError                    settings or routing file unusable (CLI exit 2)
+     |    +-- PluginError               (in orchestrator.plugins) a rotator plugin is broken
      +-- InvalidPath                    (also a ValueError) a secret path we refuse to send
      +-- VaultError                     ScaiVault refused or could not be reached
      |    +-- VaultTransientError       (also a rotators.TransientError) retry with backoff
@@ -17,13 +19,27 @@
      |         +-- InvalidRequest           invalid_request, and unknown 4xx codes
      |         +-- UnexpectedResponse       a success whose body is not what the spec says
      |         +-- VersionConflict          version_conflict (CAS mismatch)
+     +-- StoreError                     the run store refused an operation (names the run)
+     |    +-- RunNotFound               no run record with that id
+     |    +-- LeaseLost                 another worker drives the run now: stop
+     |    +-- PathBusy                  another rotation holds the path
+     |    +-- IllegalTransition         the run's state does not allow the change
+     |         +-- RunHeld                  on-call holds the run (a rollback in grace)
+     |         +-- FinalizeTooEarly         grace is not over on Redis's clock
+     +-- RetryLater                     transient: run the task again after a short countdown
+     +-- NeedsAttention                 the rotation cannot safely go on by itself
+     +-- Untrusted                      ScaiVault metadata that cannot be ours as written
+     +-- SealError                      a value cannot be sealed or unsealed
      +-- WebhookRejected                a webhook request failed a receiver check (HTTP status
      |                                  and a reason enum; never the body or the signature)
      +-- PublishError                   the receiver could not claim and publish an event in
-                                        time (Redis down or slow): the request answers 503
+     |                                  time (Redis down or slow): the request answers 503
+     +-- CommandError                   an on-call command cannot do what was asked (hint, exit)
+     +-- StackError                     a local stack's child process did not start or died
 
 VaultTransientError and VaultPermanentError also derive from the rotators' TransientError and
 PermanentError, so a rotator that reads ScaiVault and every layer above share one split.
+:func:`reason_of` is the one way an exception becomes text for a run record, log or alert.
 """
 
 from __future__ import annotations
@@ -143,3 +159,93 @@ class PublishError(OrchestratorError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"could not publish the event to the broker ({reason}); retry later")
         self.reason = reason
+
+
+class StoreError(OrchestratorError):
+    """The run store refused an operation; ``rotation_id`` names the run."""
+
+    def __init__(self, message: str, *, rotation_id: str) -> None:
+        super().__init__(message)
+        self.rotation_id = rotation_id
+
+
+class RunNotFound(StoreError):
+    """No run record with that rotation id."""
+
+
+class IllegalTransition(StoreError):
+    """The run is in ``state``, from which the requested state may not be reached."""
+
+    def __init__(self, message: str, *, rotation_id: str, state: str) -> None:
+        super().__init__(message, rotation_id=rotation_id)
+        self.state = state
+
+
+class LeaseLost(StoreError):
+    """Another worker holds this run's lease now; the caller must stop driving it."""
+
+
+class RunHeld(IllegalTransition):
+    """On-call holds the run (e.g. a rollback in grace); nobody else may change it meanwhile."""
+
+
+class FinalizeTooEarly(IllegalTransition):
+    """A run in grace may not be finalized yet: its grace is not over on Redis's clock and
+    nobody asked to finalize it early."""
+
+
+class PathBusy(StoreError):
+    """Another rotation holds the path; ``holder`` is its rotation id."""
+
+    def __init__(self, message: str, *, rotation_id: str, holder: str) -> None:
+        super().__init__(message, rotation_id=rotation_id)
+        self.holder = holder
+
+
+class RetryLater(OrchestratorError):
+    """A transient failure: run the task again after ``countdown`` seconds (never hours)."""
+
+    def __init__(self, message: str, *, rotation_id: str, countdown: float) -> None:
+        super().__init__(message)
+        self.rotation_id = rotation_id
+        self.countdown = countdown
+
+
+class NeedsAttention(OrchestratorError):
+    """The rotation cannot safely go on by itself; a human must look (state needs_attention)."""
+
+
+class SealError(OrchestratorError):
+    """A value cannot be sealed or unsealed (no key, wrong key, tampered or foreign blob)."""
+
+
+class CommandError(OrchestratorError):
+    """An on-call operation that cannot be done, with what to do next and its exit code."""
+
+    def __init__(self, message: str, *, hint: str | None = None, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.exit_code = exit_code
+
+
+class StackError(OrchestratorError):
+    """A child process did not start, or died while it was expected to run."""
+
+
+class Untrusted(OrchestratorError):
+    """Metadata that cannot be ours as written: why, in words (never the values)."""
+
+
+def reason_of(exc: BaseException, step: str | None = None) -> str:
+    """A one-line, bounded reason for a run record, log line and alert (never a secret value).
+
+    Only our errors and the rotator contract's keep secrets out of their messages, so only
+    their text is used; any other exception (a ``ValueError`` from ``int(password)``, a
+    client library's error carrying a response body) is named by its type and ``step`` alone.
+    """
+    name = type(exc).__name__
+    if not isinstance(exc, (RotatorError, OrchestratorError)):
+        return f"{name} in step {step}" if step else name
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (f"{name}: {text}" if text else name)[:500]

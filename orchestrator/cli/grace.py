@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.cli.output import EXIT_USAGE, CommandError
+from orchestrator.cli.output import EXIT_USAGE
 from orchestrator.cli.session import POLL_SECONDS, OnCall, rule_for
 from orchestrator.engine.credential import ReadOnlyVault
 from orchestrator.engine.notes import RunNotes
+from orchestrator.errors import CommandError
 from orchestrator.log import get_logger
 from orchestrator.state import history
 from orchestrator.state.due import DueQueue

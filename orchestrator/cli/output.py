@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import redis
 
-from orchestrator.errors import ConfigError, OrchestratorError, VaultError
+from orchestrator.errors import CommandError, ConfigError, OrchestratorError, VaultError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -57,16 +57,6 @@ _VAULT_HINTS = {
     "version_conflict": "someone else wrote the secret meanwhile: look at `history PATH`, retry",
     "invalid_request": "check the path and arguments; run the command with --help",
 }
-
-
-class CommandError(OrchestratorError):
-    """An on-call operation that cannot be done, with what to do next and its exit code."""
-
-    def __init__(self, message: str, *, hint: str | None = None, exit_code: int = EXIT_FAILED):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)

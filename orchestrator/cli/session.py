@@ -20,8 +20,8 @@ from typing import Any
 import redis
 
 from orchestrator import connection
-from orchestrator.cli.output import EXIT_USAGE, CommandError, safe_url
-from orchestrator.errors import AccessDenied, NotFound
+from orchestrator.cli.output import EXIT_USAGE, safe_url
+from orchestrator.errors import AccessDenied, CommandError, NotFound
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.settings import Settings
 from orchestrator.state import history, keys

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.cli.output import CommandError, describe_error, render_entry, render_step
+from orchestrator.cli.output import describe_error, render_entry, render_step
 from orchestrator.cli.session import (
     POLL_SECONDS,
     OnCall,
@@ -21,7 +21,7 @@ from orchestrator.cli.session import (
     ensure_idle,
     rule_for,
 )
-from orchestrator.errors import VaultError
+from orchestrator.errors import CommandError, VaultError
 from orchestrator.state import history, keys
 from orchestrator.state.runs import RunRecord
 

@@ -25,26 +25,21 @@ from orchestrator.duration import format_duration, parse_duration
 from orchestrator.engine.alerts import Alerter
 from orchestrator.engine.credential import Minter
 from orchestrator.engine.driver import ROTATED_BY, Driver, Read
-from orchestrator.engine.failures import FailurePolicy, NeedsAttention, RetryLater, reason_of
+from orchestrator.engine.failures import FailurePolicy
 from orchestrator.engine.finalize import Finalizer, Sweep
 from orchestrator.engine.ids import manual_id, scheduled_id
 from orchestrator.engine.journal import Journal
 from orchestrator.engine.reconcile import Reconciler
 from orchestrator.engine.runtime import Runtime
 from orchestrator.engine.seal import Sealer
+from orchestrator.errors import IllegalTransition, NeedsAttention, PathBusy, RetryLater, reason_of
 from orchestrator.log import get_logger
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.settings import Settings
 from orchestrator.state import pending as ledger
 from orchestrator.state.due import DueQueue
 from orchestrator.state.outbox import Outbox
-from orchestrator.state.runs import (
-    LEASED_STATES,
-    IllegalTransition,
-    PathBusy,
-    RunRecord,
-    RunStore,
-)
+from orchestrator.state.runs import LEASED_STATES, RunRecord, RunStore
 from orchestrator.vault.client import VaultClient
 from rotators.contract import Rotator, SecretVersion
 from rotators.errors import PermanentError

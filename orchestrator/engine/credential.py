@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from orchestrator.engine.failures import NeedsAttention, reason_of
 from orchestrator.engine.notes import RunNotes
 from orchestrator.engine.runtime import Runtime
 from orchestrator.engine.seal import Sealer
-from orchestrator.errors import ConfigError
-from orchestrator.state.runs import IllegalTransition, RunRecord, Sealed
+from orchestrator.errors import ConfigError, IllegalTransition, NeedsAttention, reason_of
+from orchestrator.state.runs import RunRecord, Sealed
 from orchestrator.vault.client import VaultClient
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import CredentialRejected, PermanentError, TransientError

@@ -17,11 +17,17 @@ from datetime import datetime, timedelta
 
 from orchestrator.duration import parse_duration
 from orchestrator.engine.credential import Minter, touches_target
-from orchestrator.engine.failures import FailurePolicy, NeedsAttention
+from orchestrator.engine.failures import FailurePolicy
 from orchestrator.engine.runtime import Runtime
-from orchestrator.errors import NotFound, VersionConflict, WriteOutcomeUnknown
+from orchestrator.errors import (
+    IllegalTransition,
+    NeedsAttention,
+    NotFound,
+    VersionConflict,
+    WriteOutcomeUnknown,
+)
 from orchestrator.state import metrics
-from orchestrator.state.runs import IllegalTransition, RunRecord
+from orchestrator.state.runs import RunRecord
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import PermanentError
 from rotators.secret import SecretData

@@ -17,41 +17,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine.lease import Heartbeat
-from orchestrator.errors import OrchestratorError
-from orchestrator.state.runs import IllegalTransition, LeaseLost, RunRecord
-from rotators.errors import RotatorError, TransientError
+from orchestrator.errors import IllegalTransition, LeaseLost, RetryLater, reason_of
+from orchestrator.state.runs import RunRecord
+from rotators.errors import TransientError
 
 if TYPE_CHECKING:
     from orchestrator.engine.alerts import Alerter
     from orchestrator.engine.runtime import Runtime
     from rotators.contract import Rotator
-
-
-class RetryLater(OrchestratorError):
-    """A transient failure: run the task again after ``countdown`` seconds (never hours)."""
-
-    def __init__(self, message: str, *, rotation_id: str, countdown: float) -> None:
-        super().__init__(message)
-        self.rotation_id = rotation_id
-        self.countdown = countdown
-
-
-class NeedsAttention(OrchestratorError):
-    """The rotation cannot safely go on by itself; a human must look (state needs_attention)."""
-
-
-def reason_of(exc: BaseException, step: str | None = None) -> str:
-    """A one-line, bounded reason for a run record, log line and alert (never a secret value).
-
-    Only our errors and the rotator contract's keep secrets out of their messages, so only
-    their text is used; any other exception (a ``ValueError`` from ``int(password)``, a
-    client library's error carrying a response body) is named by its type and ``step`` alone.
-    """
-    name = type(exc).__name__
-    if not isinstance(exc, (RotatorError, OrchestratorError)):
-        return f"{name} in step {step}" if step else name
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return (f"{name}: {text}" if text else name)[:500]
 
 
 class FailurePolicy:

@@ -13,15 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from orchestrator.engine.credential import Minter
-from orchestrator.engine.failures import FailurePolicy, NeedsAttention, reason_of
+from orchestrator.engine.failures import FailurePolicy
 from orchestrator.engine.runtime import Runtime
-from orchestrator.state.runs import (
-    LEASED_STATES,
-    TERMINAL_STATES,
-    FinalizeTooEarly,
-    IllegalTransition,
-    RunRecord,
-)
+from orchestrator.errors import FinalizeTooEarly, IllegalTransition, NeedsAttention, reason_of
+from orchestrator.state.runs import LEASED_STATES, TERMINAL_STATES, RunRecord
 from rotators.contract import Rotator
 from rotators.errors import CredentialRejected
 

@@ -15,7 +15,8 @@ import time
 import redis
 import structlog
 
-from orchestrator.state.runs import LeaseLost, RunStore
+from orchestrator.errors import LeaseLost
+from orchestrator.state.runs import RunStore
 
 _STARTING = threading.Lock()
 

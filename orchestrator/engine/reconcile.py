@@ -17,17 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.duration import parse_duration
-from orchestrator.engine.failures import reason_of
 from orchestrator.engine.ids import bound_to
 from orchestrator.engine.runtime import Runtime
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import Untrusted, reason_of
 from orchestrator.state.runs import RunRecord
 from orchestrator.vault.client import VersionInfo
 from rotators.versions import ROTATED_BY, parse_time
-
-
-class Untrusted(OrchestratorError):
-    """Metadata that cannot be ours as written: why, in words (never the values)."""
 
 
 @dataclass(frozen=True)

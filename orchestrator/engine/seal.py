@@ -16,17 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import SealError
 from rotators.secret import SecretData
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
 _FORMAT = 1
-
-
-class SealError(OrchestratorError):
-    """A value cannot be sealed or unsealed (no key, wrong key, tampered or foreign blob)."""
 
 
 class Sealer:

@@ -26,8 +26,7 @@ import click
 
 from orchestrator import connection
 from orchestrator.cli.output import describe_error, dump_json, safe_url
-from orchestrator.errors import ConfigError
-from orchestrator.local.processes import StackError
+from orchestrator.errors import ConfigError, StackError
 from orchestrator.local.sandbox import GRACE, WHO, Sandbox, explicit_redis
 from orchestrator.settings import Settings
 from orchestrator.state import history

@@ -21,16 +21,12 @@ from types import TracebackType
 
 import httpx
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import StackError
 
 REDIS_INSTALL_HINT = (
     "redis-server was not found on PATH. Install it (Debian/Ubuntu: apt-get install "
     "redis-server; macOS: brew install redis) or point REDIS_URL at a reachable Redis."
 )
-
-
-class StackError(OrchestratorError):
-    """A child process did not start, or died while it was expected to run."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -26,12 +26,12 @@ import httpx
 import redis
 
 from orchestrator import connection
+from orchestrator.errors import StackError
 from orchestrator.local.processes import (
     REDIS_INSTALL_HINT,
     ChildProcess,
     RedisServer,
     Stack,
-    StackError,
     cli_argv,
     free_port,
 )

@@ -22,7 +22,7 @@ import structlog
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from orchestrator.engine.failures import reason_of
+from orchestrator.errors import reason_of
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 import redis
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import (
+    FinalizeTooEarly,
+    IllegalTransition,
+    LeaseLost,
+    PathBusy,
+    RunHeld,
+    RunNotFound,
+)
 from orchestrator.state import keys
 from rotators.contract import check_note
 from rotators.versions import parse_time
@@ -80,47 +87,6 @@ TRANSITIONS: Final[Mapping[str, frozenset[str]]] = {
     "rolled_back": frozenset(),
     "skipped": frozenset(),
 }
-
-
-class StoreError(OrchestratorError):
-    """The run store refused an operation; ``rotation_id`` names the run."""
-
-    def __init__(self, message: str, *, rotation_id: str) -> None:
-        super().__init__(message)
-        self.rotation_id = rotation_id
-
-
-class RunNotFound(StoreError):
-    """No run record with that rotation id."""
-
-
-class IllegalTransition(StoreError):
-    """The run is in ``state``, from which the requested state may not be reached."""
-
-    def __init__(self, message: str, *, rotation_id: str, state: str) -> None:
-        super().__init__(message, rotation_id=rotation_id)
-        self.state = state
-
-
-class LeaseLost(StoreError):
-    """Another worker holds this run's lease now; the caller must stop driving it."""
-
-
-class RunHeld(IllegalTransition):
-    """On-call holds the run (e.g. a rollback in grace); nobody else may change it meanwhile."""
-
-
-class FinalizeTooEarly(IllegalTransition):
-    """A run in grace may not be finalized yet: its grace is not over on Redis's clock and
-    nobody asked to finalize it early."""
-
-
-class PathBusy(StoreError):
-    """Another rotation holds the path; ``holder`` is its rotation id."""
-
-    def __init__(self, message: str, *, rotation_id: str, holder: str) -> None:
-        super().__init__(message, rotation_id=rotation_id)
-        self.holder = holder
 
 
 def now_iso() -> str:

@@ -13,8 +13,8 @@ from typing import Any
 
 from celery import Task, signals
 
-from orchestrator.engine.core import Engine, RetryLater, RotateRequest
-from orchestrator.engine.failures import reason_of
+from orchestrator.engine.core import Engine, RotateRequest
+from orchestrator.errors import RetryLater, reason_of
 from orchestrator.log import get_logger
 from orchestrator.state.pending import Ledger, give_up, sweep_pending
 from orchestrator.worker.app import FINALIZE, RECONCILE, ROTATE, SWEEP, app, settings

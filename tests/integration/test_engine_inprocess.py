@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.engine.core import Engine, RetryLater, RotateRequest
+from orchestrator.engine.core import Engine, RotateRequest
+from orchestrator.errors import RetryLater
 from orchestrator.log import configure_logging
 from orchestrator.routing import RoutingTable
 from orchestrator.state import history, keys

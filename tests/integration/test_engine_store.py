@@ -8,17 +8,9 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
+from orchestrator.errors import IllegalTransition, LeaseLost, PathBusy, RunNotFound
 from orchestrator.state import keys
-from orchestrator.state.runs import (
-    ACTIVE_STATES,
-    IllegalTransition,
-    LeaseLost,
-    PathBusy,
-    RunNotFound,
-    RunRecord,
-    RunStore,
-    Sealed,
-)
+from orchestrator.state.runs import ACTIVE_STATES, RunRecord, RunStore, Sealed
 
 pytestmark = pytest.mark.integration
 

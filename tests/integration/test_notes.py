@@ -6,8 +6,9 @@ import pytest
 import redis
 
 from orchestrator.engine.notes import RunNotes
+from orchestrator.errors import LeaseLost
 from orchestrator.state import keys
-from orchestrator.state.runs import LeaseLost, RunRecord, RunStore
+from orchestrator.state.runs import RunRecord, RunStore
 from rotators import PermanentError
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from orchestrator.state.runs import IllegalTransition, RunHeld, RunRecord, RunStore
+from orchestrator.errors import IllegalTransition, RunHeld
+from orchestrator.state.runs import RunRecord, RunStore
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from orchestrator.cli.output import (
     EXIT_FAILED,
     EXIT_USAGE,
-    CommandError,
     describe_error,
     guarded,
     render_history,
@@ -21,7 +20,13 @@ from orchestrator.cli.output import (
     render_table,
     safe_url,
 )
-from orchestrator.errors import AccessDenied, ConfigError, NotFound, ServiceUnavailable
+from orchestrator.errors import (
+    AccessDenied,
+    CommandError,
+    ConfigError,
+    NotFound,
+    ServiceUnavailable,
+)
 
 SENTINEL = "s3ntinel-value-never-printed"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from orchestrator.engine.seal import Sealer, SealError
-from orchestrator.errors import ConfigError
+from orchestrator.engine.seal import Sealer
+from orchestrator.errors import ConfigError, SealError
 from orchestrator.settings import Settings, env_names
 from rotators import SecretData
 

@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orchestrator import plugins
 from orchestrator.duration import parse_duration
@@ -63,8 +63,14 @@ class RoutingTable:
         self.rotators: dict[str, Rotator] = dict(rotators)
 
     @classmethod
-    def load(cls, path: Path, rotators: Mapping[str, Rotator] | None = None) -> RoutingTable:
-        """Read and validate ``path``; ``rotators`` None loads the plugins the file names."""
+    def load(
+        cls, path: Path, rotators: Mapping[str, Rotator] | None = None, *, plugins: bool = True
+    ) -> RoutingTable:
+        """Read and validate ``path``; ``rotators`` None loads the plugins the file names.
+
+        ``plugins=False`` reads which rule covers which path (globs, rotator names, grace
+        periods) without importing any plugin and without validating options: what on-call's
+        commands need, on a machine that may not have the plugins installed."""
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -72,18 +78,23 @@ class RoutingTable:
                 f"{path}: cannot read the routing file ({exc.strerror}); create it or point "
                 "ROTATOR_CONFIG at it"
             ) from None
-        return cls.parse(text, source=str(path), rotators=rotators)
+        return cls.parse(text, source=str(path), rotators=rotators, plugins=plugins)
 
     @classmethod
     def parse(
-        cls, text: str, *, source: str = "<routing>", rotators: Mapping[str, Rotator] | None = None
+        cls,
+        text: str,
+        *,
+        source: str = "<routing>",
+        rotators: Mapping[str, Rotator] | None = None,
+        plugins: bool = True,
     ) -> RoutingTable:
         """Validate routing TOML ``text``; ``source`` names it in problem lines."""
         try:
             document = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-        return _Validator(source, rotators).table(document)
+        return _Validator(source, rotators, plugins).table(document)
 
     def match(self, path: str) -> Rule | None:
         """The first rule whose glob matches ``path``, or None."""
@@ -175,12 +186,21 @@ def _segment_matches(pattern: str, segment: str) -> bool:
     return re.fullmatch(regex, segment) is not None
 
 
+class _Unvalidated(BaseModel):
+    """A rule's options as the file has them, not checked (a table read without plugins)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
 class _Validator:
     """Collects every problem of one routing document, then builds the table or raises."""
 
-    def __init__(self, source: str, rotators: Mapping[str, Rotator] | None) -> None:
+    def __init__(
+        self, source: str, rotators: Mapping[str, Rotator] | None, plugins: bool = True
+    ) -> None:
         self.source = source
         self.given = rotators
+        self.plugins = plugins
         self.problems: list[str] = []
         self.load_problems: dict[str, list[str]] = {}
 
@@ -223,8 +243,8 @@ class _Validator:
         return raw
 
     def _rotators(self, raw_rules: list[dict[str, Any]]) -> Mapping[str, Rotator]:
-        if self.given is not None:
-            return self.given
+        if self.given is not None or not self.plugins:
+            return self.given or {}
         names = {r["rotator"] for r in raw_rules if isinstance(r.get("rotator"), str)}
         result = plugins.try_load(names)
         self.load_problems = result.problems
@@ -239,8 +259,15 @@ class _Validator:
                 number, key, "unknown key; a rule has match, rotator, grace_period, options"
             )
         match = self._match(number, raw.get("match"))
-        rotator = self._rotator(number, raw.get("rotator"), available)
         grace = self._grace(number, raw.get("grace_period"))
+        if not self.plugins:  # which rule covers which path, nothing more
+            name, options = raw.get("rotator"), raw.get("options", {})
+            if not isinstance(name, str) or not isinstance(options, dict):
+                self._problem(number, "rotator", "missing or not a string (or bad options)")
+            if len(self.problems) > before or match is None:
+                return None
+            return Rule(match, str(name), grace, _Unvalidated.model_validate(options))
+        rotator = self._rotator(number, raw.get("rotator"), available)
         options = self._options(number, raw.get("options", {}), rotator)
         if len(self.problems) > before or match is None or rotator is None or options is None:
             return None

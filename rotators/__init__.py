@@ -1,7 +1,9 @@
 """The scaivault-rotator plugin SDK: the rotator contract and the built-in rotators."""
 
 from rotators.contract import (
+    CAPABILITIES,
     STRATEGIES,
+    Capabilities,
     MemoryNotes,
     NoOptions,
     Notes,
@@ -15,7 +17,9 @@ from rotators.errors import CredentialRejected, PermanentError, RotatorError, Tr
 from rotators.secret import Secret, SecretData
 
 __all__ = [
+    "CAPABILITIES",
     "STRATEGIES",
+    "Capabilities",
     "CredentialRejected",
     "MemoryNotes",
     "NoOptions",

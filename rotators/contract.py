@@ -135,6 +135,32 @@ class RotationContext:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a strategy means for the engine, in one place.
+
+    ``touches_target``: mint and verify act outside the worker (a vault-only value exists
+    nowhere until it is stored, so its run needs no state of its own for those steps and a
+    resume mints again). ``in_place``: the credential is changed in place by ``apply``, so the
+    new value is sealed into the run record before it may be in use, a resume reuses it, and
+    an unused value is never discarded (the target may already use it). ``issues``: a second
+    credential is minted beside the old one; an unused one is revoked where the rotator can
+    (``can_discard``).
+    """
+
+    touches_target: bool
+    in_place: bool
+    issues: bool
+
+
+#: The capabilities of each strategy.
+CAPABILITIES: dict[Strategy, Capabilities] = {
+    "issuer": Capabilities(touches_target=True, in_place=False, issues=True),
+    "updater": Capabilities(touches_target=True, in_place=True, issues=False),
+    "vault-only": Capabilities(touches_target=False, in_place=False, issues=False),
+}
+
+
 class Rotator:
     """Base class of every rotator plugin. Subclass it, set the class attributes, override steps.
 
@@ -155,6 +181,15 @@ class Rotator:
     verify_timeout: ClassVar[float] = 30.0
     #: How many times the engine mints a new value after :class:`CredentialRejected`.
     max_mint_attempts: ClassVar[int] = 3
+    #: Whether :meth:`discard` revokes a minted credential at the target. The engine calls
+    #: ``discard`` only when this is True; a rollback reports the new credential as still valid
+    #: (revoke it by hand) when it is False.
+    can_discard: ClassVar[bool] = False
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this rotator's strategy means for the engine (see :data:`CAPABILITIES`)."""
+        return CAPABILITIES[self.strategy]
 
     def mint(self, ctx: RotationContext) -> dict[str, Any]:
         """Create the new credential and return the *full* new secret data.
@@ -175,9 +210,10 @@ class Rotator:
         """Revoke ``old`` after the grace period. An already revoked credential is success."""
 
     def discard(self, ctx: RotationContext, new: SecretData) -> None:
-        """Revoke a minted credential that will never be stored (abandoned or rolled back).
+        """Revoke a minted credential that will never be stored (abandoned or rolled back);
+        only the *new* one: the old credential is what every consumer still uses.
 
-        Optional: the default does nothing, which is right for updaters and vault-only rotators.
-        An issuer that cannot revoke ``new`` (it can no longer be withdrawn at the target) raises
-        :class:`PermanentError` saying so, so that nobody reports it revoked (``rollback``).
+        Optional, and called only when ``can_discard`` is True. An issuer that cannot revoke
+        ``new`` (it can no longer be withdrawn at the target) raises :class:`PermanentError`
+        saying so, so that nobody reports it revoked (``rollback``).
         """

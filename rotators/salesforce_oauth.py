@@ -236,6 +236,7 @@ class SalesforceOAuthRotator(Rotator):
 
     name = "salesforce-oauth"
     strategy = "issuer"
+    can_discard = True
     Options = SalesforceOAuthOptions
     verify_timeout = 120.0
 

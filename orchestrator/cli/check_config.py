@@ -82,7 +82,7 @@ def _check_routing(settings: Settings, report: Report) -> RoutingTable | None:
         report.passed.append(
             f"rule {number}: {rule.match!r} -> {rule.rotator} ({rotator.strategy}), options valid"
         )
-        if rotator.strategy == "updater" and not settings.seal_keys():
+        if rotator.capabilities.in_place and not settings.seal_keys():
             report.config_problems.append(
                 f"rule {number}: rotator {rule.rotator} is an updater and ROTATOR_SEAL_KEY is not "
                 "set; workers refuse to run it (make a key with Fernet.generate_key())"

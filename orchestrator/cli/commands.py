@@ -32,7 +32,7 @@ from orchestrator.duration import parse_duration
 
 if TYPE_CHECKING:
     from orchestrator.cli.session import OnCall
-    from orchestrator.state.runs import RunRecord
+    from orchestrator.state.records import RunRecord
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 actor_option = click.option("--actor", help="Who does this (default: your login name).")

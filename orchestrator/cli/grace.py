@@ -1,19 +1,14 @@
 """What on-call can do while a rotation is in grace: finalize it early, or roll it back.
 
-Finalize early re-verifies the new credential here first (and refuses, with the rotator's
-reason, if it does not work), then moves the rotation's due-queue entry to now so the next
-beat-driven sweep hands it to a worker, which re-verifies again and revokes the old credential.
+Both are carried out by a worker, under the run's lease or hold: on-call's machine runs no
+rotator code and needs neither the plugins, the seal key nor network access to the targets.
 
-Rollback is offered during grace only (DESIGN I4). Before it writes anything it *holds* the
-run in the store (:meth:`~orchestrator.state.runs.RunStore.hold`, atomic, like a worker's
-lease), so a finalize queued just before cannot move it on and revoke the old credential
-meanwhile. Then it
-takes the due entry out of the queue, makes the target accept the old credential again where
-the rotator changed it in place, writes the previous version's data back to ScaiVault as a new
-version with ``options.cas``, revokes the new credential where the rotator can, and records
-``rolled_back``. Whether the new credential was revoked is reported truthfully: an issuer that
-cannot revoke it (Salesforce cannot un-rotate a promoted pair) leaves it valid, and on-call is
-told so with a warning; the rollback itself still succeeded.
+Finalize early records the request on the run (``finalize_requested``) and makes its due entry
+due now; the next sweep hands it to a worker, which re-verifies the new credential and revokes
+the old one, or refuses (the new credential does not verify) and leaves the run in grace with
+the reason. Rollback holds the run first (atomic: a finalize queued meanwhile cannot move it on
+and revoke the old credential), then publishes ``scaivault.rollback`` for a worker
+(:mod:`orchestrator.engine.rollback`). Both commands follow the run until the worker is done.
 """
 
 from __future__ import annotations
@@ -22,23 +17,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from orchestrator.cli.output import EXIT_USAGE
-from orchestrator.cli.session import POLL_SECONDS, OnCall, rule_for
-from orchestrator.engine.credential import ReadOnlyVault
-from orchestrator.engine.notes import RunNotes
+from orchestrator.cli.session import POLL_SECONDS, OnCall
+from orchestrator.engine.rollback import HOLD_SECONDS, RollbackRequest
 from orchestrator.errors import CommandError
-from orchestrator.log import get_logger
-from orchestrator.state import history
+from orchestrator.state import history, keys
 from orchestrator.state.due import DueQueue
-from orchestrator.state.runs import RunRecord, now_iso
-from rotators.contract import RotationContext, Rotator, SecretVersion
-from rotators.errors import RotatorError
-from rotators.versions import ENGINE_FIELDS, ROLLBACK_FIELDS, ROTATED_BY, parse_time
-
-#: How long a rollback holds its run at most (a CLI killed mid-rollback lets go after this).
-ROLLBACK_HOLD_SECONDS = 300.0
+from orchestrator.state.messages import Task
+from orchestrator.state.records import RunRecord, RunState, now_iso
+from rotators.versions import parse_time
 
 
 def _in_grace(oc: OnCall, path: str, action: str) -> RunRecord:
@@ -65,47 +53,6 @@ def _in_grace(oc: OnCall, path: str, action: str) -> RunRecord:
     )
 
 
-def _context(oc: OnCall, record: RunRecord, current: SecretVersion) -> tuple[Rotator, Any]:
-    rule = rule_for(oc, record.path)
-    rotator = oc.routing.rotator_for(rule)
-    ctx = RotationContext(
-        path=record.path,
-        rotation_id=record.rotation_id,
-        current=current,
-        options=rule.options,
-        log=get_logger("orchestrator.cli.grace", path=record.path, rotation_id=record.rotation_id),
-        vault=ReadOnlyVault(oc.vault),
-        notes=RunNotes(record),  # read-only: no worker holds the run here
-    )
-    return rotator, ctx
-
-
-def _versions(oc: OnCall, record: RunRecord) -> tuple[SecretVersion, SecretVersion]:
-    if record.from_version is None or record.new_version is None:
-        raise CommandError(
-            f"rotation {record.rotation_id} records no from/new version",
-            hint="look at `history` and ScaiVault's versions; act by hand",
-        )
-    old = oc.vault.read(record.path, version=record.from_version)
-    new = oc.vault.read(record.path, version=record.new_version)
-    return old, new
-
-
-def verify_new(oc: OnCall, record: RunRecord) -> None:
-    """Refuse (exit 1) unless the stored new credential verifies at the target right now."""
-    old, new = _versions(oc, record)
-    rotator, ctx = _context(oc, record, old)
-    try:
-        rotator.verify(ctx, new.data)
-    except RotatorError as exc:
-        raise CommandError(
-            f"refusing to finalize {record.path!r}: the new credential (version "
-            f"{record.new_version}) does not verify: {exc.message}",
-            hint="the old credential stays valid; fix the target or "
-            f"`rollback {record.path}`, then try again",
-        ) from None
-
-
 def _refuse_if_held(record: RunRecord, action: str) -> None:
     until = record.lease_until and datetime.fromisoformat(record.lease_until)
     if record.lease_owner and until and until > datetime.now(UTC):
@@ -129,15 +76,16 @@ def finalize_now(
     """Finalize ``path``'s rotation in grace and wait for the worker's outcome."""
     record = _in_grace(oc, path, "finalize")
     _refuse_if_held(record, "finalize")
-    if not early and not _grace_over(oc, record):
-        raise CommandError(
-            f"rotation {record.rotation_id} is in grace until {record.finalize_after}",
-            hint=f"pass --now to finalize early (e.g. after a leak): finalize {path} --now",
-            exit_code=EXIT_USAGE,
-        )
-    verify_new(oc, record)
-    # The run itself records the request (the worker finalizes before finalize_after only then).
-    oc.store.update(record.rotation_id, finalize_requested=f"{actor} at {now_iso()}")
+    if not _grace_over(oc, record):
+        if not early:
+            raise CommandError(
+                f"rotation {record.rotation_id} is in grace until {record.finalize_after}",
+                hint=f"pass --now to finalize early (e.g. after a leak): finalize {path} --now",
+                exit_code=EXIT_USAGE,
+            )
+        # The run itself records the request: a worker finalizes before finalize_after only
+        # then (and verifies the new credential first, refusing if it does not work).
+        record = oc.store.update(record, finalize_requested=f"{actor} at {now_iso()}")
     history.append(
         oc.redis, path, "finalize_requested", rotation_id=record.rotation_id, actor=actor,
         reason=reason, state=record.state, detail="early" if early else "overdue",
@@ -158,28 +106,15 @@ def _await_finalize(oc: OnCall, record: RunRecord, timeout: float) -> RunRecord:
             left_grace = True
         elif left_grace or current.last_error != record.last_error:
             raise CommandError(
-                f"the worker refused to finalize {record.path!r}: {current.last_error or '-'}",
-                hint="the old credential stays valid; see `history` for details",
+                f"refusing to finalize {record.path!r}: {current.last_error or '-'}",
+                hint="the old credential stays valid; fix the target or "
+                f"`rollback {record.path}`, then try again",
             )
         time.sleep(POLL_SECONDS)
     raise CommandError(
         f"rotation {record.rotation_id} was not finalized within {timeout:.0f}s",
         hint="are a worker and beat running? It is due now; `status` shows progress",
     )
-
-
-def _rollback_metadata(old: SecretVersion, record: RunRecord) -> dict[str, Any]:
-    # A rolled-back version carries none of a rotation's bookkeeping (``reconcile`` would
-    # otherwise schedule a finalize from ``finalize_after``).
-    dropped = (*ENGINE_FIELDS, *ROLLBACK_FIELDS)
-    metadata = {k: v for k, v in old.metadata.items() if k not in dropped}
-    metadata.update(
-        rotated_by=ROTATED_BY,
-        rolled_back_rotation_id=record.rotation_id,
-        rolled_back_from_version=record.new_version,
-        restored_version=record.from_version,
-    )
-    return metadata
 
 
 @dataclass(frozen=True)
@@ -192,92 +127,57 @@ class Rollback:
     warning: str | None = None
 
 
-def rollback(oc: OnCall, path: str, *, actor: str, reason: str | None) -> Rollback:
-    """Restore ``path`` to the data it had before its rotation in grace (see module doc)."""
+def rollback(
+    oc: OnCall, path: str, *, actor: str, reason: str | None, timeout: float = 120.0
+) -> Rollback:
+    """Hold ``path``'s rotation in grace, hand its rollback to a worker and follow it."""
     record = _in_grace(oc, path, "roll back")
     owner = f"rollback:{actor}:{uuid.uuid4().hex[:8]}"
-    refused = oc.store.hold(record.rotation_id, owner, ROLLBACK_HOLD_SECONDS)
+    refused = oc.store.hold(record.rotation_id, owner, HOLD_SECONDS)
     if refused != "ok":
         _in_grace(oc, path, "roll back")  # it moved on (finalizing...): say so
         raise CommandError(
             f"cannot roll back: rotation {record.rotation_id} is {refused} right now",
             hint=f"another rollback is running; `status {path}` shows the outcome",
         )
-    due = DueQueue(oc.redis)
-    score = due.score(record.rotation_id)
-    due.remove(record.rotation_id)  # nothing is claimed for finalize while we roll back
+    request = RollbackRequest(record.rotation_id, owner, actor=actor, reason=reason)
     try:
-        restored = _restore(oc, record)
-        return _record_rollback(oc, record, restored, owner, actor, reason)
-    except BaseException:
-        if oc.store.require(record.rotation_id).state == "grace":
-            if score is not None:
-                due.schedule(record.rotation_id, score, replace=True)
-            oc.store.unhold(record.rotation_id, owner)
-        raise
-
-
-def _restore(oc: OnCall, record: RunRecord) -> tuple[int, str, str | None]:
-    current = oc.vault.read(record.path)
-    if current.version != record.new_version:
-        raise CommandError(
-            f"ScaiVault's current version of {record.path!r} is {current.version}, not the "
-            f"rotation's {record.new_version}: someone wrote since, and a rollback would undo it",
-            hint="look at the versions in ScaiVault and restore by hand if needed",
+        oc.producer.send_task(
+            Task.ROLLBACK, kwargs=request.to_kwargs(), queue=keys.TASK_QUEUE, retry=False
         )
-    old, new = _versions(oc, record)
-    rotator, ctx = _context(oc, record, new)
-    if rotator.strategy == "updater":
-        rotator.apply(ctx, old.data)
-    if rotator.strategy != "vault-only":  # the target must accept the old credential again
-        rotator.verify(ctx, old.data)
-    version = oc.vault.write(
-        record.path,
-        old.data,
-        cas=current.version,
-        secret_type=old.secret_type,
-        metadata=_rollback_metadata(old, record),
+    except Exception:
+        oc.store.unhold(record.rotation_id, owner)
+        raise
+    return _await_rollback(oc, record, timeout)
+
+
+def _await_rollback(oc: OnCall, record: RunRecord, timeout: float) -> Rollback:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = oc.store.require(record.rotation_id)
+        if current.state == RunState.ROLLED_BACK:
+            return Rollback(current, _outcome(oc, current), current.last_error)
+        if current.state != RunState.GRACE:
+            raise CommandError(
+                f"rotation {record.rotation_id} became {current.state} instead of rolled_back: "
+                f"{current.last_error or '-'}",
+                hint=f"`history {record.path}` says what happened",
+            )
+        if current.last_error != record.last_error:
+            raise CommandError(
+                f"the worker refused to roll {record.path!r} back: {current.last_error}",
+                hint="nothing was written; the rotation stays in grace",
+            )
+        time.sleep(POLL_SECONDS)
+    raise CommandError(
+        f"the rollback of {record.rotation_id} was not done within {timeout:.0f}s",
+        hint="is a worker running? The run stays held for a few minutes; `status` shows it",
     )
-    outcome, warning = _discard_new(rotator, ctx, new)
-    return version, outcome, warning
 
 
-def _discard_new(
-    rotator: Rotator, ctx: RotationContext, new: SecretVersion
-) -> tuple[str, str | None]:
-    """What became of the new credential: ``(outcome, warning if it is still valid)``."""
-    if rotator.strategy == "updater":
-        return "the target was set back to the old credential; the new one was replaced", None
-    if rotator.strategy == "vault-only":
-        return "the new value lived only in ScaiVault", None
-    still = f"the new credential (version {new.version}) is still valid at the target"
-    if type(rotator).discard is Rotator.discard:
-        return still, f"{still}: rotator {rotator.name} cannot revoke it; revoke it by hand"
-    try:
-        rotator.discard(ctx, new.data)
-    except RotatorError as exc:
-        return still, f"{still}: {exc.message}"
-    except Exception as exc:  # a foreign error's text may hold a value: its type only
-        return still, f"{still}: discard failed ({type(exc).__name__}); revoke it by hand"
-    return "the rotator revoked the new credential", None
-
-
-def _record_rollback(
-    oc: OnCall,
-    record: RunRecord,
-    restored: tuple[int, str, str | None],
-    owner: str,
-    actor: str,
-    reason: str | None,
-) -> Rollback:
-    version, outcome, warning = restored
-    done = oc.store.transition(
-        record.rotation_id, "rolled_back", expect={"grace"}, owner=owner, last_error=warning
-    )
-    history.append(
-        oc.redis, record.path, "rotation_rolled_back", rotation_id=record.rotation_id,
-        actor=actor, reason=reason, state="rolled_back", from_version=record.new_version,
-        new_version=version,
-        detail=f"restored version {record.from_version}'s data; {warning or outcome}",
-    )  # fmt: skip
-    return Rollback(done, outcome, warning)
+def _outcome(oc: OnCall, record: RunRecord) -> str:
+    """What became of the new credential, as the worker recorded it in the history."""
+    for entry in reversed(history.read(oc.redis, record.path, limit=50)):
+        if entry.get("event") == "rotation_rolled_back":
+            return entry.get("detail", "").split("; ", 1)[-1]
+    return "see `history` for what became of the new credential"

@@ -25,7 +25,8 @@ from orchestrator.errors import AccessDenied, CommandError, NotFound
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.settings import Settings
 from orchestrator.state import history, keys
-from orchestrator.state.runs import ACTIVE_STATES, RunRecord, RunStore
+from orchestrator.state.records import ACTIVE, RunRecord
+from orchestrator.state.runs import RunStore
 from orchestrator.vault.client import VaultClient
 
 #: States ``cancel`` may stop: nothing stored yet.
@@ -82,7 +83,8 @@ class OnCall:
 
     @cached_property
     def routing(self) -> RoutingTable:
-        return RoutingTable.load(self.settings.rotator_config)
+        """Which rule covers which path; no plugin is imported (on-call runs no rotator code)."""
+        return RoutingTable.load(self.settings.rotator_config, plugins=False)
 
     @cached_property
     def producer(self) -> Any:
@@ -218,7 +220,7 @@ def is_overdue(record: RunRecord, now: float | None = None) -> bool:
 
 def overview(oc: OnCall, limit: int = 200) -> list[dict[str, Any]]:
     """Rotations on-call should look at: active, failed, needs_attention and overdue ones."""
-    wanted = set(ACTIVE_STATES) | {"failed"}
+    wanted = set(ACTIVE) | {"failed"}
     rows = []
     for record in oc.store.list(states=wanted, limit=limit):
         if record.state == "failed" and _superseded(oc, record):

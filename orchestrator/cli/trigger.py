@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from orchestrator.cli.output import describe_error, render_entry, render_step
 from orchestrator.cli.session import (
@@ -23,7 +22,8 @@ from orchestrator.cli.session import (
 )
 from orchestrator.errors import CommandError, VaultError
 from orchestrator.state import history, keys
-from orchestrator.state.runs import RunRecord
+from orchestrator.state.messages import RotateRequest, Task
+from orchestrator.state.records import RunRecord
 
 #: States at which ``rotate --wait`` stops watching.
 STOP_STATES = frozenset(
@@ -46,12 +46,11 @@ class Request:
     requested_at: float
 
 
-def enqueue_rotate(oc: OnCall, **kwargs: Any) -> None:
-    """Publish ``scaivault.rotate`` with the contract's keyword arguments (no secret data).
-
-    ``rotation_id`` (the engine's extension) resumes that run rather than starting one.
-    """
-    oc.producer.send_task("scaivault.rotate", kwargs=kwargs, queue=keys.TASK_QUEUE, retry=False)
+def enqueue_rotate(oc: OnCall, request: RotateRequest) -> None:
+    """Publish ``scaivault.rotate`` for ``request`` (ids and paths only; a ``rotation_id``
+    resumes that run rather than starting one)."""
+    kwargs = request.to_kwargs()
+    oc.producer.send_task(Task.ROTATE, kwargs=kwargs, queue=keys.TASK_QUEUE, retry=False)
 
 
 def request_rotation(
@@ -72,16 +71,10 @@ def request_rotation(
     if via_vault:
         oc.vault.rotate(path)
     else:
-        enqueue_rotate(
-            oc,
-            path=path,
-            trigger="manual",
-            event_id=None,
-            from_version=version,
-            grace_period=grace,
-            actor=actor,
-            reason=reason,
+        request = RotateRequest(
+            path, "manual", from_version=version, grace_period=grace, actor=actor, reason=reason
         )
+        enqueue_rotate(oc, request)
     history.append(
         oc.redis,
         path,
@@ -232,8 +225,7 @@ def retry(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
         oc.redis, path, "rotation_retried", rotation_id=record.rotation_id, actor=actor,
         reason=reason, state="queued", detail=f"was {record.state}",
     )  # fmt: skip
-    enqueue_rotate(
-        oc,
+    resume = RotateRequest(
         path=path,
         trigger=record.trigger,
         event_id=record.event_id,
@@ -243,4 +235,5 @@ def retry(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
         reason=reason or record.reason,
         rotation_id=record.rotation_id,  # the engine resumes this run instead of a new one
     )
+    enqueue_rotate(oc, resume)
     return queued

@@ -14,7 +14,8 @@ from orchestrator.engine.notes import RunNotes
 from orchestrator.engine.runtime import Runtime
 from orchestrator.engine.seal import Sealer
 from orchestrator.errors import ConfigError, IllegalTransition, NeedsAttention, reason_of
-from orchestrator.state.runs import RunRecord, Sealed
+from orchestrator.state.records import RunRecord
+from orchestrator.state.runs import Sealed
 from orchestrator.vault.client import VaultClient
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import CredentialRejected, PermanentError, TransientError
@@ -60,8 +61,8 @@ class Minter:
             ),
             vault=ReadOnlyVault(self.rt.vault),
             attempt=max(record.attempts, 1),
-            notes=RunNotes(record, self.rt.store, record.lease_owner),
-            clock=self.rt.store.now,
+            notes=RunNotes(record, self.rt.runs, record.lease_owner),
+            clock=self.rt.runs.now,
         )
 
     def obtain(
@@ -72,11 +73,11 @@ class Minter:
         ``record`` is the run as this worker leased it (only the lease holder changes it).
         """
         rid = record.rotation_id
-        sealed = self.rt.store.sealed(rid) if record.sealed else None
+        sealed = self.rt.runs.sealed(rid) if record.sealed else None
         if sealed is not None:
             new = self._require_sealer().unseal(sealed, context=rid)
             self.rt.log.info("rotation_resumed_sealed", rotation_id=rid, path=record.path)
-            if rotator.strategy == "updater":
+            if rotator.capabilities.in_place:
                 self._apply(record, rotator, ctx, new, owner, resumed=True)
             self._verify_step(record, rotator, ctx, new, owner)
             return new
@@ -86,21 +87,21 @@ class Minter:
                     f"the target rejected {record.mint_attempts} minted values in a row",
                     step="mint",
                 )
-            if touches_target(rotator):
-                self.rt.store.transition(rid, "minting", owner=owner, step="mint")
+            if rotator.capabilities.touches_target:
+                record = self.rt.runs.transition(record, "minting", owner=owner, step="mint")
             self.rt.guard.check(rid, "mint")
-            with self.rt.journal.timed(record, "mint"):
+            with self.rt.runs.timed(record, "mint"):
                 new = SecretData(rotator.mint(ctx))
             try:
                 self._seal_apply_verify(record, rotator, ctx, new, owner)
                 return new
             except CredentialRejected as exc:
-                self.rt.journal.history(
-                    record, "value_rejected", step=exc.step, detail=reason_of(exc)
-                )
+                self.rt.runs.history(record, "value_rejected", step=exc.step, detail=reason_of(exc))
                 self.discard_unused(rotator, ctx, new)
                 rejected = record.mint_attempts + 1  # counts rejections only, not crashes
-                record = self.rt.store.update(rid, owner=owner, sealed=None, mint_attempts=rejected)
+                record = self.rt.runs.update(
+                    record, owner=owner, sealed=None, mint_attempts=rejected
+                )
             except (PermanentError, NeedsAttention):
                 self.discard_unused(rotator, ctx, new)
                 raise
@@ -134,6 +135,8 @@ class Minter:
 
     def discard(self, rotator: Rotator, ctx: RotationContext, new: SecretData) -> None:
         """Revoke an unused new value (``rotator.discard``); a failure is logged, not raised."""
+        if not rotator.can_discard:
+            return
         try:
             self.rt.guard.check(ctx.rotation_id, "discard")
             rotator.discard(ctx, new)
@@ -150,15 +153,15 @@ class Minter:
         self, rotation_id: str, rotator: Rotator, ctx: RotationContext, new: SecretData
     ) -> None:
         """On-call cancelled the run after we minted: revoke an issuer's unused credential."""
-        record = self.rt.store.get(rotation_id)
-        if rotator.strategy != "updater" and record is not None and record.state == "cancelled":
+        record = self.rt.runs.get(rotation_id)
+        if rotator.capabilities.issues and record is not None and record.state == "cancelled":
             self.discard(rotator, ctx, new)
-            self.rt.store.update(rotation_id, sealed=None)
+            self.rt.runs.update(record, sealed=None)
 
     def discard_unused(self, rotator: Rotator, ctx: RotationContext, new: SecretData) -> None:
         """An issuer's value that will not be stored is revoked; an updater's is left alone
         (it may already be in use: the sealed copy and the target decide)."""
-        if rotator.strategy != "updater":
+        if not rotator.capabilities.in_place:
             self.discard(rotator, ctx, new)
 
     def _seal_apply_verify(
@@ -169,12 +172,13 @@ class Minter:
         new: SecretData,
         owner: str,
     ) -> None:
-        in_place = rotator.strategy == "updater"
+        caps = rotator.capabilities
+        in_place = caps.in_place
         seal = None  # kept by the next state change, before the value is applied or verified
         # A resume reuses a sealed value instead of minting another: an updater's may be in use
         # already, an issuer's is a credential at the target. A vault-only value exists nowhere
         # until it is stored, so it is not kept (minting again costs nothing).
-        if in_place or (self.sealer is not None and rotator.strategy == "issuer"):
+        if in_place or (self.sealer is not None and caps.issues):
             blob = self._require_sealer().seal(new, context=record.rotation_id)
             seal = Sealed(blob, in_place)
         if in_place:
@@ -194,10 +198,10 @@ class Minter:
         seal: Sealed | None = None,
     ) -> None:
         rid = record.rotation_id
-        self.rt.store.transition(rid, "applying", owner=owner, step="apply", seal=seal)
+        self.rt.runs.transition(record, "applying", owner=owner, step="apply", seal=seal)
         try:
             self.rt.guard.check(rid, "apply")
-            with self.rt.journal.timed(record, "apply"):
+            with self.rt.runs.timed(record, "apply"):
                 rotator.apply(ctx, new)
         except CredentialRejected as exc:
             if resumed:
@@ -206,7 +210,7 @@ class Minter:
                     "it may be half-applied"
                 ) from None
             # Refused before it took effect: drop the sealed value and mint another.
-            self.rt.store.transition(rid, "minting", owner=owner, step="mint", sealed=None)
+            self.rt.runs.transition(record, "minting", owner=owner, step="mint", sealed=None)
             exc.step = exc.step or "apply"
             raise
 
@@ -219,15 +223,13 @@ class Minter:
         owner: str,
         seal: Sealed | None = None,
     ) -> None:
-        if seal is not None or touches_target(rotator):
-            self.rt.store.transition(
-                record.rotation_id, "verifying", owner=owner, step="verify", seal=seal
-            )
+        if seal is not None or rotator.capabilities.touches_target:
+            self.rt.runs.transition(record, "verifying", owner=owner, step="verify", seal=seal)
         try:
-            with self.rt.journal.timed(record, "verify"):
+            with self.rt.runs.timed(record, "verify"):
                 self.verify(rotator, ctx, new)
         except CredentialRejected as exc:
-            if rotator.strategy == "updater":
+            if rotator.capabilities.in_place:
                 raise NeedsAttention(
                     f"the target took the new value but verify rejects it ({reason_of(exc)})"
                 ) from None
@@ -240,11 +242,3 @@ class Minter:
                 "ROTATOR_SEAL_KEY is not set: updater rotators refuse to run without it"
             )
         return self.sealer
-
-
-def touches_target(rotator: Rotator) -> bool:
-    """Whether minting and verifying act outside this worker. A vault-only rotator's value
-    exists nowhere until it is stored (a resume mints again), so its run needs no state of its
-    own for these steps: it goes from ``queued`` to ``storing``, and its journal still records
-    both steps. Saves two of a rotation's Redis round trips."""
-    return rotator.strategy != "vault-only"

@@ -6,7 +6,8 @@ write what would then be someone else's rotation); on-call commands see them rea
 
 from __future__ import annotations
 
-from orchestrator.state.runs import RunRecord, RunStore
+from orchestrator.state.records import RunRecord
+from orchestrator.state.runs import RunStore
 from rotators.contract import check_note
 from rotators.errors import PermanentError
 

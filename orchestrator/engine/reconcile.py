@@ -20,7 +20,7 @@ from orchestrator.duration import parse_duration
 from orchestrator.engine.ids import bound_to
 from orchestrator.engine.runtime import Runtime
 from orchestrator.errors import Untrusted, reason_of
-from orchestrator.state.runs import RunRecord
+from orchestrator.state.records import RunRecord
 from orchestrator.vault.client import VersionInfo
 from rotators.versions import ROTATED_BY, parse_time
 
@@ -63,7 +63,7 @@ class Reconciler:
         if not versions or versions[-1].metadata.get("rotated_by") != ROTATED_BY:
             return 0
         claim = self._claim(path, versions[-1])
-        record = self.rt.store.get(claim.rotation_id)
+        record = self.rt.runs.get(claim.rotation_id)
         if record is not None and record.path != path:
             raise Untrusted(f"rotation id {claim.rotation_id} belongs to a run of another path")
         if record is None:
@@ -101,7 +101,7 @@ class Reconciler:
 
     def _rebuild(self, path: str, claim: Claim, version: int) -> RunRecord:
         rule = self.rt.routing.match(path)
-        record = self.rt.store.create(
+        record = self.rt.runs.create(
             RunRecord(
                 rotation_id=claim.rotation_id,
                 path=path,
@@ -118,7 +118,7 @@ class Reconciler:
             )
         )
         self.rt.log.warning("rotation_reconciled", rotation_id=claim.rotation_id, path=path)
-        self.rt.journal.history(record, "rotation_reconciled", state="grace", new_version=version)
+        self.rt.runs.history(record, "rotation_reconciled", state="grace", new_version=version)
         return record
 
 

@@ -30,7 +30,8 @@ from orchestrator.errors import ConfigError, StackError
 from orchestrator.local.sandbox import GRACE, WHO, Sandbox, explicit_redis
 from orchestrator.settings import Settings
 from orchestrator.state import history
-from orchestrator.state.runs import RunRecord, RunStore
+from orchestrator.state.records import RunRecord
+from orchestrator.state.runs import RunStore
 
 #: States that end the wait: done is success, the rest are failures.
 END_STATES = frozenset({"done", "failed", "needs_attention", "cancelled", "rolled_back", "skipped"})

@@ -44,6 +44,7 @@ from orchestrator.log import configure_logging, get_logger
 from orchestrator.receiver import envelope, openapi, publish, signing
 from orchestrator.receiver.envelope import Envelope
 from orchestrator.settings import Settings, dedupe_window
+from orchestrator.state.messages import RotateRequest
 
 EVENTS_PATH = "/scaivault/events"
 
@@ -229,16 +230,16 @@ class Receiver:
         return self._done(202, "ignored", fields, event_type=event.type)
 
     async def _rotation_due(self, event: Envelope, fields: dict[str, Any]) -> Reply:
-        kwargs = publish.rotate_kwargs(
+        request = RotateRequest(
             path=event.path,
+            trigger=event.trigger,
             event_id=event.id,
             from_version=event.version,
             grace_period=event.grace_period,
-            trigger=event.trigger,
             actor="scaivault",
             reason="rotation.due event",
         )
-        claim = await self.publisher.publish_task(event.id, publish.ROTATE_TASK, kwargs)
+        claim = await self.publisher.publish_task(event.id, request)
         if not claim.fresh:
             return self._done(200, "duplicate", fields)
         return self._done(202, "queued", fields, task_id=claim.value)

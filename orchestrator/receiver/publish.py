@@ -2,13 +2,14 @@
 
 The receiver does not call Celery's ``send_task``: building a Celery message and a kombu Redis
 client per publish costs ~0.7 ms of CPU under the GIL, and kombu's producer can block for a long
-time while Redis is away. Instead :func:`task_message` builds the exact envelope kombu's Redis
-transport would ``LPUSH`` (protocol 2, JSON body, base64 body encoding, priority 0 on the list
-named by the queue), and one Lua script claims the event id (``SET NX EX``) and pushes the
-message atomically, in one round trip, awaited under a hard timeout. The same script records
-the event in the pending ledger (:mod:`orchestrator.state.pending`), so an accepted event whose
-message is lost later (a worker killed between taking it and its bookkeeping, a task that gave up)
-is published again by the sweep until it has a run record.
+time while Redis is away. Instead :func:`~orchestrator.state.messages.task_message` builds the exact
+envelope kombu's Redis transport would ``LPUSH`` (protocol 2, JSON body, base64 body encoding,
+priority 0 on the list named by the queue), and one Lua script (``state/lua/event_publish.lua``)
+claims the event id (``SET NX EX``) and pushes the message atomically, in one round trip, awaited
+under a hard timeout. The same script records the event in the pending ledger
+(:mod:`orchestrator.state.pending`), so an accepted event whose message is lost later (a worker
+killed between taking it and its bookkeeping, a task that gave up) is published again by the sweep
+until it has a run record.
 
 Why a timeout is safe: the claim and the message are written by one atomic script, so the claim
 exists if and only if the message was pushed. When the outcome is unknown (the timeout fired
@@ -20,16 +21,8 @@ There is no window in which a claim without a message, or a message without a cl
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
 import hashlib
-import json
-import os
-import re
-import socket
 import time
-import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,52 +31,11 @@ import redis.exceptions
 from redis.exceptions import NoScriptError
 
 from orchestrator.errors import PublishError
-from orchestrator.state import history, keys
-
-#: The Celery task the receiver publishes (DESIGN §8).
-ROTATE_TASK = "scaivault.rotate"
-
-# KEYS[1] claim key, KEYS[2] target (broker list or history stream); for a list also
-# KEYS[3] the pending ledger's ZSET and KEYS[4] its message hash (orchestrator.state.pending).
-# ARGV[1] claim value, ARGV[2] claim TTL in seconds, ARGV[3] 'list' or 'stream',
-# ARGV[4] the message (list) or the stream's approximate max length (stream),
-# list: ARGV[5] the event id, ARGV[6] the time in ms; stream: ARGV[5..] the entry's field/values.
-# Returns {1, claim} when claimed and written, {0, existing claim} for a duplicate. If a write
-# fails (e.g. OOM) the claim and ledger entry are deleted in the same script and the error is
-# returned. The message is pushed last, so a failed push leaves nothing behind.
-CLAIM_AND_WRITE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  return {0, redis.call('GET', KEYS[1])}
-end
-local res
-if ARGV[3] == 'list' then
-  res = redis.pcall('HSET', KEYS[4], ARGV[5], ARGV[4])
-  if not (type(res) == 'table' and res.err) then
-    res = redis.pcall('ZADD', KEYS[3], ARGV[6], ARGV[5])
-  end
-  if not (type(res) == 'table' and res.err) then
-    res = redis.pcall('LPUSH', KEYS[2], ARGV[4])
-  end
-  if type(res) == 'table' and res.err then
-    redis.call('HDEL', KEYS[4], ARGV[5])
-    redis.call('ZREM', KEYS[3], ARGV[5])
-  end
-else
-  res = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
-end
-if type(res) == 'table' and res.err then
-  redis.call('DEL', KEYS[1])
-  return res
-end
-return {1, ARGV[1]}
-"""
+from orchestrator.state import history, keys, scripts
+from orchestrator.state.messages import RotateRequest, Task, task_message
 
 #: Pipelines a :class:`ScriptBatch` keeps in flight at once (overlaps Redis and our CPU work).
 MAX_IN_FLIGHT = 2
-
-_ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
-_REPLY_TO = str(uuid.uuid4())
-_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 @dataclass(frozen=True)
@@ -92,102 +44,6 @@ class Claim:
 
     fresh: bool
     value: str
-
-
-def rotate_kwargs(
-    *,
-    path: str,
-    event_id: str,
-    from_version: int | None,
-    grace_period: str | None,
-    trigger: str = "schedule",
-    actor: str = "scaivault",
-    reason: str | None = None,
-) -> dict[str, Any]:
-    """The keyword arguments of ``scaivault.rotate`` (ids and paths only, never secret data)."""
-    return {
-        "path": path,
-        "trigger": trigger,
-        "event_id": event_id,
-        "from_version": from_version,
-        "grace_period": grace_period,
-        "actor": actor,
-        "reason": reason,
-    }
-
-
-def task_message(
-    task: str,
-    kwargs: Mapping[str, Any],
-    *,
-    task_id: str | None = None,
-    queue: str = keys.TASK_QUEUE,
-) -> tuple[str, bytes]:
-    """Return ``(task_id, payload)``: the bytes kombu's Redis transport would ``LPUSH`` for
-    ``send_task(task, kwargs=kwargs, queue=queue)`` (Celery protocol 2, JSON, priority 0).
-
-    The envelope is filled into a pre-serialised template (a third of the cost of dumping the
-    nested dicts each time); a unit test keeps it equal to what Celery and kombu produce.
-    """
-    task_id = task_id or str(uuid.uuid4())
-    body = json.dumps([[], dict(kwargs), _EMBED]).encode()
-    payload = _template(task, queue) % {
-        "body": base64.b64encode(body).decode("ascii"),
-        "id": _json_chars(task_id),
-        "kwargsrepr": _json_chars(repr(dict(kwargs))),
-        "tag": str(uuid.uuid4()),
-    }
-    return task_id, payload.encode()
-
-
-def _json_chars(text: str) -> str:
-    """``text`` escaped for the inside of a JSON string."""
-    return json.dumps(text)[1:-1]
-
-
-@functools.cache
-def _template(task: str, queue: str) -> str:
-    """The kombu Redis envelope of a Celery protocol-2 message for ``task`` on ``queue``, with
-    ``%(body)s``, ``%(id)s``, ``%(kwargsrepr)s`` and ``%(tag)s`` slots inside JSON strings."""
-    marker = "\x00slot:%s\x00"
-    headers: dict[str, Any] = {
-        "lang": "py",
-        "task": task,
-        "id": marker % "id",
-        "shadow": None,
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [None, None],
-        "root_id": marker % "id",
-        "parent_id": None,
-        "argsrepr": "()",
-        "kwargsrepr": marker % "kwargsrepr",
-        "origin": _ORIGIN,
-        "ignore_result": None,
-        "replaced_task_nesting": 0,
-        "stamped_headers": None,
-        "stamps": {},
-    }
-    envelope = {
-        "body": marker % "body",
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": headers,
-        "properties": {
-            "correlation_id": marker % "id",
-            "reply_to": _REPLY_TO,
-            "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": 0,
-            "body_encoding": "base64",
-            "delivery_tag": marker % "tag",
-        },
-    }
-    text = json.dumps(envelope).replace("%", "%%")
-    return re.sub(r"\\u0000slot:(\w+)\\u0000", r"%(\1)s", text)
 
 
 class ScriptBatch:
@@ -280,28 +136,29 @@ class Publisher:
         self.client = client
         self.claim_ttl = claim_ttl
         self.timeout = timeout
-        self._script = ScriptBatch(client, CLAIM_AND_WRITE)
+        self._publish = ScriptBatch(client, scripts.source("event_publish"))
+        self._record = ScriptBatch(client, scripts.source("event_record"))
 
     async def publish_task(
-        self, event_id: str, task: str, kwargs: Mapping[str, Any], queue: str = keys.TASK_QUEUE
+        self, event_id: str, request: RotateRequest, queue: str = keys.TASK_QUEUE
     ) -> Claim:
-        """Claim ``event_id``, record it in the pending ledger and push ``task``'s message, in
-        one atomic script (the ledger entry lives until the event has a durable outcome)."""
-        task_id, message = task_message(task, kwargs, queue=queue)
-        args = [task_id, self.claim_ttl, "list", message, event_id, int(time.time() * 1000)]
+        """Claim ``event_id``, add it to the pending events and push ``request``'s message, in
+        one atomic script (the pending entry lives until the event has a durable outcome)."""
+        task_id, message = task_message(Task.ROTATE, request.to_kwargs(), queue=queue)
+        args = [task_id, self.claim_ttl, message, event_id, int(time.time() * 1000)]
         script_keys = [keys.event(event_id), queue, keys.PENDING, keys.PENDING_MESSAGES]
-        return await self._run(script_keys, args)
+        return await self._run(self._publish, script_keys, args)
 
     async def record_history(self, claim_id: str, path: str, event: str, **fields: Any) -> Claim:
         """Claim event id ``claim_id`` and append an entry to ``path``'s history, atomically."""
         pairs = [item for kv in history.entry(event, **fields).items() for item in kv]
-        args = ["recorded", self.claim_ttl, "stream", history.MAX_ENTRIES, *pairs]
-        return await self._run([keys.event(claim_id), keys.history(path)], args)
+        args = ["recorded", self.claim_ttl, history.MAX_ENTRIES, *pairs]
+        return await self._run(self._record, [keys.event(claim_id), keys.history(path)], args)
 
-    async def _run(self, script_keys: list[str], args: list[Any]) -> Claim:
+    async def _run(self, script: ScriptBatch, script_keys: list[str], args: list[Any]) -> Claim:
         try:
             async with asyncio.timeout(self.timeout):
-                fresh, value = await self._script(script_keys, args)
+                fresh, value = await script(script_keys, args)
         except TimeoutError:
             raise PublishError("timeout") from None
         except (redis.exceptions.RedisError, OSError):

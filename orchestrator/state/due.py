@@ -2,9 +2,9 @@
 
 Members are rotation ids, scores the finalize time in integer milliseconds. Nothing waits in a
 Celery ETA (with the Redis broker an unacked ETA task is redelivered after the visibility
-timeout and sits in worker memory, kombu#337). The sweeper *claims* due entries with a lease: a
-Lua script reading Redis ``TIME`` moves each due entry's score to ``now + lease``, so an entry
-whose finalize task is lost comes back by itself once the lease passes. The finalize task
+timeout and sits in worker memory, kombu#337). The sweeper *claims* due entries with a lease:
+``lua/due_claim.lua``, on Redis's ``TIME``, moves each due entry's score to ``now + lease``, so an
+entry whose finalize task is lost comes back by itself once the lease passes. The finalize task
 removes its entry only if the score still equals the lease it was given, so an entry that was
 re-claimed or rescheduled meanwhile is left alone.
 """
@@ -15,29 +15,7 @@ from datetime import datetime
 
 import redis
 
-from orchestrator.state import keys
-
-# KEYS[1]=due  ARGV[1]=lease_ms  ARGV[2]=limit  -> {member, lease_until_ms, ...}
-_CLAIM = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-local lease_until = now + tonumber(ARGV[1])
-local out = {}
-for _, m in ipairs(items) do
-  redis.call('ZADD', KEYS[1], 'XX', lease_until, m)
-  out[#out + 1] = m
-  out[#out + 1] = tostring(lease_until)
-end
-return out
-"""
-
-# KEYS[1]=due  ARGV[1]=member  ARGV[2]=lease_until_ms (as returned by CLAIM)
-_COMPLETE = """
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s and tonumber(s) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
-return 0
-"""
+from orchestrator.state import keys, scripts
 
 
 def to_ms(when: datetime) -> int:
@@ -50,8 +28,8 @@ class DueQueue:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._claim = client.register_script(_CLAIM)
-        self._complete = client.register_script(_COMPLETE)
+        self._claim = scripts.register(client, "due_claim")
+        self._complete = scripts.register(client, "due_complete")
 
     def schedule(self, rotation_id: str, due_ms: int, *, replace: bool = False) -> bool:
         """Add ``rotation_id`` due at ``due_ms``; an existing entry is kept unless ``replace``.

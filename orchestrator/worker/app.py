@@ -25,12 +25,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.log import configure_logging, get_logger
 from orchestrator.settings import Settings
 from orchestrator.state import keys
-
-#: The contract task names (DESIGN §8).
-ROTATE = "scaivault.rotate"
-FINALIZE = "scaivault.finalize"
-SWEEP = "scaivault.sweep"
-RECONCILE = "scaivault.reconcile"
+from orchestrator.state.messages import Task
 
 log = get_logger(__name__)
 
@@ -90,9 +85,13 @@ def configuration(settings: Settings) -> dict[str, Any]:
         "worker_redirect_stdouts": False,
         "beat_scheduler": "celery.beat:Scheduler",  # in memory: nothing to persist but intervals
         "beat_schedule": {
-            "sweep": {"task": SWEEP, "schedule": sweep, "options": {"expires": max(2 * sweep, 5)}},
+            "sweep": {
+                "task": Task.SWEEP,
+                "schedule": sweep,
+                "options": {"expires": max(2 * sweep, 5)},
+            },
             "reconcile": {
-                "task": RECONCILE,
+                "task": Task.RECONCILE,
                 "schedule": reconcile,
                 "options": {"expires": max(reconcile / 2, 5)},
             },
@@ -110,7 +109,7 @@ def check_worker_config(current: Settings) -> None:
     from orchestrator.routing import RoutingTable
 
     table = RoutingTable.load(current.rotator_config)
-    if any(r.strategy == "updater" for r in table.rotators.values()):
+    if any(r.capabilities.in_place for r in table.rotators.values()):
         current.require_seal_keys()
 
 

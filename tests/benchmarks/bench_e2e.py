@@ -181,9 +181,10 @@ def rotations(rig: Rig, url: str, paths: list[str]) -> tuple[float, float]:
 
 def profile(rig: Rig, paths: list[str]) -> str:
     """cProfile of the engine rotating ``paths`` in this process; top functions by tottime."""
-    from orchestrator.engine.core import Engine, RotateRequest
+    from orchestrator.engine.core import Engine
     from orchestrator.log import configure_logging
     from orchestrator.settings import Settings
+    from orchestrator.state.messages import RotateRequest
 
     configure_logging(level="WARNING", fmt="json")  # keep the table readable
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.engine.core import ROTATED_BY
 from orchestrator.state import history, keys
-from orchestrator.state.runs import TERMINAL_STATES, RunRecord
+from orchestrator.state.records import TERMINAL, RunRecord
 from rotators.random_password import RandomPasswordOptions, policy_problem
+from rotators.versions import ROTATED_BY
 from tests.chaos.probe import Sighting, token_answer
 from tests.chaos.stack import ChaosStack
 
@@ -208,7 +208,7 @@ def nothing_left_running(world: World) -> Check:
     """Every run record is in a terminal state and the due-queue is empty."""
     check = Check("no rotation left in a non-terminal state", len(world.runs))
     for run in world.runs:
-        if run.state not in TERMINAL_STATES:
+        if run.state not in TERMINAL:
             check.problems.append(f"{run.path}: {run.rotation_id} is {run.state}")
     pending = int(world.stack.client.zcard(keys.DUE))
     if pending:

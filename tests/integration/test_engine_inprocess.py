@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.engine.core import Engine, RotateRequest
+from orchestrator.engine.core import Engine
 from orchestrator.errors import RetryLater
 from orchestrator.log import configure_logging
 from orchestrator.routing import RoutingTable
 from orchestrator.state import history, keys
-from orchestrator.state.runs import RunRecord
+from orchestrator.state.messages import RotateRequest
+from orchestrator.state.records import RunRecord
 from orchestrator.vault.client import VaultClient
 from rotators import RotationContext, SecretData, TransientError
 from rotators.random_password import RandomPasswordRotator

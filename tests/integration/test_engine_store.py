@@ -10,7 +10,8 @@ import redis
 
 from orchestrator.errors import IllegalTransition, LeaseLost, PathBusy, RunNotFound
 from orchestrator.state import keys
-from orchestrator.state.runs import ACTIVE_STATES, RunRecord, RunStore, Sealed
+from orchestrator.state.records import ACTIVE, RunRecord
+from orchestrator.state.runs import RunStore, Sealed
 
 pytestmark = pytest.mark.integration
 
@@ -180,7 +181,7 @@ def test_list_filters_by_state_newest_first(store: RunStore) -> None:
     store.transition("r3", "minting")
     assert [r.rotation_id for r in store.list(limit=2)] == ["r3", "r1"]
     assert {r.rotation_id for r in store.list(states=["queued"])} == {"r0", "r2", "r4"}
-    assert all(r.state in ACTIVE_STATES for r in store.list(states=ACTIVE_STATES))
+    assert all(r.state in ACTIVE for r in store.list(states=ACTIVE))
 
 
 def test_acquire_returns_the_run_as_leased(store: RunStore) -> None:

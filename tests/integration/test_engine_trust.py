@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.engine.core import RotateRequest
 from orchestrator.engine.ids import scheduled_id
 from orchestrator.state import history, keys
-from orchestrator.state.runs import RunRecord
+from orchestrator.state.messages import RotateRequest
+from orchestrator.state.records import RunRecord
 from rotators.versions import ROTATED_BY
 from tests.fixtures.engine import PATH, EngineHarness
 

@@ -12,7 +12,8 @@ import redis
 
 from orchestrator.engine.lease import Heartbeat, LeaseKeeper
 from orchestrator.local.processes import RedisServer
-from orchestrator.state.runs import RunRecord, RunStore
+from orchestrator.state.records import RunRecord
+from orchestrator.state.runs import RunStore
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.engine.core import Engine, scheduled_id
+from orchestrator.engine.core import Engine
+from orchestrator.engine.ids import scheduled_id
 from orchestrator.settings import Settings
 from orchestrator.state import history, keys
-from orchestrator.state.pending import Ledger, sweep_pending
-from orchestrator.state.runs import RunRecord
+from orchestrator.state.records import RunRecord
 from tests.fixtures.emulator import Emulator
 from tests.fixtures.receiver import LiveReceiver, event_body
 from tests.fixtures.worker import AlertSink, EngineStack
@@ -173,7 +173,6 @@ def test_an_event_lost_more_than_max_attempts_times_becomes_a_failed_run(
         rotator_pending_republish_after=0.001,
     )
     engine = Engine.from_settings(settings)
-    ledger = Ledger(redis_client)
     # an earlier due event for the same version ended without a new version: this event's
     # failure must be a run of its own, not swallowed as a duplicate of that one
     earlier = RunRecord(
@@ -184,13 +183,13 @@ def test_an_event_lost_more_than_max_attempts_times_becomes_a_failed_run(
     _accept(live, "evt_pending_lost_twice", 7)
     try:
         redis_client.rpop(keys.TASK_QUEUE)  # lost once: published again
-        assert sweep_pending(engine, ledger).published == ["evt_pending_lost_twice"]
+        assert engine.sweep().republished == ["evt_pending_lost_twice"]
         redis_client.rpop(keys.TASK_QUEUE)  # lost again: out of attempts
         time.sleep(0.01)  # older than the (1 ms) threshold
-        swept = sweep_pending(engine, ledger)
+        swept = engine.sweep()
     finally:
         engine.close()
-    assert swept.published == [] and len(swept.exhausted) == 1
+    assert swept.republished == []
     record = engine.store.require(scheduled_id(PATH, 7, "evt_pending_lost_twice"))
     assert record.state == "failed" and record.event_id == "evt_pending_lost_twice"
     assert record.rotator == "random-password"

@@ -8,7 +8,8 @@ import redis
 from orchestrator.engine.notes import RunNotes
 from orchestrator.errors import LeaseLost
 from orchestrator.state import keys
-from orchestrator.state.runs import RunRecord, RunStore
+from orchestrator.state.records import RunRecord
+from orchestrator.state.runs import RunStore
 from rotators import PermanentError
 
 pytestmark = pytest.mark.integration

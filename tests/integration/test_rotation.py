@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from orchestrator.engine.core import ROTATED_BY, scheduled_id
+from orchestrator.engine.ids import scheduled_id
 from orchestrator.state import history
 from orchestrator.state.due import DueQueue
+from rotators.versions import ROTATED_BY
 from tests.fixtures.worker import EngineStack
 from tests.rotators.ledger import creds_key, fingerprint
 

@@ -31,7 +31,7 @@ import httpx
 import pytest
 import redis
 
-from orchestrator.engine.core import scheduled_id
+from orchestrator.engine.ids import scheduled_id
 from orchestrator.local.processes import RedisServer, cli_argv
 from orchestrator.local.sandbox import Sandbox
 from orchestrator.state import keys

@@ -21,10 +21,11 @@ import redis
 import redis.sentinel
 
 from orchestrator import connection
-from orchestrator.engine.core import scheduled_id
+from orchestrator.engine.ids import scheduled_id
 from orchestrator.local.processes import ChildProcess, RedisServer, cli_argv, free_port
 from orchestrator.state import history, keys
-from orchestrator.state.runs import RunRecord, RunStore
+from orchestrator.state.records import RunRecord
+from orchestrator.state.runs import RunStore
 from tests.fixtures.emulator import Emulator
 from tests.fixtures.receiver import LiveReceiver, event_body
 

@@ -6,7 +6,8 @@ import pytest
 import redis
 
 from orchestrator.errors import IllegalTransition, RunHeld
-from orchestrator.state.runs import RunRecord, RunStore
+from orchestrator.state.records import RunRecord
+from orchestrator.state.runs import RunStore
 
 pytestmark = pytest.mark.integration
 

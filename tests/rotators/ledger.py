@@ -100,6 +100,7 @@ class LedgerIssuer(_Ledger):
 
     name = "test-ledger"
     strategy = "issuer"
+    can_discard = True
 
     def mint(self, ctx: RotationContext) -> dict[str, Any]:
         """Check first: a credential an earlier attempt of this rotation minted was never

@@ -6,25 +6,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.engine.core import (
-    REDIS_TIMEOUTS,
-    Engine,
-    RotateRequest,
-    _reason,
-    manual_id,
-    scheduled_id,
-)
+from orchestrator.engine.core import REDIS_TIMEOUTS, Engine
+from orchestrator.engine.ids import manual_id, scheduled_id
 from orchestrator.errors import AccessDenied, ConfigError
+from orchestrator.errors import reason_of as _reason
 from orchestrator.routing import RoutingTable
 from orchestrator.settings import Settings
-from orchestrator.state.runs import (
-    ACTIVE_STATES,
-    LEASED_STATES,
-    STATES,
-    TERMINAL_STATES,
-    TRANSITIONS,
-    RunRecord,
-)
+from orchestrator.state.messages import RotateRequest
+from orchestrator.state.records import ACTIVE, LEASED, TERMINAL, TRANSITIONS, RunRecord, RunState
 from orchestrator.worker.app import configuration
 from rotators.errors import PermanentError, TransientError
 
@@ -59,12 +48,12 @@ def test_reason_of_a_foreign_exception_is_its_type_and_step_only() -> None:
 
 
 def test_states_partition_and_transitions_only_name_known_states() -> None:
-    assert set(ACTIVE_STATES) | set(TERMINAL_STATES) == set(STATES)
-    assert not set(ACTIVE_STATES) & set(TERMINAL_STATES)
-    assert set(LEASED_STATES) <= set(ACTIVE_STATES)
-    assert set(TRANSITIONS) == set(STATES)
+    assert set(ACTIVE) | set(TERMINAL) == set(RunState)
+    assert not set(ACTIVE) & set(TERMINAL)
+    assert set(LEASED) <= set(ACTIVE)
+    assert set(TRANSITIONS) == set(RunState)
     for targets in TRANSITIONS.values():
-        assert targets <= set(STATES)
+        assert targets <= set(RunState)
     for terminal in ("done", "cancelled", "rolled_back", "skipped"):
         assert not TRANSITIONS[terminal], f"{terminal} is final"
     assert "done" in TRANSITIONS["finalizing"] and "done" not in TRANSITIONS["grace"]

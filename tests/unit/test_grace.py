@@ -1,58 +1,40 @@
-"""What the CLI's grace actions hand to rotators, and how rollback reports the new credential."""
+"""On-call's grace actions run no rotator code; a worker's rollback reports the new credential."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from orchestrator.cli import grace
+from orchestrator.cli.session import OnCall
+from orchestrator.engine import rollback
 from orchestrator.local.sandbox import routing_toml
-from orchestrator.routing import RoutingTable
-from orchestrator.state.runs import RunRecord
+from orchestrator.settings import Settings
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import PermanentError
 from rotators.secret import SecretData
 
 
-class _Vault:
-    """A full client: reads and writes."""
-
-    def read(self, path: str, version: int | None = None) -> SecretVersion:
-        return SecretVersion(path, version or 2, SecretData({"token": "x"}))
-
-    def write(self, *args: Any, **kwargs: Any) -> int:
-        raise AssertionError("a rotator must never write to ScaiVault")
-
-
-def _oncall() -> Any:
-    text = routing_toml([{"match": "apps/*", "rotator": "random-password"}])
-    return SimpleNamespace(
-        routing=RoutingTable.parse(text), vault=_Vault(), settings=SimpleNamespace()
+def test_on_calls_routing_imports_no_plugin(tmp_path: Path) -> None:
+    """The CLI needs to know which rule covers a path, not the plugins: a rotator that is not
+    installed on on-call's machine still routes."""
+    routing = tmp_path / "rotation.toml"
+    text = routing_toml(
+        [{"match": "apps/*", "rotator": "not-installed-here", "options": {"host": "db"}}]
     )
-
-
-def test_rotators_get_a_read_only_vault_from_the_cli() -> None:
-    record = RunRecord(rotation_id="r1", path="apps/a", state="grace")
-    current = SecretVersion("apps/a", 2, SecretData({}))
-    _, ctx = grace._context(_oncall(), record, current)
-    assert ctx.vault.read("apps/b").version == 2
-    assert not hasattr(ctx.vault, "write"), "the CLI must not hand rotators a writing client"
-
-
-def test_rotators_see_the_runs_notes_read_only_from_the_cli() -> None:
-    record = RunRecord(rotation_id="r1", path="apps/a", state="grace", notes={"staged_id": "x"})
-    current = SecretVersion("apps/a", 2, SecretData({}))
-    _, ctx = grace._context(_oncall(), record, current)
-    assert ctx.notes.get("staged_id") == "x"
-    with pytest.raises(PermanentError, match="read-only"):
-        ctx.notes.put("staged_id", "y")
+    routing.write_text(text)
+    oc = OnCall(Settings.load(ROTATOR_CONFIG=str(routing)))
+    rule = oc.routing.match("apps/a")
+    assert rule is not None and rule.rotator == "not-installed-here"
+    assert oc.routing.rotators == {}, "no rotator was imported"
 
 
 class _Issuer(Rotator):
     name = "issuer-under-test"
     strategy = "issuer"
+    can_discard = True
 
     def __init__(self, error: Exception | None) -> None:
         self.error = error
@@ -83,7 +65,7 @@ def test_rollback_says_whether_the_new_credential_was_revoked(
     rotator: Rotator, warned: str | None
 ) -> None:
     ctx: Any = SimpleNamespace()
-    outcome, warning = grace._discard_new(rotator, ctx, NEW)
+    outcome, warning = rollback._discard_new(rotator, ctx, NEW)
     if warned is None:
         assert warning is None and "revoked the new credential" in outcome
     else:

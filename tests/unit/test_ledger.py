@@ -1,4 +1,4 @@
-"""The pending ledger's scripts on the real private Redis (fakeredis does not run Lua reliably)."""
+"""The pending events' scripts on the real private Redis (fakeredis does not run Lua reliably)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ import time
 import redis
 import redis.asyncio
 
-from orchestrator.receiver.publish import ROTATE_TASK, Claim, Publisher, rotate_kwargs
+from orchestrator.receiver.publish import Claim, Publisher
 from orchestrator.state import keys
-from orchestrator.state.pending import Ledger, message_kwargs
+from orchestrator.state.messages import RotateRequest, message_kwargs
+from orchestrator.state.pending import PendingEvents
 
-KWARGS = rotate_kwargs(path="apps/ledger/db", event_id="evt_l1", from_version=4, grace_period="1h")
+REQUEST = RotateRequest(
+    path="apps/ledger/db", event_id="evt_l1", from_version=4, grace_period="1h", actor="scaivault"
+)
+KWARGS = REQUEST.to_kwargs()
 
 
 def accept(redis_url: str, event_id: str = "evt_l1") -> Claim:
@@ -23,9 +27,8 @@ def accept(redis_url: str, event_id: str = "evt_l1") -> Claim:
         client = redis.asyncio.Redis.from_url(redis_url)
         try:
             publisher = Publisher(client, claim_ttl=3600, timeout=5.0)
-            return await publisher.publish_task(
-                event_id, ROTATE_TASK, {**KWARGS, "event_id": event_id}
-            )
+            request = RotateRequest.from_kwargs({**KWARGS, "event_id": event_id})
+            return await publisher.publish_task(event_id, request)
         finally:
             await client.aclose()
 
@@ -47,7 +50,7 @@ def test_claim_records_the_event_with_the_exact_message(
 
 def test_a_duplicate_adds_nothing(redis_url: str, redis_client: redis.Redis) -> None:
     accept(redis_url)
-    Ledger(redis_client).settle("evt_l1")
+    PendingEvents(redis_client).settle("evt_l1")
     assert not accept(redis_url).fresh
     assert redis_client.llen(keys.TASK_QUEUE) == 1
     assert redis_client.zcard(keys.PENDING) == 0 and not redis_client.exists(keys.PENDING_MESSAGES)
@@ -55,7 +58,7 @@ def test_a_duplicate_adds_nothing(redis_url: str, redis_client: redis.Redis) -> 
 
 def test_settle_removes_every_trace(redis_url: str, redis_client: redis.Redis) -> None:
     accept(redis_url)
-    ledger = Ledger(redis_client)
+    ledger = PendingEvents(redis_client)
     redis_client.lpop(keys.TASK_QUEUE)
     ledger.republish(0.0, max_publishes=3)
     ledger.settle("evt_l1")
@@ -68,7 +71,7 @@ def test_a_queued_message_is_not_published_again(redis_url: str, redis_client: r
     accept(redis_url)
     first = redis_client.zscore(keys.PENDING, "evt_l1")
     time.sleep(0.01)  # so a bumped score differs
-    swept = Ledger(redis_client).republish(0.0, max_publishes=3)
+    swept = PendingEvents(redis_client).republish(0.0, max_publishes=3)
     assert swept.published == [] and swept.exhausted == []
     assert redis_client.llen(keys.TASK_QUEUE) == 1
     assert redis_client.zscore(keys.PENDING, "evt_l1") > first  # waits one more threshold
@@ -82,7 +85,7 @@ def test_a_message_a_worker_holds_unacked_is_not_published_again(
     message = redis_client.rpop(keys.TASK_QUEUE)  # what kombu's BRPOP does ...
     tag = json.loads(message)["properties"]["delivery_tag"]
     redis_client.hset(keys.BROKER_UNACKED, tag, message)  # ... and its bookkeeping after it
-    swept = Ledger(redis_client).republish(0.0, max_publishes=3)
+    swept = PendingEvents(redis_client).republish(0.0, max_publishes=3)
     assert swept.published == [] and redis_client.llen(keys.TASK_QUEUE) == 0
 
 
@@ -91,7 +94,7 @@ def test_a_lost_message_is_published_again_with_fresh_ids(
 ) -> None:
     accept(redis_url)
     lost = json.loads(redis_client.rpop(keys.TASK_QUEUE))  # taken, then the worker was killed
-    swept = Ledger(redis_client).republish(0.0, max_publishes=3)
+    swept = PendingEvents(redis_client).republish(0.0, max_publishes=3)
     assert swept.published == ["evt_l1"]
     again = redis_client.lrange(keys.TASK_QUEUE, 0, -1)
     assert len(again) == 1 and message_kwargs(again[0]) == KWARGS
@@ -101,7 +104,7 @@ def test_a_lost_message_is_published_again_with_fresh_ids(
     assert redis_client.hget(keys.PENDING_MESSAGES, "evt_l1") == again[0]
     assert redis_client.hget(keys.PENDING_PUBLISHES, "evt_l1") == "1"
     # the new message is queued: the next sweep leaves it alone
-    assert Ledger(redis_client).republish(0.0, max_publishes=3).published == []
+    assert PendingEvents(redis_client).republish(0.0, max_publishes=3).published == []
 
 
 def test_entries_younger_than_the_threshold_are_left_alone(
@@ -109,7 +112,7 @@ def test_entries_younger_than_the_threshold_are_left_alone(
 ) -> None:
     accept(redis_url)
     redis_client.rpop(keys.TASK_QUEUE)
-    swept = Ledger(redis_client).republish(60.0, max_publishes=3)
+    swept = PendingEvents(redis_client).republish(60.0, max_publishes=3)
     assert swept.published == [] and redis_client.llen(keys.TASK_QUEUE) == 0
 
 
@@ -117,7 +120,7 @@ def test_out_of_publishes_is_exhausted_only_when_lost(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     accept(redis_url)
-    ledger = Ledger(redis_client)
+    ledger = PendingEvents(redis_client)
     redis_client.rpop(keys.TASK_QUEUE)
     assert ledger.republish(0.0, max_publishes=1).published == ["evt_l1"]
     still_queued = ledger.republish(0.0, max_publishes=1)
@@ -133,7 +136,7 @@ def test_a_sweep_that_read_an_old_score_does_not_publish_twice(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     accept(redis_url)
-    ledger = Ledger(redis_client)
+    ledger = PendingEvents(redis_client)
     redis_client.rpop(keys.TASK_QUEUE)
     stale = ledger.entries()
     time.sleep(0.01)  # so the re-publish's score differs from the one read
@@ -148,7 +151,7 @@ def test_touch_delays_the_sweep_and_never_revives_a_settled_entry(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     accept(redis_url)
-    ledger = Ledger(redis_client)
+    ledger = PendingEvents(redis_client)
     redis_client.rpop(keys.TASK_QUEUE)  # acked by a task that retries with a new message
     accepted = redis_client.zscore(keys.PENDING, "evt_l1")
     time.sleep(0.01)  # so the touched score differs

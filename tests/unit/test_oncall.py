@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli.check_config import Report
-from orchestrator.cli.grace import _rollback_metadata
 from orchestrator.cli.main import cli
 from orchestrator.cli.session import OVERDUE_SLACK_SECONDS, is_overdue
+from orchestrator.engine.rollback import _metadata as _rollback_metadata
 from orchestrator.routing import literal_prefix
-from orchestrator.state.runs import RunRecord
+from orchestrator.state.records import RunRecord
 from rotators.contract import SecretVersion
 from rotators.secret import SecretData
 from rotators.versions import ENGINE_FIELDS

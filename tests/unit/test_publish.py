@@ -5,10 +5,10 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from orchestrator.receiver.publish import ROTATE_TASK, rotate_kwargs, task_message
 from orchestrator.state import keys
+from orchestrator.state.messages import RotateRequest, Task, task_message
 
-KWARGS = rotate_kwargs(
+KWARGS = RotateRequest(
     path="integrations/salesforce/oauth",
     event_id="evt_1",
     from_version=3,
@@ -16,7 +16,8 @@ KWARGS = rotate_kwargs(
     trigger="schedule",
     actor="scaivault",
     reason="rotation.due event",
-)
+).to_kwargs()
+ROTATE_TASK = Task.ROTATE
 # Fields that differ per message or per process, not in format.
 VARYING_HEADERS = {"id", "root_id", "origin"}
 VARYING_PROPERTIES = {"correlation_id", "reply_to", "delivery_tag"}

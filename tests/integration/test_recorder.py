@@ -1,4 +1,4 @@
-"""The outbox against a real Redis: queued bookkeeping rides along with the next script."""
+"""The recorder against a real Redis: queued bookkeeping rides along with the next script."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.engine.journal import Journal
 from orchestrator.local.processes import RedisServer
 from orchestrator.log import get_logger
 from orchestrator.state import history
-from orchestrator.state.outbox import Outbox
-from orchestrator.state.runs import RunRecord
+from orchestrator.state.recorder import Recorder, WriteQueue
+from orchestrator.state.records import RunRecord
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +49,7 @@ def xadd(event: str) -> Callable[[redis.client.Pipeline], None]:
 
 
 def test_queued_writes_go_ahead_of_the_script_in_one_round_trip(client: redis.Redis) -> None:
-    outbox = Outbox(client, get_logger("test"))
+    outbox = WriteQueue(client, get_logger("test"))
     script = client.register_script(STREAM_LEN)
     outbox.queue(xadd("a"), "history_write_failed")
     outbox.queue(xadd("b"), "history_write_failed")
@@ -64,7 +63,7 @@ def test_queued_writes_go_ahead_of_the_script_in_one_round_trip(client: redis.Re
 def test_a_script_redis_forgot_is_loaded_again_and_writes_are_not_repeated(
     client: redis.Redis,
 ) -> None:
-    outbox = Outbox(client, get_logger("test"))
+    outbox = WriteQueue(client, get_logger("test"))
     script = client.register_script(STREAM_LEN)
     assert script(keys=["t:history"]) == 0
     client.script_flush()  # what a Redis restart without the script cache looks like
@@ -76,7 +75,7 @@ def test_a_script_redis_forgot_is_loaded_again_and_writes_are_not_repeated(
 def test_a_failed_write_is_logged_and_the_script_still_runs(
     client: redis.Redis, log_stream: Any
 ) -> None:
-    outbox = Outbox(client, get_logger("test"))
+    outbox = WriteQueue(client, get_logger("test"))
     client.set("t:not-a-hash", "x")
 
     def wrong_type(pipe: redis.client.Pipeline) -> None:
@@ -91,7 +90,7 @@ def test_a_failed_write_is_logged_and_the_script_still_runs(
 
 
 def test_a_script_error_is_raised_after_the_writes(client: redis.Redis) -> None:
-    outbox = Outbox(client, get_logger("test"))
+    outbox = WriteQueue(client, get_logger("test"))
     broken = client.register_script("return redis.call('NOSUCHCOMMAND')")
     outbox.queue(xadd("a"), "history_write_failed")
     with pytest.raises(redis.ResponseError):
@@ -100,7 +99,7 @@ def test_a_script_error_is_raised_after_the_writes(client: redis.Redis) -> None:
 
 
 def test_each_thread_sends_only_its_own_writes(client: redis.Redis) -> None:
-    outbox = Outbox(client, get_logger("test"))
+    outbox = WriteQueue(client, get_logger("test"))
     script = client.register_script(STREAM_LEN)
     outbox.queue(xadd("main"), "history_write_failed")
     seen: list[int] = []
@@ -116,7 +115,7 @@ def test_flush_with_redis_gone_logs_instead_of_raising(
     own_redis: RedisServer, log_stream: Any
 ) -> None:
     client = redis.Redis.from_url(own_redis.url, socket_connect_timeout=1)
-    outbox = Outbox(client, get_logger("test"))
+    outbox = WriteQueue(client, get_logger("test"))
     outbox.queue(xadd("a"), "history_write_failed", path="a/b")
     own_redis.stop()
     outbox.flush()
@@ -127,7 +126,7 @@ def test_flush_with_redis_gone_logs_instead_of_raising(
 def test_a_write_that_fails_to_queue_is_logged_and_the_rest_still_go(
     client: redis.Redis, log_stream: Any
 ) -> None:
-    outbox = Outbox(client, get_logger("test"))
+    outbox = WriteQueue(client, get_logger("test"))
 
     def broken(pipe: redis.client.Pipeline) -> None:
         raise ValueError("a bookkeeping bug")
@@ -140,12 +139,11 @@ def test_a_write_that_fails_to_queue_is_logged_and_the_rest_still_go(
 
 
 def test_a_history_entry_is_stamped_when_it_happened_not_when_sent(client: redis.Redis) -> None:
-    outbox = Outbox(client, get_logger("test"))
-    journal = Journal(outbox, get_logger("test"), "test")
-    journal.history(RunRecord(rotation_id="r1", path="a/b", state="queued"), "rotation_started")
+    recorder = Recorder(client, get_logger("test"), "test")
+    recorder.history(RunRecord(rotation_id="r1", path="a/b", state="queued"), "rotation_started")
     queued_at = datetime.now(UTC)
     time.sleep(0.3)
-    journal.flush()
+    recorder.flush()
     [entry] = history.read(client, "a/b")
     stamped = datetime.fromisoformat(entry["ts"])
     assert abs((stamped - queued_at).total_seconds()) < 0.2

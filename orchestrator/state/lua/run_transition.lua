@@ -1,0 +1,65 @@
+-- run_transition: move a run to another state, or only set fields (an update), checked
+-- atomically. Uses the prelude.
+-- KEYS[1] the run's hash          KEYS[2] the run path's active claim
+-- KEYS[3] the lease index (ZSET)  KEYS[4] the status index (ZSET)  KEYS[5] the due-queue (ZSET)
+-- KEYS[6] a counter hash (only read when ARGV[7] names a field)
+-- ARGV[1] rotation id
+-- ARGV[2] the state to move to ('' = keep the state: an update)
+-- ARGV[3] the states it may move from, comma-separated
+-- ARGV[4] lease owner ('' = any): refused unless this owner holds the lease
+-- ARGV[5] '1' = refused while an updater's sealed value is held (it may be applied)
+-- ARGV[6] due in ms ('' = none): the run is due that long after now (finalize_after_ms) and
+--         enters the due-queue unless it is there already
+-- ARGV[7] counter field ('' = none): incremented only if the change is made
+-- ARGV[8] due ms of a record that predates finalize_after_ms ('' = none)
+-- ARGV[9..] field, value, ...
+-- Grace -> finalizing is refused before finalize_after_ms unless finalize_requested is set.
+-- Returns {'ok', previous state, the record as HGETALL} or {why, detail}: why is 'missing',
+-- 'illegal', 'lease', 'sealed', 'held', 'early' or 'busy'.
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {'missing', ''} end
+local to = ARGV[2]
+if to == '' then
+  to = cur
+else
+  local allowed = {}
+  for s in string.gmatch(ARGV[3], '[^,]+') do allowed[s] = true end
+  if not allowed[cur] then return {'illegal', cur} end
+end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[4] then
+  return {'lease', cur}
+end
+if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[1], 'sealed') == 1 then return {'sealed', cur} end
+if cur == 'grace' then
+  local holder = redis.call('HGET', KEYS[1], 'lease_owner')
+  local held = tonumber(redis.call('HGET', KEYS[1], 'lease_until_ms') or '0')
+  if holder and holder ~= ARGV[4] and held > now then return {'held', holder} end
+  if to == 'finalizing' and not redis.call('HGET', KEYS[1], 'finalize_requested') then
+    local due = tonumber(redis.call('HGET', KEYS[1], 'finalize_after_ms') or ARGV[8])
+    if (not due) or due > now then return {'early', tostring(due or '')} end
+  end
+end
+if TERMINAL[to] then
+  if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+elseif TERMINAL[cur] then
+  local holder = redis.call('GET', KEYS[2])
+  if holder and holder ~= ARGV[1] then return {'busy', holder} end
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'state', to)
+apply_fields(KEYS[1], 9)
+if LEASED[to] then
+  local lu = redis.call('HGET', KEYS[1], 'lease_until_ms')
+  redis.call('ZADD', KEYS[3], lu or now, ARGV[1])
+else
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms')
+end
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+if ARGV[6] ~= '' then
+  local due = now + tonumber(ARGV[6])
+  redis.call('HSET', KEYS[1], 'finalize_after_ms', due)
+  redis.call('ZADD', KEYS[5], 'NX', due, ARGV[1])
+end
+if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[6], ARGV[7], 1) end
+return {'ok', cur, redis.call('HGETALL', KEYS[1])}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from orchestrator.cli import grace
-from orchestrator.local.sandbox import routing_toml
+from orchestrator.local.routing_file import routing_toml
 from orchestrator.routing import RoutingTable
 from orchestrator.state.runs import RunRecord
 from rotators.contract import RotationContext, Rotator, SecretVersion

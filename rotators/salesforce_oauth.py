@@ -1,9 +1,10 @@
 """The ``salesforce-oauth`` rotator: an External Client App's consumer key and secret.
 
-Uses the OAuth staged-credentials Connect REST resources (API 65.0+). *mint* stages a new
-pair, waits until the token endpoint accepts it (propagation), promotes it with
-``{"command": "rotate"}`` and returns ``{"client_id", "client_secret"}`` (other fields kept).
-The old pair stays valid in the staged slot as ``Rotated`` until *finalize* deletes it.
+Uses the OAuth staged-credentials Connect REST resources (API 65.0+) through
+:class:`~rotators.salesforce_app.OrgApp`. *mint* stages a new pair, waits until the token
+endpoint accepts it (propagation), promotes it with ``{"command": "rotate"}`` and returns
+``{"client_id", "client_secret"}`` (other fields kept). The old pair stays valid in the
+staged slot as ``Rotated`` until *finalize* deletes it.
 
 A crash anywhere is recoverable: before it waits for propagation and promotes, mint notes
 (``ctx.notes``) the staged entry's id and a fingerprint of its key. A resumed mint adopts an
@@ -24,9 +25,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,12 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rotators.contract import RotationContext, Rotator
 from rotators.errors import PermanentError, TransientError
-from rotators.salesforce_client import (
-    ConnectionSettings,
-    CredentialRefused,
-    NotFound,
-    SalesforceConnection,
-)
+from rotators.salesforce_app import OrgApp, StagedEntry, credential_pair, key_hint
+from rotators.salesforce_client import ConnectionSettings, CredentialRefused, SalesforceConnection
 from rotators.secret import Secret, SecretData
 from rotators.versions import parse_time
 
@@ -105,130 +101,9 @@ class SalesforceOAuthOptions(BaseModel):
         )
 
 
-@dataclass(frozen=True)
-class StagedEntry:
-    """One staged-slot entry; ``secret`` is wrapped so it never prints."""
-
-    id: str
-    key: str
-    secret: Secret
-    state: str
-    expires: str = ""
-
-
-def key_hint(key: str) -> str:
-    """A loggable fingerprint of a consumer key: its last four characters."""
-    return "..." + key[-4:]
-
-
 def key_fingerprint(key: str) -> str:
     """A consumer key's fingerprint for a note: the first 16 hex digits of its sha256."""
     return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def _pair(data: Mapping[str, Any], what: str) -> tuple[str, Secret]:
-    client_id, secret = data.get("client_id"), data.get("client_secret")
-    if not isinstance(client_id, str) or not isinstance(secret, str) or not client_id:
-        raise PermanentError(f"{what} secret data needs string fields client_id and client_secret")
-    return client_id, Secret(secret)
-
-
-class OrgApp:
-    """The app's consumers and staged slot, through an admin connection."""
-
-    def __init__(self, conn: SalesforceConnection, options: SalesforceOAuthOptions) -> None:
-        self.conn = conn
-        self.options = options
-        self.base = f"apps/oauth/credentials/{options.app_id}"
-
-    def consumers(self) -> list[dict[str, Any]]:
-        try:
-            body = self.conn.rest("list consumers", self.base)
-        except NotFound:
-            raise self._not_an_eca() from None
-        return [dict(c) for c in (body or {}).get("consumers", [])]
-
-    def _not_an_eca(self) -> PermanentError:
-        apps = (self.conn.rest("list apps", "apps/oauth/usage") or {}).get("apps", [])
-        if any(a.get("identifier") == self.options.app_id for a in apps):
-            return PermanentError(f"app {self.options.app_id} has no OAuth credentials resource")
-        return PermanentError(
-            f"app {self.options.app_id} is not found among External Client Apps. A classic "
-            "Connected App has no API to rotate its consumer secret: migrate it (App Manager > "
-            "Migrate to External Client App) and set app_id to the new app's id"
-        )
-
-    def staged(self, consumer_id: str) -> list[StagedEntry]:
-        body = self.conn.rest("read staged credentials", f"{self.base}/{consumer_id}/staged")
-        return [_entry(e) for e in (body or {}).get("stagedCredentials", [])]
-
-    def stage(self, consumer_id: str) -> StagedEntry | None:
-        # An empty body makes real Salesforce hang; send {}. Never retried blindly: the next
-        # attempt re-reads the slot to learn whether this POST took effect.
-        body = self.conn.rest(
-            "stage credentials", f"{self.base}/{consumer_id}/staged", method="POST", json={}
-        )
-        entries = (body or {}).get("stagedCredentials", [])
-        return _entry(entries[0]) if entries else None
-
-    def promote(self, consumer_id: str, staged_id: str) -> None:
-        self.conn.rest(
-            "promote staged credentials",
-            f"{self.base}/{consumer_id}/staged/{staged_id}",
-            method="PATCH",
-            json={"command": "rotate"},
-        )
-
-    def delete(self, consumer_id: str, staged_id: str) -> bool:
-        """Delete a staged entry; False if it was already gone (404)."""
-        try:
-            self.conn.rest(
-                "delete staged credentials",
-                f"{self.base}/{consumer_id}/staged/{staged_id}",
-                method="DELETE",
-            )
-        except NotFound:
-            return False
-        return True
-
-    def primary(self, consumer_id: str) -> tuple[str, Secret]:
-        body = self.conn.rest(
-            "read primary credentials",
-            f"{self.base}/{consumer_id}",
-            params={"part": "keyandsecret"},
-        )
-        return _pair({"client_id": body.get("key"), "client_secret": body.get("secret")}, "primary")
-
-    def find_consumer(self, key: str) -> tuple[dict[str, Any], StagedEntry | None]:
-        """The consumer whose primary key is ``key``, else the one holding ``key`` in its slot."""
-        consumers = self.consumers()
-        if self.options.consumer_id is not None:
-            consumers = [c for c in consumers if c.get("id") == self.options.consumer_id]
-            if not consumers:
-                raise PermanentError(
-                    f"consumer_id {self.options.consumer_id} not found in app {self.options.app_id}"
-                )
-        for consumer in consumers:
-            if consumer.get("key") == key:
-                return consumer, None
-        for consumer in consumers:
-            for entry in self.staged(str(consumer["id"])):
-                if entry.key == key:
-                    return consumer, entry
-        raise PermanentError(
-            f"client_id {key_hint(key)} is neither a consumer key of app {self.options.app_id} "
-            "nor in a staged slot; was it rotated outside scaivault-rotator?"
-        )
-
-
-def _entry(raw: Mapping[str, Any]) -> StagedEntry:
-    return StagedEntry(
-        id=str(raw.get("id", "")),
-        key=str(raw.get("key", "")),
-        secret=Secret(str(raw.get("secret") or "")),
-        state=str(raw.get("state", "")),
-        expires=str(raw.get("expirationDate") or ""),
-    )
 
 
 class SalesforceOAuthRotator(Rotator):
@@ -245,10 +120,10 @@ class SalesforceOAuthRotator(Rotator):
     def mint(self, ctx: RotationContext) -> dict[str, Any]:
         """Stage (or adopt), check, promote; return the new primary with the other fields kept."""
         options = _options(ctx)
-        old_id, _ = _pair(ctx.current.data, "current")
+        old_id, _ = credential_pair(ctx.current.data, "current")
         with self._admin(ctx, options, rotating=old_id) as conn:
             self._check_budget(conn, options)
-            app = OrgApp(conn, options)
+            app = OrgApp(conn, options.app_id, options.consumer_id)
             consumer, slot_entry = app.find_consumer(old_id)
             consumer_id = str(consumer["id"])
             if slot_entry is None:
@@ -270,7 +145,7 @@ class SalesforceOAuthRotator(Rotator):
     def verify(self, ctx: RotationContext, new: SecretData) -> None:
         """A token request with the new pair, then one cheap authorised call (``limits``)."""
         options = _options(ctx)
-        client_id, secret = _pair(new, "new")
+        client_id, secret = credential_pair(new, "new")
         conn = SalesforceConnection(options.connection())
         try:
             try:
@@ -290,12 +165,12 @@ class SalesforceOAuthRotator(Rotator):
     def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
         """Delete the ``Rotated`` entry holding the old key, then check the old pair is refused."""
         options = _options(ctx)
-        old_id, old_secret = _pair(old, "old")
-        new_id, _ = _pair(new, "new")
+        old_id, old_secret = credential_pair(old, "old")
+        new_id, _ = credential_pair(new, "new")
         if old_id == new_id:
             raise PermanentError("old and new client_id are the same: nothing to revoke safely")
         with self._admin(ctx, options, rotating=old_id) as conn:
-            app = OrgApp(conn, options)
+            app = OrgApp(conn, options.app_id, options.consumer_id)
             consumer, _ = app.find_consumer(new_id)
             if consumer.get("key") == old_id:
                 raise PermanentError("the old client_id is still the primary; refusing to revoke")
@@ -326,9 +201,9 @@ class SalesforceOAuthRotator(Rotator):
         pair stays valid), so a caller never reports it revoked.
         """
         options = _options(ctx)
-        new_id, _ = _pair(new, "new")
+        new_id, _ = credential_pair(new, "new")
         with self._admin(ctx, options, rotating=new_id) as conn:
-            app = OrgApp(conn, options)
+            app = OrgApp(conn, options.app_id, options.consumer_id)
             consumer, entry = app.find_consumer(new_id)
             if entry is not None and entry.state == "Active":
                 app.delete(str(consumer["id"]), entry.id)
@@ -354,7 +229,9 @@ class SalesforceOAuthRotator(Rotator):
         """An admin connection; refuses when the credential rotated is the admin's own."""
         if options.admin_secret_path.strip("/") == ctx.path.strip("/"):
             raise PermanentError("admin_secret_path is the secret being rotated (self-rotation)")
-        admin_id, admin_secret = _pair(ctx.vault.read(options.admin_secret_path).data, "admin")
+        admin_id, admin_secret = credential_pair(
+            ctx.vault.read(options.admin_secret_path).data, "admin"
+        )
         if admin_id == rotating:
             raise PermanentError(
                 "refusing to rotate the credential the rotator authenticates with; use a "

@@ -27,7 +27,9 @@ import click
 from orchestrator import connection
 from orchestrator.cli.output import describe_error, dump_json, safe_url
 from orchestrator.errors import ConfigError, StackError
-from orchestrator.local.sandbox import GRACE, WHO, Sandbox, explicit_redis
+from orchestrator.local.operator_redis import explicit_redis
+from orchestrator.local.provisioning import WHO
+from orchestrator.local.sandbox import GRACE, Sandbox
 from orchestrator.settings import Settings
 from orchestrator.state import history
 from orchestrator.state.records import RunRecord

@@ -10,6 +10,9 @@ unexpected is logged and answered 503 so ScaiVault redelivers.
 
 ``GET /healthz`` (process up), ``GET /readyz`` (Redis reachable), ``GET /metrics`` (Prometheus,
 the receiver's own registry; each uvicorn worker process reports its own counters).
+
+The raw request's headers, size and body are checked in :mod:`orchestrator.receiver.request`;
+metrics and the accepted-events log are kept in :mod:`orchestrator.receiver.telemetry`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 import click
 import redis.asyncio
 import redis.exceptions
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -43,13 +46,17 @@ from orchestrator.errors import ConfigError, PublishError, WebhookRejected
 from orchestrator.log import configure_logging, get_logger
 from orchestrator.receiver import envelope, openapi, publish, signing
 from orchestrator.receiver.envelope import Envelope
+from orchestrator.receiver.request import (
+    check_content_type,
+    check_length,
+    read_body,
+    request_headers,
+)
+from orchestrator.receiver.telemetry import AcceptedLog, Metrics
 from orchestrator.settings import Settings, dedupe_window
 from orchestrator.state.messages import RotateRequest
 
 EVENTS_PATH = "/scaivault/events"
-
-#: Largest body accepted, checked on ``Content-Length`` and again while reading.
-MAX_BODY = 64 * 1024
 
 #: Seconds ScaiVault is asked to wait before redelivering after a 503.
 RETRY_AFTER = 5
@@ -71,80 +78,6 @@ log = get_logger("orchestrator.receiver.app")
 def claim_ttl(max_age: timedelta) -> int:
     """Seconds to keep a dedupe claim: longer than any event we would still accept."""
     return int(dedupe_window(max_age).total_seconds())
-
-
-class Metrics:
-    """The receiver's Prometheus metrics, in a registry of its own."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.events = Counter(
-            "scaivault_receiver_events",
-            "Webhook requests by event type and outcome.",
-            ["type", "outcome"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "scaivault_receiver_request_seconds",
-            "Time to answer POST /scaivault/events.",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=self.registry,
-        )
-        self.publish_failures = Counter(
-            "scaivault_receiver_publish_failures",
-            "Claim-and-publish attempts that failed (answered 503).",
-            ["reason"],
-            registry=self.registry,
-        )
-        self.secret_matches = Counter(
-            "scaivault_receiver_signature_matches",
-            "Verified requests by the position of the secret that matched (for rollover).",
-            ["secret_position"],
-            registry=self.registry,
-        )
-        self._events: dict[tuple[str, str], Any] = {}
-        self._matches: dict[int, Any] = {}
-
-    def event(self, event_type: str, outcome: str) -> None:
-        """Count one request (label children cached: ``labels()`` is costly on the hot path)."""
-        child = self._events.get((event_type, outcome))
-        if child is None:
-            child = self._events[event_type, outcome] = self.events.labels(event_type, outcome)
-        child.inc()
-
-    def secret_match(self, position: int) -> None:
-        """Count one verified request by the position of the secret that matched."""
-        child = self._matches.get(position)
-        if child is None:
-            child = self._matches[position] = self.secret_matches.labels(str(position))
-        child.inc()
-
-
-class AcceptedLog:
-    """Writes accepted events as ``events_accepted`` lines, one per event-loop iteration.
-
-    A log line costs about as much CPU as verifying, parsing and publishing an event, so under
-    load the events finished in the same loop iteration (typically one publish batch) share a
-    line: ``count`` plus ``events``, each with ``event_id``, ``path``, ``type``, ``outcome``,
-    ``status``, ``secret_position`` (which configured secret matched) and ``task_id``. When
-    events arrive one at a time, every line carries one event. Rejections and failures are
-    always logged one line per request.
-    """
-
-    def __init__(self, logger: Any) -> None:
-        self.logger = logger
-        self.entries: list[dict[str, Any]] = []
-
-    def add(self, **entry: Any) -> None:
-        """Queue one event's fields; the line is written once the current iteration ends."""
-        if not self.entries:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self.entries.append(entry)
-
-    def flush(self) -> None:
-        entries, self.entries = self.entries, []
-        if entries:
-            self.logger.info("events_accepted", count=len(entries), events=entries)
 
 
 @dataclass(frozen=True)
@@ -299,71 +232,6 @@ class Receiver:
     async def metrics_endpoint(self, request: Request) -> Response:
         """``GET /metrics``: Prometheus text of this process's receiver metrics."""
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def check_length(value: str | None) -> None:
-    """413 when ``Content-Length`` announces more than :data:`MAX_BODY`; 400 if it is garbage."""
-    if value is None:
-        return
-    if not (value.isascii() and value.isdigit() and len(value) <= 18):
-        raise WebhookRejected(400, "bad_content_length")
-    if int(value) > MAX_BODY:
-        raise WebhookRejected(413, "too_large")
-
-
-def check_content_type(value: str | None) -> None:
-    """415 unless the media type is ``application/json`` with at most ``charset=utf-8``."""
-    media, *params = (value or "").split(";")
-    if media.strip().lower() != "application/json":
-        raise WebhookRejected(415, "unsupported_media_type")
-    for param in params:
-        name, _, val = param.partition("=")
-        if name.strip().lower() != "charset" or val.strip().strip('"').lower() not in {
-            "utf-8",
-            "utf8",
-        }:
-            raise WebhookRejected(415, "unsupported_media_type")
-
-
-def request_headers(scope: Scope) -> tuple[str | None, str | None, str]:
-    """``Content-Length``, ``Content-Type`` and the signature header(s), joined by commas."""
-    length = content_type = None
-    signatures = []
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            length = value.decode("latin-1")
-        elif name == b"content-type":
-            content_type = value.decode("latin-1")
-        elif name == b"x-scaivault-signature":
-            signatures.append(value.decode("latin-1"))
-    return length, content_type, ",".join(signatures)
-
-
-async def read_body(receive: Receive, timeout: float) -> bytes:
-    """The raw body, refusing (413) as soon as more than :data:`MAX_BODY` bytes arrive and
-    (408) when it is not complete within ``timeout`` seconds: a client that stalls mid-body
-    must not hold a connection, a file descriptor and a task for ever."""
-    try:
-        async with asyncio.timeout(timeout):
-            return await _read_chunks(receive)
-    except TimeoutError:
-        raise WebhookRejected(408, "body_timeout") from None
-
-
-async def _read_chunks(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise WebhookRejected(400, "client_disconnected")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise WebhookRejected(413, "too_large")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def _openapi(request: Request) -> Response:

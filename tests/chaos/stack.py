@@ -21,7 +21,8 @@ import psutil
 import redis
 
 from orchestrator.local.processes import ChildProcess, RedisServer, cli_argv, free_port
-from orchestrator.local.sandbox import WORKER_IDENTITY, Sandbox
+from orchestrator.local.provisioning import WORKER_IDENTITY
+from orchestrator.local.sandbox import Sandbox
 from orchestrator.state.runs import RunStore
 
 #: Engine settings for the scenario: short leases, sweeps and backoffs so that crash recovery

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.local.processes import ChildProcess, RedisServer, cli_argv, free_port
-from orchestrator.receiver.app import MAX_BODY, claim_ttl
+from orchestrator.receiver.app import claim_ttl
+from orchestrator.receiver.request import MAX_BODY
 from orchestrator.receiver.signing import sign
 from orchestrator.state import history, keys
 from tests.fixtures.receiver import (

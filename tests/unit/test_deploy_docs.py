@@ -11,7 +11,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from orchestrator.errors import ConfigError
-from orchestrator.receiver.app import Metrics
+from orchestrator.receiver.telemetry import Metrics
 from orchestrator.settings import Settings, env_names
 from orchestrator.state import metrics
 from tests.fixtures.deploy import (

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.cli.session import OnCall
 from orchestrator.engine import rollback
-from orchestrator.local.sandbox import routing_toml
+from orchestrator.local.routing_file import routing_toml
 from orchestrator.settings import Settings
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import PermanentError

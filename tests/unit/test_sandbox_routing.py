@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.local.sandbox import routing_toml, toml_value
+from orchestrator.local.routing_file import routing_toml, toml_value
 from orchestrator.routing import RoutingTable
 
 scalars = st.one_of(

@@ -33,14 +33,12 @@ from orchestrator.settings import Settings, env_names
 from orchestrator.vault.client import (
     BACKOFF_BASE,
     BACKOFF_CAP,
-    RETRY_AFTER_CAP,
     USER_AGENT,
-    Call,
     VaultClient,
     VersionInfo,
     quote_path,
-    raise_for_error,
 )
+from orchestrator.vault.errors import RETRY_AFTER_CAP, Call, raise_for_error
 from rotators import SecretData, TransientError, VaultReader
 from rotators.errors import PermanentError
 

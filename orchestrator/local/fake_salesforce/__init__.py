@@ -5,7 +5,8 @@ it prints one JSON line with its ``url`` and ``ca_bundle`` when ready. See
 :mod:`orchestrator.local.fake_salesforce.server` for the endpoints and ``/_fake/`` controls.
 """
 
-from orchestrator.local.fake_salesforce.org import ApiError, Org
+from orchestrator.local.fake_salesforce.errors import ApiError
+from orchestrator.local.fake_salesforce.org import Org
 from orchestrator.local.fake_salesforce.server import make_server, serve
 
 __all__ = ["ApiError", "Org", "make_server", "serve"]

@@ -1,8 +1,10 @@
-"""The fake Salesforce org's state: apps, consumers, staged credentials, tokens, faults.
+"""The fake org's state and rules: apps, consumers, staged credentials, tokens, faults.
 
 Pure logic with no HTTP: :mod:`orchestrator.local.fake_salesforce.server` maps requests onto these
-methods and :class:`ApiError` onto Salesforce-shaped error bodies. One lock guards everything;
-the state can be saved to and loaded from a JSON file so the fake survives a restart.
+methods and :class:`~orchestrator.local.fake_salesforce.errors.ApiError` onto Salesforce-shaped
+error bodies; the records it holds are in :mod:`orchestrator.local.fake_salesforce.records`. One
+lock guards everything; the state can be saved to and loaded from a JSON file so the fake
+survives a restart.
 """
 
 from __future__ import annotations
@@ -13,106 +15,27 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from orchestrator.local.fake_salesforce.errors import FAULT_KINDS, ApiError
+from orchestrator.local.fake_salesforce.records import (
+    App,
+    Consumer,
+    Fault,
+    Pair,
+    Staged,
+    Token,
+    iso,
+    new_id,
+    new_key,
+    new_secret,
+)
 
 STAGED_LIFETIME = 30 * 86400.0
 DEFAULT_API_MAX = 15000
 ADMIN_PERMISSIONS = ("ExternalClientAppDeveloper", "ViewClientSecret")
-
-#: Canned faults: HTTP status, Salesforce errorCode, message.
-FAULT_KINDS: dict[str, tuple[int, str, str]] = {
-    "limit_exceeded": (403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."),
-    "unavailable": (503, "SERVER_UNAVAILABLE", "Server temporarily unavailable."),
-    "expired_session": (401, "INVALID_SESSION_ID", "Session expired or invalid"),
-}
-
-
-class ApiError(Exception):
-    """A Salesforce error answer: REST errors are lists, OAuth ones ``error``/``description``."""
-
-    def __init__(self, status: int, code: str, message: str, *, oauth: bool = False) -> None:
-        super().__init__(f"{status} {code}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.oauth = oauth
-
-    def body(self) -> Any:
-        if self.oauth:
-            return {"error": self.code, "error_description": self.message}
-        return [{"message": self.message, "errorCode": self.code}]
-
-
-def _new_id(prefix: str) -> str:
-    return prefix + secrets.token_hex(6).upper()[:15]
-
-
-def _new_key() -> str:
-    return "3MVG9" + secrets.token_urlsafe(60)[:80]
-
-
-def _new_secret() -> str:
-    return secrets.token_hex(32).upper()
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
-
-
-@dataclass
-class Pair:
-    """One consumer key and secret; ``usable_at`` models propagation delay."""
-
-    key: str
-    secret: str
-    created: float
-    usable_at: float
-
-
-@dataclass
-class Staged:
-    """The consumer's one staged slot: a new pair (``Active``) or the previous one (``Rotated``)."""
-
-    id: str
-    pair: Pair
-    state: str
-    expires: float
-
-
-@dataclass
-class Consumer:
-    id: str
-    name: str
-    primary: Pair
-    permissions: list[str] = field(default_factory=list)
-    staged: Staged | None = None
-
-
-@dataclass
-class App:
-    id: str
-    developer_name: str
-    label: str
-    kind: str  # "eca" (External Client App) or "connected_app" (classic)
-    consumers: dict[str, Consumer] = field(default_factory=dict)
-
-
-@dataclass
-class Fault:
-    match: str  # "METHOD glob" on the path, e.g. "POST */staged"
-    kind: str  # a FAULT_KINDS key, or "hang" (apply the request, then stall before answering)
-    count: int
-    seconds: float = 0.0
-
-
-@dataclass
-class Token:
-    app_id: str
-    consumer_id: str
-    issued: float
 
 
 class Org:
@@ -177,7 +100,7 @@ class Org:
         if kind not in {"eca", "connected_app"}:
             raise ApiError(400, "INVALID_INPUT", "kind must be eca or connected_app")
         with self.lock:
-            app = App(_new_id("0xI"), developer_name, label or developer_name, kind)
+            app = App(new_id("0xI"), developer_name, label or developer_name, kind)
             self.apps[app.id] = app
             self._save()
             return app
@@ -188,8 +111,8 @@ class Org:
         with self.lock:
             app = self._app(app_id, any_kind=True)
             now = self.now()
-            pair = Pair(_new_key(), _new_secret(), now, now)
-            consumer = Consumer(_new_id("0Cs"), name, pair, list(permissions or []))
+            pair = Pair(new_key(), new_secret(), now, now)
+            consumer = Consumer(new_id("0Cs"), name, pair, list(permissions or []))
             app.consumers[consumer.id] = consumer
             self._save()
             return consumer
@@ -387,8 +310,8 @@ class Org:
                     400, "INVALID_INPUT", "A staged credential already exists for this consumer."
                 )
             now = self.now()
-            pair = Pair(_new_key(), _new_secret(), now, now + self.propagation_delay)
-            consumer.staged = Staged(_new_id("0Sc"), pair, "Active", now + STAGED_LIFETIME)
+            pair = Pair(new_key(), new_secret(), now, now + self.propagation_delay)
+            consumer.staged = Staged(new_id("0Sc"), pair, "Active", now + STAGED_LIFETIME)
             self._save()
             return consumer.staged
 
@@ -411,7 +334,7 @@ class Org:
             consumer = self._app(app_id).consumers[consumer_id]
             old, now = consumer.primary, self.now()
             consumer.primary = staged.pair
-            consumer.staged = Staged(_new_id("0Sc"), old, "Rotated", now + STAGED_LIFETIME)
+            consumer.staged = Staged(new_id("0Sc"), old, "Rotated", now + STAGED_LIFETIME)
             self._save()
             return consumer.staged
 

@@ -2,7 +2,8 @@
 
 Implements the OAuth token and revoke endpoints, ``limits``, ``query``, and the Connect REST
 ``apps/oauth`` resources (usage, credentials by app and consumer, staged credentials) with
-Salesforce-shaped error bodies and the ``Sforce-Limit-Info`` header. Test control lives under
+Salesforce-shaped error bodies and the ``Sforce-Limit-Info`` header; which handler answers a
+path is decided in :mod:`orchestrator.local.fake_salesforce.routes`. Test control lives under
 ``/_fake/`` (create apps and consumers, inject faults, expire sessions, move the clock).
 With ``tls_dir`` it serves HTTPS with a certificate from a generated CA written to
 ``tls_dir/ca.pem``, so clients use their real TLS code path with ``verify=ca.pem``.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import ssl
 import sys
 import time
@@ -23,43 +23,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from orchestrator.local.fake_salesforce.org import (
-    ADMIN_PERMISSIONS,
-    FAULT_KINDS,
-    ApiError,
-    Org,
-    Token,
-)
-
-DATA = r"^/services/data/v(?P<ver>\d+\.\d)/"
-CRED = DATA + r"apps/oauth/credentials/(?P<app>[^/]+)"
-ROUTES: list[tuple[str, re.Pattern[str], str]] = [
-    ("POST", re.compile(r"^/services/oauth2/token$"), "token"),
-    ("POST", re.compile(r"^/services/oauth2/revoke$"), "revoke"),
-    ("GET", re.compile(DATA + r"limits/?$"), "limits"),
-    ("GET", re.compile(DATA + r"query/?$"), "query"),
-    ("GET", re.compile(DATA + r"apps/oauth/usage/?$"), "usage"),
-    ("GET", re.compile(CRED + r"/?$"), "consumers"),
-    ("GET", re.compile(CRED + r"/(?P<cons>[^/]+)/?$"), "consumer"),
-    ("GET", re.compile(CRED + r"/(?P<cons>[^/]+)/staged/?$"), "staged_list"),
-    ("POST", re.compile(CRED + r"/(?P<cons>[^/]+)/staged/?$"), "stage"),
-    ("GET", re.compile(CRED + r"/(?P<cons>[^/]+)/staged/(?P<sid>[^/]+)$"), "staged_get"),
-    ("PATCH", re.compile(CRED + r"/(?P<cons>[^/]+)/staged/(?P<sid>[^/]+)$"), "staged_patch"),
-    ("DELETE", re.compile(CRED + r"/(?P<cons>[^/]+)/staged/(?P<sid>[^/]+)$"), "staged_delete"),
-    ("GET", re.compile(r"^/_fake/health$"), "fake_health"),
-    ("GET", re.compile(r"^/_fake/state$"), "fake_state"),
-    ("GET", re.compile(r"^/_fake/requests$"), "fake_requests"),
-    ("POST", re.compile(r"^/_fake/apps$"), "fake_app"),
-    ("POST", re.compile(r"^/_fake/apps/(?P<app>[^/]+)/consumers$"), "fake_consumer"),
-    ("POST", re.compile(r"^/_fake/admin-credential$"), "fake_admin"),
-    ("POST", re.compile(r"^/_fake/faults$"), "fake_fault"),
-    ("DELETE", re.compile(r"^/_fake/faults$"), "fake_clear_faults"),
-    ("POST", re.compile(r"^/_fake/config$"), "fake_config"),
-    ("POST", re.compile(r"^/_fake/expire-sessions$"), "fake_expire"),
-    ("POST", re.compile(r"^/_fake/clock$"), "fake_clock"),
-]
-MIN_VERSION = {"usage": 59.0, "consumers": 60.0, "consumer": 60.0}
-STAGED_MIN_VERSION = 65.0
+from orchestrator.local.fake_salesforce.errors import FAULT_KINDS, ApiError
+from orchestrator.local.fake_salesforce.org import ADMIN_PERMISSIONS, Org
+from orchestrator.local.fake_salesforce.records import Token
+from orchestrator.local.fake_salesforce.routes import route
 
 Reply = tuple[int, Any]
 
@@ -116,7 +83,7 @@ class Handler(BaseHTTPRequestHandler):
         self.raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         hang = 0.0
         try:
-            name, params = self._route(method, path)
+            name, params = route(method, path)
             if not name.startswith("fake_"):
                 fault = self.org.take_fault(method, path)
                 if fault is not None and fault.kind in FAULT_KINDS:
@@ -134,30 +101,6 @@ class Handler(BaseHTTPRequestHandler):
         if hang:
             time.sleep(hang)
         self._send(status, body, limit_info=path.startswith("/services/data/"))
-
-    def _route(self, method: str, path: str) -> tuple[str, dict[str, str]]:
-        allowed = False
-        for want, pattern, name in ROUTES:
-            match = pattern.match(path)
-            if match is None:
-                continue
-            allowed = True
-            if want == method:
-                params = match.groupdict()
-                self._check_version(name, params.pop("ver", None))
-                return name, params
-        if allowed:
-            raise ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed.")
-        raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
-
-    def _check_version(self, name: str, version: str | None) -> None:
-        if version is None:
-            return
-        needed = (
-            STAGED_MIN_VERSION if "staged" in name or name == "stage" else MIN_VERSION.get(name)
-        )
-        if needed is not None and float(version) < needed:
-            raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
 
     def _send(self, status: int, body: Any, limit_info: bool) -> None:
         payload = b"" if status == 204 or body is None else json.dumps(body).encode()

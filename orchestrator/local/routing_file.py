@@ -1,0 +1,39 @@
+"""Routing-file text (DESIGN §7) from rule dicts, escaped so any value reads back unchanged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def toml_value(value: Any) -> str:
+    """``value`` (str, bool, int or finite float) as a TOML value; strings are escaped."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if not isinstance(value, str):
+        raise TypeError(f"no TOML form for {type(value).__name__}")
+    out = []
+    for char in value:
+        if char in {'"', "\\"}:
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def routing_toml(rules: list[dict[str, Any]], comment: str = "") -> str:
+    """A routing file (DESIGN §7) for ``rules``: dicts of ``match``, ``rotator``, optional
+    ``grace_period`` and an optional ``options`` table. The one place tests and the sandbox
+    build routing text, so a value with quotes or backslashes cannot break the file."""
+    lines = [f"# {comment}"] if comment else []
+    for rule in rules:
+        lines.append("[[rules]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in rule.items() if k != "options"]
+        if rule.get("options"):
+            lines.append("[rules.options]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in rule["options"].items()]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,13 @@
+"""The conformance kit's one exception: a rotator broke a rule of the plugin contract."""
+
+from __future__ import annotations
+
+
+class ConformanceError(AssertionError):
+    """A rotator broke a rule of the contract; the message names the check and the step.
+
+    ``original`` is the exception a step raised, if any. It is not chained (``__cause__``) so
+    that a leaking exception text never reaches the test report; the message is scrubbed.
+    """
+
+    original: BaseException | None = None

@@ -22,6 +22,7 @@ from rotators.testing.errors import ConformanceError
 from rotators.testing.log import CapturingLog
 from rotators.testing.scenario import Scenario
 from rotators.testing.vault import MemoryVault
+from rotators.versions import version_metadata
 
 if TYPE_CHECKING:
     from rotators.testing.conformance import Conformance
@@ -121,16 +122,15 @@ class Rotation:
         current = self.vault.read(self.scenario.path)
         if current.metadata.get("rotation_id") == self.rotation_id:
             return current
-        return self.vault.put(
-            self.scenario.path,
-            new,
-            {
-                "rotation_id": self.rotation_id,
-                "previous_version": self.from_version.version,
-                "finalize_after": datetime.now(UTC).isoformat(),
-                "rotated_by": "scaivault-rotator",
-            },
+        metadata = version_metadata(
+            current.metadata,
+            rotation_id=self.rotation_id,
+            rotator=self.kit.factory().name,
+            previous_version=self.from_version.version,
+            finalize_after=datetime.now(UTC),
+            grace_period="0s",
         )
+        return self.vault.put(self.scenario.path, new, metadata)
 
     def finalize(self, new: Mapping[str, Any]) -> None:
         """Like the engine: ``ctx.current`` is still the version rotated from."""

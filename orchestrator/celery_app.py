@@ -6,9 +6,11 @@ process dies, prefetch 1, one visibility timeout set in all three places and wel
 task time limit. Long waits (grace periods) never become ETAs: beat runs ``sweep`` every
 ``ROTATOR_SWEEP_INTERVAL`` seconds and ``reconcile`` every ``ROTATOR_RECONCILE_INTERVAL``.
 
-At worker start (main process) the plugins and the routing file are validated, and the worker
-refuses to start (exit 2, every problem printed) when they are invalid; the Prometheus endpoint
-starts there too. Logging goes through :mod:`orchestrator.log`, not Celery's own setup.
+The broker goes through :mod:`orchestrator.broker`: kombu's Redis transports with a workaround
+so that a worker survives a Redis restart. At worker start (main process) the plugins and the
+routing file are validated, and the worker refuses to start (exit 2, every problem printed)
+when they are invalid; the Prometheus endpoint starts there too. Logging goes through
+:mod:`orchestrator.log`, not Celery's own setup.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
-from orchestrator import connection, keys
+from orchestrator import broker, connection, keys
 from orchestrator.errors import ConfigError
 from orchestrator.log import configure_logging, get_logger
 from orchestrator.settings import Settings
@@ -99,6 +101,7 @@ def configuration(settings: Settings) -> dict[str, Any]:
     }
 
 
+broker.install()
 settings = Settings.load()
 app = Celery("scaivault-rotator", include=["orchestrator.tasks"], set_as_current=True)
 app.conf.update(configuration(settings))

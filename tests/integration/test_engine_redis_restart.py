@@ -102,7 +102,8 @@ def _message_kept(stack: EngineStack, worker: ChildProcess, task_id: str) -> boo
 def test_worker_survives_redis_restarts_with_a_rotation_in_flight(
     stack: EngineStack, own_redis: RedisServer
 ) -> None:
-    stack.routing(stack.ledger_rule(hold=["verify"]))
+    after = "apps/restart/after"
+    stack.routing(stack.ledger_rule(after) + stack.ledger_rule("apps/restart/*", hold=["verify"]))
     worker = stack.worker(concurrency=2, wait=False, deployed=True)
     stack.beat()
     worker.wait_log("ready.", timeout=60)
@@ -122,7 +123,7 @@ def test_worker_survives_redis_restarts_with_a_rotation_in_flight(
         # was terminated when the connection was lost. Neither may reach the next round.
         stack.signals.delete(reached_key("verify"), release_key("verify"))
 
-    version = _secret(stack, "apps/restart/after")
-    stack.publish(path="apps/restart/after", event_id="evt_restart_after", from_version=version)
-    _assert_one_new_version(stack, _ended(stack, worker, "apps/restart/after"), version)
+    version = _secret(stack, after)
+    stack.publish(path=after, event_id="evt_restart_after", from_version=version)
+    _assert_one_new_version(stack, _ended(stack, worker, after), version)
     assert "Unrecoverable error" not in stack.logs()

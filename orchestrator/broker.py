@@ -22,8 +22,9 @@ gone raises :class:`redis.exceptions.ConnectionError` when it needs a new pool, 
 Celery handle it as the connection loss it is (the restore or the late ack is given up and
 logged, the consumer reconnects). Nothing is lost by giving them up: the messages stay in
 kombu's ``unacked`` hash in Redis and come back after ``visibility_timeout``; a rotation in
-flight is re-driven by the sweep once its lease expires, and a message that ``BRPOP`` took
-but never delivered is published again from the pending ledger (README, *Guarantees*).
+flight is re-driven by the sweep once its lease expires, and a ``rotation.due`` whose message
+``BRPOP`` took but never delivered is published again from the pending ledger (README,
+*Guarantees*).
 
 :func:`install` puts these transports under kombu's names ``redis``, ``rediss`` and
 ``sentinel``; :mod:`orchestrator.celery_app` calls it before any broker connection exists.

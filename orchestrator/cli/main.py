@@ -120,7 +120,7 @@ def worker(
     argv += ["--loglevel", loglevel or module.settings.rotator_log_level]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
-    module.app.worker_main(argv + list(celery_args))
+    _run_celery(argv + list(celery_args))
 
 
 @cli.command()
@@ -128,7 +128,20 @@ def worker(
 def beat(loglevel: str | None) -> None:
     """Run Celery beat: sweep every ROTATOR_SWEEP_INTERVAL, reconcile every ..._INTERVAL."""
     module = _celery_app()
-    module.app.start(["beat", "--loglevel", loglevel or module.settings.rotator_log_level])
+    _run_celery(["beat", "--loglevel", loglevel or module.settings.rotator_log_level])
+
+
+def _run_celery(argv: list[str]) -> None:
+    """Run ``celery -A orchestrator.celery_app ARGV`` here and exit with Celery's exit status.
+
+    Celery reports how its worker stopped as the command's exit code (0 after a warm shutdown,
+    1 after an unrecoverable error, 73 when its pid file is taken, ...); ``app.worker_main``
+    and ``app.start`` drop it, so a supervisor restarting on failure would see a success.
+    """
+    from celery.bin.celery import celery
+
+    code = celery.main(["-A", "orchestrator.celery_app", *argv], standalone_mode=False)
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 # --- on-call commands and the demo (implemented in orchestrator.cli.commands) ---

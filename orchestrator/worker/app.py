@@ -6,9 +6,11 @@ process dies, prefetch 1, one visibility timeout set in all three places and wel
 task time limit. Long waits (grace periods) never become ETAs: beat runs ``sweep`` every
 ``ROTATOR_SWEEP_INTERVAL`` seconds and ``reconcile`` every ``ROTATOR_RECONCILE_INTERVAL``.
 
-At worker start (main process) the plugins and the routing file are validated, and the worker
-refuses to start (exit 2, every problem printed) when they are invalid; the Prometheus endpoint
-starts there too. Logging goes through :mod:`orchestrator.log`, not Celery's own setup.
+The broker goes through :mod:`orchestrator.worker.broker`: kombu's Redis transports with a
+workaround so that a worker survives a Redis restart. At worker start (main process) the plugins
+and the routing file are validated, and the worker refuses to start (exit 2, every problem
+printed) when they are invalid; the Prometheus endpoint starts there too. Logging goes through
+:mod:`orchestrator.log`, not Celery's own setup.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from orchestrator.log import configure_logging, get_logger
 from orchestrator.settings import Settings
 from orchestrator.state import keys
 from orchestrator.state.messages import Task
+from orchestrator.worker import broker
 
 log = get_logger(__name__)
 
@@ -46,7 +49,7 @@ def configuration(settings: Settings) -> dict[str, Any]:
         )
     sweep = settings.rotator_sweep_interval
     reconcile = settings.rotator_reconcile_interval
-    broker = connection.broker_settings(
+    transport = connection.broker_settings(
         settings.redis_url,
         master=settings.redis_sentinel_master,
         transport_options={
@@ -57,7 +60,7 @@ def configuration(settings: Settings) -> dict[str, Any]:
             "unacked_restore_throttle": 1,
         },
     )
-    return broker | {
+    return transport | {
         "task_serializer": "json",
         "result_serializer": "json",
         "event_serializer": "json",
@@ -99,6 +102,7 @@ def configuration(settings: Settings) -> dict[str, Any]:
     }
 
 
+broker.install()
 settings = Settings.load()
 app = Celery("scaivault-rotator", include=["orchestrator.worker.tasks"], set_as_current=True)
 app.conf.update(configuration(settings))

@@ -108,7 +108,9 @@ def _time(text: str | None) -> datetime | None:
 
 
 def one_version_per_due_event(world: World) -> Check:
-    """Each due event gave exactly one new version; every later version is a manual rotation's."""
+    """Each due event gave exactly one new version; every later version is a manual rotation's,
+    and no path has more of those than manual rotations were fired at it (a task message
+    delivered again, after a crash or a Redis restart, must not rotate a second time)."""
     check = Check("every due event produced exactly one new version", len(world.facts.due_events))
     stored = {(r.path, r.new_version): r for r in world.runs if r.new_version is not None}
     for path, event_id in world.facts.due_events.items():
@@ -133,9 +135,18 @@ def one_version_per_due_event(world: World) -> Check:
                 check.problems.append(f"{path} v{number}: no run record stored this version")
             elif number > 2 and run.trigger != "manual":
                 check.problems.append(f"{path} v{number}: extra version from a {run.trigger} run")
+        manual = [v for v in ours if _trigger(stored, path, v) == "manual"]
+        if len(manual) > world.facts.manual.count(path):
+            fired = world.facts.manual.count(path)
+            check.problems.append(f"{path}: {len(manual)} manual versions, {fired} fired")
         if len(versions) != 1 + len(ours):
             check.problems.append(f"{path}: {len(versions) - 1 - len(ours)} foreign version(s)")
     return check
+
+
+def _trigger(stored: dict[tuple[str, int], RunRecord], path: str, version: Any) -> str | None:
+    run = stored.get((path, int(version["version"])))
+    return run.trigger if run is not None else None
 
 
 def current_versions_work(world: World) -> Check:

@@ -15,7 +15,9 @@ What happens (every choice drawn from ``random.Random(seed)``):
    webhooks; each event is redelivered up to twice more (some concurrently), and some of the
    same paths get a manual ``scaivault-rotator rotate`` at the same time.
 4. Meanwhile workers are SIGKILLed at random moments (whole process group) and replaced, and
-   Redis is restarted once.
+   Redis is restarted once, at a moment when workers hold leases on rotations in flight.
+   Workers are supervised as ``deploy/`` does: one that exits by itself, whatever its status,
+   is restarted, and its exit status is recorded.
 5. Faults stop; the harness waits until every rotation ended and grace has passed, then checks
    the invariants (:mod:`tests.chaos.checks`, :mod:`tests.chaos.leak`).
 """
@@ -188,8 +190,9 @@ class Scenario:
 
     def _supervise(self) -> None:
         for worker in self.stack.supervise():
-            self.tally.exits.append(worker.name)
-            self.say(f"{worker.name} exited by itself ({worker.log_tail(1)[:120]}); restarted")
+            code = worker.proc.returncode if worker.proc else None
+            self.tally.exits.append((worker.name, code))
+            self.say(f"{worker.name} exited by itself (status {code}); restarted")
 
     def _do_wave(self, wave: int) -> None:
         paths = self.waves[wave]
@@ -269,9 +272,21 @@ class Scenario:
             self.say(f"SIGKILL pool process {pid}")
 
     def _do_redis(self, _: int) -> None:
+        """Restart Redis as soon as workers hold leases on rotations in flight."""
+        deadline = time.monotonic() + self.params.duration
+        runs, messages = self.stack.in_flight()
+        while not runs and time.monotonic() < deadline:
+            self._supervise()
+            time.sleep(0.02)
+            runs, messages = self.stack.in_flight()
         self.stack.redis.restart()
         self.tally.redis_restarts += 1
-        self.say("redis restarted (AOF)")
+        self.tally.in_flight_at_restart.append((len(runs), messages))
+        self.say(
+            f"redis restarted (AOF) with {len(runs)} rotations in flight "
+            f"({', '.join(sorted(runs)[:5])}{' ...' if len(runs) > 5 else ''}) and "
+            f"{messages} task messages unacknowledged"
+        )
 
     def _spawn(self, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)

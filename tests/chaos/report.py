@@ -31,8 +31,11 @@ class Tally:
 
     kills: list[str] = field(default_factory=list)
     pool_kills: int = 0
-    exits: list[str] = field(default_factory=list)
+    #: Workers that exited by themselves: (name, exit status; negative for a signal).
+    exits: list[tuple[str, int | None]] = field(default_factory=list)
     redis_restarts: int = 0
+    #: At each Redis restart: (rotations a worker held a live lease on, unacknowledged messages).
+    in_flight_at_restart: list[tuple[int, int]] = field(default_factory=list)
     due_events: int = 0
     redeliveries: int = 0
     manual: Counter[str] = field(default_factory=Counter)
@@ -64,6 +67,12 @@ def summary(report: Report) -> str:
     sales = ", ".join(f"{k} {v}" for k, v in sorted(t.salesforce_faults.items()))
     manual = ", ".join(f"{k} {v}" for k, v in sorted(t.manual.items()))
     answers = ", ".join(f"{k}: {v}" for k, v in sorted(t.delivery_answers.items()))
+    codes = Counter(code for _, code in t.exits)
+    exits = ", ".join(f"exit {code}: {n}" for code, n in sorted(codes.items(), key=str)) or "-"
+    flight = "; ".join(
+        f"{runs} leased runs, {messages} unacked task messages"
+        for runs, messages in t.in_flight_at_restart
+    )
     lines = [
         f"chaos scenario: seed {p.seed}, {p.secrets} secrets ({len(f.passwords)} random-password, "
         f"{len(f.salesforce)} salesforce-oauth, {len(f.ghosts)} meant to fail), "
@@ -73,8 +82,10 @@ def summary(report: Report) -> str:
         "|---|---|",
         f"| worker processes SIGKILLed (whole process group) and replaced | {len(t.kills)} |",
         f"| worker pool processes SIGKILLed (Celery forks a new one) | {t.pool_kills} |",
-        f"| workers that exited by themselves and were restarted | {len(t.exits)} |",
-        f"| Redis restarts (AOF) | {t.redis_restarts} |",
+        f"| workers that exited by themselves (exit codes) and were restarted | {len(t.exits)} "
+        f"({exits}) |",
+        f"| Redis restarts (AOF), each with rotations in flight ({flight or '-'}) | "
+        f"{t.redis_restarts} |",
         f"| signed rotation.due events | {t.due_events} |",
         f"| extra deliveries of those events (redeliveries) | {t.redeliveries} |",
         f"| rotation.due delivery attempts (receiver answers: {answers}) | {t.delivery_attempts} |",

@@ -23,6 +23,8 @@ import redis
 from orchestrator.local.processes import ChildProcess, RedisServer, cli_argv, free_port
 from orchestrator.local.provisioning import WORKER_IDENTITY
 from orchestrator.local.sandbox import Sandbox
+from orchestrator.state import keys
+from orchestrator.state.records import LEASED
 from orchestrator.state.runs import RunStore
 
 #: Engine settings for the scenario: short leases, sweeps and backoffs so that crash recovery
@@ -177,8 +179,24 @@ class ChaosStack:
             os.kill(child.pid, signal.SIGKILL)
         return int(child.pid)
 
+    def in_flight(self) -> tuple[dict[str, str], int]:
+        """Rotations a worker drives now (id -> state: a live lease, a state a worker is in),
+        and how many task messages workers took and have not acknowledged."""
+        client = self.client
+        seconds, micros = client.time()
+        now = seconds * 1000 + micros // 1000
+        ids = client.zrangebyscore(keys.LEASES, now, "+inf")
+        with client.pipeline(transaction=False) as pipe:
+            for rotation_id in ids:
+                pipe.hget(keys.run(rotation_id), "state")
+            pipe.hlen(keys.BROKER_UNACKED)
+            *states, messages = pipe.execute()
+        runs = {i: s for i, s in zip(ids, states, strict=True) if s in LEASED}
+        return runs, int(messages)
+
     def supervise(self) -> list[ChildProcess]:
-        """Replace workers that exited by themselves, as systemd or Kubernetes would."""
+        """Replace workers that exited by themselves, whatever their status, as ``deploy/``
+        does (systemd ``Restart=always``, Compose ``unless-stopped``, Kubernetes ``Always``)."""
         exited = [w for w in self.workers if not w.alive]
         for worker in exited:
             self._retire(worker)

@@ -1,8 +1,9 @@
 """The crash and fault scenario in a bounded form, as part of the normal test run.
 
-One run of :mod:`tests.chaos.harness` (24 secrets, 3 worker SIGKILLs, one Redis restart,
-ScaiVault and Salesforce faults on) is shared by the tests below; each invariant is its own
-test, so a failure names the invariant and lists what broke it.
+One run of :mod:`tests.chaos.harness` (24 secrets, 3 worker SIGKILLs, one Redis restart with
+rotations in flight, ScaiVault and Salesforce faults on, workers supervised as ``deploy/`` does)
+is shared by the tests below; each invariant is its own test, so a failure names the invariant
+and lists what broke it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def test_the_faults_really_happened(report: Report) -> None:
     assert len(tally.kills) >= 3
     assert tally.pool_kills >= 1
     assert tally.redis_restarts == 1
+    ((runs, _),) = tally.in_flight_at_restart
+    assert runs > 0, "Redis restarted while workers held leases on rotations in flight"
     assert all(tally.vault_faults[kind] > 0 for kind in ("rate_limited", "service_unavailable"))
     assert tally.vault_faults["latency"] > 0
     assert sum(tally.salesforce_faults.values()) > 0

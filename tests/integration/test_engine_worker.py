@@ -1,7 +1,10 @@
-"""The worker process itself: refuses bad configuration, runs under plain ``celery -A``, metrics."""
+"""The worker process itself: refuses bad configuration, runs under plain ``celery -A``, metrics,
+and exits with Celery's status (non-zero when Celery stops on an error, 0 after SIGTERM)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +42,35 @@ def test_updater_without_a_seal_key_refuses_to_start(engine_stack: EngineStack) 
     env = {k: v for k, v in engine_stack.env.items() if k != "ROTATOR_SEAL_KEY"}
     done = subprocess.run(cli_argv("worker"), env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "ROTATOR_SEAL_KEY is not set" in done.stderr
+
+
+@pytest.mark.parametrize("argv", [cli_argv("worker", "--"), CELERY], ids=["cli", "celery"])
+def test_a_worker_celery_stops_on_an_error_exits_non_zero(
+    engine_stack: EngineStack, tmp_path: Path, argv: list[str]
+) -> None:
+    engine_stack.routing(engine_stack.ledger_rule())
+    taken = tmp_path / "worker.pid"
+    taken.write_text(f"{os.getpid()}\n")  # a live process holds the worker's pid file
+    done = subprocess.run(
+        [*argv, "--pidfile", str(taken)],
+        env=engine_stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "already exists" in done.stdout + done.stderr, done.stderr[-2000:]
+    assert done.returncode != 0, "a supervisor must see that the worker failed"
+
+
+def test_worker_and_beat_stopped_by_sigterm_exit_0(engine_stack: EngineStack) -> None:
+    engine_stack.routing(engine_stack.ledger_rule())
+    worker = engine_stack.worker()
+    beat = engine_stack.beat(wait=False)
+    beat.wait_log("beat: Starting", timeout=60)
+    for child in (worker, beat):
+        assert child.proc is not None
+        child.proc.send_signal(signal.SIGTERM)  # the main process only, as systemd stops it
+        assert child.proc.wait(timeout=120) == 0, child.log_tail(20)
 
 
 def test_plain_celery_worker_rotates_and_serves_metrics(

@@ -94,6 +94,15 @@ def test_every_service_is_locked_down(compose: dict[str, Any], name: str) -> Non
     assert "privileged" not in service
 
 
+@pytest.mark.parametrize("name", [*IMAGE_SERVICES, "redis"])
+def test_every_service_restarts_after_any_exit(compose: dict[str, Any], name: str) -> None:
+    # Not on-failure: a process that stops by itself is down even when its status says 0.
+    service = compose["services"][name]
+    assert service["restart"] in {"always", "unless-stopped"}
+    policy = service.get("deploy", {}).get("restart_policy", {})
+    assert policy.get("condition", "any") == "any", "no restart_policy narrowing it"
+
+
 @pytest.mark.parametrize("name", IMAGE_SERVICES)
 def test_rotator_services_take_settings_from_the_uncommitted_env_file(
     compose: dict[str, Any], name: str

@@ -151,6 +151,11 @@ def test_commands_match_the_cli(docs: tuple[dict[str, Any], ...]) -> None:
             assert problem is None, f"{workload['metadata']['name']}: {problem}"
 
 
+def test_every_pod_restarts_after_any_exit(docs: tuple[dict[str, Any], ...]) -> None:
+    for workload in workloads(docs):
+        assert pod_spec(workload).get("restartPolicy", "Always") == "Always", workload["kind"]
+
+
 def test_roles_are_one_each_of_receiver_worker_beat(docs: tuple[dict[str, Any], ...]) -> None:
     roles = {component(w): _main(w)["args"][0] for w in workloads(docs)}
     assert roles == {"receiver": "serve", "worker": "worker", "beat": "beat"}

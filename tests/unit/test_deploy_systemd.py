@@ -89,6 +89,13 @@ def test_hardening_options(role: str) -> None:
     assert set(families) <= {"AF_UNIX", "AF_INET", "AF_INET6"}
 
 
+@pytest.mark.parametrize("role", ROLES)
+def test_restarts_after_any_exit_it_did_not_ask_for(role: str) -> None:
+    # Not on-failure: a process that stops by itself is down even when its status says 0.
+    assert _service(role, "Restart") == "always"
+    assert _seconds(_service(role, "RestartSec")) > 0, "a pause between restarts"
+
+
 def test_receiver_listens_on_loopback_behind_a_proxy() -> None:
     argv = _argv("receiver")
     assert argv[argv.index("--host") + 1] == "127.0.0.1"

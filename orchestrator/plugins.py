@@ -23,7 +23,10 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from orchestrator.errors import ConfigError
+from orchestrator.log import get_logger
 from rotators.contract import STRATEGIES, Rotator
+
+log = get_logger(__name__)
 
 #: The entry-point group rotator plugins register in (DESIGN §3).
 GROUP = "scaivault.rotators"
@@ -63,6 +66,7 @@ class PluginInfo:
     strategy: str | None = None
     options_schema: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,10 @@ def try_load(
         rotator, errors = _load_one(entry)
         if rotator is None:
             problems[name] = errors
-        else:
-            rotators[name] = rotator
+            continue
+        rotators[name] = rotator
+        for warning in check_habits(type(rotator)):
+            log.warning("plugin_warning", rotator=name, warning=warning)
     return LoadResult(rotators, problems)
 
 
@@ -135,6 +141,7 @@ def discover(*, entry_points: Iterable[EntryPointLike] | None = None) -> list[Pl
                 target=entry.value,
                 strategy=rotator.strategy,
                 options_schema=rotator.Options.model_json_schema(),
+                warnings=check_habits(type(rotator)),
             )
         )
     return infos
@@ -160,6 +167,20 @@ def _load_one(entry: EntryPointLike) -> tuple[Rotator | None, list[str]]:
         return obj(), []
     except Exception as exc:
         return None, [f"{entry.value}: cannot instantiate: {type(exc).__name__}: {exc}"]
+
+
+def check_habits(obj: type[Rotator]) -> list[str]:
+    """What a loadable rotator probably got wrong: a default ``verify`` proves nothing, and an
+    issuer whose ``discard`` is overridden without ``can_discard`` is never asked to revoke."""
+    warnings = []
+    if obj.verify is Rotator.verify:
+        warnings.append(
+            "keeps the default verify(), which proves nothing: the engine stores and, after "
+            "grace, revokes the old credential without knowing the new one works"
+        )
+    if obj.discard is not Rotator.discard and not obj.can_discard:
+        warnings.append("overrides discard() but leaves can_discard False: it is never called")
+    return warnings
 
 
 def check_class(name: str, obj: Any) -> list[str]:

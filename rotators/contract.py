@@ -13,9 +13,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Generic, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypeVar
 
 from rotators.secret import SecretData
 
@@ -112,9 +113,17 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: A rotator's options type: ``Rotator[MyOptions]`` makes ``ctx.options`` a ``MyOptions``.
+OptionsT = TypeVar("OptionsT", bound=BaseModel, default=BaseModel)
+
+
 @dataclass(frozen=True)
-class RotationContext:
+class RotationContext(Generic[OptionsT]):
     """Everything a step knows about the rotation it works on.
+
+    ``options`` are the rule's options, validated by the rotator's ``Options`` model when the
+    routing file loaded: a ``Rotator[MyOptions]`` gets a ``RotationContext[MyOptions]``, whose
+    ``options`` is a ``MyOptions`` (no downcast needed).
 
     ``rotation_id`` is the idempotency token: the same rotation always carries the same id,
     across retries and crashes, so a rotator can tag what it creates with it and find it again.
@@ -127,7 +136,7 @@ class RotationContext:
     path: str
     rotation_id: str
     current: SecretVersion
-    options: BaseModel
+    options: OptionsT
     log: Logger
     vault: VaultReader
     attempt: int = 1
@@ -161,8 +170,11 @@ CAPABILITIES: dict[Strategy, Capabilities] = {
 }
 
 
-class Rotator:
+class Rotator(Generic[OptionsT]):
     """Base class of every rotator plugin. Subclass it, set the class attributes, override steps.
+
+    ``class AcmeRotator(Rotator[AcmeOptions])`` with ``Options = AcmeOptions`` types the
+    ``ctx.options`` its steps receive.
 
     Strategies:
 
@@ -191,25 +203,25 @@ class Rotator:
         """What this rotator's strategy means for the engine (see :data:`CAPABILITIES`)."""
         return CAPABILITIES[self.strategy]
 
-    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+    def mint(self, ctx: RotationContext[OptionsT]) -> dict[str, Any]:
         """Create the new credential and return the *full* new secret data.
 
         Keep every field of ``ctx.current.data`` that this rotator does not own.
         """
         raise NotImplementedError(f"rotator {self.name!r} does not implement mint()")
 
-    def apply(self, ctx: RotationContext, new: SecretData) -> None:
+    def apply(self, ctx: RotationContext[OptionsT], new: SecretData) -> None:
         """Updaters only: make the target accept ``new``, checking first whether it already does."""
         if self.strategy == "updater":
             raise NotImplementedError(f"updater {self.name!r} must implement apply()")
 
-    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+    def verify(self, ctx: RotationContext[OptionsT], new: SecretData) -> None:
         """Prove ``new`` works at the target; raise :class:`TransientError` while it propagates."""
 
-    def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
+    def finalize(self, ctx: RotationContext[OptionsT], old: SecretData, new: SecretData) -> None:
         """Revoke ``old`` after the grace period. An already revoked credential is success."""
 
-    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+    def discard(self, ctx: RotationContext[OptionsT], new: SecretData) -> None:
         """Revoke a minted credential that will never be stored (abandoned or rolled back);
         only the *new* one: the old credential is what every consumer still uses.
 

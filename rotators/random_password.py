@@ -133,7 +133,7 @@ def policy_problem(value: Any, options: RandomPasswordOptions) -> str | None:
     return None
 
 
-class RandomPasswordRotator(Rotator):
+class RandomPasswordRotator(Rotator[RandomPasswordOptions]):
     """Replaces one field of a JSON secret with a fresh random password."""
 
     name = "random-password"
@@ -141,24 +141,18 @@ class RandomPasswordRotator(Rotator):
     Options: ClassVar[type[BaseModel]] = RandomPasswordOptions
     verify_timeout: ClassVar[float] = 0.0
 
-    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+    def mint(self, ctx: RotationContext[RandomPasswordOptions]) -> dict[str, Any]:
         """Keep every field of the current data; put a new password in ``options.field``."""
-        options = _options(ctx)
+        options = ctx.options
         data = dict(ctx.current.data)
         data[options.field] = generate(options)
         return data
 
-    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+    def verify(self, ctx: RotationContext[RandomPasswordOptions], new: SecretData) -> None:
         """The field exists and meets the policy; otherwise :class:`CredentialRejected`."""
-        options = _options(ctx)
+        options = ctx.options
         if options.field not in new:
             raise CredentialRejected(f"field {options.field!r} is missing", step="verify")
         problem = policy_problem(new[options.field], options)
         if problem:
             raise CredentialRejected(f"field {options.field!r} {problem}", step="verify")
-
-
-def _options(ctx: RotationContext) -> RandomPasswordOptions:
-    if isinstance(ctx.options, RandomPasswordOptions):
-        return ctx.options
-    return RandomPasswordOptions.model_validate(ctx.options.model_dump())

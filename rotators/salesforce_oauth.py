@@ -106,7 +106,11 @@ def key_fingerprint(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-class SalesforceOAuthRotator(Rotator):
+#: What this rotator's steps receive.
+Context = RotationContext[SalesforceOAuthOptions]
+
+
+class SalesforceOAuthRotator(Rotator[SalesforceOAuthOptions]):
     """Rotates ``{"client_id", "client_secret"}`` of a Salesforce External Client App."""
 
     name = "salesforce-oauth"
@@ -117,9 +121,9 @@ class SalesforceOAuthRotator(Rotator):
 
     # --- steps --------------------------------------------------------------------------
 
-    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+    def mint(self, ctx: Context) -> dict[str, Any]:
         """Stage (or adopt), check, promote; return the new primary with the other fields kept."""
-        options = _options(ctx)
+        options = ctx.options
         old_id, _ = credential_pair(ctx.current.data, "current")
         with self._admin(ctx, options, rotating=old_id) as conn:
             self._check_budget(conn, options)
@@ -142,9 +146,9 @@ class SalesforceOAuthRotator(Rotator):
         ctx.log.info("salesforce_minted", consumer_id=consumer_id, key_hint=key_hint(new_id))
         return {**ctx.current.data, "client_id": new_id, "client_secret": new_secret.reveal()}
 
-    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+    def verify(self, ctx: Context, new: SecretData) -> None:
         """A token request with the new pair, then one cheap authorised call (``limits``)."""
-        options = _options(ctx)
+        options = ctx.options
         client_id, secret = credential_pair(new, "new")
         conn = SalesforceConnection(options.connection())
         try:
@@ -162,9 +166,9 @@ class SalesforceOAuthRotator(Rotator):
         remaining = limits.get("DailyApiRequests", {}).get("Remaining")
         ctx.log.info("salesforce_verified", key_hint=key_hint(client_id), api_remaining=remaining)
 
-    def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
+    def finalize(self, ctx: Context, old: SecretData, new: SecretData) -> None:
         """Delete the ``Rotated`` entry holding the old key, then check the old pair is refused."""
-        options = _options(ctx)
+        options = ctx.options
         old_id, old_secret = credential_pair(old, "old")
         new_id, _ = credential_pair(new, "new")
         if old_id == new_id:
@@ -194,13 +198,13 @@ class SalesforceOAuthRotator(Rotator):
                 return
         raise TransientError("the old credential is still accepted after its deletion; re-checking")
 
-    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+    def discard(self, ctx: Context, new: SecretData) -> None:
         """Delete ``new`` if it is still only staged.
 
         A promoted pair cannot be un-rotated: raises :class:`PermanentError` saying so (the
         pair stays valid), so a caller never reports it revoked.
         """
-        options = _options(ctx)
+        options = ctx.options
         new_id, _ = credential_pair(new, "new")
         with self._admin(ctx, options, rotating=new_id) as conn:
             app = OrgApp(conn, options.app_id, options.consumer_id)
@@ -224,7 +228,7 @@ class SalesforceOAuthRotator(Rotator):
 
     @contextmanager
     def _admin(
-        self, ctx: RotationContext, options: SalesforceOAuthOptions, rotating: str
+        self, ctx: Context, options: SalesforceOAuthOptions, rotating: str
     ) -> Iterator[SalesforceConnection]:
         """An admin connection; refuses when the credential rotated is the admin's own."""
         if options.admin_secret_path.strip("/") == ctx.path.strip("/"):
@@ -257,7 +261,7 @@ class SalesforceOAuthRotator(Rotator):
             )
 
     def _promoted_primary(
-        self, ctx: RotationContext, app: OrgApp, consumer_id: str, old_id: str
+        self, ctx: Context, app: OrgApp, consumer_id: str, old_id: str
     ) -> tuple[str, Secret]:
         """The primary right after this rotation's promotion: the pair it noted."""
         new_id, new_secret = app.primary(consumer_id)
@@ -271,7 +275,7 @@ class SalesforceOAuthRotator(Rotator):
         return new_id, new_secret
 
     def _promotion_found(
-        self, ctx: RotationContext, app: OrgApp, consumer_id: str, slot: StagedEntry
+        self, ctx: Context, app: OrgApp, consumer_id: str, slot: StagedEntry
     ) -> tuple[str, Secret]:
         """ScaiVault's pair sits in the slot as Rotated: the primary is ours only if noted."""
         new_id, new_secret = app.primary(consumer_id)
@@ -292,7 +296,7 @@ class SalesforceOAuthRotator(Rotator):
         )
         raise PermanentError(_not_ours(slot, new_id))
 
-    def _stage_or_adopt(self, ctx: RotationContext, app: OrgApp, consumer_id: str) -> StagedEntry:
+    def _stage_or_adopt(self, ctx: Context, app: OrgApp, consumer_id: str) -> StagedEntry:
         """Clean the slot, adopt the Active pair this rotation noted, or stage (and note) one."""
         for entry in app.staged(consumer_id):
             if entry.state == "Active" and entry.secret and self._is_noted(ctx, entry):
@@ -327,11 +331,11 @@ class SalesforceOAuthRotator(Rotator):
         return staged
 
     @staticmethod
-    def _is_noted(ctx: RotationContext, entry: StagedEntry) -> bool:
+    def _is_noted(ctx: Context, entry: StagedEntry) -> bool:
         return entry.id == ctx.notes.get(NOTE_STAGED_ID)
 
     @staticmethod
-    def _note(ctx: RotationContext, entry: StagedEntry) -> None:
+    def _note(ctx: Context, entry: StagedEntry) -> None:
         """Remember ``entry`` as the pair this rotation promotes (id first, then the key)."""
         for name, value in (
             (NOTE_STAGED_ID, entry.id),
@@ -340,7 +344,7 @@ class SalesforceOAuthRotator(Rotator):
             if ctx.notes.get(name) != value:
                 ctx.notes.put(name, value)
 
-    def _late_finalize_due(self, ctx: RotationContext, entry: StagedEntry) -> bool:
+    def _late_finalize_due(self, ctx: Context, entry: StagedEntry) -> bool:
         """Is ``entry`` the previous rotation's old pair, past ``finalize_after``?
 
         Metadata anyone with write access may have set: a missing or malformed value means
@@ -357,7 +361,7 @@ class SalesforceOAuthRotator(Rotator):
 
     def _await_propagation(
         self,
-        ctx: RotationContext,
+        ctx: Context,
         conn: SalesforceConnection,
         staged: StagedEntry,
         options: SalesforceOAuthOptions,
@@ -378,13 +382,6 @@ class SalesforceOAuthRotator(Rotator):
                 continue
             ctx.log.info("salesforce_staged_accepted", staged_id=staged.id, tries=tries)
             return
-
-
-def _options(ctx: RotationContext) -> SalesforceOAuthOptions:
-    options = ctx.options
-    if isinstance(options, SalesforceOAuthOptions):
-        return options
-    return SalesforceOAuthOptions.model_validate(options.model_dump())
 
 
 def _not_ours(slot: StagedEntry, primary: str) -> str:

@@ -81,7 +81,7 @@ class Claims:
         rule = self.rt.routing.match(request.path)
         grace = self.grace_text(request, rule)
         if rule is None:  # not ours to rotate: decided without asking ScaiVault
-            rid = self.first_rid(request, request.from_version)
+            rid = self.first_rid(request, request.from_version, owner)
             record = new_record(request, rid, None, request.from_version, RunState.SKIPPED, grace)
             return Claim(
                 decided=self._skip(record, "no rule in the routing file matches this path")
@@ -91,10 +91,11 @@ class Claims:
             current = self.rt.vault.read(request.path)
             read = Read(current, time.monotonic() - started)
         except PermanentError as exc:  # e.g. not_found, access_denied: nothing to rotate
-            return Claim(decided=self.refuse(request, f"cannot read the secret: {reason_of(exc)}"))
+            reason = f"cannot read the secret: {reason_of(exc)}"
+            return Claim(decided=self.refuse(request, reason, owner))
         # An event names the version it rotates; version 0 never exists, so it is stale too.
         from_version = current.version if request.from_version is None else request.from_version
-        rid = scheduled_id(request.path, from_version) if _scheduled(request) else manual_id()
+        rid = scheduled_id(request.path, from_version) if _scheduled(request) else manual_id(owner)
         if from_version == current.version:
             created = self._create_now(request, rid, rule, grace, owner, read, started)
             if created is not None:
@@ -173,22 +174,25 @@ class Claims:
             return Claim(drive=rid)
         return Claim(created=record)  # other runs were here: the driver reads again
 
-    def refuse(self, request: RotateRequest, reason: str) -> RunRecord:
+    def refuse(self, request: RotateRequest, reason: str, owner: str | None = None) -> RunRecord:
         """Record ``request`` as a ``failed`` run that stored nothing, loudly (a log line, a
         metric, a history entry, an alert), under the id its run would have had; an existing
         record with that id is returned as it is (the request did get an outcome)."""
         rule = self.rt.routing.match(request.path)
-        rid = self.first_rid(request, request.from_version)
+        rid = self.first_rid(request, request.from_version, owner)
         grace = self.grace_text(request, rule)
         record = new_record(request, rid, rule, request.from_version, RunState.FAILED, grace)
         return self.failures.refuse(record, reason, expire=self._decision_ttl)
 
-    def first_rid(self, request: RotateRequest, from_version: int | None) -> str:
+    def first_rid(
+        self, request: RotateRequest, from_version: int | None, owner: str | None = None
+    ) -> str:
         """The id of a request decided before the secret was read: a scheduled one's own,
-        so every delivery of the same event names the same decision."""
+        so every delivery of the same event names the same decision (a manual one's derives
+        from its task, ``owner``)."""
         if _scheduled(request) and from_version is not None:
             return self.scheduled_rid(request, from_version)
-        return manual_id()
+        return manual_id(owner)
 
     def scheduled_rid(self, request: RotateRequest, from_version: int) -> str:
         """The id of a scheduled rotation: one per (path, version), unless that run ended

@@ -15,7 +15,7 @@ from orchestrator.engine.runtime import Runtime
 from orchestrator.engine.seal import Sealer
 from orchestrator.errors import ConfigError, IllegalTransition, NeedsAttention, reason_of
 from orchestrator.state.records import RunRecord
-from orchestrator.state.runs import Sealed
+from orchestrator.state.transition import Sealed
 from orchestrator.vault.client import VaultClient
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import CredentialRejected, PermanentError, TransientError

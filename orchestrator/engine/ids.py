@@ -25,9 +25,13 @@ def scheduled_id(path: str, from_version: int, event_id: str | None = None) -> s
     return f"rot-{digest[:24]}"
 
 
-def manual_id() -> str:
-    """A fresh rotation id for a manual rotation."""
-    return f"rot-m{uuid.uuid4().hex[:23]}"
+def manual_id(task_id: str | None = None) -> str:
+    """The rotation id of a manual rotation: derived from the task that asked for it, so a
+    message delivered again (a worker died after taking it) names the same run; random when
+    there is no task."""
+    if task_id is None:
+        return f"rot-m{uuid.uuid4().hex[:23]}"
+    return f"rot-m{hashlib.sha256(task_id.encode()).hexdigest()[:23]}"
 
 
 def bound_to(rotation_id: str, path: str, from_version: int, event_id: str | None) -> bool:

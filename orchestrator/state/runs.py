@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from orchestrator.errors import (
-    FinalizeTooEarly,
     IllegalTransition,
     LeaseLost,
     PathBusy,
-    RunHeld,
     RunNotFound,
-    StoreError,
 )
 from orchestrator.log import get_logger
 from orchestrator.state import keys, scripts
@@ -39,73 +35,11 @@ from orchestrator.state.records import (
     flatten,
     from_flat,
     from_hash,
-    iso_ms,
     now_iso,
 )
+from orchestrator.state.transition import Change, Sealed, refusal
 from rotators.contract import check_note
 from rotators.versions import parse_time
-
-
-@dataclass(frozen=True)
-class _Change:
-    """What a transition script is asked to do, besides setting fields (see run_transition.lua)."""
-
-    to: str
-    allowed: set[str] = field(default_factory=set)
-    owner: str | None = None
-    refuse_if_sealed: bool = False
-    due_in: float | None = None
-    count: tuple[str, str] | None = None
-    legacy_due: str = ""
-
-    def argv(self) -> list[str]:
-        """ARGV[2..8] of run_transition.lua."""
-        return [
-            self.to,
-            ",".join(sorted(self.allowed)),
-            self.owner or "",
-            "1" if self.refuse_if_sealed else "",
-            "" if self.due_in is None else str(int(self.due_in * 1000)),
-            self.count[1] if self.count else "",
-            self.legacy_due,
-        ]
-
-
-def _refusal(status: str, detail: str, rotation_id: str, path: str, to: str) -> StoreError:
-    """The error for a transition the script refused (``status`` says why)."""
-    rid = rotation_id
-    if status == "missing":
-        return RunNotFound(f"no rotation {rid!r}", rotation_id=rid)
-    if status == "lease":
-        return LeaseLost(f"rotation {rid}: another worker holds the lease", rotation_id=rid)
-    if status == "sealed":
-        return IllegalTransition(
-            f"rotation {rid} is {detail} and its new value may already be applied at the "
-            f"target; retry it instead of moving it to {to}",
-            rotation_id=rid,
-            state=detail,
-        )
-    if status == "busy":
-        return PathBusy(
-            f"path {path!r} is held by rotation {detail}", rotation_id=rid, holder=detail
-        )
-    if status == "early":
-        return FinalizeTooEarly(
-            f"rotation {rid} is in grace until {iso_ms(detail) if detail else '?'} (Redis's "
-            "clock) and no early finalize was requested",
-            rotation_id=rid,
-            state=RunState.GRACE,
-        )
-    if status == "held":
-        return RunHeld(
-            f"rotation {rid} is held by {detail} (e.g. a rollback); it cannot become {to} now",
-            rotation_id=rid,
-            state=RunState.GRACE,
-        )
-    return IllegalTransition(
-        f"rotation {rid} is {detail}; it cannot become {to}", rotation_id=rid, state=detail
-    )
-
 
 _log = get_logger(__name__)
 
@@ -315,7 +249,7 @@ class RunStore:
             fields += [seal.field, seal.blob]
         return self._apply(
             self._target(run),
-            _Change(to, allowed, owner, refuse_if_sealed, due_in, count),
+            Change(to, allowed, owner, refuse_if_sealed, due_in, count),
             fields,
         )
 
@@ -326,7 +260,7 @@ class RunStore:
         early."""
         due = parse_time(record.finalize_after)  # for a record that predates finalize_after_ms
         legacy = "" if due is None else str(int(due.timestamp() * 1000))
-        change = _Change(RunState.FINALIZING, {RunState.GRACE}, legacy_due=legacy)
+        change = Change(RunState.FINALIZING, {RunState.GRACE}, legacy_due=legacy)
         return self._apply((record.rotation_id, record.path), change, flatten({"step": "finalize"}))
 
     def update(
@@ -334,7 +268,7 @@ class RunStore:
     ) -> RunRecord:
         """Set fields in whatever state the run is in now, without changing it (lease-checked
         when ``owner`` is given; refused while another owner holds a run in grace)."""
-        return self._apply(self._target(run), _Change("", set(), owner), flatten(changes))
+        return self._apply(self._target(run), Change("", set(), owner), flatten(changes))
 
     def put_note(self, run: RunRecord | str, name: str, value: str, *, owner: str) -> RunRecord:
         """Set the rotator's note ``name`` while ``owner`` holds the run's lease.
@@ -345,9 +279,7 @@ class RunStore:
         check_note(name, value)
         if not owner:
             raise ValueError("a note is written by the lease owner only: pass owner")
-        return self._apply(
-            self._target(run), _Change("", set(), owner), [NOTE_PREFIX + name, value]
-        )
+        return self._apply(self._target(run), Change("", set(), owner), [NOTE_PREFIX + name, value])
 
     def _target(self, run: RunRecord | str) -> tuple[str, str]:
         """(rotation id, path) of ``run``; an id alone costs a read of its path."""
@@ -359,7 +291,7 @@ class RunStore:
         return run, _s(path)
 
     def _apply(
-        self, target: tuple[str, str], change: _Change, fields: builtins.list[str]
+        self, target: tuple[str, str], change: Change, fields: builtins.list[str]
     ) -> RunRecord:
         rotation_id, path = target
         argv = [rotation_id, *change.argv(), *fields]
@@ -372,7 +304,7 @@ class RunStore:
             status, detail = _s(reply[0]), _s(reply[1]) if reply[1] is not None else ""
         if status == "ok":  # the script returns the record as it left it
             return from_flat(reply[2])
-        raise _refusal(status, detail, rotation_id, path, change.to or "updated")
+        raise refusal(status, detail, rotation_id, path, change.to or "updated")
 
     def _release_stale(self, path: str, holder: str) -> bool:
         """Free ``path``'s claim if its ``holder`` no longer holds it (record gone or ended):
@@ -451,19 +383,3 @@ class RunStore:
         """Run ``script`` (the :class:`~orchestrator.state.recorder.Recorder` sends its queued
         writes in the same round trip)."""
         return script(keys=key_list, args=argv)
-
-
-@dataclass(frozen=True)
-class Sealed:
-    """A sealed (Fernet-encrypted) new value to keep in the run, and how it may be in use.
-
-    ``in_place`` (updaters): it may be applied at the target before it is stored.
-    """
-
-    blob: str
-    in_place: bool = True
-
-    @property
-    def field(self) -> str:
-        """The run hash field that holds it."""
-        return "sealed" if self.in_place else "minted"

@@ -16,8 +16,9 @@ def test_rotate_wait_shows_the_steps_and_records_actor_and_reason(
     sandbox: Sandbox, oncall_cli: OnCallCli
 ) -> None:
     path = sandbox.add_password(unique("wait"), scheduled=False)
+    # A grace long enough to be seen by the CLI's next poll on a busy machine; finalize ends it.
     result = oncall_cli(
-        "rotate", path, "--wait", "--grace", "1s", "--reason", "quarterly drill", "--actor", "alice"
+        "rotate", path, "--wait", "--grace", "1h", "--reason", "quarterly drill", "--actor", "alice"
     )
     assert result.code == 0, result
     for line in (": rotation_started", ": step_done step=mint", ": step_done step=store",
@@ -25,6 +26,7 @@ def test_rotate_wait_shows_the_steps_and_records_actor_and_reason(
         assert f"{path}{line}" in result.out
     assert result.out.index("step=mint") < result.out.index("step=store")
 
+    assert oncall_cli("finalize", path, "--now").code == 0
     record = oncall_cli.wait_state(path, {"done"}, timeout=60)
     assert record["trigger"] == "manual" and record["new_version"] == 2
     changed = sandbox.read(path)["data"]["password"] != sandbox.originals[path]["password"]

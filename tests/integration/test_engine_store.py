@@ -11,7 +11,8 @@ import redis
 from orchestrator.errors import IllegalTransition, LeaseLost, PathBusy, RunNotFound
 from orchestrator.state import keys
 from orchestrator.state.records import ACTIVE, RunRecord
-from orchestrator.state.runs import RunStore, Sealed
+from orchestrator.state.runs import RunStore
+from orchestrator.state.transition import Sealed
 
 pytestmark = pytest.mark.integration
 

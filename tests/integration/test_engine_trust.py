@@ -196,3 +196,17 @@ def test_records_of_forged_or_stale_events_expire(
         harness.text.delete(keys.run(record.rotation_id))  # as if they expired
     assert harness.engine.store.list(limit=10) == []
     assert harness.text.zcard(keys.RUNS) == 0, "expired runs leave the status index"
+
+
+def test_a_manual_request_delivered_again_rotates_once(harness: EngineHarness) -> None:
+    """A manual task message taken again after its run ended (a worker died after BRPOP, kombu
+    restored it) names the same run: its id derives from the task id."""
+    harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    request = RotateRequest(PATH, trigger="manual", actor="alice")
+    first = harness.engine.rotate(request, owner="celery-task-1")
+    assert first is not None and first.state == "grace"
+    again = harness.engine.rotate(request, owner="celery-task-1")
+    assert again is not None and again.rotation_id == first.rotation_id
+    assert [v["version"] for v in harness.emulator.versions(PATH)] == [1, 2], "one new version"
+    other = harness.engine.rotate(request, owner="celery-task-2")
+    assert other is not None and other.rotation_id != first.rotation_id, "a new request is new"

@@ -103,7 +103,7 @@ def test_every_printing_command_takes_json() -> None:
 def test_progress_on_a_terminal_keeps_a_live_status_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from orchestrator.cli.commands import Progress
+    from orchestrator.cli.rotate import Progress
 
     progress = Progress(as_json=False)
     progress.live = True
@@ -116,7 +116,7 @@ def test_progress_on_a_terminal_keeps_a_live_status_line(
 
 
 def test_progress_with_json_keeps_stdout_for_the_answer(capsys: pytest.CaptureFixture[str]) -> None:
-    from orchestrator.cli.commands import Progress
+    from orchestrator.cli.rotate import Progress
 
     progress = Progress(as_json=True)
     progress.tick("minting")

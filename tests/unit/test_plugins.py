@@ -27,6 +27,9 @@ class Good(Rotator):
     def mint(self, ctx: RotationContext) -> dict[str, Any]:
         return {}
 
+    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+        """Proves nothing here, but says so."""
+
 
 class Updater(Rotator):
     name = "updater"
@@ -143,3 +146,26 @@ def test_first_of_duplicate_entry_points_wins() -> None:
 def test_installed_builtin_random_password_is_discovered() -> None:
     loaded = plugins.load_rotators(["random-password"])
     assert isinstance(loaded["random-password"], RandomPasswordRotator)
+
+
+class Unverified(Rotator):
+    name = "unverified"
+    strategy = "issuer"
+
+    def mint(self, ctx: Any) -> dict[str, Any]:
+        return {}
+
+    def discard(self, ctx: Any, new: Any) -> None:
+        """Revokes, but can_discard was left False: the engine never calls it."""
+
+
+def test_the_loader_warns_about_a_default_verify_and_a_discard_never_called(
+    log_stream: Any,
+) -> None:
+    [info] = plugins.discover(entry_points=[ep("unverified", "Unverified")])
+    assert info.error is None and len(info.warnings) == 2
+    assert "default verify()" in info.warnings[0] and "can_discard" in info.warnings[1]
+    plugins.load_rotators(["unverified"], entry_points=[ep("unverified", "Unverified")])
+    assert log_stream.getvalue().count('"event": "plugin_warning"') == 2
+    [good] = plugins.discover(entry_points=[ep("good", "Good")])
+    assert good.warnings == []

@@ -139,16 +139,6 @@ def test_verify_rejects_values_outside_the_policy(data: dict[str, Any], message:
         assert data["password"] not in str(info.value)
 
 
-def test_options_of_another_model_are_revalidated() -> None:
-    class Loose(BaseModel):
-        length: int = 16
-        symbols: bool = False
-
-    new = RandomPasswordRotator().mint(ctx({}, Loose()))
-    assert len(new["password"]) == 16
-    assert not set(new["password"]) & set(RandomPasswordOptions().symbols_set)
-
-
 def test_the_character_classes_follow_the_options_of_a_copy() -> None:
     options = RandomPasswordOptions()
     assert any(c.isdigit() for c in options.alphabet())

@@ -25,7 +25,7 @@ class ExampleTokenOptions(BaseModel):
     field: str = Field(default="token", min_length=1)
 
 
-class ExampleTokenRotator(Rotator):
+class ExampleTokenRotator(Rotator[ExampleTokenOptions]):
     """Replaces ``data[field]`` with ``prefix + token_hex(nbytes)``; keeps every other field."""
 
     name = "example-token"
@@ -33,23 +33,17 @@ class ExampleTokenRotator(Rotator):
     Options = ExampleTokenOptions
     verify_timeout = 0.0
 
-    def mint(self, ctx: RotationContext) -> dict[str, Any]:
-        options = _options(ctx)
+    def mint(self, ctx: RotationContext[ExampleTokenOptions]) -> dict[str, Any]:
+        options = ctx.options
         token = options.prefix + secrets.token_hex(options.nbytes)
         ctx.log.info("example_token_minted", field=options.field, length=len(token))
         return {**ctx.current.data, options.field: token}
 
-    def verify(self, ctx: RotationContext, new: SecretData) -> None:
-        options = _options(ctx)
+    def verify(self, ctx: RotationContext[ExampleTokenOptions], new: SecretData) -> None:
+        options = ctx.options
         value = new.get(options.field)
         expected = len(options.prefix) + 2 * options.nbytes
         if not isinstance(value, str) or not value.startswith(options.prefix):
             raise CredentialRejected(f"field {options.field!r} lacks the prefix")
         if len(value) != expected:
             raise CredentialRejected(f"field {options.field!r} has the wrong length")
-
-
-def _options(ctx: RotationContext) -> ExampleTokenOptions:
-    if isinstance(ctx.options, ExampleTokenOptions):
-        return ctx.options
-    return ExampleTokenOptions.model_validate(ctx.options.model_dump())

@@ -1,7 +1,9 @@
 """Fault injection for the chaos scenario: ScaiVault (emulator rules) and Salesforce (a pump).
 
 ScaiVault faults are probabilistic emulator rules on every secret API request: ``rate_limited``,
-``service_unavailable`` and added latency, together hitting about ``rate`` of the requests.
+``service_unavailable`` and added latency, together hitting about ``rate`` of the requests;
+plus writes answered later than the client waits (``late_answer``: the first writes' answers
+come after the engine's read timeout, though the writes land).
 Salesforce's fake only knows counted faults, so a pump thread keeps arming a few at a time
 (503 ``unavailable``, ``limit_exceeded``, ``expired_session``) and now and then expires every
 session, as an org's session timeout would. The pump's choices come from its own seeded RNG.
@@ -34,6 +36,12 @@ SALESFORCE_FAULTS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: Writes whose answer comes this much after the request, past the chaos stack's read timeout.
+LATE_ANSWER = {"latency": 2.0, "methods": ["PUT"]}
+#: How many writes get a late answer (the first ones while faults are on).
+LATE_WRITES = 6
+
+
 def per_rule_probability(rate: float, rules: int = len(VAULT_RULES)) -> float:
     """The probability per rule so that ``rules`` independent draws hit ``rate`` of requests."""
     return 1.0 - (1.0 - rate) ** (1.0 / rules)
@@ -44,13 +52,17 @@ def arm_vault_faults(stack: ChaosStack, rate: float) -> None:
     probability = per_rule_probability(rate)
     for rule in VAULT_RULES:
         stack.emulator("POST", "/v1/_emulator/faults", {**rule, "probability": probability})
+    stack.emulator("POST", "/v1/_emulator/faults", {**LATE_ANSWER, "count": LATE_WRITES})
 
 
 def vault_fault_hits(stack: ChaosStack) -> Counter[str]:
     """How many requests each kind of ScaiVault fault hit so far."""
     hits: Counter[str] = Counter()
     for fault in stack.emulator("GET", "/v1/_emulator/faults")["faults"]:
-        hits[fault.get("code") or "latency"] += int(fault.get("hits") or 0)
+        late = fault.get("methods") == LATE_ANSWER["methods"] and not fault.get("code")
+        hits["late_answer" if late else fault.get("code") or "latency"] += int(
+            fault.get("hits") or 0
+        )
     return hits
 
 

@@ -39,6 +39,8 @@ ENGINE_ENV = {
     "ROTATOR_RETRY_BACKOFF_MAX": "2",
     "ROTATOR_MAX_ATTEMPTS": "15",
     "SCAIVAULT_RETRY_DEADLINE": "3",
+    # Short, so the scenario's late answers (tests.chaos.faults.LATE_ANSWER) come after it.
+    "SCAIVAULT_READ_TIMEOUT": "1",
     "ROTATOR_TASK_TIME_LIMIT": "30",
     "ROTATOR_VISIBILITY_TIMEOUT": "60",
 }

@@ -68,6 +68,7 @@ def test_the_faults_really_happened(report: Report) -> None:
     assert runs > 0, "Redis restarted while workers held leases on rotations in flight"
     assert all(tally.vault_faults[kind] > 0 for kind in ("rate_limited", "service_unavailable"))
     assert tally.vault_faults["latency"] > 0
+    assert tally.vault_faults["late_answer"] > 0, "writes answered after the read timeout"
     assert sum(tally.salesforce_faults.values()) > 0
     assert tally.due_events == BOUNDED.secrets
     assert tally.redeliveries > 0

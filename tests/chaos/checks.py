@@ -13,7 +13,8 @@ from typing import Any
 
 from orchestrator.state import history, keys
 from orchestrator.state.records import TERMINAL, RunRecord
-from rotators.random_password import RandomPasswordOptions, policy_problem
+from rotators.passwords import policy_problem
+from rotators.random_password import RandomPasswordOptions
 from rotators.versions import ROTATED_BY
 from tests.chaos.probe import Sighting, token_answer
 from tests.chaos.stack import ChaosStack

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from rotators import PermanentError, RotationContext, Rotator, SecretData, TransientError
-from rotators.random_password import RandomPasswordOptions, RandomPasswordRotator, policy_problem
+from rotators.passwords import policy_problem
+from rotators.random_password import RandomPasswordOptions, RandomPasswordRotator
 from rotators.salesforce_oauth import SalesforceOAuthRotator
 from rotators.testing import Conformance, ConformanceError, Scenario
 from tests.fixtures.salesforce import FakeSalesforce, SalesforceTarget

@@ -10,12 +10,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from rotators import CredentialRejected, RotationContext, SecretData, SecretVersion
-from rotators.random_password import (
-    RandomPasswordOptions,
-    RandomPasswordRotator,
-    generate,
-    policy_problem,
-)
+from rotators.passwords import generate, policy_problem
+from rotators.random_password import RandomPasswordOptions, RandomPasswordRotator
 
 
 class NullLog:

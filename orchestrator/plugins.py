@@ -25,7 +25,8 @@ from pydantic import BaseModel
 from orchestrator.errors import ConfigError
 from rotators.contract import STRATEGIES, Rotator
 
-#: The entry-point group rotator plugins register in (DESIGN §3).
+#: The entry-point group rotator plugins register in
+#: (docs/writing-rotators.md#registering-the-plugin).
 GROUP = "scaivault.rotators"
 
 

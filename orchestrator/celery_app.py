@@ -1,5 +1,5 @@
-"""``celery -A orchestrator.celery_app worker`` (DESIGN §3): the worker's Celery app, by its
-contract name. The app lives in :mod:`orchestrator.worker.app`."""
+"""``celery -A orchestrator.celery_app worker`` (docs/operating.md#what-runs): the worker's Celery
+app, by its contract name. The app lives in :mod:`orchestrator.worker.app`."""
 
 from orchestrator.worker.app import app
 

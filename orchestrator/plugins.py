@@ -28,7 +28,8 @@ from rotators.contract import STRATEGIES, Rotator
 
 log = get_logger(__name__)
 
-#: The entry-point group rotator plugins register in (DESIGN §3).
+#: The entry-point group rotator plugins register in
+#: (docs/writing-rotators.md#registering-the-plugin).
 GROUP = "scaivault.rotators"
 
 

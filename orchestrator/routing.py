@@ -1,6 +1,6 @@
 """The routing file: which rotator, with which options and grace period, rotates which path.
 
-TOML at ``ROTATOR_CONFIG`` (DESIGN §7)::
+TOML at ``ROTATOR_CONFIG`` (docs/operating.md#routing-file)::
 
     [[rules]]
     match = "integrations/salesforce/*"   # * = one path segment, ** = any number of segments
@@ -12,7 +12,7 @@ TOML at ``ROTATOR_CONFIG`` (DESIGN §7)::
 The first matching rule wins. Loading validates every rule and raises one
 :class:`~orchestrator.errors.ConfigError` whose ``problems`` list *every* problem, each line
 naming the file, the rule number, the field and what to do. Rotator choice and options come
-only from this file, never from an event or secret metadata (DESIGN §6, I6).
+only from this file, never from an event or secret metadata (docs/architecture.md, invariant I6).
 """
 
 from __future__ import annotations

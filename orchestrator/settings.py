@@ -1,7 +1,7 @@
 """All configuration, read from the environment in this one module and nowhere else.
 
-Every variable is listed in the README's configuration table; a test keeps the two in step.
-A missing or malformed value stops start-up with one message per variable saying what is
+Every variable is listed in the configuration table of docs/operating.md; a test keeps the two
+in step. A missing or malformed value stops start-up with one message per variable saying what is
 expected, never echoing a secret value.
 """
 
@@ -47,7 +47,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    # --- contract (DESIGN §3) ---
+    # --- contract names (docs/operating.md#configuration) ---
     scaivault_url: str | None = Field(default=None, alias="SCAIVAULT_URL")
     scaivault_token: SecretStr | None = Field(default=None, alias="SCAIVAULT_TOKEN")
     scaivault_token_file: Path | None = Field(default=None, alias="SCAIVAULT_TOKEN_FILE")
@@ -274,8 +274,9 @@ class EmulatorSettings(BaseSettings):
 
 
 def dedupe_window(max_age: timedelta) -> timedelta:
-    """How long an event id stays claimed: longer than any event still accepted (``max_age``
-    plus a day), and at least 7 days (DESIGN §4)."""
+    """How long an event id stays claimed: longer than any event still accepted (``max_age`` plus a
+    day), and at least 7 days
+    (docs/security.md#network-access-to-the-receiver-no-webhook-secret)."""
     return max(timedelta(days=7), max_age + timedelta(days=1))
 
 

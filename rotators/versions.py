@@ -1,4 +1,5 @@
-"""The metadata the engine writes on every secret version it stores (DESIGN §5).
+"""The metadata the engine writes on every secret version it stores
+(docs/architecture.md#the-protocol, step 5).
 
 One builder, used by the engine and by the conformance kit, so a rotator tested with the kit
 sees exactly the metadata it meets in production: the caller's own metadata (description,

@@ -1,9 +1,9 @@
 """Starting rotations by hand and watching them: ``rotate``, ``rotate --prefix``, ``retry``.
 
-Rotations are started by publishing the contract task ``scaivault.rotate`` by name (DESIGN
-§8) with ids and paths only, or by asking ScaiVault to fire ``rotation.due`` so the signed
-webhook path is used. The worker's engine creates and drives the run; this module finds that
-run and follows it through the run store and the path's history stream.
+Rotations are started by publishing the contract task ``scaivault.rotate`` by name
+(docs/architecture.md#tasks-and-redis) with ids and paths only, or by asking ScaiVault to fire
+``rotation.due`` so the signed webhook path is used. The worker's engine creates and drives the run;
+this module finds that run and follows it through the run store and the path's history stream.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""How a rotate request becomes a run (DESIGN §6, step 1): start one, merge into one, or decide.
+"""How a rotate request becomes a run (docs/architecture.md#the-protocol, step 1): start one,
+merge into one, or decide.
 
 One active rotation per path. A scheduled rotation's id derives from (path, version it rotates
 from), so every delivery of one ``rotation.due`` names one run; a manual one gets a fresh id. In

@@ -1,4 +1,4 @@
-"""The rotation engine: the one object the worker's tasks call (DESIGN §6).
+"""The rotation engine: the one object the worker's tasks call (docs/architecture.md#the-protocol).
 
 Celery-free on purpose: :mod:`orchestrator.worker.tasks` calls it. One worker drives a rotation
 at a time: it holds the run's lease (renewed by the lease keeper while it works) and every

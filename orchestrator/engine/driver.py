@@ -1,4 +1,5 @@
-"""Drives a leased rotation from reading version N to grace (DESIGN §6), checking before acting.
+"""Drives a leased rotation from reading version N to grace, checking before acting
+(docs/architecture.md#the-protocol).
 
 ::
 

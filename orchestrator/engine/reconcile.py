@@ -108,7 +108,8 @@ class Reconciler:
                 state="grace",
                 step="grace",
                 trigger="reconcile",
-                rotator=rule.rotator if rule else None,  # never from metadata (I6)
+                # Never from metadata (docs/architecture.md, invariant I6).
+                rotator=rule.rotator if rule else None,
                 event_id=claim.event_id,
                 actor="reconcile",
                 reason="rebuilt from ScaiVault metadata after Redis lost the run",

@@ -1,15 +1,15 @@
 """Rolling a rotation in grace back, on a worker: ScaiVault gets the previous data as a new version.
 
-Rollback is offered during grace only (DESIGN I4). On-call's CLI *holds* the run first (an
-atomic hold: a finalize queued meanwhile cannot move it on and revoke the old credential) and
-publishes ``scaivault.rollback``; a worker carries it out under that hold, so on-call's machine
-needs neither the plugins, the seal key nor network access to the targets. The worker takes the
-run's due entry out of the queue, makes the target accept the old credential again where the
-rotator changed it in place, writes the previous version's data back with check-and-set (a
-write whose answer is lost is settled, never guessed), revokes the new credential where the
-rotator can, and records ``rolled_back``. Whether the new credential was revoked is recorded
-truthfully: a rotator that cannot revoke it (Salesforce cannot un-rotate a promoted pair) leaves
-it valid, and the run's ``last_error`` says so.
+Rollback is offered during grace only (docs/architecture.md, invariant I4). On-call's CLI *holds*
+the run first (an atomic hold: a finalize queued meanwhile cannot move it on and revoke the old
+credential) and publishes ``scaivault.rollback``; a worker carries it out under that hold, so
+on-call's machine needs neither the plugins, the seal key nor network access to the targets. The
+worker takes the run's due entry out of the queue, makes the target accept the old credential again
+where the rotator changed it in place, writes the previous version's data back with check-and-set (a
+write whose answer is lost is settled, never guessed), revokes the new credential where the rotator
+can, and records ``rolled_back``. Whether the new credential was revoked is recorded truthfully: a
+rotator that cannot revoke it (Salesforce cannot un-rotate a promoted pair) leaves it valid, and the
+run's ``last_error`` says so.
 
 If anything fails before the write, nothing changed: the run stays in grace, due again at its
 own finalize time, with the reason in ``last_error``.

@@ -1,4 +1,5 @@
-"""Routing-file text (DESIGN §7) from rule dicts, escaped so any value reads back unchanged."""
+"""Routing-file text (docs/operating.md#routing-file) from rule dicts, escaped so any value reads
+back unchanged."""
 
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ def toml_value(value: Any) -> str:
 
 
 def routing_toml(rules: list[dict[str, Any]], comment: str = "") -> str:
-    """A routing file (DESIGN §7) for ``rules``: dicts of ``match``, ``rotator``, optional
-    ``grace_period`` and an optional ``options`` table. The one place tests and the sandbox
-    build routing text, so a value with quotes or backslashes cannot break the file."""
+    """A routing file (docs/operating.md#routing-file) for ``rules``: dicts of ``match``,
+    ``rotator``, optional ``grace_period`` and an optional ``options`` table. The one place tests
+    and the sandbox build routing text, so a value with quotes or backslashes cannot break the
+    file."""
     lines = [f"# {comment}"] if comment else []
     for rule in rules:
         lines.append("[[rules]]")

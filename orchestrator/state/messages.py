@@ -26,7 +26,7 @@ from orchestrator.state import keys
 
 
 class Task(StrEnum):
-    """The contract's task names (DESIGN §8); the receiver and the CLI publish by name."""
+    """The contract's task names (docs/architecture.md#tasks-and-redis); publishers use them."""
 
     ROTATE = "scaivault.rotate"
     FINALIZE = "scaivault.finalize"
@@ -35,7 +35,7 @@ class Task(StrEnum):
     ROLLBACK = "scaivault.rollback"
 
 
-#: The keyword arguments of ``scaivault.rotate`` (DESIGN §8), in message order.
+#: The keyword arguments of ``scaivault.rotate`` (docs/architecture.md#tasks-and-redis), in order.
 ROTATE_ARGUMENTS = (
     "path",
     "trigger",

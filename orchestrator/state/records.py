@@ -18,7 +18,7 @@ from typing import Any, Final
 
 
 class RunState(StrEnum):
-    """The states of a run (DESIGN §8: what ``status --json`` reports)."""
+    """The states of a run: what ``status --json`` reports (docs/architecture.md#states)."""
 
     QUEUED = "queued"
     MINTING = "minting"

@@ -1,8 +1,8 @@
 """The Celery application of the worker and beat (``celery -A orchestrator.worker.app worker``).
 
-Configured from :class:`~orchestrator.settings.Settings` at import, following DESIGN §8 and the
-Celery/Redis research: JSON only, no result backend, late acks with requeue when a pool
-process dies, prefetch 1, one visibility timeout set in all three places and well above the
+Configured from :class:`~orchestrator.settings.Settings` at import, following
+docs/architecture.md#tasks-and-redis: JSON only, no result backend, late acks with requeue when a
+pool process dies, prefetch 1, one visibility timeout set in all three places and well above the
 task time limit. Long waits (grace periods) never become ETAs: beat runs ``sweep`` every
 ``ROTATOR_SWEEP_INTERVAL`` seconds and ``reconcile`` every ``ROTATOR_RECONCILE_INTERVAL``.
 

@@ -10,10 +10,11 @@ A. The product's way: ``--waiting`` entries in the due-queue (a Redis sorted set
    them already due. The worker's memory is sampled before and while beat sweeps; the sweep of
    the due entries is timed in Redis (``INFO commandstats``: microseconds Redis spent in the
    claim script) both as one claim of ``--due`` entries and as the product's sweeps of 200.
-B. The baseline DESIGN §6 forbids: the same number of ``bench.noop`` tasks published with a
-   48 h countdown to the same worker. For ``--observe`` seconds after publishing, every 30 s:
-   the worker's memory, the queue, the broker's unacked messages, and the deliveries counted
-   from the worker's ``Task ... received`` log lines (beyond one per task: redeliveries).
+B. The baseline the protocol forbids (docs/architecture.md#the-protocol, step 6): the same number of
+   ``bench.noop`` tasks published with a 48 h countdown to the same worker. For ``--observe``
+   seconds after publishing, every 30 s: the worker's memory, the queue, the broker's unacked
+   messages, and the deliveries counted from the worker's ``Task ... received`` log lines (beyond
+   one per task: redeliveries).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""No secret value in Celery messages, Redis, logs or metrics; no ETA beyond seconds (I3, §6).
+"""No secret value in Celery messages, Redis, logs or metrics; no ETA beyond seconds
+(docs/architecture.md, invariant I3 and protocol step 6).
 
 While a rotation runs (with a Celery retry in it, so a countdown message exists) a thread keeps
 snapshotting every key of the broker/state Redis, with every kombu message body decoded. The

@@ -1,8 +1,8 @@
 """A test-only UPDATER rotator: a Redis ACL user changes its own password in place.
 
-The secret's data is ``{"username": ..., "password": ...}``; the target Redis comes from the
-routing file's ``options.redis_url`` only, never from the secret (DESIGN I6: a writer of secret
-data must not be able to send credentials elsewhere). There is one password at a time, so a
+The secret's data is ``{"username": ..., "password": ...}``; the target Redis comes from the routing
+file's ``options.redis_url`` only, never from the secret (docs/architecture.md, I6: a writer of
+secret data must not be able to send credentials elsewhere). There is one password at a time, so a
 lost new value would lock the account out: this is the rotator that proves the engine's sealing.
 
 - ``mint``: a new random password (``secrets``), every other field kept.

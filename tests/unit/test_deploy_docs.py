@@ -36,7 +36,7 @@ from tests.fixtures.deploy import (
     unit_values,
 )
 
-README = (REPO / "README.md").read_text(encoding="utf-8")
+OPERATING = (REPO / "docs" / "operating.md").read_text(encoding="utf-8")
 GUIDE = (DEPLOY / "README.md").read_text(encoding="utf-8")
 ENV_LIKE = re.compile(r"\b(?:SCAIVAULT|ROTATOR|REDIS|EMULATOR|REMAP)_[A-Z0-9_]+\b")
 
@@ -48,7 +48,7 @@ def _section(text: str, title: str) -> str:
 
 
 def _documented_settings() -> list[str]:
-    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", _section(README, "Configuration"), re.M)
+    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", _section(OPERATING, "Configuration"), re.M)
     assert rows, "the Configuration table has no rows"
     return rows
 
@@ -63,8 +63,8 @@ def test_configuration_table_lists_exactly_the_settings_the_code_reads() -> None
 
 
 def test_guide_points_at_the_one_settings_table() -> None:
-    assert "../README.md#configuration" in _section(GUIDE, "Settings")
-    assert "deploy/README.md" in _section(README, "Deployment")
+    assert "../docs/operating.md#configuration" in _section(GUIDE, "Settings")
+    assert "deploy/README.md" in _section(OPERATING, "Deploying")
 
 
 def test_every_variable_the_guide_names_is_real() -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import fnmatch
 from datetime import timedelta
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ConfigDict
 
 from orchestrator import routing
 from orchestrator.errors import ConfigError
@@ -217,23 +215,6 @@ def test_prefixes_for_listing() -> None:
 @pytest.mark.parametrize("glob", ["", "/a", "a/", "a b", "a/?", "a/[bc]", "a/../b", "a/b**"])
 def test_check_glob_refuses(glob: str) -> None:
     assert check_glob(glob) is not None
-
-
-def test_the_readme_example_is_valid() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Routing file", 1)[1]
-    example = section.split("```toml", 1)[1].split("```", 1)[0]
-
-    class AnyOptions(BaseModel):
-        model_config = ConfigDict(extra="allow")
-
-    class Salesforce(RandomPasswordRotator):
-        name = "salesforce-oauth"
-        Options: ClassVar[type[BaseModel]] = AnyOptions
-
-    routing = RoutingTable.parse(example, rotators={**ROTATORS, "salesforce-oauth": Salesforce()})
-    rule = routing.match("apps/orders/eu/db")
-    assert rule is not None and rule.rotator == "random-password"
 
 
 def test_rules_name_rotators_by_their_routing_key() -> None:

@@ -68,7 +68,8 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def envelope(event_type: str, path: str, data: dict[str, Any]) -> tuple[str, bytes]:
-    """A new event id and the JSON body of the event envelope (DESIGN §4)."""
+    """A new event id and the JSON body of the event envelope
+    (docs/operating.md#webhook-receiver)."""
     event_id = "evt_" + secrets.token_hex(12)
     body = {
         "id": event_id,

@@ -2,7 +2,7 @@
 
 Strategy ``vault-only``: the token lives only in ScaiVault and both sides read it from there,
 so there is nothing to apply or revoke at a target. A real issuer would call its target's API
-in ``mint``/``verify``/``finalize``; see ``rotators/README.md`` ("Writing a rotator").
+in ``mint``/``verify``/``finalize``; see ``docs/writing-rotators.md``.
 """
 
 from __future__ import annotations

@@ -73,9 +73,9 @@ class Notes(Protocol):
     keeps them in the rotation's run record, **in clear** (Redis, ``status --json``): never
     put a secret value in a note; put an id, a state or a fingerprint (a sha256 prefix) of it.
     A new rotation starts with none. ``put`` writes at once (the engine: only while this
-    worker holds the rotation's lease) and ``get`` sees it straight away. On-call commands
-    (``rollback``, ``finalize --now``) run steps with read-only notes: ``put`` raises
-    :class:`~rotators.PermanentError` there.
+    worker holds the rotation's lease, or the hold of its rollback) and ``get`` sees it
+    straight away. Where no worker holds the run, ``put`` raises
+    :class:`~rotators.PermanentError`.
     """
 
     def get(self, name: str) -> str | None:

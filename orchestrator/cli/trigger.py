@@ -20,6 +20,7 @@ from orchestrator.cli.session import (
     ensure_idle,
     rule_for,
 )
+from orchestrator.engine.ids import manual_id
 from orchestrator.errors import CommandError, VaultError
 from orchestrator.state import history, keys
 from orchestrator.state.messages import RotateRequest, Task
@@ -37,20 +38,23 @@ RETRYABLE = frozenset({"failed", "needs_attention"})
 
 @dataclass(frozen=True)
 class Request:
-    """A rotation asked for: where, from which version, and the run that was latest before."""
+    """A rotation asked for: where, from which version, the run that was latest before, and
+    the id its run will have (known when the CLI published the task itself)."""
 
     path: str
     from_version: int
     before: str | None
     via: str
     requested_at: float
+    rotation_id: str | None = None
 
 
-def enqueue_rotate(oc: OnCall, request: RotateRequest) -> None:
+def enqueue_rotate(oc: OnCall, request: RotateRequest) -> str:
     """Publish ``scaivault.rotate`` for ``request`` (ids and paths only; a ``rotation_id``
-    resumes that run rather than starting one)."""
+    resumes that run rather than starting one); returns the task id."""
     kwargs = request.to_kwargs()
-    oc.producer.send_task(Task.ROTATE, kwargs=kwargs, queue=keys.TASK_QUEUE, retry=False)
+    sent = oc.producer.send_task(Task.ROTATE, kwargs=kwargs, queue=keys.TASK_QUEUE, retry=False)
+    return str(sent.id)
 
 
 def request_rotation(
@@ -68,13 +72,14 @@ def request_rotation(
     version = current_version(oc, path)
     before = oc.store.last(path)
     via = "scaivault" if via_vault else "queue"
+    rotation_id = None
     if via_vault:
         oc.vault.rotate(path)
     else:
         request = RotateRequest(
             path, "manual", from_version=version, grace_period=grace, actor=actor, reason=reason
         )
-        enqueue_rotate(oc, request)
+        rotation_id = manual_id(enqueue_rotate(oc, request))  # the engine derives it so
     history.append(
         oc.redis,
         path,
@@ -85,14 +90,23 @@ def request_rotation(
         from_version=version,
         detail="via ScaiVault POST /rotate" if via_vault else "enqueued by the CLI",
     )
-    return Request(path, version, before.rotation_id if before else None, via, time.time())
+    before_id = before.rotation_id if before else None
+    return Request(path, version, before_id, via, time.time(), rotation_id)
+
+
+def run_of(oc: OnCall, request: Request) -> RunRecord | None:
+    """The run ``request`` started (even if it was only a decision), or the path's last run
+    when its id is not known (a rotation ScaiVault was asked to fire)."""
+    if request.rotation_id is not None:
+        return oc.store.get(request.rotation_id)
+    return oc.store.last(request.path)
 
 
 def find_new_run(oc: OnCall, request: Request, timeout: float) -> RunRecord:
     """The run the request started, once a worker has created it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        record = oc.store.last(request.path)
+        record = run_of(oc, request)
         if record is not None and record.rotation_id != request.before:
             return record
         time.sleep(POLL_SECONDS)
@@ -179,7 +193,7 @@ def rotate_paced(
             except (CommandError, VaultError) as exc:  # one bad path must not stop the rest
                 results[path] = describe_error(exc).message
         for path, (request, began, last_state) in list(inflight.items()):
-            record = oc.store.last(path)
+            record = run_of(oc, request)
             if record is None or record.rotation_id == request.before:
                 state = None
             else:
@@ -220,7 +234,6 @@ def retry(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
         mint_attempts=0,
         last_error=None,
     )
-    oc.redis.delete(keys.attempts(record.rotation_id))
     history.append(
         oc.redis, path, "rotation_retried", rotation_id=record.rotation_id, actor=actor,
         reason=reason, state="queued", detail=f"was {record.state}",

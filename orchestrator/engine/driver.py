@@ -175,7 +175,7 @@ class Driver:
         The whole grace period counts from now, on Redis's clock: the new version is readable
         by now (stored by this attempt or found stored), so consumers get all of it.
         """
-        # A fact about ScaiVault already: record it before the state says "grace" (the journal
+        # A fact about ScaiVault already: record it before the state says "grace" (the recorder
         # sends it ahead of the transition), so whoever watches the state and then reads the
         # history finds it. The outcome is counted by the transition itself: once per run, even
         # when a worker that lost its lease got this far too.

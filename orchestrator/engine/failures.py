@@ -68,7 +68,7 @@ class Failures:
 
     def alert(self, record: RunRecord, state: str, reason: str, step: str | None) -> None:
         """Send an alert about ``record`` (when an alert webhook is configured), after the
-        journal's queued writes: whoever the alert wakes finds the history entry behind it."""
+        recorder's queued writes: whoever the alert wakes finds the history entry behind it."""
         self.rt.runs.flush()
         if self.alerter is not None:
             self.alerter.send(
@@ -107,10 +107,10 @@ class Failures:
     def retry_or_give_up(self, rotation_id: str, owner: str, exc: TransientError) -> None:
         record = self.rt.runs.require(rotation_id)
         reason = reason_of(exc)
-        journaled = self.rt.runs.failed_step(rotation_id)
+        raised = self.rt.runs.failed_step(rotation_id)
         # A finalize is named "finalize" throughout (its give-up too); a run before grace is
         # named by the step that raised, which its record may not name (vault-only mint, verify).
-        step = record.step if record.state == "finalizing" else journaled or record.step
+        step = record.step if record.state == "finalizing" else raised or record.step
         if record.attempts >= self.rt.settings.rotator_max_attempts:
             self.fail(
                 rotation_id,

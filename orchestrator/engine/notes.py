@@ -1,7 +1,8 @@
 """A rotation's notes (:class:`rotators.Notes`) as the engine keeps them: in its run record.
 
-A worker's rotator writes notes under the run's lease (a worker that lost the lease cannot
-write what would then be someone else's rotation); on-call commands see them read-only.
+A worker's rotator writes notes under the run's lease, or the hold of its rollback (a worker
+that lost it cannot write what would then be someone else's rotation); without one they are
+read-only.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from rotators.errors import PermanentError
 class RunNotes:
     """The notes of one run, as read with its record; ``put`` writes through to the store.
 
-    ``owner`` is the lease holder that may write to ``store``. Without both the notes are
-    read-only: on-call's ``rollback`` and ``finalize --now`` run the rotator outside a worker.
+    ``owner`` is the lease (or hold) holder that may write to ``store``; without both the
+    notes are read-only.
     """
 
     def __init__(
         self, record: RunRecord, store: RunStore | None = None, owner: str | None = None
     ) -> None:
-        self._rotation_id = record.rotation_id
+        self._record = record
         self._store = store
         self._owner = owner
         self._view = dict(record.notes)
@@ -34,7 +35,7 @@ class RunNotes:
         check_note(name, value)
         if self._store is None or self._owner is None:
             raise PermanentError(
-                f"note {name!r} cannot be written here: notes are read-only outside a worker"
+                f"note {name!r} cannot be written here: no worker holds this rotation"
             )
-        stored = self._store.put_note(self._rotation_id, name, value, owner=self._owner)
+        stored = self._store.put_note(self._record, name, value, owner=self._owner)
         self._view = dict(stored.notes)

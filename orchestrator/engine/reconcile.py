@@ -91,8 +91,10 @@ class Reconciler:
         return Claim(rid, previous, after, event)
 
     def _grace(self, path: str, meta: dict[str, Any]) -> timedelta:
+        """The grace period metadata claims, never under ``ROTATOR_MIN_GRACE`` (a writer of
+        metadata must not get an old credential revoked at the next sweep)."""
         try:
-            return parse_duration(str(meta.get("grace_period")))
+            return max(parse_duration(str(meta.get("grace_period"))), self.rt.settings.min_grace())
         except ValueError:
             rule = self.rt.routing.match(path)
             if rule is not None and rule.grace_period is not None:

@@ -1,4 +1,4 @@
-"""``scaivault-rotator demo``: one whole rotation, end to end, on local defaults, in about a minute.
+"""``scaivault-rotator demo``: one whole rotation, end to end, on local defaults, in about 20 s.
 
 It starts the local stack (:class:`~orchestrator.local.sandbox.Sandbox`: Redis, the ScaiVault
 emulator, the fake Salesforce, the receiver, a worker and beat), stores two secrets (a random

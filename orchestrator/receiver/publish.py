@@ -6,7 +6,7 @@ time while Redis is away. Instead :func:`~orchestrator.state.messages.task_messa
 envelope kombu's Redis transport would ``LPUSH`` (protocol 2, JSON body, base64 body encoding,
 priority 0 on the list named by the queue), and one Lua script (``state/lua/event_publish.lua``)
 claims the event id (``SET NX EX``) and pushes the message atomically, in one round trip, awaited
-under a hard timeout. The same script records the event in the pending ledger
+under a hard timeout. The same script records the event in the pending events
 (:mod:`orchestrator.state.pending`), so an accepted event whose message is lost later (a worker
 killed between taking it and its bookkeeping, a task that gave up) is published again by the sweep
 until it has a run record.

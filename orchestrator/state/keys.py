@@ -37,16 +37,6 @@ def history(path: str) -> str:
     return f"{PREFIX}history:{path}"
 
 
-def attempts(rotation_id: str) -> str:
-    """Counter: task attempts of one rotation (the app-level poison-loop cap)."""
-    return f"{PREFIX}attempts:{rotation_id}"
-
-
-def lock(path: str) -> str:
-    """Short lock for contention on ``path``; correctness comes from the run record and CAS."""
-    return f"{PREFIX}lock:{path}"
-
-
 #: Sorted set: rotation ids waiting to finalize, scored by finalize time in ms (the due-queue).
 DUE = f"{PREFIX}due"
 
@@ -62,7 +52,7 @@ METRIC_OUTCOMES = f"{PREFIX}metrics:outcomes"
 #: Hash: step-duration histogram; fields = JSON ``[rotator, step, "le", bound]``/``[.., "sum"]``.
 METRIC_STEPS = f"{PREFIX}metrics:steps"
 
-#: Sorted set: accepted webhook events with no durable outcome yet (the pending ledger), scored
+#: Sorted set: accepted webhook events with no durable outcome yet (the pending events), scored
 #: by the time of their last publish in ms; the sweep re-publishes entries that were lost.
 PENDING = f"{PREFIX}pending"
 

@@ -154,8 +154,9 @@ class RunStore:
 
         ``lease=(owner, seconds)`` also takes a leased run's lease, as :meth:`acquire` would
         (counting one attempt), in the same step. ``expire`` (seconds) lets a record that
-        decided something without storing anything (skipped, refused) expire, and the path's
-        pointer to it with it, so forged or stale events cannot grow Redis without bound.
+        decided something without storing anything (skipped, refused) expire; it becomes the
+        path's last-run pointer only where the path has no last run (a decision never hides
+        the run it was about), so forged or stale events cannot grow Redis without bound.
         Raises :class:`PathBusy` if another active rotation holds the path, and
         :class:`IllegalTransition` (with the existing state) if the id already exists.
         """

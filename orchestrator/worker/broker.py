@@ -23,7 +23,7 @@ Celery handle it as the connection loss it is (the restore or the late ack is gi
 logged, the consumer reconnects). Nothing is lost by giving them up: the messages stay in
 kombu's ``unacked`` hash in Redis and come back after ``visibility_timeout``; a rotation in
 flight is re-driven by the sweep once its lease expires, and a ``rotation.due`` whose message
-``BRPOP`` took but never delivered is published again from the pending ledger
+``BRPOP`` took but never delivered is published again from the pending events
 (docs/architecture.md#failures-and-recovery).
 
 :func:`install` puts these transports under kombu's names ``redis``, ``rediss`` and

@@ -210,3 +210,30 @@ def test_a_manual_request_delivered_again_rotates_once(harness: EngineHarness) -
     assert [v["version"] for v in harness.emulator.versions(PATH)] == [1, 2], "one new version"
     other = harness.engine.rotate(request, owner="celery-task-2")
     assert other is not None and other.rotation_id != first.rotation_id, "a new request is new"
+
+
+def test_a_decision_never_hides_the_run_in_grace_it_was_about(harness: EngineHarness) -> None:
+    """A stale or forged due event skipped while the path is in grace expires; the path's last
+    run (what status, finalize and rollback look at) stays the run in grace."""
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    run = harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
+    assert run is not None and run.state == "grace"
+    skipped = harness.engine.rotate(
+        RotateRequest(PATH, event_id="evt_forged", from_version=version + 40), owner="t2"
+    )
+    assert skipped is not None and skipped.state == "skipped"
+    last = harness.engine.store.last(PATH)
+    assert last is not None and last.rotation_id == run.rotation_id
+
+
+def test_reconcile_never_dates_a_finalize_under_the_minimum_grace(
+    harness: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Metadata may claim a grace of 0s: a rebuilt run still waits ROTATOR_MIN_GRACE after its
+    version was written."""
+    harness.engine.settings.__dict__["rotator_min_grace"] = "1h"  # frozen model: the test's own
+    rid = scheduled_id(PATH, 1)
+    _forged(harness, PATH, rotation_id=rid, finalize_after=_future(-3600), grace_period="0s")
+    harness.engine.reconcile()
+    due_ms = harness.engine.client.zscore(keys.DUE, rid)
+    assert due_ms is not None and due_ms / 1000 >= datetime.now(UTC).timestamp() + 3600 - 60

@@ -3,8 +3,8 @@
 -- KEYS[1] the run's hash            KEYS[2] the path's active claim   KEYS[3] the path's last run
 -- KEYS[4] the status index (ZSET)   KEYS[5] the lease index (ZSET)
 -- ARGV[1] rotation id   ARGV[2] lease owner ('' = none)   ARGV[3] lease ms
--- ARGV[4] ttl seconds ('' = keep): the record and the path's pointer to it expire (a decision
---         that stored nothing)
+-- ARGV[4] ttl seconds ('' = keep): the record expires (a decision that stored nothing); it
+--         becomes the path's last run only if the path has none, and that pointer expires too
 -- ARGV[5..] field, value, ... (one of them is 'state')
 -- Returns {'ok', state, the record as HGETALL, ms since the path's previous run last changed or
 -- -1}, {'exists', state} or {'busy', holder}.
@@ -31,10 +31,11 @@ if ARGV[2] ~= '' and LEASED[state] then
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('ZADD', KEYS[5], until_ms, ARGV[1])
 end
-redis.call('SET', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[4], now, ARGV[1])
-if ARGV[4] ~= '' then
+if ARGV[4] == '' then
+  redis.call('SET', KEYS[3], ARGV[1])
+else
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
+  redis.call('SET', KEYS[3], ARGV[1], 'NX', 'EX', tonumber(ARGV[4]))
 end
 return {'ok', state, redis.call('HGETALL', KEYS[1]), quiet}

@@ -26,7 +26,7 @@ from tests.fixtures.emulator import Emulator
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO_ROOT / "tests" / "example_plugin"
 PATH = "apps/billing/api-token"
 

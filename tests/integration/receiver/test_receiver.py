@@ -566,16 +566,17 @@ def test_serve_refuses_to_start_with_unusable_settings(
 def test_a_real_celery_worker_consumes_what_serve_publishes(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    from tests.integration.receiver_probe_app import probe_key
+    from tests.integration.receiver.receiver_probe_app import probe_key
 
     env = {**os.environ, "REDIS_URL": redis_url, "SCAIVAULT_WEBHOOK_SECRET": WEBHOOK_SECRET}
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     port = free_port()
     serve = ChildProcess(
         "serve", cli_argv("serve", "--port", str(port)), tmp_path / "serve.log", env, root
     )
+    probe_app = "tests.integration.receiver.receiver_probe_app"
     worker_argv = [
-        sys.executable, "-m", "celery", "-A", "tests.integration.receiver_probe_app", "worker",
+        sys.executable, "-m", "celery", "-A", probe_app, "worker",
         "-Q", keys.TASK_QUEUE, "--pool", "solo", "--concurrency", "1", "--loglevel", "INFO",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip

@@ -1,6 +1,6 @@
 """A tiny Celery app for receiver tests: proves a real worker consumes the receiver's messages.
 
-Run as ``celery -A tests.integration.receiver_probe_app worker -Q scaivault``. Its
+Run as ``celery -A tests.integration.receiver.receiver_probe_app worker -Q scaivault``. Its
 ``scaivault.rotate`` task stores the keyword arguments it received under ``probe:rotate:<event>``
 (the broker URL comes from ``REDIS_URL`` through the settings module, like the real app).
 """

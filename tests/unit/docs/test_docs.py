@@ -2,7 +2,7 @@
 metric they name exists, and the code's references to the guides resolve.
 
 The guides are README.md, docs/*.md, deploy/README.md and rotators/README.md
-(``tests.fixtures.docs.GUIDES``); tests/unit/test_deploy_docs.py checks deploy/README.md's
+(``tests.fixtures.docs.GUIDES``); tests/unit/deploy/test_deploy_docs.py checks deploy/README.md's
 deployment facts besides.
 """
 

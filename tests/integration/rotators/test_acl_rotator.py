@@ -155,9 +155,11 @@ def test_sigkill_held_after_apply_resumes_with_the_same_value_without_lockout(
         "rotation_id": "rot_crash",
     }
     env = {**os.environ, "ACL_TEST_SPEC": json.dumps(spec)}
-    code = "from tests.integration.test_acl_rotator import apply_in_child; apply_in_child()"
+    code = (
+        "from tests.integration.rotators.test_acl_rotator import apply_in_child; apply_in_child()"
+    )
     child = ChildProcess("apply", [sys.executable, "-c", code], tmp_path / "child.log", env=env)
-    child.cwd = Path(__file__).resolve().parents[2]
+    child.cwd = Path(__file__).resolve().parents[3]
     child.start()
     try:
         reached = redis_client.blpop([reached_key("after_apply")], timeout=30)

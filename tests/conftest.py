@@ -3,7 +3,12 @@
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+# Fixture modules import one another; registering the package first keeps pytest's assertion
+# rewriting for all of them, whichever is imported first.
+pytest.register_assert_rewrite("tests.fixtures")
 
 pytest_plugins = [
     f"tests.fixtures.{module.stem}"

@@ -64,7 +64,7 @@ def test_notes_are_read_only_outside_a_worker_and_checked(store: RunStore) -> No
     RunNotes(leased, store, leased.lease_owner).put("staged_id", "0Sc1")
     on_call = RunNotes(store.require("r1"))
     assert on_call.get("staged_id") == "0Sc1"
-    with pytest.raises(PermanentError, match="read-only"):
+    with pytest.raises(PermanentError, match="no worker holds this rotation"):
         on_call.put("staged_id", "0Sc2")
     with pytest.raises(ValueError, match="note name"):
         RunNotes(leased, store, leased.lease_owner).put("Bad-Name", "v")

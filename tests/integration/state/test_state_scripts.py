@@ -203,12 +203,20 @@ RUN_CREATE = [
         {RUN: new("grace"), ACTIVE: RID, **CREATED},
     ),
     Case(
-        "ttl: the record and the path's last run expire",
-        {LAST: OTHER},
+        "ttl: the record expires and becomes the last run of a path that has none",
+        {},
         CREATE,
         create("skipped", ttl="86400"),
         ok("skipped"),
         {RUN: Expiring(new("skipped"), 86400), LAST: Expiring(RID, 86400), RUNS: Zset({RID: At()})},
+    ),
+    Case(
+        "ttl: a decision never replaces the path's last run",
+        {LAST: OTHER},
+        CREATE,
+        create("skipped", ttl="86400"),
+        ok("skipped"),
+        {RUN: Expiring(new("skipped"), 86400), LAST: OTHER, RUNS: Zset({RID: At()})},
     ),
     Case(
         "quiet: ms since the path's previous run last changed",

@@ -66,6 +66,7 @@ class PluginInfo:
     target: str
     strategy: str | None = None
     options_schema: dict[str, Any] = field(default_factory=dict)
+    tells_usage: bool = False
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -142,6 +143,7 @@ def discover(*, entry_points: Iterable[EntryPointLike] | None = None) -> list[Pl
                 target=entry.value,
                 strategy=rotator.strategy,
                 options_schema=rotator.Options.model_json_schema(),
+                tells_usage=rotator.tells_usage,
                 warnings=check_habits(type(rotator)),
             )
         )

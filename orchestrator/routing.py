@@ -9,6 +9,12 @@ TOML at ``ROTATOR_CONFIG`` (docs/operating.md#routing-file)::
     [rules.options]                       # validated against the rotator's Options schema
     my_domain_url = "https://acme.my.salesforce.com"
 
+A rule whose rotator can tell who still uses a credential (``Rotator.in_use``) also says how
+finalize waits for the old credential's consumers: ``wait_until_unused`` (default on for such
+rotators), ``finalize_wait_max`` (default ``24h``), ``when_still_used`` after that
+(``needs_attention``, the default, or ``finalize``) and ``finalize_recheck`` (the first
+re-check interval, default ``1m``, doubling up to 15 minutes).
+
 The first matching rule wins. Loading validates every rule and raises one
 :class:`~orchestrator.errors.ConfigError` whose ``problems`` list *every* problem, each line
 naming the file, the rule number, the field and what to do. Rotator choice and options come
@@ -32,18 +38,49 @@ from orchestrator.duration import parse_duration
 from orchestrator.errors import ConfigError
 from rotators.contract import Rotator
 
-RULE_KEYS = frozenset({"match", "rotator", "grace_period", "options"})
+#: Every key a rule may have (the last four: how finalize waits for the old credential).
+RULE_KEYS = frozenset({"match", "rotator", "grace_period", "options"}) | frozenset(
+    {"wait_until_unused", "finalize_wait_max", "when_still_used", "finalize_recheck"}
+)
+#: What finalize does once ``finalize_wait_max`` has passed and the old credential is in use.
+WHEN_STILL_USED = ("needs_attention", "finalize")
 _BAD_GLOB_CHARS = re.compile(r"[?\[\]{}\s]")
 
 
 @dataclass(frozen=True)
+class UnusedWait:
+    """How finalize waits for the old credential's consumers to move off it (one rule's).
+
+    ``enabled`` None means "when the rotator can tell" (:attr:`Rotator.tells_usage`). Finalize
+    is re-checked after ``recheck``, doubling up to :data:`RECHECK_CAP` (or ``recheck`` when
+    larger), until the old credential is unused or ``max_wait`` has passed; then ``then`` says
+    whether it finalizes anyway or holds the run as ``needs_attention``.
+    """
+
+    enabled: bool | None = None
+    max_wait: timedelta = timedelta(hours=24)
+    then: str = "needs_attention"
+    recheck: timedelta = timedelta(minutes=1)
+
+    def applies_to(self, rotator: Rotator) -> bool:
+        """Whether finalize asks ``rotator`` who still uses the old credential."""
+        return rotator.tells_usage and self.enabled is not False
+
+
+#: The longest re-check interval of a waiting finalize (unless ``finalize_recheck`` is longer).
+RECHECK_CAP = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
 class Rule:
-    """One validated rule: a path glob, the rotator's name, its grace period and options."""
+    """One validated rule: a path glob, the rotator's name, its grace period and options, and
+    how its finalize waits for the old credential to be unused."""
 
     match: str
     rotator: str
     grace_period: timedelta | None
     options: BaseModel
+    unused: UnusedWait = field(default_factory=UnusedWait)
     _segments: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -255,23 +292,30 @@ class _Validator:
     ) -> Rule | None:
         before = len(self.problems)
         for key in sorted(set(raw) - RULE_KEYS):
-            self._problem(
-                number, key, "unknown key; a rule has match, rotator, grace_period, options"
-            )
+            known = ", ".join(sorted(RULE_KEYS))
+            self._problem(number, key, f"unknown key; a rule has {known}")
         match = self._match(number, raw.get("match"))
         grace = self._grace(number, raw.get("grace_period"))
+        unused = self._unused(number, raw)
         if not self.plugins:  # which rule covers which path, nothing more
             name, options = raw.get("rotator"), raw.get("options", {})
             if not isinstance(name, str) or not isinstance(options, dict):
                 self._problem(number, "rotator", "missing or not a string (or bad options)")
             if len(self.problems) > before or match is None:
                 return None
-            return Rule(match, str(name), grace, _Unvalidated.model_validate(options))
+            return Rule(match, str(name), grace, _Unvalidated.model_validate(options), unused)
         rotator = self._rotator(number, raw.get("rotator"), available)
         options = self._options(number, raw.get("options", {}), rotator)
+        if rotator is not None and unused.enabled and not rotator.tells_usage:
+            self._problem(
+                number,
+                "wait_until_unused",
+                f"rotator {rotator.name!r} cannot tell whether a credential is still in use "
+                "(it has no in_use step); remove the key, or use a rotator that can",
+            )
         if len(self.problems) > before or match is None or rotator is None or options is None:
             return None
-        return Rule(match=match, rotator=raw["rotator"], grace_period=grace, options=options)
+        return Rule(match, raw["rotator"], grace, options, unused)
 
     def _match(self, number: int, value: Any) -> str | None:
         if not isinstance(value, str):
@@ -305,6 +349,36 @@ class _Validator:
         except ValueError as exc:
             self._problem(number, "grace_period", str(exc))
             return None
+
+    def _unused(self, number: int, raw: dict[str, Any]) -> UnusedWait:
+        """The rule's finalize wait (its problems recorded; defaults where a key is bad)."""
+        default = UnusedWait()
+        enabled = raw.get("wait_until_unused")
+        if enabled is not None and not isinstance(enabled, bool):
+            self._problem(number, "wait_until_unused", "must be true or false")
+            enabled = None
+        then = raw.get("when_still_used", default.then)
+        if then not in WHEN_STILL_USED:
+            choices = " or ".join(repr(c) for c in WHEN_STILL_USED)
+            self._problem(number, "when_still_used", f"{then!r} is not one of {choices}")
+            then = default.then
+        max_wait = self._duration(number, raw, "finalize_wait_max", default.max_wait)
+        recheck = self._duration(number, raw, "finalize_recheck", default.recheck)
+        if recheck < timedelta(seconds=1):
+            self._problem(number, "finalize_recheck", "must be at least 1s, e.g. '1m'")
+            recheck = default.recheck
+        return UnusedWait(enabled, max_wait, str(then), recheck)
+
+    def _duration(
+        self, number: int, raw: dict[str, Any], key: str, default: timedelta
+    ) -> timedelta:
+        if key not in raw:
+            return default
+        try:
+            return parse_duration(raw[key])
+        except ValueError as exc:
+            self._problem(number, key, str(exc))
+            return default
 
     def _options(self, number: int, value: Any, rotator: Rotator | None) -> BaseModel | None:
         if not isinstance(value, dict):

@@ -11,6 +11,7 @@ from rotators.contract import (
     Rotator,
     SecretVersion,
     Strategy,
+    Usage,
     VaultReader,
 )
 from rotators.errors import CredentialRejected, PermanentError, RotatorError, TransientError
@@ -33,5 +34,6 @@ __all__ = [
     "SecretVersion",
     "Strategy",
     "TransientError",
+    "Usage",
     "VaultReader",
 ]

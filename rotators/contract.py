@@ -145,6 +145,53 @@ class RotationContext(Generic[OptionsT]):
 
 
 @dataclass(frozen=True)
+class Usage:
+    """Who still authenticates with a credential: what :meth:`Rotator.in_use` reports.
+
+    ``sessions`` counts the open sessions (connections) that authenticated with it; ``who``
+    names the account they use (``app_a``); ``clients`` their addresses, ``applications`` the
+    names they gave (``application_name``, client names), ``oldest`` when the oldest session
+    began. Facts only, never a secret value: the engine shows them to on-call (``status``,
+    history) and in alerts.
+    """
+
+    sessions: int
+    who: str = ""
+    clients: tuple[str, ...] = ()
+    applications: tuple[str, ...] = ()
+    oldest: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sessions, int) or self.sessions < 0:
+            raise ValueError("Usage.sessions is a count of sessions: an int of 0 or more")
+
+    @property
+    def in_use(self) -> bool:
+        """True while at least one session still uses the credential."""
+        return self.sessions > 0
+
+    def summary(self, limit: int = 5) -> str:
+        """One line for on-call: ``3 sessions of app_a from 10.0.4.7, 10.0.4.9 (api)``."""
+        text = f"{self.sessions} session{'' if self.sessions == 1 else 's'}"
+        if self.who:
+            text += f" of {self.who}"
+        if self.clients:
+            text += " from " + _first(self.clients, limit)
+        if self.applications:
+            text += f" ({_first(self.applications, limit)})"
+        if self.oldest is not None:
+            text += f", oldest since {self.oldest.astimezone(UTC).isoformat(timespec='seconds')}"
+        return text
+
+
+def _first(items: tuple[str, ...], limit: int) -> str:
+    """``items`` without repeats, at most ``limit`` of them (and how many more)."""
+    unique = list(dict.fromkeys(item for item in items if item))
+    shown = ", ".join(unique[:limit])
+    return shown + (f" and {len(unique) - limit} more" if len(unique) > limit else "")
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What a strategy means for the engine, in one place.
 
@@ -203,6 +250,11 @@ class Rotator(Generic[OptionsT]):
         """What this rotator's strategy means for the engine (see :data:`CAPABILITIES`)."""
         return CAPABILITIES[self.strategy]
 
+    @property
+    def tells_usage(self) -> bool:
+        """Whether this rotator can tell who still uses a credential (overrides :meth:`in_use`)."""
+        return type(self).in_use is not Rotator.in_use
+
     def mint(self, ctx: RotationContext[OptionsT]) -> dict[str, Any]:
         """Create the new credential and return the *full* new secret data.
 
@@ -220,6 +272,17 @@ class Rotator(Generic[OptionsT]):
 
     def finalize(self, ctx: RotationContext[OptionsT], old: SecretData, new: SecretData) -> None:
         """Revoke ``old`` after the grace period. An already revoked credential is success."""
+
+    def in_use(self, ctx: RotationContext[OptionsT], old: SecretData) -> Usage | None:
+        """Optional: who still authenticates with ``old``, asked before :meth:`finalize`.
+
+        Return a :class:`Usage` (``sessions=0`` when nobody does) or ``None`` when the target
+        cannot tell this time. Overriding it makes finalize wait while the old credential is in
+        use (the routing file's ``wait_until_unused``, ``finalize_wait_max``,
+        ``when_still_used``): the run stays in grace and is checked again later. Read only;
+        raise :class:`TransientError` when the target cannot be reached.
+        """
+        return None
 
     def discard(self, ctx: RotationContext[OptionsT], new: SecretData) -> None:
         """Revoke a minted credential that will never be stored (abandoned or rolled back);

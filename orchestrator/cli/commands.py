@@ -63,6 +63,8 @@ def status(path: str | None, as_json: bool) -> None:
             for row in rows:
                 if row["overdue"]:
                     row["state"] = f"{row['state']} (OVERDUE)"
+                elif row["waiting"] and row["state"] == "grace":
+                    row["state"] = f"grace (waiting: {row['waiting']})"
             click.echo(render_table(rows, TABLE_COLUMNS))
 
 
@@ -181,7 +183,8 @@ def _render_rotators(infos: list[dict[str, Any]]) -> str:
             continue
         props = info["options_schema"].get("properties", {})
         required = set(info["options_schema"].get("required", []))
-        lines.append(f"{info['name']}  strategy={info['strategy']}  ({info['target']})")
+        usage = "  tells usage (finalize waits while in use)" if info["tells_usage"] else ""
+        lines.append(f"{info['name']}  strategy={info['strategy']}{usage}  ({info['target']})")
         lines += [f"    WARNING: {warning}" for warning in info["warnings"]]
         for name, spec in props.items():
             kind = spec.get("type") or "/".join(a.get("type", "?") for a in spec.get("anyOf", []))

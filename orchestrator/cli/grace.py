@@ -70,22 +70,49 @@ def _grace_over(oc: OnCall, record: RunRecord) -> bool:
     return due is None or due.timestamp() <= seconds + micros / 1e6
 
 
+def _held_while_in_use(oc: OnCall, path: str, now: bool) -> RunRecord | None:
+    """``path``'s run if it needs attention because its old credential stayed in use past
+    ``finalize_wait_max``: ``finalize --now`` may revoke it (and only with ``--now``)."""
+    record = oc.store.last(path)
+    if record is None or record.state != RunState.NEEDS_ATTENTION or not record.waiting:
+        return None
+    if not now:
+        raise CommandError(
+            f"rotation {record.rotation_id} needs attention: {record.last_error or '-'}",
+            hint=f"`finalize {path} --now` revokes the old credential even though it is in use",
+            exit_code=EXIT_USAGE,
+        )
+    return record
+
+
 def finalize_now(
     oc: OnCall, path: str, *, early: bool, timeout: float, actor: str, reason: str | None
 ) -> RunRecord:
-    """Finalize ``path``'s rotation in grace and wait for the worker's outcome."""
-    record = _in_grace(oc, path, "finalize")
-    _refuse_if_held(record, "finalize")
-    if not _grace_over(oc, record):
-        if not early:
+    """Finalize ``path``'s rotation in grace and wait for the worker's outcome.
+
+    ``early`` (``--now``) also overrides a finalize that waits for the old credential's
+    consumers, and takes a run held as ``needs_attention`` after that wait back to finalize."""
+    requested = f"{actor} at {now_iso()}"
+    held = _held_while_in_use(oc, path, early)
+    if held is not None:
+        record = oc.store.transition(
+            held, RunState.GRACE, expect={RunState.NEEDS_ATTENTION},
+            finalize_requested=requested, last_error=None,
+        )  # fmt: skip
+    else:
+        record = _in_grace(oc, path, "finalize")
+        _refuse_if_held(record, "finalize")
+        if not early and not _grace_over(oc, record):
             raise CommandError(
                 f"rotation {record.rotation_id} is in grace until {record.finalize_after}",
                 hint=f"pass --now to finalize early (e.g. after a leak): finalize {path} --now",
                 exit_code=EXIT_USAGE,
             )
-        # The run itself records the request: a worker finalizes before finalize_after only
-        # then (and verifies the new credential first, refusing if it does not work).
-        record = oc.store.update(record, finalize_requested=f"{actor} at {now_iso()}")
+        if early:
+            # The run itself records the request: a worker finalizes before finalize_after, or
+            # while the old credential is in use, only then (and verifies the new credential
+            # first, refusing if it does not work).
+            record = oc.store.update(record, finalize_requested=requested)
     history.append(
         oc.redis, path, "finalize_requested", rotation_id=record.rotation_id, actor=actor,
         reason=reason, state=record.state, detail="early" if early else "overdue",
@@ -104,6 +131,13 @@ def _await_finalize(oc: OnCall, record: RunRecord, timeout: float) -> RunRecord:
             return current  # done, or an end the caller reports (failed, needs_attention...)
         if current.state == "finalizing":
             left_grace = True
+        elif current.waiting_checks > record.waiting_checks:
+            raise CommandError(
+                f"not finalized yet: the old credential is still in use ({current.waiting}); "
+                "finalize waits for it and checks again by itself",
+                hint=f"`finalize {record.path} --now` revokes it anyway; "
+                f"`status {record.path}` shows who still uses it",
+            )
         elif left_grace or current.last_error != record.last_error:
             raise CommandError(
                 f"refusing to finalize {record.path!r}: {current.last_error or '-'}",

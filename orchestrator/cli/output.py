@@ -36,6 +36,9 @@ RECORD_FIELDS = (
     "from_version",
     "new_version",
     "finalize_after",
+    "waiting",
+    "waiting_since",
+    "waiting_checks",
     "attempts",
     "last_error",
     "actor",
@@ -153,8 +156,14 @@ def _cell(value: Any) -> str:
 
 
 def render_record(record: Mapping[str, Any]) -> str:
-    """A run record as aligned ``field: value`` lines, in :data:`RECORD_FIELDS` order."""
-    names = [name for name in RECORD_FIELDS if name in record]
+    """A run record as aligned ``field: value`` lines, in :data:`RECORD_FIELDS` order; the
+    ``waiting*`` lines only while finalize waits for the old credential to be unused."""
+    waiting = bool(record.get("waiting"))  # finalize waits for the old credential's users
+    names = [
+        name
+        for name in RECORD_FIELDS
+        if name in record and (waiting or not name.startswith("waiting"))
+    ]
     width = max((len(name) for name in names), default=0)
     return "\n".join(f"{name.ljust(width)}  {_cell(record[name])}" for name in names)
 

@@ -208,11 +208,13 @@ def _iso_to_epoch(text: str | None) -> float | None:
 
 
 def is_overdue(record: RunRecord, now: float | None = None) -> bool:
-    """True when a rotation in grace should have been finalized a while ago."""
+    """True when a rotation in grace should have been finalized a while ago (one whose
+    finalize waits for the old credential to be unused is not late: it says why it waits)."""
     due = _iso_to_epoch(record.finalize_after)
     moment = time.time() if now is None else now
     return (
         record.state in {"grace", "finalizing"}
+        and not record.waiting
         and due is not None
         and moment > due + OVERDUE_SLACK_SECONDS
     )

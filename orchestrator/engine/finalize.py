@@ -2,7 +2,9 @@
 
 Finalize runs only once grace is over on Redis's clock (or on-call asked for it early: the run
 record's ``finalize_requested``), checks that ScaiVault's current version is still ours,
-re-verifies it, then revokes the old one (``rotator.finalize``) and marks the run ``done``. A run
+re-verifies it, waits while the old credential is still in use where the rotator can tell
+(:mod:`orchestrator.engine.finalize_wait`), then revokes the old one (``rotator.finalize``) and
+marks the run ``done``. A run
 held by a rollback is never moved on. After the store, a failure is never just "failed": it
 needs attention, and the old credential stays valid. The due-queue entry is removed only while
 the sweeper's claim on it still matches.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from orchestrator.engine.credential import Minter
 from orchestrator.engine.failures import Failures
+from orchestrator.engine.finalize_wait import FinalizeWait
 from orchestrator.engine.runtime import Runtime
 from orchestrator.engine.steps import StepRunner
 from orchestrator.errors import FinalizeTooEarly, IllegalTransition, NeedsAttention, reason_of
@@ -31,6 +34,7 @@ class Finalizer:
         self.minter = minter
         self.failures = failures
         self.steps = steps
+        self.wait = FinalizeWait(runtime)
 
     def finalize(self, rotation_id: str, owner: str, lease: int | None = None) -> RunRecord | None:
         """Finalize a rotation whose grace period is over: re-verify new, revoke old, ``done``.
@@ -106,10 +110,12 @@ class Finalizer:
                 f"the stored new credential no longer verifies ({reason_of(exc)}); "
                 "the old one was NOT revoked"
             ) from None
+        if not self.wait.may_revoke(record, rotator, ctx, old.data, owner):
+            return  # back in grace until the old credential's consumers have moved off it
         self.rt.guard.check(rid, "finalize")
         with self.rt.runs.timed(record, "finalize"):
             rotator.finalize(ctx, old.data, new.data)
-        done = self.rt.runs.transition(record, "done", owner=owner, step="done")
+        done = self.rt.runs.transition(record, "done", owner=owner, step="done", waiting=None)
         self.rt.runs.outcome(rotator.name, "done")
         self.rt.log.info(
             "rotation_done",

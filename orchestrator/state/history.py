@@ -34,6 +34,8 @@ FIELDS = frozenset(
         "detail",
         "duration_ms",
         "attempt",
+        "sessions",
+        "checks",
     }
 )
 

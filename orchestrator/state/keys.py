@@ -43,6 +43,10 @@ DUE = f"{PREFIX}due"
 #: Sorted set: active rotation ids scored by lease expiry in ms (re-driven if a worker died).
 LEASES = f"{PREFIX}leases"
 
+#: Sorted set: rotations whose finalize waits for the old credential to be unused, scored by
+#: when they began to wait in ms (``lua/run_transition.lua`` keeps it; metrics read it).
+WAITING = f"{PREFIX}waiting"
+
 #: Sorted set: every rotation id by last update in ms, for ``status`` without a path.
 RUNS = f"{PREFIX}runs"
 

@@ -9,6 +9,8 @@ fleet-wide numbers. Exposed (all prefixed ``scaivault_rotator_``):
 - ``pending_finalizations`` — entries in the due-queue
 - ``oldest_overdue_finalization_seconds`` — how long the most overdue finalization is late (0 if
   none is)
+- ``finalize_waiting`` — rotations whose finalize waits for the old credential to be unused
+- ``finalize_waiting_longest_seconds`` — how long the longest of them has waited (0 if none)
 - ``metrics_redis_up`` — 0 when Redis could not be read for this scrape
 
 Labels hold rotator names, outcomes and step names only, never a secret value. Recording never
@@ -21,6 +23,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -107,7 +110,7 @@ class WorkerCollector(Collector):
         """Yield every worker metric; only ``metrics_redis_up`` 0 when Redis is unreachable."""
         up = GaugeMetricFamily(PREFIX + "metrics_redis_up", "1 if Redis was read for this scrape")
         try:
-            outcomes, steps, pending, oldest, now = self._read()
+            scrape = self._read()
         except redis.RedisError as exc:
             log.warning("metrics_read_failed", reason=type(exc).__name__)
             up.add_metric([], 0)
@@ -115,19 +118,47 @@ class WorkerCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        yield _outcomes(outcomes)
-        yield _histogram(steps)
-        yield from _due(pending, oldest, now)
+        yield _outcomes(scrape.outcomes)
+        yield _histogram(scrape.steps)
+        yield from _due(scrape)
+        yield from _waiting(scrape)
 
-    def _read(self) -> tuple[dict[Any, Any], dict[Any, Any], int, list[Any], tuple[int, int]]:
+    def _read(self) -> _Scrape:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(keys.METRIC_OUTCOMES)
         pipe.hgetall(keys.METRIC_STEPS)
         pipe.zcard(keys.DUE)
         pipe.zrange(keys.DUE, 0, 0, withscores=True)
+        pipe.zcard(keys.WAITING)
+        pipe.zrange(keys.WAITING, 0, 0, withscores=True)
         pipe.time()
-        outcomes, steps, pending, oldest, now = pipe.execute()
-        return outcomes, steps, int(pending), oldest, now
+        outcomes, steps, due, oldest_due, waiting, first_waiting, (secs, micros) = pipe.execute()
+        return _Scrape(
+            outcomes=outcomes,
+            steps=steps,
+            due=int(due),
+            oldest_due_ms=float(oldest_due[0][1]) if oldest_due else None,
+            waiting=int(waiting),
+            first_waiting_ms=float(first_waiting[0][1]) if first_waiting else None,
+            now_ms=secs * 1000 + micros / 1000,
+        )
+
+
+@dataclass(frozen=True)
+class _Scrape:
+    """What one scrape read from Redis (times in ms on Redis's clock)."""
+
+    outcomes: dict[Any, Any]
+    steps: dict[Any, Any]
+    due: int
+    oldest_due_ms: float | None
+    waiting: int
+    first_waiting_ms: float | None
+    now_ms: float
+
+    def seconds_since(self, ms: float | None) -> float:
+        """Seconds from ``ms`` to the scrape (0 for None or a time ahead)."""
+        return 0.0 if ms is None else max(0.0, (self.now_ms - ms) / 1000)
 
 
 def _outcomes(raw: dict[Any, Any]) -> CounterMetricFamily:
@@ -164,16 +195,27 @@ def _histogram(raw: dict[Any, Any]) -> HistogramMetricFamily:
     return family
 
 
-def _due(pending: int, oldest: list[Any], now: tuple[int, int]) -> Iterator[Metric]:
+def _due(scrape: _Scrape) -> Iterator[Metric]:
     yield GaugeMetricFamily(
-        PREFIX + "pending_finalizations", "Rotations waiting in the due-queue", value=pending
+        PREFIX + "pending_finalizations", "Rotations waiting in the due-queue", value=scrape.due
     )
-    now_ms = now[0] * 1000 + now[1] / 1000
-    overdue = max(0.0, (now_ms - float(oldest[0][1])) / 1000) if oldest else 0.0
     yield GaugeMetricFamily(
         PREFIX + "oldest_overdue_finalization_seconds",
         "Seconds the most overdue finalization is past its due time (0 if none)",
-        value=overdue,
+        value=scrape.seconds_since(scrape.oldest_due_ms),
+    )
+
+
+def _waiting(scrape: _Scrape) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        PREFIX + "finalize_waiting",
+        "Rotations whose finalize waits for the old credential to be unused",
+        value=scrape.waiting,
+    )
+    yield GaugeMetricFamily(
+        PREFIX + "finalize_waiting_longest_seconds",
+        "Seconds the longest-waiting finalize has waited for the old credential (0 if none)",
+        value=scrape.seconds_since(scrape.first_waiting_ms),
     )
 
 

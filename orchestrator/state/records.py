@@ -98,7 +98,9 @@ class RunRecord:
     moment the new version was stored); ``finalize_requested`` says who asked to finalize
     before that (``finalize --now``); ``sealed`` says whether an encrypted new value is held
     (the blob itself never leaves the store's API). ``notes`` are the rotator's notes of this
-    rotation.
+    rotation. ``waiting`` says who still used the old credential when finalize last deferred
+    (``3 sessions of app_a from 10.0.4.7``), ``waiting_since`` when the first deferral was
+    and ``waiting_checks`` how many times finalize deferred.
     """
 
     rotation_id: str
@@ -122,6 +124,9 @@ class RunRecord:
     updated_at: str = ""
     lease_until: str | None = None
     lease_owner: str | None = None
+    waiting: str | None = None
+    waiting_since: str | None = None
+    waiting_checks: int = 0
     sealed: bool = False
     notes: dict[str, str] = field(default_factory=dict, hash=False)
 
@@ -144,17 +149,19 @@ class RunRecord:
         return out
 
 
-_INT_FIELDS = frozenset({"from_version", "new_version", "attempts", "mint_attempts"})
+_INT_FIELDS = frozenset(
+    {"from_version", "new_version", "attempts", "mint_attempts", "waiting_checks"}
+)
 _FIELD_NAMES = tuple(f.name for f in fields(RunRecord))
 _RECORD_FIELDS = frozenset(_FIELD_NAMES)
 #: Fields derived in :func:`_record` from what the scripts store (``*_ms`` on Redis's clock).
-_DERIVED = frozenset({"sealed", "lease_until", "notes", "updated_at"})
+_DERIVED = frozenset({"sealed", "lease_until", "notes", "updated_at", "waiting_since"})
 #: The fields stored as they are.
 _PLAIN_FIELDS = tuple(name for name in _FIELD_NAMES if name not in _DERIVED)
 #: Hash fields the store manages itself; callers may not set them through ``**changes``.
 RESERVED = frozenset(
     {"state", "sealed", "lease_until", "lease_owner", "rotation_id", "path", "finalize_after"}
-    | {"notes", "updated_at"}
+    | {"notes", "updated_at", "waiting_since"}
 )
 #: The hash field of note ``name`` is ``note.<name>``.
 NOTE_PREFIX = "note."
@@ -178,6 +185,9 @@ def from_hash(raw: Mapping[str, str]) -> RunRecord:
     due_ms = raw.get("finalize_after_ms")
     if due_ms:
         values["finalize_after"] = iso_ms(due_ms)
+    waiting_ms = raw.get("waiting_since_ms")
+    if waiting_ms:
+        values["waiting_since"] = iso_ms(waiting_ms)
     changed_ms = raw.get("updated_ms")
     values["updated_at"] = iso_ms(changed_ms) if changed_ms else raw.get("updated_at", "")
     values["sealed"] = bool(raw.get("sealed") or raw.get("minted"))

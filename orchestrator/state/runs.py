@@ -298,10 +298,11 @@ class RunStore:
         argv = [rotation_id, *change.argv(), *fields]
         counter = change.count[0] if change.count else keys.DUE  # not read without a counter
         run_keys = [keys.run(rotation_id), keys.active(path), keys.LEASES, keys.RUNS, keys.DUE]
-        reply = self._call(self._transition, [*run_keys, counter], argv)
+        run_keys += [counter, keys.WAITING]
+        reply = self._call(self._transition, run_keys, argv)
         status, detail = _s(reply[0]), _s(reply[1]) if reply[1] is not None else ""
         if status == "busy" and self._release_stale(path, detail):
-            reply = self._call(self._transition, [*run_keys, counter], argv)
+            reply = self._call(self._transition, run_keys, argv)
             status, detail = _s(reply[0]), _s(reply[1]) if reply[1] is not None else ""
         if status == "ok":  # the script returns the record as it left it
             return from_flat(reply[2])

@@ -22,6 +22,10 @@ checks that
   ``ctx.notes`` lasts for one rotation, and a new rotation starts with none);
 - ``finalize`` is safe to repeat;
 - ``verify`` rejects a wrong credential (raises a :class:`~rotators.RotatorError`);
+- a rotator that tells who uses a credential (overrides ``in_use``) returns a
+  :class:`~rotators.Usage` or None and changes nothing; when the target can open sessions
+  (``Target.session(data)``, a context manager), it counts an open session of the old
+  credential, stops counting it once closed, and never counts one of the new credential;
 - no secret value (any string of the old, new or wrong data) appears in what the rotator
   logged through ``ctx.log`` or the ``logging`` module, in the text of any exception, or in
   its notes (the engine stores them in clear).

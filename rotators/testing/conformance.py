@@ -8,6 +8,7 @@ each credential's string values as sentinels and fails with a
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ class Conformance:
         "check_crash_resume",
         "check_finalize_repeatable",
         "check_verify_rejects_wrong",
+        "check_in_use",
         "check_no_secret_leaks",
     )
 
@@ -185,6 +187,44 @@ class Conformance:
         else:
             raise self.fail("verify accepted a wrong credential")
         self.complete(rotation, new)
+
+    def check_in_use(self) -> None:
+        """Rotators that tell who uses a credential (``in_use``): it returns a Usage or None,
+        reads only (the old credential still works), and where the target can open sessions
+        (``Target.session(data)``) it counts a session of the old credential, stops counting it
+        once closed, and never counts one of the new credential."""
+        if not self.factory().tells_usage:
+            return
+        rotation = self.begin("check_in_use")
+        new = rotation.mint()
+        rotation.apply(new)
+        rotation.verify(new)
+        rotation.store(new)
+        rotation.in_use()
+        self.expect_valid(rotation.old, True, "the old credential after in_use (it must only read)")
+        session = getattr(self.target, "session", None)
+        if session is not None:
+            with session(new):
+                self._expect_sessions(rotation, 0, "with only the new credential in use")
+            with session(rotation.old):
+                self._expect_sessions(rotation, 1, "with a session of the old credential open")
+            self._expect_sessions(rotation, 0, "after the old credential's session closed")
+        rotation.finalize(new)
+        self.expect_final(rotation, new)
+
+    def _expect_sessions(self, rotation: Rotation, at_least: int, when: str) -> None:
+        """in_use of the old credential reports ``at_least`` sessions (exactly 0 when 0), asked
+        again for up to ``verify_timeout`` while the target's view catches up."""
+        deadline = time.monotonic() + self.verify_timeout
+        while True:
+            usage = rotation.in_use()
+            seen = None if usage is None else usage.sessions
+            ok = seen is not None and (seen >= at_least if at_least else seen == 0)
+            if ok:
+                return
+            if time.monotonic() > deadline:
+                raise self.fail(f"in_use of the old credential reported {seen} sessions {when}")
+            time.sleep(0.2)
 
     def check_no_secret_leaks(self) -> None:
         """No secret value in ctx.log, the logging module's records, any exception's text, or

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from rotators.contract import MemoryNotes, Notes, RotationContext, Rotator, SecretVersion
+from rotators.contract import MemoryNotes, Notes, RotationContext, Rotator, SecretVersion, Usage
 from rotators.errors import TransientError
 from rotators.secret import SecretData
 from rotators.testing.errors import ConformanceError
@@ -131,6 +131,14 @@ class Rotation:
             grace_period="0s",
         )
         return self.vault.put(self.scenario.path, new, metadata)
+
+    def in_use(self) -> Usage | None:
+        """Ask a fresh instance who still uses the old credential (before finalize)."""
+        with self.kit.step("in_use"):
+            usage = self.kit.factory().in_use(self.ctx(), SecretData(self.old))
+        if usage is not None and not isinstance(usage, Usage):
+            raise self.kit.fail(f"in_use returned a {type(usage).__name__}, not a Usage or None")
+        return usage
 
     def finalize(self, new: Mapping[str, Any]) -> None:
         """Like the engine: ``ctx.current`` is still the version rotated from."""

@@ -37,6 +37,10 @@ class Target(Protocol):
         """Does the target accept this credential right now?"""
         ...
 
+    # Optional, for rotators that tell who uses a credential (``in_use``):
+    # ``def session(self, data) -> ContextManager``: open a session (a connection) that
+    # authenticates with ``data`` and keep it open inside the ``with`` block.
+
 
 def wrong_credential(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """``new`` with every string field the rotation changed altered, so it must not work.

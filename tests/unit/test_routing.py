@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from orchestrator import routing
 from orchestrator.errors import ConfigError
 from orchestrator.routing import RoutingTable, check_glob
+from rotators import RotationContext, SecretData, Usage
 from rotators.random_password import RandomPasswordOptions, RandomPasswordRotator
 
 ROTATORS = {"random-password": RandomPasswordRotator()}
@@ -269,3 +270,78 @@ def test_several_globstars_on_a_long_path_take_polynomial_steps(
         steps.clear()
         assert routing._match(pattern, path) is expected
         assert len(steps) <= (len(pattern) + 1) * (len(path) + 1)
+
+
+class TellsUsage(RandomPasswordRotator):
+    """A rotator that can tell who uses a credential (it overrides ``in_use``)."""
+
+    name = "tells-usage"
+
+    def in_use(self, ctx: RotationContext, old: SecretData) -> Usage | None:
+        return Usage(sessions=0)
+
+
+WAITING_ROTATORS = {**ROTATORS, "tells-usage": TellsUsage()}
+
+
+def test_finalize_waits_by_default_only_where_the_rotator_can_tell() -> None:
+    text = '[[rules]]\nmatch = "a/*"\nrotator = "tells-usage"\n'
+    text += '[[rules]]\nmatch = "b/*"\nrotator = "random-password"\n'
+    waits, plain = RoutingTable.parse(text, rotators=WAITING_ROTATORS).rules
+    assert waits.unused == routing.UnusedWait()
+    assert waits.unused.max_wait == timedelta(hours=24) and waits.unused.then == "needs_attention"
+    assert waits.unused.applies_to(TellsUsage())
+    assert not plain.unused.applies_to(RandomPasswordRotator())
+
+
+def test_the_finalize_wait_keys_are_validated() -> None:
+    text = """
+[[rules]]
+match = "a/*"
+rotator = "tells-usage"
+wait_until_unused = false
+finalize_wait_max = "2h"
+when_still_used = "finalize"
+finalize_recheck = "30s"
+"""
+    rule = RoutingTable.parse(text, rotators=WAITING_ROTATORS).rules[0]
+    assert rule.unused == routing.UnusedWait(
+        enabled=False, max_wait=timedelta(hours=2), then="finalize", recheck=timedelta(seconds=30)
+    )
+    assert not rule.unused.applies_to(TellsUsage())
+
+
+def test_every_finalize_wait_problem_is_a_problem_line() -> None:
+    text = """
+[[rules]]
+match = "a/*"
+rotator = "random-password"
+wait_until_unused = true
+
+[[rules]]
+match = "b/*"
+rotator = "tells-usage"
+wait_until_unused = "yes"
+finalize_wait_max = "a day"
+when_still_used = "revoke"
+finalize_recheck = "0s"
+"""
+    with pytest.raises(ConfigError) as info:
+        RoutingTable.parse(text, source="rotation.toml", rotators=WAITING_ROTATORS)
+    assert info.value.problems == [
+        "rotation.toml: rule 1: wait_until_unused: rotator 'random-password' cannot tell whether "
+        "a credential is still in use (it has no in_use step); remove the key, or use a rotator "
+        "that can",
+        "rotation.toml: rule 2: wait_until_unused: must be true or false",
+        "rotation.toml: rule 2: when_still_used: 'revoke' is not one of 'needs_attention' or "
+        "'finalize'",
+        "rotation.toml: rule 2: finalize_wait_max: 'a day' is not a duration: use whole numbers "
+        "with units d, h, m, s in that order, e.g. 90d, 48h, 30m, 15s or 1h30m",
+        "rotation.toml: rule 2: finalize_recheck: must be at least 1s, e.g. '1m'",
+    ]
+
+
+def test_a_table_read_without_plugins_keeps_the_finalize_wait() -> None:
+    text = '[[rules]]\nmatch = "a/*"\nrotator = "not-installed"\nfinalize_wait_max = "3h"\n'
+    rule = RoutingTable.parse(text, plugins=False).rules[0]
+    assert rule.unused.max_wait == timedelta(hours=3)

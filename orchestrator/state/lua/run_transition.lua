@@ -3,6 +3,8 @@
 -- KEYS[1] the run's hash          KEYS[2] the run path's active claim
 -- KEYS[3] the lease index (ZSET)  KEYS[4] the status index (ZSET)  KEYS[5] the due-queue (ZSET)
 -- KEYS[6] a counter hash (only read when ARGV[7] names a field)
+-- KEYS[7] the finalize waiting index (ZSET: runs whose finalize waits for the old credential
+--         to be unused, scored by waiting_since_ms)
 -- ARGV[1] rotation id
 -- ARGV[2] the state to move to ('' = keep the state: an update)
 -- ARGV[3] the states it may move from, comma-separated
@@ -14,6 +16,9 @@
 -- ARGV[8] due ms of a record that predates finalize_after_ms ('' = none)
 -- ARGV[9..] field, value, ...
 -- Grace -> finalizing is refused before finalize_after_ms unless finalize_requested is set.
+-- A run that moves to grace with a 'waiting' field is waiting for its old credential to be
+-- unused: the first time stamps waiting_since_ms and indexes it; leaving grace and finalizing
+-- drops it from the index.
 -- Returns {'ok', previous state, the record as HGETALL} or {why, detail}: why is 'missing',
 -- 'illegal', 'lease', 'sealed', 'held', 'early' or 'busy'.
 local cur = redis.call('HGET', KEYS[1], 'state')
@@ -62,4 +67,14 @@ if ARGV[6] ~= '' then
   redis.call('ZADD', KEYS[5], 'NX', due, ARGV[1])
 end
 if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[6], ARGV[7], 1) end
+if to == 'grace' and redis.call('HEXISTS', KEYS[1], 'waiting') == 1 then
+  local since = redis.call('HGET', KEYS[1], 'waiting_since_ms')
+  if not since then
+    since = now
+    redis.call('HSET', KEYS[1], 'waiting_since_ms', since)
+  end
+  redis.call('ZADD', KEYS[7], 'NX', since, ARGV[1])
+elseif to ~= 'grace' and to ~= 'finalizing' then
+  redis.call('ZREM', KEYS[7], ARGV[1])
+end
 return {'ok', cur, redis.call('HGETALL', KEYS[1])}

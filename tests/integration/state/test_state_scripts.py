@@ -109,6 +109,7 @@ PATH = "a/b"
 RUN, RUN0 = keys.run(RID), keys.run(OTHER)
 ACTIVE, LAST = keys.active(PATH), keys.last(PATH)
 RUNS, LEASES, DUE, COUNTS = keys.RUNS, keys.LEASES, keys.DUE, keys.METRIC_OUTCOMES
+WAITING = keys.WAITING
 TERMINAL = sorted(str(s) for s in TERMINAL_STATES)
 
 
@@ -244,7 +245,7 @@ def test_run_create(redis_client: redis.Redis, case: Case) -> None:
 
 # --- run_transition ------------------------------------------------------------------------
 
-MOVE = (RUN, ACTIVE, LEASES, RUNS, DUE, COUNTS)
+MOVE = (RUN, ACTIVE, LEASES, RUNS, DUE, COUNTS, WAITING)
 TOUCHED = {RUNS: Zset({RID: At()})}
 DRIVEN = {"state": "minting", "path": PATH, "lease_owner": "w1", "lease_until_ms": At(HOUR)}
 DRIVING = {RUN: DRIVEN, ACTIVE: RID, LEASES: Zset({RID: At(HOUR)}), RUNS: Zset({RID: At(-HOUR)})}
@@ -255,6 +256,9 @@ GRACE_UNDATED = {**GRACE, RUN: changed(IN_GRACE, finalize_after_ms=None)}
 HELD = {**GRACE, RUN: changed(IN_GRACE, lease_owner="rb", lease_until_ms=At(HOUR))}
 HOLD_OVER = {**GRACE, RUN: changed(IN_GRACE, lease_owner="rb", lease_until_ms=At(-HOUR))}
 ENDED = {RUN: {"state": "failed", "path": PATH}, RUNS: Zset({RID: At(-HOUR)})}
+IN_FINALIZE = {**IN_GRACE, "state": "finalizing", "lease_owner": "w1", "lease_until_ms": At(HOUR)}
+FINALIZING_RUN = {**GRACE, RUN: IN_FINALIZE, LEASES: Zset({RID: At(HOUR)})}
+WAITED = {**IN_FINALIZE, "waiting": "3 sessions", "waiting_since_ms": At(-HOUR)}
 
 
 def move(
@@ -513,6 +517,60 @@ RUN_TRANSITION = [
         move("", "queued", "note.x", "y"),
         moved("failed"),
         {RUN: stamped(ENDED[RUN], **{"note.x": "y"}), **TOUCHED},
+    ),
+    Case(
+        "waiting: the first deferral back to grace stamps and indexes when it began",
+        FINALIZING_RUN,
+        MOVE,
+        move("grace", "finalizing", "waiting", "2 sessions", owner="w1"),
+        moved("finalizing"),
+        {
+            RUN: stamped(
+                IN_FINALIZE, state="grace", waiting="2 sessions", waiting_since_ms=At(), **UNLEASED
+            ),
+            LEASES: None,
+            WAITING: Zset({RID: At()}),
+            **TOUCHED,
+        },
+    ),
+    Case(
+        "waiting: a later deferral keeps when it began",
+        {**FINALIZING_RUN, RUN: WAITED, WAITING: Zset({RID: At(-HOUR)})},
+        MOVE,
+        move("grace", "finalizing", "waiting", "1 session", owner="w1"),
+        moved("finalizing"),
+        {
+            RUN: stamped(WAITED, state="grace", waiting="1 session", **UNLEASED),
+            LEASES: None,
+            WAITING: Zset({RID: At(-HOUR)}),
+            **TOUCHED,
+        },
+    ),
+    Case(
+        "waiting: a move on to finalizing stays indexed",
+        {**GRACE, RUN: changed(WAITED, state="grace", **UNLEASED), WAITING: Zset({RID: At(-HOUR)})},
+        MOVE,
+        move("finalizing", "grace"),
+        moved("grace"),
+        {
+            RUN: stamped(WAITED, state="finalizing", **UNLEASED),
+            LEASES: Zset({RID: At()}),
+            **TOUCHED,
+        },
+    ),
+    Case(
+        "waiting: done drops it from the index",
+        {**FINALIZING_RUN, RUN: WAITED, WAITING: Zset({RID: At(-HOUR)})},
+        MOVE,
+        move("done", "finalizing", owner="w1"),
+        moved("finalizing"),
+        {
+            RUN: stamped(WAITED, state="done", **UNLEASED),
+            ACTIVE: None,
+            LEASES: None,
+            WAITING: None,
+            **TOUCHED,
+        },
     ),
 ]
 

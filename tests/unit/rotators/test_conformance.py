@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from rotators import PermanentError, RotationContext, Rotator, SecretData, TransientError
+from rotators import (
+    PermanentError,
+    RotationContext,
+    Rotator,
+    SecretData,
+    TransientError,
+    Usage,
+)
 from rotators.passwords import policy_problem
 from rotators.random_password import RandomPasswordOptions, RandomPasswordRotator
 from rotators.salesforce_oauth import SalesforceOAuthRotator
@@ -163,6 +172,108 @@ class NotesTheKey(ApiKeyRotator):
         new = super().mint(ctx)
         ctx.notes.put("minted", str(new["api_key"]))
         return new
+
+
+class SessionKeyServer(KeyServer):
+    """The key server where clients hold sessions opened with a key (``session``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sessions: list[str] = []  # the key name each open session authenticated with
+
+    @contextmanager
+    def session(self, data: Mapping[str, Any]) -> Iterator[None]:
+        assert self.is_valid(data)
+        self.sessions.append(str(data["key_name"]))
+        try:
+            yield
+        finally:
+            self.sessions.remove(str(data["key_name"]))
+
+
+SESSIONS = SessionKeyServer()
+
+
+class TellsUsage(Rotator):
+    """A correct issuer on SESSIONS that tells how many sessions still use the old key."""
+
+    name = "toy-sessions"
+    strategy = "issuer"
+
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        name = f"key_{ctx.rotation_id}"
+        SESSIONS.keys.setdefault(name, secrets.token_hex(16))
+        return {**ctx.current.data, "key_name": name, "api_key": SESSIONS.keys[name]}
+
+    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+        if not SESSIONS.is_valid(new):
+            raise TransientError("the new key is not accepted")
+
+    def in_use(self, ctx: RotationContext, old: SecretData) -> Usage | None:
+        count = SESSIONS.sessions.count(str(old["key_name"]))
+        return Usage(sessions=count, who=str(old["key_name"]), clients=("10.0.0.1",) * count)
+
+    def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
+        SESSIONS.keys.pop(str(old["key_name"]), None)
+
+
+class CountsEverySession(TellsUsage):
+    def in_use(self, ctx: RotationContext, old: SecretData) -> Usage | None:
+        return Usage(sessions=len(SESSIONS.sessions))
+
+
+class NeverSeesSessions(TellsUsage):
+    def in_use(self, ctx: RotationContext, old: SecretData) -> Usage | None:
+        return Usage(sessions=0)
+
+
+class RevokesWhenAsked(TellsUsage):
+    def in_use(self, ctx: RotationContext, old: SecretData) -> Usage | None:
+        SESSIONS.keys.pop(str(old["key_name"]), None)
+        return Usage(sessions=0)
+
+
+class AnswersWithACount(TellsUsage):
+    def in_use(self, ctx: RotationContext, old: SecretData) -> Any:
+        return 0
+
+
+def test_a_rotator_that_tells_usage_passes_the_kit() -> None:
+    assert Conformance(TellsUsage, SESSIONS).run() == list(Conformance.CHECKS)
+    assert not SESSIONS.sessions
+
+
+@pytest.mark.parametrize(
+    ("rotator", "complaint"),
+    [
+        (CountsEverySession, "reported 1 sessions with only the new credential in use"),
+        (NeverSeesSessions, "reported 0 sessions with a session of the old credential open"),
+        (RevokesWhenAsked, "refuses the old credential after in_use"),
+        (AnswersWithACount, "returned a int, not a Usage"),
+    ],
+)
+def test_the_kit_catches_a_wrong_in_use(rotator: type[Rotator], complaint: str) -> None:
+    kit = Conformance(rotator, SESSIONS, verify_timeout=0.3)
+    with pytest.raises(ConformanceError, match=complaint):
+        kit.check_in_use()
+
+
+def test_usage_says_who_in_one_line() -> None:
+    usage = Usage(
+        sessions=3,
+        who="app_a",
+        clients=("10.0.4.7", "10.0.4.9", "10.0.4.7"),
+        applications=("api",),
+        oldest=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    assert usage.summary() == (
+        "3 sessions of app_a from 10.0.4.7, 10.0.4.9 (api), oldest since 2026-01-02T03:04:05+00:00"
+    )
+    assert Usage(sessions=1).summary() == "1 session"
+    many = Usage(sessions=9, clients=tuple(f"10.0.0.{i}" for i in range(9)))
+    assert many.summary(limit=2) == "9 sessions from 10.0.0.0, 10.0.0.1 and 7 more"
+    with pytest.raises(ValueError, match="count of sessions"):
+        Usage(sessions=-1)
 
 
 def test_a_correct_toy_rotator_passes() -> None:

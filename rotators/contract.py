@@ -251,6 +251,12 @@ class Rotator(Generic[OptionsT]):
         return CAPABILITIES[self.strategy]
 
     @property
+    def has_preflight(self) -> bool:
+        """Whether this rotator checks what a rotation needs without changing anything
+        (overrides :meth:`preflight`)."""
+        return type(self).preflight is not Rotator.preflight
+
+    @property
     def tells_usage(self) -> bool:
         """Whether this rotator can tell who still uses a credential (overrides :meth:`in_use`)."""
         return type(self).in_use is not Rotator.in_use
@@ -272,6 +278,15 @@ class Rotator(Generic[OptionsT]):
 
     def finalize(self, ctx: RotationContext[OptionsT], old: SecretData, new: SecretData) -> None:
         """Revoke ``old`` after the grace period. An already revoked credential is success."""
+
+    def preflight(self, ctx: RotationContext[OptionsT]) -> None:
+        """Optional: check, without changing anything, that a rotation of ``ctx.current`` could
+        run now (the admin credential works, the account exists, the grants are there).
+
+        Used by dry runs (``rotate --dry-run``). Return when all is well; raise
+        :class:`PermanentError` saying what is missing and what to grant or fix, or
+        :class:`TransientError` when the target cannot be reached. Never mint, apply or revoke.
+        """
 
     def in_use(self, ctx: RotationContext[OptionsT], old: SecretData) -> Usage | None:
         """Optional: who still authenticates with ``old``, asked before :meth:`finalize`.

@@ -16,6 +16,8 @@ failure loud. Every change of a run and everything recorded about it goes throug
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -57,6 +59,11 @@ _LOGGER = "orchestrator.engine"
 T = TypeVar("T")
 
 
+def worker_name() -> str:
+    """This process as on-call sees it holding a run: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 class Engine:
     """Runs rotations. One instance per worker process (it holds connections)."""
 
@@ -74,18 +81,19 @@ class Engine:
         self.settings = settings
         self.client = client
         self.log = get_logger(_LOGGER)
-        self.store = Recorder(client, self.log, _LOGGER)
+        self.store = Recorder(client, self.log, _LOGGER, worker=worker_name())
         self.vault = vault
         self.routing = routing
         runtime = Runtime(settings, self.store, DueQueue(client), vault, routing, self.log)
         self._keeper = runtime.keeper
         self.failures = Failures(runtime, alerter)
+        vault.on_retry = self.failures.vault_retrying
         self.steps = StepRunner(runtime, self.failures)
         self.claims = Claims(runtime, self.failures)
-        minter = Minter(runtime, sealer, sleep)
+        minter = Minter(runtime, sealer, sleep, self.failures)
         self.driver = Driver(runtime, minter, self.failures, sleep)
         self.finalizer = Finalizer(runtime, minter, self.failures, self.steps)
-        self.rollbacks = Rollback(runtime, minter)
+        self.rollbacks = Rollback(runtime, minter, self.failures)
         self.sweeper = Sweeper(runtime, self.claims)
         self.reconciler = Reconciler(runtime)
 

@@ -8,18 +8,27 @@ rotator's ``max_mint_attempts``; an issuer's unused credential is revoked (``dis
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine.notes import RunNotes
 from orchestrator.engine.runtime import Runtime
 from orchestrator.engine.seal import Sealer
-from orchestrator.errors import ConfigError, IllegalTransition, NeedsAttention, reason_of
+from orchestrator.errors import (
+    ConfigError,
+    IllegalTransition,
+    LeaseLost,
+    NeedsAttention,
+    reason_of,
+)
 from orchestrator.state.records import RunRecord
 from orchestrator.state.transition import Sealed
 from orchestrator.vault.client import VaultClient
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import CredentialRejected, PermanentError, TransientError
 from rotators.secret import SecretData
+
+if TYPE_CHECKING:
+    from orchestrator.engine.failures import Failures
 
 
 class ReadOnlyVault:
@@ -35,8 +44,15 @@ class ReadOnlyVault:
 class Minter:
     """Obtains a verified new value for a leased rotation and cleans up one left unused."""
 
-    def __init__(self, runtime: Runtime, sealer: Sealer | None, sleep: Any = time.sleep) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        sealer: Sealer | None,
+        sleep: Any = time.sleep,
+        failures: Failures | None = None,
+    ) -> None:
         self.rt = runtime
+        self.failures = failures
         self.sealer = sealer
         self._sleep = sleep
 
@@ -134,20 +150,38 @@ class Minter:
                 delay = min(delay * 2, 5.0)
 
     def discard(self, rotator: Rotator, ctx: RotationContext, new: SecretData) -> None:
-        """Revoke an unused new value (``rotator.discard``); a failure is logged, not raised."""
+        """Revoke an unused new value (``rotator.discard``); a failure is logged, not raised,
+        and a credential that stays valid is recorded as a stray for on-call. Only an
+        issuer's value is a credential at the target (a vault-only value exists nowhere else)."""
+        if not rotator.capabilities.issues:
+            return
         if not rotator.can_discard:
+            self._stray(ctx, f"rotator {rotator.name} cannot revoke it")
             return
         try:
             self.rt.guard.check(ctx.rotation_id, "discard")
             rotator.discard(ctx, new)
+        except LeaseLost:
+            return  # another worker drives the run now: it decides what becomes of the value
         except Exception as exc:
+            reason = reason_of(exc)
             self.rt.log.error(
                 "discard_failed",
                 rotation_id=ctx.rotation_id,
                 path=ctx.path,
                 rotator=rotator.name,
-                reason=reason_of(exc),
+                reason=reason,
             )
+            self._stray(ctx, f"revoking it failed: {reason}")
+
+    def _stray(self, ctx: RotationContext, why: str) -> None:
+        record = self.rt.runs.get(ctx.rotation_id)
+        if self.failures is not None and record is not None:
+            detail = (
+                f"an unused new credential of rotation {ctx.rotation_id} is still valid at the "
+                f"target ({why}); revoke it by hand"
+            )
+            self.failures.stray(record, detail)
 
     def discard_if_cancelled(
         self, rotation_id: str, rotator: Rotator, ctx: RotationContext, new: SecretData

@@ -10,16 +10,21 @@ countdown would sit unacknowledged in the worker, kombu#337).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+import redis
 
 from orchestrator.backoff import backoff
 from orchestrator.errors import IllegalTransition, LeaseLost, RetryLater, reason_of
 from orchestrator.state.records import RunRecord
+from orchestrator.state.strays import Strays
 from rotators.errors import TransientError
 
 if TYPE_CHECKING:
     from orchestrator.engine.alerts import Alerter
     from orchestrator.engine.runtime import Runtime
+    from orchestrator.vault.client import Retrying
 
 
 class Failures:
@@ -104,6 +109,34 @@ class Failures:
         )
         self.alert(record, state, reason, step)
 
+    def stray(self, record: RunRecord, detail: str, version: int | None = None) -> None:
+        """A credential of ``record``'s rotation is left valid at the target and no ScaiVault
+        version holds it: record it until on-call acknowledges it (``status`` lists it), with
+        an error log line, a history entry and an alert."""
+        try:
+            Strays(self.rt.runs.client).add(record.path, record.rotation_id, detail, version)
+        except redis.RedisError as exc:  # still logged and alerted below
+            self.rt.log.warning("stray_not_recorded", rotation_id=record.rotation_id,
+                                reason=type(exc).__name__)  # fmt: skip
+        self.rt.log.error("credential_left_valid", rotation_id=record.rotation_id,
+                          path=record.path, rotator=record.rotator, detail=detail)  # fmt: skip
+        self.rt.runs.history(record, "credential_left_valid", detail=detail, state=record.state)
+        self.alert(record, record.state, detail, "discard")
+
+    def vault_retrying(self, notice: Retrying) -> None:
+        """ScaiVault failed a request of the run this thread drives and it is being retried:
+        say so in the run's ``last_error`` now, not only once the retries are spent (a store
+        that keeps failing must not look healthy for a minute)."""
+        current = self.rt.guard.run
+        if current is None:
+            return
+        record, owner = current
+        try:
+            self.rt.runs.update(record, owner=owner, last_error=notice.describe())
+        except (LeaseLost, IllegalTransition, redis.RedisError) as exc:
+            self.rt.log.info("vault_retry_not_recorded", rotation_id=record.rotation_id,
+                             reason=type(exc).__name__)  # fmt: skip
+
     def retry_or_give_up(self, rotation_id: str, owner: str, exc: TransientError) -> None:
         record = self.rt.runs.require(rotation_id)
         reason = reason_of(exc)
@@ -126,8 +159,13 @@ class Failures:
         # that long (kombu#337): hold the lease that long instead; the sweeper re-drives it.
         redrive = wait > cap
         hold = wait if redrive else wait + self.rt.lease_seconds
+        limit = self.rt.settings.rotator_max_attempts
+        next_attempt = (self.rt.runs.now() + timedelta(seconds=wait)).isoformat(timespec="seconds")
         try:
-            self.rt.runs.update(record, owner=owner, last_error=reason)
+            self.rt.runs.update(
+                record, owner=owner, last_error=reason, next_attempt=next_attempt,
+                attempts_max=limit,
+            )  # fmt: skip
             self.rt.runs.release_lease(rotation_id, owner, hold)
         except (LeaseLost, IllegalTransition):
             return

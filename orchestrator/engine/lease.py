@@ -16,6 +16,7 @@ import redis
 import structlog
 
 from orchestrator.errors import LeaseLost
+from orchestrator.state.records import RunRecord
 from orchestrator.state.runs import RunStore
 
 _STARTING = threading.Lock()
@@ -176,11 +177,24 @@ class LeaseGuard:
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def watch(self, heartbeat: Heartbeat | None, deadline: float | None = None) -> None:
+    def watch(
+        self,
+        heartbeat: Heartbeat | None,
+        deadline: float | None = None,
+        run: tuple[RunRecord, str] | None = None,
+    ) -> None:
         """Guard with ``heartbeat`` (None: stop guarding); ``deadline`` (``time.monotonic``)
-        is when this task must be done waiting so it ends within its time limit."""
+        is when this task must be done waiting so it ends within its time limit; ``run`` is
+        the run this thread drives and its lease owner."""
         self._local.heartbeat = heartbeat
         self._local.deadline = deadline
+        self._local.run = run
+
+    @property
+    def run(self) -> tuple[RunRecord, str] | None:
+        """The run this thread drives now and its lease owner, or None."""
+        value: tuple[RunRecord, str] | None = getattr(self._local, "run", None)
+        return value
 
     @property
     def deadline(self) -> float | None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.engine.credential import Minter
+from orchestrator.engine.failures import Failures
 from orchestrator.engine.runtime import Runtime
 from orchestrator.engine.writeback import Write, WriteBack
 from orchestrator.errors import OrchestratorError, reason_of
@@ -65,9 +66,10 @@ class _Restored:
 class Rollback:
     """Carries out rollbacks on a worker."""
 
-    def __init__(self, runtime: Runtime, minter: Minter) -> None:
+    def __init__(self, runtime: Runtime, minter: Minter, failures: Failures) -> None:
         self.rt = runtime
         self.minter = minter
+        self.failures = failures
         self.writeback = WriteBack(runtime)
 
     def roll_back(self, request: RollbackRequest, owner: str) -> RunRecord | None:
@@ -141,6 +143,7 @@ class Rollback:
             owner=request.hold,
             step="rollback",
             last_error=restored.warning,
+            restored_version=restored.version,
         )
         self.rt.runs.history(
             done, "rotation_rolled_back", actor=request.actor, reason=request.reason,
@@ -151,6 +154,8 @@ class Rollback:
         )  # fmt: skip
         self.rt.log.info("rotation_rolled_back", rotation_id=done.rotation_id, path=done.path,
                          restored=record.from_version, new_version=restored.version)  # fmt: skip
+        if restored.warning:  # the new credential still works at the target: on-call's to revoke
+            self.failures.stray(done, restored.warning, version=record.new_version)
         return done
 
 

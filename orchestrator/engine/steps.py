@@ -51,7 +51,7 @@ class StepRunner:
         retry: TransientError | None = None
         lease = self.rt.lease_seconds
         with Heartbeat(self.rt.runs, rid, owner, lease, self.rt.keeper, self.rt.log) as beat:
-            self.rt.guard.watch(beat, time.monotonic() + self._wait_budget())
+            self.rt.guard.watch(beat, time.monotonic() + self._wait_budget(), (record, owner))
             try:
                 steps(rotator)
             except (LeaseLost, IllegalTransition) as exc:

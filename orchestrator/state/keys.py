@@ -47,6 +47,10 @@ LEASES = f"{PREFIX}leases"
 #: when they began to wait in ms (``lua/run_transition.lua`` keeps it; metrics read it).
 WAITING = f"{PREFIX}waiting"
 
+#: Hash: rotation id -> a credential it left valid at a target, as JSON (no value), until
+#: on-call acknowledges it (:mod:`orchestrator.state.strays`).
+STRAYS = f"{PREFIX}strays"
+
 #: Sorted set: every rotation id by last update in ms, for ``status`` without a path.
 RUNS = f"{PREFIX}runs"
 

@@ -37,9 +37,11 @@ from orchestrator.state.runs import RunStore
 class Recorder(RunStore):
     """A worker's run store: state changes, with their history and metrics riding along."""
 
-    def __init__(self, client: redis.Redis, log: structlog.stdlib.BoundLogger, name: str) -> None:
+    def __init__(
+        self, client: redis.Redis, log: structlog.stdlib.BoundLogger, name: str, worker: str = ""
+    ) -> None:
         self._writes = WriteQueue(client, log)
-        super().__init__(client)
+        super().__init__(client, worker)
         self.log = log
         # The stdlib logger behind ``log`` (``name`` must be the name ``log`` was made with):
         # asked before each step's DEBUG line, which otherwise costs a structlog bind and a

@@ -97,10 +97,14 @@ class RunRecord:
     8601 UTC times (all but ``created_at`` on Redis's clock; ``finalize_after`` counted from the
     moment the new version was stored); ``finalize_requested`` says who asked to finalize
     before that (``finalize --now``); ``sealed`` says whether an encrypted new value is held
-    (the blob itself never leaves the store's API). ``notes`` are the rotator's notes of this
+    (the blob itself never leaves the store's API), ``may_be_applied`` whether it is an
+    updater's, which the target may already use. ``notes`` are the rotator's notes of this
     rotation. ``waiting`` says who still used the old credential when finalize last deferred
     (``3 sessions of app_a from 10.0.4.7``), ``waiting_since`` when the first deferral was
-    and ``waiting_checks`` how many times finalize deferred.
+    and ``waiting_checks`` how many times finalize deferred. After a transient failure,
+    ``next_attempt`` says when the run is tried again (dropped once a worker takes it) and
+    ``attempts_max`` the workers' attempt limit; ``lease_worker`` names the worker process
+    that holds the lease. ``restored_version`` is the version a rollback wrote back.
     """
 
     rotation_id: str
@@ -127,7 +131,12 @@ class RunRecord:
     waiting: str | None = None
     waiting_since: str | None = None
     waiting_checks: int = 0
+    next_attempt: str | None = None
+    attempts_max: int | None = None
+    lease_worker: str | None = None
+    restored_version: int | None = None
     sealed: bool = False
+    may_be_applied: bool = False
     notes: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
@@ -151,17 +160,20 @@ class RunRecord:
 
 _INT_FIELDS = frozenset(
     {"from_version", "new_version", "attempts", "mint_attempts", "waiting_checks"}
+    | {"attempts_max", "restored_version"}
 )
 _FIELD_NAMES = tuple(f.name for f in fields(RunRecord))
 _RECORD_FIELDS = frozenset(_FIELD_NAMES)
 #: Fields derived in :func:`_record` from what the scripts store (``*_ms`` on Redis's clock).
-_DERIVED = frozenset({"sealed", "lease_until", "notes", "updated_at", "waiting_since"})
+_DERIVED = frozenset(
+    {"sealed", "may_be_applied", "lease_until", "notes", "updated_at", "waiting_since"}
+)
 #: The fields stored as they are.
 _PLAIN_FIELDS = tuple(name for name in _FIELD_NAMES if name not in _DERIVED)
 #: Hash fields the store manages itself; callers may not set them through ``**changes``.
 RESERVED = frozenset(
     {"state", "sealed", "lease_until", "lease_owner", "rotation_id", "path", "finalize_after"}
-    | {"notes", "updated_at", "waiting_since"}
+    | {"notes", "updated_at", "waiting_since", "lease_worker", "may_be_applied"}
 )
 #: The hash field of note ``name`` is ``note.<name>``.
 NOTE_PREFIX = "note."
@@ -191,6 +203,7 @@ def from_hash(raw: Mapping[str, str]) -> RunRecord:
     changed_ms = raw.get("updated_ms")
     values["updated_at"] = iso_ms(changed_ms) if changed_ms else raw.get("updated_at", "")
     values["sealed"] = bool(raw.get("sealed") or raw.get("minted"))
+    values["may_be_applied"] = bool(raw.get("sealed"))
     values["notes"] = {
         k.removeprefix(NOTE_PREFIX): v for k, v in raw.items() if k.startswith(NOTE_PREFIX)
     }

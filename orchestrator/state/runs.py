@@ -26,6 +26,7 @@ from orchestrator.errors import (
 from orchestrator.log import get_logger
 from orchestrator.state import keys, scripts
 from orchestrator.state.records import (
+    LEASED,
     NOTE_PREFIX,
     RESERVED,
     TRANSITIONS,
@@ -55,8 +56,10 @@ class RunStore:
     history and metrics in the same round trips.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, worker: str = "") -> None:
         self.client = client
+        #: This process's name for the runs it leases (``lease_worker``; '' = unnamed).
+        self.worker = worker
         self._create = scripts.register(client, "run_create")
         self._transition = scripts.register(client, "run_transition")
         self._lease = scripts.register(client, "run_lease")
@@ -181,6 +184,8 @@ class RunStore:
         due = parse_time(record.finalize_after)
         if due is not None:  # a rebuilt run in grace: due when its metadata says
             argv += ["finalize_after_ms", str(int(due.timestamp() * 1000))]
+        if owner and self.worker and record.state in LEASED:
+            argv += ["lease_worker", self.worker]
         run_keys = [
             keys.run(record.rotation_id),
             keys.active(record.path),
@@ -378,7 +383,7 @@ class RunStore:
         return self._call(
             self._lease,
             [keys.run(rotation_id), keys.LEASES],
-            [rotation_id, owner, int(seconds * 1000), mode],
+            [rotation_id, owner, int(seconds * 1000), mode, self.worker],
         )
 
     def _call(self, script: Any, key_list: builtins.list[str], argv: builtins.list[Any]) -> Any:

@@ -47,6 +47,28 @@ log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
+class Retrying:
+    """A request ScaiVault failed transiently and that is about to be sent again: what an
+    :attr:`VaultClient.on_retry` observer hears (no secret value, only what failed)."""
+
+    method: str
+    path: str
+    code: str
+    status: int | None
+    attempt: int
+    delay: float
+    gives_up_in: float
+
+    def describe(self) -> str:
+        """``ScaiVault PUT answered 503 (service_unavailable); trying again, attempt 3, ...``"""
+        answer = f"answered {self.status} ({self.code})" if self.status else f"failed ({self.code})"
+        return (
+            f"ScaiVault {self.method} {answer}; trying again (attempt {self.attempt + 1}), "
+            f"giving up in {self.gives_up_in:.0f}s"
+        )
+
+
+@dataclass(frozen=True)
 class VersionInfo:
     """One entry of ``GET /v1/secrets/{path}/versions`` (no data)."""
 
@@ -132,6 +154,9 @@ class VaultClient:
         # Requests go to absolute URLs: httpx would otherwise parse each relative one and merge
         # it into base_url again, per request.
         self._root = str(self._http.base_url).rstrip("/")
+        #: Told before each retry of a transient failure (the engine records it on the run it
+        #: works on, so ``status`` shows a failing store while it is still being retried).
+        self.on_retry: Callable[[Retrying], None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> VaultClient:
@@ -282,8 +307,19 @@ class VaultClient:
                     log.warning("vault_gave_up", **self._fields(call, exc, attempt))
                     raise
                 log.info("vault_retry", delay=round(delay, 3), **self._fields(call, exc, attempt))
+                self._tell(call, exc, attempt, delay, give_up_at - self._clock())
                 self._sleep(delay)
                 attempt += 1
+
+    def _tell(self, call: Call, exc: VaultError, attempt: int, delay: float, left: float) -> None:
+        """Tell :attr:`on_retry`; an observer that fails must not fail the request."""
+        if self.on_retry is None:
+            return
+        notice = Retrying(call.method, call.path, exc.code, exc.status, attempt, delay, left)
+        try:
+            self.on_retry(notice)
+        except Exception as err:
+            log.warning("vault_retry_observer_failed", reason=type(err).__name__)
 
     def _attempt(self, call: Call, url: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -58,7 +58,7 @@ if LEASED[to] then
   redis.call('ZADD', KEYS[3], lu or now, ARGV[1])
 else
   redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms')
+  redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms', 'lease_worker')
 end
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 if ARGV[6] ~= '' then

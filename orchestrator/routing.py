@@ -23,9 +23,10 @@ only from this file, never from an event or secret metadata (docs/architecture.m
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -81,6 +82,8 @@ class Rule:
     grace_period: timedelta | None
     options: BaseModel
     unused: UnusedWait = field(default_factory=UnusedWait)
+    #: The rule's position in its file, from 1 (0: not read from a file).
+    number: int = field(default=0, compare=False)
     _segments: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +136,22 @@ class RoutingTable:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from None
         return _Validator(source, rotators, plugins).table(document)
 
+    @classmethod
+    def check(cls, path: Path) -> tuple[RoutingTable, list[str]]:
+        """The rules of ``path`` that are valid, and the problems of the rest (``check-config``
+        goes on checking the good rules where :meth:`load` refuses the whole file)."""
+        try:
+            text = path.read_text(encoding="utf-8")
+            document = tomllib.loads(text)
+        except OSError as exc:
+            problem = f"{path}: cannot read the routing file ({exc.strerror})"
+            return cls([], {}), [problem + "; create it or point ROTATOR_CONFIG at it"]
+        except tomllib.TOMLDecodeError as exc:
+            return cls([], {}), [f"{path}: not valid TOML: {exc}"]
+        validator = _Validator(str(path), None)
+        table = validator.partial(document)
+        return table, validator.problems
+
     def match(self, path: str) -> Rule | None:
         """The first rule whose glob matches ``path``, or None."""
         return next((rule for rule in self.rules if rule.matches(path)), None)
@@ -178,6 +197,12 @@ def literal_prefix(glob: str) -> str:
             break
         literal.append(segment)
     return "/".join(literal)
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for the choice nearest ``word`` (a typo), or ``''``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:
@@ -242,6 +267,15 @@ class _Validator:
         self.load_problems: dict[str, list[str]] = {}
 
     def table(self, document: dict[str, Any]) -> RoutingTable:
+        table = self.partial(document)
+        if self.problems:
+            count = len(self.problems)
+            summary = f"{self.source}: {count} problem(s) in the routing file: "
+            raise ConfigError(summary + "; ".join(self.problems), self.problems)
+        return table
+
+    def partial(self, document: dict[str, Any]) -> RoutingTable:
+        """The rules that validated (the problems of the others stay in ``problems``)."""
         raw_rules = self._raw_rules(document)
         available = self._rotators(raw_rules)
         rules = []
@@ -258,10 +292,6 @@ class _Validator:
                 )
             seen.setdefault(rule.match, number)
             rules.append(rule)
-        if self.problems:
-            count = len(self.problems)
-            summary = f"{self.source}: {count} problem(s) in the routing file: "
-            raise ConfigError(summary + "; ".join(self.problems), self.problems)
         used = {rule.rotator for rule in rules}
         return RoutingTable(rules, {n: r for n, r in available.items() if n in used})
 
@@ -293,7 +323,9 @@ class _Validator:
         before = len(self.problems)
         for key in sorted(set(raw) - RULE_KEYS):
             known = ", ".join(sorted(RULE_KEYS))
-            self._problem(number, key, f"unknown key; a rule has {known}")
+            self._problem(
+                number, key, f"unknown key{_did_you_mean(key, RULE_KEYS)}; a rule has {known}"
+            )
         match = self._match(number, raw.get("match"))
         grace = self._grace(number, raw.get("grace_period"))
         unused = self._unused(number, raw)
@@ -303,7 +335,8 @@ class _Validator:
                 self._problem(number, "rotator", "missing or not a string (or bad options)")
             if len(self.problems) > before or match is None:
                 return None
-            return Rule(match, str(name), grace, _Unvalidated.model_validate(options), unused)
+            options_model = _Unvalidated.model_validate(options)
+            return Rule(match, str(name), grace, options_model, unused, number)
         rotator = self._rotator(number, raw.get("rotator"), available)
         options = self._options(number, raw.get("options", {}), rotator)
         if rotator is not None and unused.enabled and not rotator.tells_usage:
@@ -315,7 +348,7 @@ class _Validator:
             )
         if len(self.problems) > before or match is None or rotator is None or options is None:
             return None
-        return Rule(match, raw["rotator"], grace, options, unused)
+        return Rule(match, raw["rotator"], grace, options, unused, number)
 
     def _match(self, number: int, value: Any) -> str | None:
         if not isinstance(value, str):
@@ -335,9 +368,13 @@ class _Validator:
             return available[value]
         if value in self.load_problems:
             detail = "; ".join(self.load_problems[value])
+            guess = _did_you_mean(value, plugins.installed())
+            if guess:
+                detail = f"{guess.removeprefix('; ')} {detail}"
         else:
             known = ", ".join(sorted(available)) or "none"
-            detail = f"no such rotator is installed (available: {known})"
+            guess = _did_you_mean(value, available)
+            detail = f"no such rotator is installed{guess} (available: {known})"
         self._problem(number, "rotator", f"{value!r}: {detail}")
         return None
 
@@ -393,6 +430,8 @@ class _Validator:
                 where = ".".join(str(part) for part in error.get("loc", ()))
                 name = f"options.{where}" if where else "options"
                 message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+                if error.get("type") == "extra_forbidden":
+                    message += _did_you_mean(where, rotator.Options.model_fields)
                 self._problem(number, name, f"{message} (rotator {rotator.name!r})")
             return None
 

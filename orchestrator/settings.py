@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     rotator_pending_republish_after: float = Field(
         default=120.0, gt=0, alias="ROTATOR_PENDING_REPUBLISH_AFTER"
     )
+    rotator_cli_allow_defaults: bool = Field(default=False, alias="ROTATOR_CLI_ALLOW_DEFAULTS")
+
+    @property
+    def redis_url_defaulted(self) -> bool:
+        """True when ``REDIS_URL`` came from nowhere but its default."""
+        return "redis_url" not in self.model_fields_set
 
     @field_validator("scaivault_webhook_secret", "rotator_seal_key", mode="before")
     @classmethod

@@ -32,6 +32,7 @@ class Report:
     config_problems: list[str] = field(default_factory=list)
     reach_problems: list[str] = field(default_factory=list)
     passed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
@@ -44,13 +45,32 @@ class Report:
         return EXIT_FAILED if self.reach_problems else 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": not self.problems, "problems": self.problems, "passed": self.passed}
+        return {
+            "ok": not self.problems,
+            "problems": self.problems,
+            "warnings": self.warnings,
+            "passed": self.passed,
+            "next": self.next_step(),
+        }
+
+    def next_step(self) -> str:
+        """What to do after reading the report."""
+        if self.config_problems:
+            return "fix each PROBLEM line above (file, rule, field), then run check-config again"
+        if self.reach_problems:
+            return "make Redis and ScaiVault reachable and grant what is missing, then run again"
+        if self.warnings:
+            return "look at each WARNING: a secret no rule matches is never rotated"
+        return "start (or restart) the workers so they load this routing file"
 
     def render(self) -> str:
         lines = [f"ok       {text}" for text in self.passed]
+        lines += [f"WARNING  {text}" for text in self.warnings]
         lines += [f"PROBLEM  {text}" for text in self.problems]
         verdict = f"{len(self.problems)} problem(s)" if self.problems else "configuration is OK"
-        return "\n".join([*lines, verdict])
+        if self.warnings:
+            verdict += f", {len(self.warnings)} warning(s)"
+        return "\n".join([*lines, verdict, f"next: {self.next_step()}"])
 
 
 def check(*, probe_write: bool = False) -> Report:
@@ -72,12 +92,12 @@ def check(*, probe_write: bool = False) -> Report:
 
 
 def _check_routing(settings: Settings, report: Report) -> RoutingTable | None:
-    try:
-        table = RoutingTable.load(settings.rotator_config)
-    except ConfigError as exc:
-        report.config_problems += exc.problems
-        return None
-    for number, rule in enumerate(table.rules, start=1):
+    """Validate the routing file; the valid rules are checked further even when others are
+    not (each problem is its own line)."""
+    table, problems = RoutingTable.check(settings.rotator_config)
+    report.config_problems += problems
+    for rule in table.rules:
+        number = _number(table, rule)
         rotator = table.rotator_for(rule)
         report.passed.append(
             f"rule {number}: {rule.match!r} -> {rule.rotator} ({rotator.strategy}), options valid"
@@ -87,9 +107,14 @@ def _check_routing(settings: Settings, report: Report) -> RoutingTable | None:
                 f"rule {number}: rotator {rule.rotator} is an updater and ROTATOR_SEAL_KEY is not "
                 "set; workers refuse to run it (make a key with Fernet.generate_key())"
             )
-    if not table.rules:
+    if not table.rules and not problems:
         report.config_problems.append(f"{settings.rotator_config}: has no [[rules]]")
-    return table
+    return table if table.rules else None
+
+
+def _number(table: RoutingTable, rule: Rule) -> int:
+    """A valid rule's number in the file (rules with problems are not in ``table``)."""
+    return rule.number or table.rules.index(rule) + 1
 
 
 def _check_redis(settings: Settings, report: Report) -> None:
@@ -125,7 +150,8 @@ def _check_vault(
     deadline = min(settings.scaivault_retry_deadline, CLI_RETRY_DEADLINE)
     quick = settings.model_copy(update={"scaivault_retry_deadline": deadline})
     with VaultClient(quick) as vault:
-        for number, rule in enumerate(table.rules, start=1):
+        for rule in table.rules:
+            number = _number(table, rule)
             try:
                 _check_rule_access(vault, table, number, rule, report, probe_write)
                 _check_option_paths(vault, number, rule, report)
@@ -165,9 +191,17 @@ def _check_rule_access(
         report.reach_problems.append(f"{label}: the token may not list {prefix!r}: {exc.message}")
         return
     matching = [path for path in paths if table.match(path) is rule]
+    unrouted = [path for path in paths if table.match(path) is None]
+    for path in unrouted[:5]:
+        report.warnings.append(
+            f"{label}: {path!r} is under {prefix!r} but no rule matches it, so it is never "
+            "rotated (was a wildcard dropped?)"
+        )
+    if len(unrouted) > 5:
+        report.warnings.append(f"{label}: and {len(unrouted) - 5} more unrouted under {prefix!r}")
     if not matching:
-        report.passed.append(
-            f"{label}: ScaiVault reachable; no secret this token may list matches yet"
+        report.warnings.append(
+            f"{label}: no secret this token may list matches this rule (a typo in match?)"
         )
         return
     _check_path_access(vault, matching[0], label, report, probe_write)

@@ -1,5 +1,5 @@
 """The on-call click commands (rotate, status, history, finalize, retry, cancel, rollback,
-rotators, check-config, demo); ``orchestrator.cli.main`` registers them on its group.
+acknowledge, rotators, check-config, demo); ``orchestrator.cli.main`` registers them on its group.
 
 Commands are thin: they parse arguments, call the on-call modules of this package
 (:mod:`~orchestrator.cli.session`, :mod:`~orchestrator.cli.trigger`, :mod:`~orchestrator.cli.grace`,
@@ -11,6 +11,7 @@ Commands are thin: they parse arguments, call the on-call modules of this packag
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,12 +32,15 @@ from orchestrator.cli.output import (
     guarded,
     render_history,
     render_record,
+    render_status,
     render_table,
 )
-from orchestrator.cli.rotate import finish, rotate
+from orchestrator.cli.rotate import rotate
+from orchestrator.cli.situation import next_steps, progress
 
 if TYPE_CHECKING:
-    pass
+    from orchestrator.cli.session import OnCall
+    from orchestrator.state.records import RunRecord
 
 
 @click.command()
@@ -50,9 +54,13 @@ def status(path: str | None, as_json: bool) -> None:
         oc = session()
         if path is not None:
             record = oncall.last_run(oc, path)
+            situation = oc.situation(path, record)
             data = record.to_dict()
             data["overdue"] = oncall.is_overdue(record)
-            emit(data, as_json, render_record)
+            data["now"] = progress(situation)
+            data["next"] = next_steps(situation, path)
+            emit(data, as_json, render_status)
+            click.echo(oc.asked(), err=True)
             return
         rows = oncall.overview(oc)
         if as_json:
@@ -63,9 +71,10 @@ def status(path: str | None, as_json: bool) -> None:
             for row in rows:
                 if row["overdue"]:
                     row["state"] = f"{row['state']} (OVERDUE)"
-                elif row["waiting"] and row["state"] == "grace":
+                elif row.get("waiting") and row["state"] == "grace":
                     row["state"] = f"grace (waiting: {row['waiting']})"
             click.echo(render_table(rows, TABLE_COLUMNS))
+        click.echo(oc.asked(), err=True)
 
 
 @click.command()
@@ -77,8 +86,10 @@ def history(path: str, limit: int, as_json: bool) -> None:
     with guarded(as_json):
         from orchestrator.cli import session as oncall
 
-        entries = oncall.recent_history(session(), path, limit)
+        oc = session()
+        entries = oncall.recent_history(oc, path, limit)
         emit(entries, as_json, render_history)
+        click.echo(oc.asked(), err=True)
 
 
 @click.command()
@@ -95,38 +106,55 @@ def finalize(
     with guarded(as_json):
         from orchestrator.cli import grace
 
+        acting = who(actor)
         record = grace.finalize_now(
-            session(), path, early=now, timeout=timeout, actor=who(actor), reason=reason
+            session(), path, early=now, timeout=timeout, actor=acting, reason=reason
         )
-        finish(record, as_json)
+        report(record, as_json, f"finalized {path}", acting, reason, good={"done"})
 
 
 @click.command()
 @click.argument("path")
+@click.option("--wait", is_flag=True, help="Follow the retried rotation to grace or an end.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits.")
 @reason_option
 @actor_option
 @json_option
-def retry(path: str, reason: str | None, actor: str | None, as_json: bool) -> None:
+def retry(
+    path: str, wait: bool, timeout: float, reason: str | None, actor: str | None, as_json: bool
+) -> None:
     """Retry PATH's failed or needs_attention rotation with a fresh set of attempts."""
     with guarded(as_json):
         from orchestrator.cli import trigger
 
-        record = trigger.retry(session(), path, who(actor), reason)
-        emit(record.to_dict(), as_json, lambda _: f"rotation {record.rotation_id} re-queued")
+        oc, acting = session(), who(actor)
+        record = trigger.retry(oc, path, acting, reason)
+        if wait:
+            record = follow(oc, record.rotation_id, timeout, as_json)
+            report(record, as_json, f"retried {path}", acting, reason, good={"grace", "done"})
+            return
+        report(record, as_json, f"retrying {path} (re-queued)", acting, reason, good={"queued"})
 
 
 @click.command()
 @click.argument("path")
+@click.option("--wait", is_flag=True, help="Wait until the worker has dropped its new value.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds --wait waits.")
 @reason_option
 @actor_option
 @json_option
-def cancel(path: str, reason: str | None, actor: str | None, as_json: bool) -> None:
+def cancel(
+    path: str, wait: bool, timeout: float, reason: str | None, actor: str | None, as_json: bool
+) -> None:
     """Cancel PATH's active rotation before it stores a new version."""
     with guarded(as_json):
         from orchestrator.cli import session as oncall
 
-        record = oncall.cancel(session(), path, who(actor), reason)
-        emit(record.to_dict(), as_json, lambda _: f"rotation {record.rotation_id} cancelled")
+        oc, acting = session(), who(actor)
+        record = oncall.cancel(oc, path, acting, reason)
+        if wait:
+            record = oncall.await_dropped(oc, record, timeout)
+        report(record, as_json, f"cancelled {path}", acting, reason, good={"cancelled"})
 
 
 @click.command()
@@ -145,19 +173,83 @@ def rollback(path: str, reason: str | None, actor: str | None, as_json: bool) ->
     with guarded(as_json):
         from orchestrator.cli import grace
 
-        done = grace.rollback(session(), path, actor=who(actor), reason=reason)
-        data = {**done.record.to_dict(), "new_credential": done.new_credential}
-        data["warning"] = done.warning
-        emit(
-            data,
-            as_json,
-            lambda _: (
-                f"rolled back {path}: ScaiVault holds the previous data as a new version; "
-                f"{done.new_credential}"
-            ),
-        )
+        acting = who(actor)
+        done = grace.rollback(session(), path, actor=acting, reason=reason)
+        extra = {"new_credential": done.new_credential, "warning": done.warning}
+        report(
+            done.record, as_json, f"rolled back {path}", acting, reason,
+            good={"rolled_back"}, new_fate=done.new_credential, extra=extra,
+        )  # fmt: skip
         if done.warning:
             click.echo(f"WARNING: {done.warning}", err=True)
+
+
+def report(
+    record: RunRecord,
+    as_json: bool,
+    headline: str,
+    actor: str,
+    reason: str | None,
+    *,
+    good: set[str],
+    new_fate: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """End a changing command: what happened, one statement per credential, who and why; exit
+    1 with the run's reason and the next step when it did not end in a ``good`` state."""
+    from orchestrator.cli.situation import Situation, credentials, hint
+
+    statements = credentials(record, new_fate)
+    data = {**record.to_dict(), "credentials": statements, **(extra or {})}
+    if record.state not in good:
+        emit(data, as_json, render_record)
+        if not as_json:
+            click.echo(f"error: rotation {record.rotation_id} is {record.state}: "
+                       f"{record.last_error or 'see `history`'}", err=True)  # fmt: skip
+            click.echo(f"next: {hint(Situation(record), record.path)}", err=True)
+        sys.exit(EXIT_FAILED)
+    why = f" by {actor}" + (f": {reason}" if reason else "")
+    lines = [f"{headline} (rotation {record.rotation_id},{why})"]
+    emit(data, as_json, lambda _: "\n".join(lines + [f"  {s}" for s in statements]))
+
+
+def follow(oc: OnCall, rotation_id: str, timeout: float, as_json: bool) -> RunRecord:
+    """Show a run's steps until grace or an end (what ``--wait`` does)."""
+    from orchestrator.cli import trigger
+    from orchestrator.cli.rotate import Progress
+
+    progress = Progress(as_json)
+    try:
+        return trigger.follow(oc, rotation_id, timeout, progress.show, tick=progress.tick)
+    finally:
+        progress.done()
+
+
+@click.command()
+@click.argument("path")
+@reason_option
+@actor_option
+@json_option
+def acknowledge(path: str, reason: str | None, actor: str | None, as_json: bool) -> None:
+    """Acknowledge PATH's credentials left valid at a target, once revoked by hand.
+
+    `status` lists such credentials (state left_valid) until they are acknowledged: the new
+    credential of a rollback that the rotator could not revoke, or an unused one whose
+    revocation failed.
+    """
+    with guarded(as_json):
+        from orchestrator.cli import session as oncall
+
+        found = oncall.acknowledge(session(), path, who(actor), reason)
+        emit(
+            [asdict(stray) for stray in found],
+            as_json,
+            lambda _: "\n".join(
+                f"acknowledged: the credential rotation {s.rotation_id} left valid is no longer "
+                "listed (it was revoked by hand)"
+                for s in found
+            ),
+        )
 
 
 @click.command()
@@ -165,8 +257,6 @@ def rollback(path: str, reason: str | None, actor: str | None, as_json: bool) ->
 def rotators(as_json: bool) -> None:
     """Installed rotator plugins, their strategies and option schemas."""
     with guarded(as_json):
-        from dataclasses import asdict
-
         from orchestrator.plugins import discover
 
         infos = [asdict(info) for info in discover()]
@@ -236,6 +326,7 @@ COMMANDS = (
     retry,
     cancel,
     rollback,
+    acknowledge,
     rotators,
     check_config,
     demo,

@@ -16,73 +16,16 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from orchestrator.cli.output import EXIT_USAGE
-from orchestrator.cli.session import POLL_SECONDS, OnCall
+from orchestrator.cli.session import POLL_SECONDS, OnCall, refuse_unless_allowed
+from orchestrator.cli.situation import hint, refusal
 from orchestrator.engine.rollback import HOLD_SECONDS, RollbackRequest
 from orchestrator.errors import CommandError
 from orchestrator.state import history, keys
 from orchestrator.state.due import DueQueue
 from orchestrator.state.messages import Task
 from orchestrator.state.records import RunRecord, RunState, now_iso
-from rotators.versions import parse_time
-
-
-def _in_grace(oc: OnCall, path: str, action: str) -> RunRecord:
-    """The rotation of ``path`` that is in grace, or an error saying why ``action`` can't run."""
-    record = oc.store.last(path)
-    if record is None:
-        raise CommandError(
-            f"no rotation of {path!r} is recorded, so there is nothing to {action}",
-            hint="check the path's spelling; `scaivault-rotator status` lists rotations",
-        )
-    if record.state == "grace":
-        return record
-    if record.state in {"done", "finalizing"}:
-        when = "is being finalized now" if record.state == "finalizing" else "was finalized"
-        raise CommandError(
-            f"{action} is no longer possible: rotation {record.rotation_id} {when} "
-            f"({record.updated_at}), which revokes the old credential",
-            hint=f"rotate again with `scaivault-rotator rotate {path}` if the new one is bad",
-        )
-    raise CommandError(
-        f"rotation {record.rotation_id} of {path!r} is {record.state}, not in grace; "
-        f"only a rotation in grace can {action}",
-        hint=f"`scaivault-rotator status {path}` shows where it is",
-    )
-
-
-def _refuse_if_held(record: RunRecord, action: str) -> None:
-    until = record.lease_until and datetime.fromisoformat(record.lease_until)
-    if record.lease_owner and until and until > datetime.now(UTC):
-        raise CommandError(
-            f"cannot {action}: rotation {record.rotation_id} is held by {record.lease_owner} "
-            f"until {record.lease_until} (a rollback in progress)",
-            hint=f"wait for it; `status {record.path}` shows the outcome",
-        )
-
-
-def _grace_over(oc: OnCall, record: RunRecord) -> bool:
-    """Whether ``record``'s grace is over on Redis's clock (the one the workers go by)."""
-    due = parse_time(record.finalize_after)
-    seconds, micros = oc.redis.time()
-    return due is None or due.timestamp() <= seconds + micros / 1e6
-
-
-def _held_while_in_use(oc: OnCall, path: str, now: bool) -> RunRecord | None:
-    """``path``'s run if it needs attention because its old credential stayed in use past
-    ``finalize_wait_max``: ``finalize --now`` may revoke it (and only with ``--now``)."""
-    record = oc.store.last(path)
-    if record is None or record.state != RunState.NEEDS_ATTENTION or not record.waiting:
-        return None
-    if not now:
-        raise CommandError(
-            f"rotation {record.rotation_id} needs attention: {record.last_error or '-'}",
-            hint=f"`finalize {path} --now` revokes the old credential even though it is in use",
-            exit_code=EXIT_USAGE,
-        )
-    return record
 
 
 def finalize_now(
@@ -93,26 +36,26 @@ def finalize_now(
     ``early`` (``--now``) also overrides a finalize that waits for the old credential's
     consumers, and takes a run held as ``needs_attention`` after that wait back to finalize."""
     requested = f"{actor} at {now_iso()}"
-    held = _held_while_in_use(oc, path, early)
-    if held is not None:
+    command = "finalize --now" if early else "finalize"
+    situation = oc.situation(path)
+    if refusal(situation, command) is not None and refusal(situation, "finalize --now") is None:
+        raise CommandError(  # a usage error: only --now may
+            f"cannot finalize {path}: {refusal(situation, command)}",
+            hint=hint(situation, path),
+            exit_code=EXIT_USAGE,
+        )
+    record = refuse_unless_allowed(oc, path, command).record
+    assert record is not None
+    if record.state == RunState.NEEDS_ATTENTION:  # held after waiting for its consumers
         record = oc.store.transition(
-            held, RunState.GRACE, expect={RunState.NEEDS_ATTENTION},
+            record, RunState.GRACE, expect={RunState.NEEDS_ATTENTION},
             finalize_requested=requested, last_error=None,
         )  # fmt: skip
-    else:
-        record = _in_grace(oc, path, "finalize")
-        _refuse_if_held(record, "finalize")
-        if not early and not _grace_over(oc, record):
-            raise CommandError(
-                f"rotation {record.rotation_id} is in grace until {record.finalize_after}",
-                hint=f"pass --now to finalize early (e.g. after a leak): finalize {path} --now",
-                exit_code=EXIT_USAGE,
-            )
-        if early:
-            # The run itself records the request: a worker finalizes before finalize_after, or
-            # while the old credential is in use, only then (and verifies the new credential
-            # first, refusing if it does not work).
-            record = oc.store.update(record, finalize_requested=requested)
+    elif early:
+        # The run itself records the request: a worker finalizes before finalize_after, or
+        # while the old credential is in use, only then (and verifies the new credential
+        # first, refusing if it does not work).
+        record = oc.store.update(record, finalize_requested=requested)
     history.append(
         oc.redis, path, "finalize_requested", rotation_id=record.rotation_id, actor=actor,
         reason=reason, state=record.state, detail="early" if early else "overdue",
@@ -165,11 +108,12 @@ def rollback(
     oc: OnCall, path: str, *, actor: str, reason: str | None, timeout: float = 120.0
 ) -> Rollback:
     """Hold ``path``'s rotation in grace, hand its rollback to a worker and follow it."""
-    record = _in_grace(oc, path, "roll back")
+    record = refuse_unless_allowed(oc, path, "rollback").record
+    assert record is not None
     owner = f"rollback:{actor}:{uuid.uuid4().hex[:8]}"
     refused = oc.store.hold(record.rotation_id, owner, HOLD_SECONDS)
     if refused != "ok":
-        _in_grace(oc, path, "roll back")  # it moved on (finalizing...): say so
+        refuse_unless_allowed(oc, path, "rollback")  # it moved on (finalizing...): say so
         raise CommandError(
             f"cannot roll back: rotation {record.rotation_id} is {refused} right now",
             hint=f"another rollback is running; `status {path}` shows the outcome",

@@ -14,7 +14,10 @@ from orchestrator import __version__
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="scaivault-rotator")
-def cli() -> None:
+@click.option(
+    "-v", "--verbose", count=True, help="On-call commands: show log lines on stderr (-vv: debug)."
+)
+def cli(verbose: int) -> None:
     """Rotate credentials stored in ScaiVault: receiver, workers, beat and on-call tools."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import click
@@ -32,10 +33,21 @@ def session() -> OnCall:
     from orchestrator.settings import Settings
 
     settings = Settings.load()
-    # Rotator and client logs go to stderr for people, warnings and worse only: stdout is
-    # the answer (plain or --json).
-    configure_logging(level="WARNING", fmt="console")
+    # The answer goes to stdout (plain or --json), errors and hints to stderr; log lines only
+    # with -v (-vv: debug), never mixed into a command's output otherwise.
+    verbose = verbosity()
+    configure_logging(level="DEBUG" if verbose > 1 else "INFO", fmt="console")
+    if not verbose:
+        logging.getLogger().setLevel(logging.CRITICAL + 1)
     return OnCall(settings)
+
+
+def verbosity() -> int:
+    """How many ``-v`` the command line was given (on ``scaivault-rotator`` itself)."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return 0
+    return int(context.find_root().params.get("verbose") or 0)
 
 
 def who(actor: str | None) -> str:

@@ -35,6 +35,7 @@ RECORD_FIELDS = (
     "rotator",
     "from_version",
     "new_version",
+    "restored_version",
     "finalize_after",
     "waiting",
     "waiting_since",
@@ -156,16 +157,38 @@ def _cell(value: Any) -> str:
 
 
 def render_record(record: Mapping[str, Any]) -> str:
-    """A run record as aligned ``field: value`` lines, in :data:`RECORD_FIELDS` order; the
-    ``waiting*`` lines only while finalize waits for the old credential to be unused."""
-    waiting = bool(record.get("waiting"))  # finalize waits for the old credential's users
-    names = [
-        name
-        for name in RECORD_FIELDS
-        if name in record and (waiting or not name.startswith("waiting"))
-    ]
+    """A run record as aligned ``field: value`` lines, in :data:`RECORD_FIELDS` order, without
+    the fields that mean nothing in its state (:func:`_shown`)."""
+    names = [name for name in RECORD_FIELDS if name in record and _shown(record, name)]
     width = max((len(name) for name in names), default=0)
     return "\n".join(f"{name.ljust(width)}  {_cell(record[name])}" for name in names)
+
+
+#: Where a run's finalize time still means something.
+_DUE_STATES = frozenset({"grace", "finalizing", "needs_attention"})
+
+
+def _shown(record: Mapping[str, Any], name: str) -> bool:
+    """Fields that would mislead in some states stay out of the plain view (``--json`` has
+    them all): a finalize time once there is none to come, the rolled-back version."""
+    state = record.get("state")
+    if name.startswith("waiting"):  # finalize waits for the old credential's users
+        return bool(record.get("waiting"))
+    if name == "finalize_after":
+        return state in _DUE_STATES
+    if name == "new_version":
+        return state != "rolled_back"
+    if name == "restored_version":
+        return record.get(name) is not None
+    return True
+
+
+def render_status(record: Mapping[str, Any]) -> str:
+    """``status PATH``: the run record, then what happens now and what on-call can do."""
+    lines = [render_record(record)]
+    lines += [f"now:  {line}" for line in record.get("now") or []]
+    lines += [f"next: {step}" for step in record.get("next") or []]
+    return "\n".join(lines)
 
 
 def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

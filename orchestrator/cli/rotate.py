@@ -25,6 +25,7 @@ from orchestrator.cli.output import (
     guarded,
     render_record,
 )
+from orchestrator.cli.situation import Situation, hint
 
 if TYPE_CHECKING:
     from orchestrator.cli.session import OnCall
@@ -73,18 +74,9 @@ def finish(record: RunRecord, as_json: bool) -> None:
         if not as_json:
             why = record.last_error or "see `history` for the reason"
             click.echo(f"error: rotation ended {record.state}: {why}", err=True)
-            step = NEXT_STEP.get(record.state, "see `history PATH`").replace("PATH", record.path)
+            step = hint(Situation(record), record.path) or f"`history {record.path}`"
             click.echo(f"next: {step}", err=True)
         sys.exit(EXIT_FAILED)
-
-
-#: What on-call does next when a watched rotation ends badly (the old credential still works).
-NEXT_STEP = {
-    "failed": "fix the cause above, then `scaivault-rotator retry PATH`",
-    "needs_attention": "fix the cause, then `retry PATH`; or `cancel PATH`",
-    "skipped": "`status PATH` shows the rotation that holds the path or why it was skipped",
-    "cancelled": "someone cancelled it: `history PATH` says who and why",
-}
 
 
 @click.command()

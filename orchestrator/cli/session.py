@@ -13,24 +13,27 @@ import contextlib
 import os
 import pwd
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
 from orchestrator import connection
 from orchestrator.cli.output import EXIT_USAGE, safe_url
-from orchestrator.errors import AccessDenied, CommandError, NotFound
+from orchestrator.cli.situation import CANCELLABLE, Situation, hint, refusal
+from orchestrator.errors import AccessDenied, CommandError, ConfigError, NotFound
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.settings import Settings
 from orchestrator.state import history, keys
 from orchestrator.state.records import ACTIVE, RunRecord
 from orchestrator.state.runs import RunStore
+from orchestrator.state.strays import Stray, Strays
 from orchestrator.vault.client import VaultClient
 
-#: States ``cancel`` may stop: nothing stored yet.
-CANCELLABLE = frozenset({"queued", "minting", "applying", "verifying", "needs_attention"})
+#: The ``status`` state of a credential left valid at a target (not a run state).
+STRAY_STATE = "left_valid"
 #: How long past ``finalize_after`` a rotation in grace counts as overdue.
 OVERDUE_SLACK_SECONDS = 120.0
 POLL_SECONDS = 0.25
@@ -55,6 +58,14 @@ class OnCall:
     @cached_property
     def redis(self) -> redis.Redis:
         url = self.settings.redis_url
+        if self.settings.redis_url_defaulted and not self.settings.rotator_cli_allow_defaults:
+            raise CommandError(
+                f"REDIS_URL is not set: on-call commands do not guess which Redis holds the "
+                f"rotations (the default, {url}, may be another one)",
+                hint="set REDIS_URL to the workers' Redis (after `demo --keep-running`: "
+                "`source demo.env`), or ROTATOR_CLI_ALLOW_DEFAULTS=true if the default is it",
+                exit_code=EXIT_USAGE,
+            )
         try:
             client = connection.redis_client(
                 url,
@@ -86,6 +97,23 @@ class OnCall:
         """Which rule covers which path; no plugin is imported (on-call runs no rotator code)."""
         return RoutingTable.load(self.settings.rotator_config, plugins=False)
 
+    def situation(self, path: str, record: RunRecord | None = None) -> Situation:
+        """``path``'s last run (or ``record``) and what decides what may be done with it."""
+        if record is None:
+            record = self.store.last(path)
+        seconds, micros = self.redis.time()
+        now = datetime.fromtimestamp(seconds + micros / 1e6, UTC)
+        strays = tuple(Strays(self.redis).of(path))
+        return Situation(record, routed=self.routed(path), now=now, strays=strays)
+
+    def routed(self, path: str) -> bool:
+        """Whether a routing rule matches ``path`` (True when the file cannot be read here:
+        the workers' copy decides, and a missing copy on on-call's machine must not block)."""
+        try:
+            return self.routing.match(path) is not None
+        except ConfigError:
+            return True
+
     @cached_property
     def producer(self) -> Any:
         """A publish-only Celery app: JSON, our queue, no retrying a dead broker forever. One per
@@ -107,6 +135,15 @@ class OnCall:
         )
         return app
 
+    def asked(self) -> str:
+        """Which Redis and ScaiVault this command asked (hosts only, never credentials)."""
+        parts = []
+        if "redis" in self.__dict__:
+            parts.append(f"redis {_host_of(self.settings.redis_url)}")
+        if "vault" in self.__dict__ and self.settings.scaivault_url:
+            parts.append(f"scaivault {_host_of(self.settings.scaivault_url)}")
+        return "asked " + ", ".join(parts) if parts else ""
+
     def close(self) -> None:
         """Close whatever was opened."""
         if "producer" in self.__dict__:
@@ -115,6 +152,17 @@ class OnCall:
             self.vault.close()
         if "redis" in self.__dict__:
             self.redis.close()
+
+
+def _host_of(url: str) -> str:
+    """``scheme://host:port/db`` of ``url`` without user-info, query or a path (Sentinel URLs:
+    each Sentinel's host)."""
+    if ";" in url:
+        return ";".join(_host_of(part) for part in url.split(";"))
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    db = parts.path if parts.scheme.startswith(("redis", "sentinel")) else ""
+    return f"{parts.scheme}://{host}{db}"
 
 
 # --- finding things ------------------------------------------------------------------------
@@ -157,7 +205,7 @@ def last_run(oc: OnCall, path: str) -> RunRecord:
         )
     raise CommandError(
         f"no rotation of {path!r} has been recorded yet",
-        hint=f"start one with `scaivault-rotator rotate {path}`",
+        hint=hint(Situation(None, routed=oc.routed(path)), path),
     )
 
 
@@ -176,24 +224,26 @@ def _known_in_vault(oc: OnCall, path: str) -> bool | str | None:
     return True
 
 
-def busy_hint(record: RunRecord) -> str:
-    """What on-call can do about a rotation holding its path, by state."""
-    path = record.path
-    if record.state == "grace":
-        return f"it is in grace: `finalize {path} --now` ends it, `rollback {path}` undoes it"
-    if record.state == "needs_attention":
-        return f"it needs attention: `retry {path}` or `cancel {path}`"
-    return f"watch it with `status {path}`; stop it with `cancel {path}`"
-
-
 def ensure_idle(oc: OnCall, path: str) -> None:
     """Refuse when a rotation already holds ``path``."""
     record = oc.store.active(path)
     if record is not None:
         raise CommandError(
             f"a rotation is already active on {path!r}: {record.rotation_id} is {record.state}",
-            hint=busy_hint(record),
+            hint=hint(oc.situation(path, record), path),
         )
+
+
+def refuse_unless_allowed(oc: OnCall, path: str, command: str) -> Situation:
+    """``path``'s situation, or a :class:`CommandError` saying why ``command`` cannot run and
+    what can (:mod:`orchestrator.cli.situation`)."""
+    situation = oc.situation(path)
+    why = refusal(situation, command)
+    if why is not None:
+        if situation.record is None:
+            last_run(oc, path)  # raises the right "unknown path" / "nothing yet" error
+        raise CommandError(f"cannot {command} {path}: {why}", hint=hint(situation, path) or None)
+    return situation
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -221,9 +271,14 @@ def is_overdue(record: RunRecord, now: float | None = None) -> bool:
 
 
 def overview(oc: OnCall, limit: int = 200) -> list[dict[str, Any]]:
-    """Rotations on-call should look at: active, failed, needs_attention and overdue ones."""
+    """Rotations on-call should look at: active, failed, needs_attention and overdue ones, and
+    every credential left valid at a target (state ``left_valid``) until acknowledged."""
     wanted = set(ACTIVE) | {"failed"}
-    rows = []
+    rows = [
+        {"path": s.path, "state": STRAY_STATE, "rotation_id": s.rotation_id,
+         "last_error": s.detail, "since": s.since, "overdue": False}
+        for s in Strays(oc.redis).all()
+    ]  # fmt: skip
     for record in oc.store.list(states=wanted, limit=limit):
         if record.state == "failed" and _superseded(oc, record):
             continue  # a later rotation of the path took over: nothing to look at
@@ -231,6 +286,22 @@ def overview(oc: OnCall, limit: int = 200) -> list[dict[str, Any]]:
         row["overdue"] = is_overdue(record)
         rows.append(row)
     return rows
+
+
+def acknowledge(oc: OnCall, path: str, actor: str, reason: str | None) -> list[Stray]:
+    """Forget ``path``'s credentials left valid at a target: on-call revoked them by hand."""
+    found = Strays(oc.redis).acknowledge(path)
+    if not found:
+        raise CommandError(
+            f"no credential of {path!r} is recorded as left valid at a target",
+            hint="`status` lists the ones that are (state left_valid)",
+        )
+    for stray in found:
+        history.append(
+            oc.redis, path, "stray_acknowledged", rotation_id=stray.rotation_id, actor=actor,
+            reason=reason, detail=stray.detail,
+        )  # fmt: skip
+    return found
 
 
 def _superseded(oc: OnCall, record: RunRecord) -> bool:
@@ -251,17 +322,13 @@ def recent_history(oc: OnCall, path: str, limit: int) -> list[dict[str, str]]:
 
 def cancel(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
     """Stop an active rotation that has stored nothing yet (the engine checks before each step)."""
-    record = oc.store.active(path)
-    if record is None:
+    record = refuse_unless_allowed(oc, path, "cancel").record
+    assert record is not None
+    if _stored(oc, record):
         raise CommandError(
-            f"no active rotation on {path!r} to cancel",
-            hint=f"`status {path}` shows its last rotation",
-        )
-    if record.state not in CANCELLABLE or _stored(oc, record):
-        raise CommandError(
-            f"rotation {record.rotation_id} is {record.state}: the new version is already "
-            "stored, so cancelling would leave two live credentials",
-            hint=busy_hint(record),
+            f"cannot cancel {path}: rotation {record.rotation_id} already stored its new "
+            "version in ScaiVault, so cancelling would leave two live credentials",
+            hint=f"fix the cause, then `retry {path}`",
         )
     done = oc.store.transition(
         record.rotation_id,
@@ -275,6 +342,24 @@ def cancel(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
         reason=reason, state="cancelled", detail=f"was {record.state}",
     )  # fmt: skip
     return done
+
+
+def await_dropped(oc: OnCall, record: RunRecord, timeout: float) -> RunRecord:
+    """After a cancel: wait until the worker dropped the value it minted (and revoked it where
+    the rotator can) — at its next step; a run that held none is returned as it is."""
+    deadline = time.monotonic() + timeout
+    current = oc.store.require(record.rotation_id)
+    while current.sealed:
+        if time.monotonic() >= deadline:
+            raise CommandError(
+                f"rotation {record.rotation_id} is cancelled, but its worker has not dropped "
+                f"its new value within {timeout:.0f}s",
+                hint=f"it does at its next step; `status {record.path}` and `history "
+                f"{record.path}` show when",
+            )
+        time.sleep(POLL_SECONDS)
+        current = oc.store.require(record.rotation_id)
+    return current
 
 
 def _stored(oc: OnCall, record: RunRecord) -> bool:

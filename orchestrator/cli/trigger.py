@@ -18,8 +18,10 @@ from orchestrator.cli.session import (
     OnCall,
     current_version,
     ensure_idle,
+    refuse_unless_allowed,
     rule_for,
 )
+from orchestrator.cli.situation import RETRYABLE
 from orchestrator.engine.ids import manual_id
 from orchestrator.errors import CommandError, VaultError
 from orchestrator.state import history, keys
@@ -32,8 +34,6 @@ STOP_STATES = frozenset(
 )
 #: Of those, the ones that mean the rotation worked (so far).
 GOOD_STATES = frozenset({"grace", "done"})
-#: States ``retry`` may restart.
-RETRYABLE = frozenset({"failed", "needs_attention"})
 
 
 @dataclass(frozen=True)
@@ -216,14 +216,8 @@ def rotate_paced(
 
 def retry(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
     """Give a failed or ``needs_attention`` rotation a fresh set of attempts and re-enqueue it."""
-    record = oc.store.last(path)
-    if record is None or record.state not in RETRYABLE:
-        state = record.state if record else "not recorded"
-        raise CommandError(
-            f"nothing to retry on {path!r}: its last rotation is {state}",
-            hint="retry works on failed or needs_attention rotations; "
-            f"start a new one with `rotate {path}`",
-        )
+    record = refuse_unless_allowed(oc, path, "retry").record
+    assert record is not None
     if record.state == "failed":
         ensure_idle(oc, path)
     queued = oc.store.transition(

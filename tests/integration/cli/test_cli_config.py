@@ -100,3 +100,31 @@ def test_check_config_reports_reachability_and_permissions(
     assert any("ROTATOR_SEAL_KEY" in p for p in problems) and any(
         "REDIS_URL" in p for p in problems
     )
+
+
+def test_check_config_keeps_checking_after_a_bad_rule_and_warns_about_unrouted_secrets(
+    sandbox: Sandbox, oncall_cli: OnCallCli, tmp_path: Path
+) -> None:
+    """A misspelled option used to hide every other check; a dropped wildcard was "OK"."""
+    prefix = sandbox.ends.prefix
+    sandbox.add_password(unique("typo"), scheduled=False)
+    sandbox.add_salesforce(unique("dropped"), scheduled=False)
+    routing = tmp_path / "rotation.toml"
+    routing.write_text(
+        f'[[rules]]\nmatch = "{prefix}/db/*"\nrotator = "random-password"\n'
+        "[rules.options]\nlenght = 30\n\n"
+        f'[[rules]]\nmatch = "{prefix}/salesforce"\nrotator = "random-pasword"\n\n'
+        f'[[rules]]\nmatch = "{prefix}/salesforce"\nrotator = "random-password"\n',
+        encoding="utf-8",
+    )
+    result = oncall_cli("check-config", ROTATOR_CONFIG=str(routing))
+    assert result.code == 2, result
+    out = result.out
+    assert "rule 1: options.lenght: Extra inputs are not permitted; did you mean 'length'?" in out
+    assert "'random-pasword': did you mean 'random-password'? no such rotator" in out
+    assert "ok       rule 3" in out, "the valid rule is still checked"
+    assert f"WARNING  rule 3 ('{prefix}/salesforce'): no secret this token may list" in out
+    assert "is under" in out and "no rule matches it, so it is never rotated" in out
+    assert out.rstrip().splitlines()[-1].startswith("next: fix each PROBLEM line")
+    report = oncall_cli("check-config", "--json", ROTATOR_CONFIG=str(routing)).json()
+    assert report["warnings"] and report["next"].startswith("fix each PROBLEM")

@@ -171,7 +171,7 @@ def test_rollback_holds_the_run_before_writing_and_lets_go_when_refused(
         # Someone else holds the run (a concurrent rollback): nothing may be written.
         assert store.hold(rid, "rollback:other", 60) == "ok"
         refused = oncall_cli("rollback", path)
-        assert refused.code == 1 and "held rollback:other" in refused.err, refused
+        assert refused.code == 1 and "held by rollback:other" in refused.err, refused
         assert sandbox.read(path)["version"] == 2, "a refused rollback writes nothing"
         early = oncall_cli("finalize", path, "--now")
         assert early.code == 1 and "held by rollback:other" in early.err, early

@@ -116,6 +116,13 @@ def test_every_repository_path_named_exists(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", GUIDES, ids=ids)
+def test_every_test_file_named_exists(path: Path) -> None:
+    """A bare ``test_x.py`` (named without its folder) is somewhere under tests/."""
+    named = set(re.findall(r"\btest_\w+\.py\b", guide(path).text))
+    assert [n for n in sorted(named) if not any((REPO / "tests").rglob(n))] == []
+
+
+@pytest.mark.parametrize("path", GUIDES, ids=ids)
 def test_every_module_named_exists(path: Path) -> None:
     text = guide(path).text
     missing = [m for m in MODULE.findall(text) if _module_file(m) is None]

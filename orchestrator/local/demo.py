@@ -196,18 +196,42 @@ def _print_failure(box: Sandbox, echo: Echo, message: str) -> None:
         echo(child.log_tail(25))
 
 
-def _keep_running(box: Sandbox, echo: Echo) -> None:
+#: What ``demo.env`` holds: everything the CLI needs, and the emulator's admin token.
+DEMO_ENV = (
+    "SCAIVAULT_URL",
+    "SCAIVAULT_TOKEN",
+    "REDIS_URL",
+    "ROTATOR_CONFIG",
+    "ROTATOR_SEAL_KEY",
+    "SCAIVAULT_WEBHOOK_SECRET",
+    "EMULATOR_ADMIN_TOKEN",
+)
+
+
+def write_env(box: Sandbox) -> Path:
+    """``demo.env`` (mode 0600): the settings to drive the running stack from a shell, and
+    the emulator's admin token (its admin API: secrets, tokens, faults, clock)."""
     env_file = box.ends.workdir / "demo.env"
-    env = box.role_env()
-    names = ("SCAIVAULT_URL", "SCAIVAULT_TOKEN", "REDIS_URL", "ROTATOR_CONFIG", "ROTATOR_SEAL_KEY")
-    env_file.write_text("".join(f"{n}={env[n]}\n" for n in names), encoding="utf-8")
-    env_file.chmod(0o600)
+    env = {**box.role_env(), "EMULATOR_ADMIN_TOKEN": box.ends.admin_token}
+    lines = [f"# scaivault-rotator demo stack; receiver at {box.ends.receiver_url}"]
+    lines += [f"{name}={env[name]}" for name in DEMO_ENV]
+    env_file.touch(mode=0o600)
+    env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return env_file
+
+
+def _keep_running(box: Sandbox, echo: Echo) -> None:
+    env_file = write_env(box)
     echo(
-        f"\nThe stack is up. In another terminal:\n"
+        f"\nThe stack is up. {env_file} holds everything to drive it (the CLI's settings and "
+        "EMULATOR_ADMIN_TOKEN for the emulator's admin API, e.g. fault injection). In another "
+        "terminal:\n"
         f"  set -a; . {env_file}; set +a\n"
         f"  scaivault-rotator status\n"
         f"  scaivault-rotator history {box.ends.prefix}/db/password\n"
         f"  scaivault-rotator rotate {box.ends.prefix}/db/password --wait\n"
+        f'  curl -H "Authorization: Bearer $EMULATOR_ADMIN_TOKEN" '
+        f"$SCAIVAULT_URL/v1/_emulator/faults\n"
         f"Logs: {box.ends.workdir}/*.log\n"
         "Press Ctrl-C to stop everything."
     )

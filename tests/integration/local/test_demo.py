@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
@@ -138,4 +139,44 @@ def test_a_failed_demo_says_why_shows_logs_and_stops_everything(tmp_path: Path) 
     assert done.returncode == 1, done.stdout[-3000:]
     assert "error: the rotations did not finish within 0s" in done.stdout
     assert "--- last lines of worker" in done.stdout and "state and logs kept in" in done.stdout
+    assert not _leftover_processes(workdir)
+
+
+def test_keep_running_writes_everything_to_drive_the_stack_into_demo_env(tmp_path: Path) -> None:
+    """The emulator's admin token (for fault injection) used to be only in the process list."""
+    workdir = tmp_path / "demo"
+    log = tmp_path / "demo.out"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cli_argv("demo", "--keep-running", "--workdir", str(workdir)),
+            env=_demo_env(), stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while "The stack is up" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+        env_file = workdir / "demo.env"
+        assert "EMULATOR_ADMIN_TOKEN for the emulator's admin API" in log.read_text()
+        assert env_file.stat().st_mode & 0o777 == 0o600
+        settings = dict(
+            line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
+        )
+        assert set(settings) >= {"REDIS_URL", "SCAIVAULT_URL", "EMULATOR_ADMIN_TOKEN"}
+        env = {**_demo_env(), **settings}
+        status = subprocess.run(
+            cli_argv("status"), env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert status.returncode == 0 and "asked redis" in status.stderr, status.stderr
+        faults = httpx.get(
+            settings["SCAIVAULT_URL"] + "/v1/_emulator/faults",
+            headers={"Authorization": f"Bearer {settings['EMULATOR_ADMIN_TOKEN']}"},
+        )
+        assert faults.status_code == 200, faults.text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, "Ctrl-C is how a kept stack is meant to stop"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert not _leftover_processes(workdir)

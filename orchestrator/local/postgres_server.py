@@ -95,12 +95,15 @@ class Superuser:
 class PostgresServer:
     """One private server on ``127.0.0.1:port``; use :meth:`start` and :meth:`stop`."""
 
-    def __init__(self, bindir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, bindir: Path | None = None, port: int | None = None, log_path: Path | None = None
+    ) -> None:
         found = bindir or find_bindir()
         if found is None:
             raise StackError(INSTALL_HINT)
         self.bindir = found
         self.port = port or free_port()
+        self._log_path = log_path
         self.superuser = Superuser("postgres", "pg-" + secrets.token_urlsafe(24))
         self.directory: Path | None = None
         self.child: ChildProcess | None = None
@@ -115,8 +118,9 @@ class PostgresServer:
 
     @property
     def log_path(self) -> Path:
-        """The server's log (stderr): every statement, connection and error."""
-        return self._dir() / "server.log"
+        """The server's log (stderr): every statement, connection and error; in the server's
+        directory unless given (then it outlives :meth:`stop`)."""
+        return self._log_path or self._dir() / "server.log"
 
     def log_text(self) -> str:
         """Everything the server logged so far."""

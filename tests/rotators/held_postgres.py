@@ -1,18 +1,21 @@
-"""A test-only ``postgres-password`` that can be held right after ``apply`` (for crash tests).
+"""Test-only PostgreSQL rotators that can be held inside a step (for crash tests).
 
-It is the built-in rotator unchanged, plus :class:`tests.rotators.hook.StepHook` at
-``after_apply``: the worker can be SIGKILLed while the server already has the new password and
-ScaiVault still holds the old one. The hook's options exist only here, never in production.
+They are the built-in rotators unchanged, plus :class:`tests.rotators.hook.StepHook`:
+``test-postgres-held`` (``postgres-password``) at ``after_apply``, so the worker can be
+SIGKILLed while the server already has the new password and ScaiVault still holds the old one;
+``test-postgres-dual-held`` (``postgres-dual``) at ``after_mint``, after the new role's password
+was set but before the engine could seal it. The hook's options exist only here.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
 from rotators import RotationContext, SecretData
-from rotators.postgres.options import PostgresPasswordOptions
+from rotators.postgres.dual import PostgresDualRotator
+from rotators.postgres.options import PostgresDualOptions, PostgresPasswordOptions
 from rotators.postgres.password import PostgresPasswordRotator
 from tests.rotators.hook import StepHook
 
@@ -35,3 +38,24 @@ class HeldPostgresPassword(PostgresPasswordRotator):
         options = ctx.options
         assert isinstance(options, HeldPostgresOptions)
         StepHook(options.signal_url, options.hold).reach(ctx.rotation_id, "after_apply")
+
+
+class HeldDualOptions(PostgresDualOptions):
+    """``postgres-dual``'s options and the hook's."""
+
+    signal_url: str | None = None
+    hold: list[str] = Field(default_factory=list)
+
+
+class HeldPostgresDual(PostgresDualRotator):
+    """``postgres-dual`` announcing (and, if asked, holding at) ``after_mint``."""
+
+    name = "test-postgres-dual-held"
+    Options: ClassVar[type[BaseModel]] = HeldDualOptions
+
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:  # type: ignore[override]
+        new = super().mint(ctx)
+        options = ctx.options
+        assert isinstance(options, HeldDualOptions)
+        StepHook(options.signal_url, options.hold).reach(ctx.rotation_id, "after_mint")
+        return new

@@ -25,7 +25,7 @@ from rotators.contract import RotationContext, Rotator, Usage
 from rotators.errors import PermanentError, TransientError
 from rotators.passwords import generate
 from rotators.postgres import roles
-from rotators.postgres.logins import admin_session, login_of
+from rotators.postgres.logins import admin_session, login_of, verify_login
 from rotators.postgres.options import PostgresDualOptions
 from rotators.postgres.session import Login, accepts
 from rotators.secret import Secret, SecretData
@@ -60,14 +60,7 @@ class PostgresDualRotator(Rotator[PostgresDualOptions]):
 
     def verify(self, ctx: Context, new: SecretData) -> None:
         """Log in as the new role with its new password (a refusal is retried, then fails)."""
-        login = self._login(ctx, new, "new")
-        if not accepts(ctx.options, login):
-            raise TransientError(
-                f"{ctx.options.where()} does not accept the new password of role "
-                f"{login.role!r} (yet)",
-                step="verify",
-            )
-        ctx.log.info("postgres_login_verified", role=login.role, step="verify")
+        verify_login(ctx, self._login(ctx, new, "new"))
 
     def in_use(self, ctx: Context, old: SecretData) -> Usage | None:
         """The old role's client sessions, as the admin sees them in ``pg_stat_activity``."""

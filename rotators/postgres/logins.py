@@ -12,9 +12,16 @@ from contextlib import contextmanager
 from typing import Any
 
 from rotators.contract import RotationContext
-from rotators.errors import PermanentError
+from rotators.errors import PermanentError, TransientError
 from rotators.postgres.options import ServerOptions, check_role_name
-from rotators.postgres.session import Connection, Login, LoginRefused, connect, using
+from rotators.postgres.session import (
+    Connection,
+    Login,
+    LoginRefused,
+    connect,
+    login_check,
+    using,
+)
 from rotators.secret import Secret
 
 #: The fields of the admin secret at ``admin_secret_path``.
@@ -71,3 +78,16 @@ def admin_session(
         ) from None
     with using(conn, f"admin on {options.where()}") as admin_conn:
         yield admin_conn
+
+
+def verify_login(ctx: RotationContext[Any], login: Login) -> None:
+    """``verify``: a new connection with ``login``. A refusal is a :class:`TransientError`
+    (retried for the rotator's ``verify_timeout``: a pooler or replica in front of the server
+    may lag), saying why it was refused."""
+    try:
+        login_check(ctx.options, login)
+    except LoginRefused as refused:
+        raise TransientError(
+            f"the new login is refused: {refused.message}", step="verify"
+        ) from None
+    ctx.log.info("postgres_login_verified", role=login.role, step="verify")

@@ -20,12 +20,12 @@ from __future__ import annotations
 from typing import Any
 
 from rotators.contract import RotationContext, Rotator
-from rotators.errors import PermanentError, TransientError
+from rotators.errors import PermanentError
 from rotators.passwords import generate
 from rotators.postgres import roles
-from rotators.postgres.logins import admin_session, login_of
+from rotators.postgres.logins import admin_session, login_of, verify_login
 from rotators.postgres.options import PostgresPasswordOptions
-from rotators.postgres.session import Login, LoginRefused, accepts, run, session
+from rotators.postgres.session import Login, LoginRefused, accepts, login_check, session
 from rotators.secret import SecretData
 
 #: What this rotator's steps receive.
@@ -86,13 +86,7 @@ class PostgresPasswordRotator(Rotator[PostgresPasswordOptions]):
         """Log in as the role with the new password; a refusal is retried (a pooler or a
         replica in front of the server may lag), then fails the rotation."""
         login = login_of(new, ctx.options, "new")
-        if not accepts(ctx.options, login):
-            raise TransientError(
-                f"{ctx.options.where()} does not accept the new password of role "
-                f"{login.role!r} (yet)",
-                step="verify",
-            )
-        ctx.log.info("postgres_login_verified", role=login.role, step="verify")
+        verify_login(ctx, login)
 
     def preflight(self, ctx: Context) -> None:
         """The role exists and may log in, and whoever sets its password may: the admin (its
@@ -100,8 +94,7 @@ class PostgresPasswordRotator(Rotator[PostgresPasswordOptions]):
         options = ctx.options
         current = login_of(ctx.current.data, options, "current")
         if options.admin_secret_path is None:
-            with session(options, current, f"role {current.role}") as conn:
-                run(conn, "SELECT 1", what=f"role {current.role!r}")
+            login_check(options, current)
             return
         with admin_session(ctx, options.admin_secret_path, [current.role]) as conn:
             roles.require_login_role(conn, roles.admin(conn), current.role)

@@ -8,13 +8,15 @@ Errors, translated without their text::
 
     psycopg.Error
      +-- at connect (libpq gives text only, so it is classified, never passed on)
-     |    password authentication failed     -> LoginRefused (a PermanentError)
+     |    password authentication failed,
+     |    role not permitted to log in         -> LoginRefused (a PermanentError)
      |    no pg_hba.conf entry, no database,
-     |    TLS / certificate problems           -> PermanentError
+     |    no CONNECT on it, TLS / certificate  -> PermanentError
      |    refused, timeout, too many
      |    connections, starting up, other      -> TransientError
      +-- after connect, by SQLSTATE class or code
-          08, 40, 53, 57, 55P03, 57014         -> TransientError
+          08, 40, 53, 57 (57014: statement
+          timeout), 55P03, 55006               -> TransientError
           anything else                        -> PermanentError naming SQLSTATE and condition
 
 A driver exception can hold the password itself (``exc.pgconn`` keeps the connection
@@ -142,11 +144,17 @@ def connect(options: ServerOptions, login: Login, what: str) -> Connection:
 def accepts(options: ServerOptions, login: Login) -> bool:
     """Whether the server lets ``login`` in now (False when it refuses the password)."""
     try:
-        with session(options, login, f"role {login.role}") as conn:
-            conn.execute("SELECT 1")
+        login_check(options, login)
     except LoginRefused:
         return False
     return True
+
+
+def login_check(options: ServerOptions, login: Login) -> None:
+    """Log in as ``login`` and run a query; raises :class:`LoginRefused` when refused."""
+    what = f"role {login.role}"
+    with session(options, login, what) as conn:
+        run(conn, "SELECT 1", what=what)
 
 
 def connect_error(text: str, options: ServerOptions, login: Login, what: str) -> RotatorError:
@@ -155,6 +163,15 @@ def connect_error(text: str, options: ServerOptions, login: Login, what: str) ->
     lower = text.lower()
     if "password authentication failed" in lower or "authentication failed" in lower:
         return LoginRefused(f"{where} refuses the password of role {login.role!r} ({what})")
+    if "not permitted to log in" in lower:
+        return LoginRefused(
+            f"{where}: role {login.role!r} may not log in (NOLOGIN): ALTER ROLE {login.role} LOGIN"
+        )
+    if "permission denied for database" in lower:
+        return PermanentError(
+            f"{where}: role {login.role!r} may not connect to database {options.dbname!r}: "
+            f"GRANT CONNECT ON DATABASE {options.dbname} TO {login.role}"
+        )
     if "no pg_hba.conf entry" in lower:
         return PermanentError(
             f"{where}: pg_hba.conf has no entry letting role {login.role!r} connect from this "

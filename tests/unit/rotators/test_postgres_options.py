@@ -71,6 +71,8 @@ PREFIX = 'connection failed: connection to server at "127.0.0.1", port 5432 fail
     ("message", "kind", "says"),
     [
         ('FATAL:  password authentication failed for user "app_a"', LoginRefused, "refuses"),
+        ('FATAL:  role "app_a" is not permitted to log in', LoginRefused, "ALTER ROLE app_a LOGIN"),
+        ("FATAL:  permission denied for database", PermanentError, "GRANT CONNECT ON DATABASE"),
         ('FATAL:  no pg_hba.conf entry for host "10.0.0.1", user "app_a"', PermanentError, "hba"),
         ('FATAL:  database "orders" does not exist', PermanentError, "does not exist"),
         ('FATAL:  role "app_a" does not exist', PermanentError, "does not exist"),

@@ -27,17 +27,18 @@ from tests.fixtures.stack import OnCallCli
 
 pytestmark = pytest.mark.integration
 
-#: The app whose two roles the module's sandbox rotates (unique on the session's server).
+#: The apps whose two roles the module's sandbox rotates (unique on the session's server).
 APP = f"orders_{secrets.token_hex(3)}"
+ROLLBACK_APP = f"billing_{secrets.token_hex(3)}"
 
 
 @pytest.fixture(scope="module")
 def pg_box(
     tmp_path_factory: pytest.TempPathFactory, postgres_server: PgServer
 ) -> Iterator[Sandbox]:
-    """The sandbox with a PostgreSQL part: a ``postgres-dual`` rule for APP, re-checking a
+    """The sandbox with a PostgreSQL part: a ``postgres-dual`` rule per app, re-checking a
     waiting finalize every second (doubling), and a 3 s grace."""
-    target = PostgresTarget(postgres_server.server, [APP], recheck="1s")
+    target = PostgresTarget(postgres_server.server, [APP, ROLLBACK_APP], recheck="1s")
     box = Sandbox(tmp_path_factory.mktemp("pg-sandbox"), grace="3s", postgres=target)
     try:
         box.start()
@@ -126,3 +127,33 @@ def test_finalize_waits_for_the_consumer_then_revokes_the_old_role(
         box.originals[box.ends.pg_admin_path]["password"],
     ):
         assert value not in logs and value not in server_log
+
+
+def test_rollback_while_finalize_waits_restores_the_old_role_and_revokes_the_new_one(
+    pg_box: Sandbox, postgres_server: PgServer, tmp_path: Path
+) -> None:
+    box, pg, cli = pg_box, postgres_server, OnCallCli(pg_box)
+    path = box.add_postgres(ROLLBACK_APP)
+    first = dict(box.originals[path])
+    old_role, new_role = f"{ROLLBACK_APP}_a", f"{ROLLBACK_APP}_b"
+    consumer = pg.consumer(old_role, first["password"], "billing-api", tmp_path / "consumer.log")
+    try:
+        box.trigger(path)
+        wait_for(lambda: cli.record(path).get("waiting"), "finalize to wait for the consumer")
+        new = box.read(path)["data"]
+        assert new["username"] == new_role and pg.accepts(new_role, new["password"])
+
+        done = cli("rollback", path, "--reason", "the new role lacks a grant")
+        assert done.code == 0, done
+        assert "WARNING" not in done.err, "postgres-dual revokes the new credential itself"
+        assert cli.record(path)["state"] == "rolled_back"
+        current = box.read(path)
+        assert current["version"] == 3 and current["data"] == first, "the old login is back"
+        assert pg.accepts(old_role, first["password"]), "the consumer's login still works"
+        assert not pg.accepts(new_role, new["password"]), "the rolled-back login is revoked"
+        assert consumer.alive
+    finally:
+        consumer.kill()
+    cli.assert_no_secret_values()
+    server_log = pg.log_text()
+    assert first["password"] not in server_log and new["password"] not in server_log

@@ -5,8 +5,11 @@ emulator, the fake Salesforce, the receiver, a worker and beat), stores two secr
 password and a Salesforce credential) with a rotation policy, triggers rotation through
 ScaiVault so the signed webhook path is used, prints the timeline as it happens, and checks the
 outcome: new versions stored and finalized, the new Salesforce pair works and the old one is
-refused. Every process it started is stopped on exit, also on Ctrl-C or failure. Secret values
-are created and compared here but never printed.
+refused. When PostgreSQL server binaries (and psycopg) are installed it also rotates a
+``postgres-dual`` secret on a private server while a consumer is connected, and shows finalize
+waiting for that consumer (:mod:`orchestrator.local.demo_postgres`); otherwise it says it
+skipped that part and why. Every process it started is stopped on exit, also on Ctrl-C or
+failure. Secret values are created and compared here but never printed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import click
 from orchestrator import connection
 from orchestrator.cli.output import describe_error, dump_json, safe_url
 from orchestrator.errors import ConfigError, StackError
+from orchestrator.local import demo_postgres
 from orchestrator.local.operator_redis import explicit_redis
 from orchestrator.local.provisioning import WHO
 from orchestrator.local.sandbox import GRACE, Sandbox
@@ -152,11 +156,16 @@ class Watcher:
         key = ("history", path, entry.get("ts"), entry.get("event"))
         self.timeline.once(key, f"{self.short(path):<{WHO}} {entry.get('event')} {detail}".rstrip())
 
-    def until_done(self, timeout: float) -> dict[str, RunRecord | None]:
-        """Poll until every path's rotation ended (or raise on timeout or a dead process)."""
+    def until_done(
+        self, timeout: float, on_poll: Callable[[dict[str, RunRecord | None]], None] | None = None
+    ) -> dict[str, RunRecord | None]:
+        """Poll until every path's rotation ended (or raise on timeout or a dead process);
+        ``on_poll`` sees the records after each poll."""
         deadline = time.monotonic() + timeout
         while True:
             records = self.poll()
+            if on_poll is not None:
+                on_poll(records)
             if all(r is not None and r.state in END_STATES for r in records.values()):
                 return records
             if time.monotonic() > deadline:
@@ -167,8 +176,13 @@ class Watcher:
         self.client.close()
 
 
-def check_outcome(box: Sandbox, records: dict[str, RunRecord | None], outcome: Outcome) -> None:
-    """Compare ScaiVault and Salesforce against what was stored before the rotation."""
+def check_outcome(
+    box: Sandbox,
+    records: dict[str, RunRecord | None],
+    outcome: Outcome,
+    consumer: demo_postgres.Consumer | None = None,
+) -> None:
+    """Compare ScaiVault, Salesforce and PostgreSQL against what was stored before."""
     for path, record in records.items():
         name = path.removeprefix(box.ends.prefix + "/")
         outcome.add(
@@ -181,6 +195,10 @@ def check_outcome(box: Sandbox, records: dict[str, RunRecord | None], outcome: O
             current.get("version") == 2 and meta.get("rotated_by") == "scaivault-rotator",
         )
         old, new = box.originals[path], current.get("data", {})
+        if consumer is not None and path == consumer.path:
+            for check, ok in demo_postgres.check(box, consumer, old, new):
+                outcome.add(check, ok)
+            continue
         if "password" in old:
             outcome.add(f"{name}: the password changed", new.get("password") != old["password"])
             continue
@@ -248,7 +266,10 @@ def run(*, keep_running: bool, workdir: Path | None, timeout: float, as_json: bo
     echo: Echo = lambda text: click.echo(text, err=as_json)  # noqa: E731
     work = workdir or Path(tempfile.mkdtemp(prefix="scaivault-demo-"))
     echo(f"scaivault-rotator demo: state and logs in {work}")
-    box = Sandbox(work, redis_url=_operator_redis(echo), echo=lambda _: None)
+    postgres, skipped = demo_postgres.postgres_part(work)
+    if postgres is None:
+        echo(f"postgres-dual part skipped: {skipped}")
+    box = Sandbox(work, redis_url=_operator_redis(echo), echo=lambda _: None, postgres=postgres)
     code = _supervise(box, keep_running, timeout, as_json, echo)
     if code == 0 and workdir is None:
         shutil.rmtree(work, ignore_errors=True)
@@ -273,7 +294,7 @@ def _supervise(box: Sandbox, keep_running: bool, timeout: float, as_json: bool, 
         for name, ok in outcome.checks:
             echo(f"  {'PASS' if ok else 'FAIL'}  {name}")
         if as_json:
-            click.echo(dump_json({**outcome.as_dict(), "workdir": str(box.ends.workdir)}))
+            click.echo(dump_json({**outcome.as_dict(), **_where(box)}))
         if not outcome.ok:
             _print_failure(box, echo, "some outcome checks failed")
             return 1
@@ -283,6 +304,15 @@ def _supervise(box: Sandbox, keep_running: bool, timeout: float, as_json: bool, 
                 _keep_running(box, echo)
         echo("stopping every process the demo started")
     return 0
+
+
+def _where(box: Sandbox) -> dict[str, str | None]:
+    """Where the demo kept its state: its folder, and the private PostgreSQL's (if any)."""
+    server = box.postgres.server if box.postgres is not None else None
+    return {
+        "workdir": str(box.ends.workdir),
+        "postgres_dir": str(server.directory) if server and server.directory else None,
+    }
 
 
 def _operator_redis(echo: Echo) -> str | None:
@@ -304,10 +334,15 @@ def repr_error(exc: BaseException) -> str:
 
 
 def _run(box: Sandbox, timeline: Timeline, outcome: Outcome, timeout: float) -> None:
+    demo_postgres.start_server(box, timeline.say)
     box.start()
     paths = [box.add_password("password"), box.add_salesforce("oauth")]
+    consumer = None
+    if box.postgres is not None:
+        paths.append(box.add_postgres(demo_postgres.APP))
+        consumer = demo_postgres.Consumer(box, paths[-1], timeline.say)
     timeline.say(
-        f"{'scaivault':<{WHO}} stored 2 secrets under {box.ends.prefix}/ "
+        f"{'scaivault':<{WHO}} stored {len(paths)} secrets under {box.ends.prefix}/ "
         f"with a rotation policy (grace {GRACE})"
     )
     for path in paths:
@@ -315,7 +350,9 @@ def _run(box: Sandbox, timeline: Timeline, outcome: Outcome, timeout: float) -> 
         box.trigger(path)
     watcher = Watcher(box, paths, timeline)
     try:
-        records = watcher.until_done(timeout)
+        records = watcher.until_done(timeout, consumer.poll if consumer else None)
+        check_outcome(box, records, outcome, consumer)
     finally:
         watcher.close()
-    check_outcome(box, records, outcome)
+        if consumer is not None:
+            consumer.close()

@@ -33,6 +33,10 @@ class Endpoints:
     def sf_admin_path(self) -> str:
         return f"{self.prefix}/admin/salesforce"
 
+    @property
+    def pg_admin_path(self) -> str:
+        return f"{self.prefix}/admin/postgres"
+
 
 def _fernet_key() -> str:
     from cryptography.fernet import Fernet

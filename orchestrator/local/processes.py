@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import httpx
 
@@ -208,13 +209,19 @@ class RedisServer:
         self.start()
 
 
+class Stoppable(Protocol):
+    """Anything a :class:`Stack` stops: a child process, a private server."""
+
+    def stop(self) -> None: ...
+
+
 class Stack:
     """Owns child processes and stops them all, newest first, on exit (also on errors)."""
 
     def __init__(self) -> None:
-        self.children: list[ChildProcess | RedisServer] = []
+        self.children: list[Stoppable] = []
 
-    def add(self, child: ChildProcess | RedisServer) -> None:
+    def add(self, child: Stoppable) -> None:
         self.children.append(child)
 
     def close(self) -> None:

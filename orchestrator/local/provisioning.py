@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -21,6 +21,9 @@ from orchestrator.errors import StackError
 from orchestrator.local.endpoints import Endpoints
 from orchestrator.local.processes import free_port
 from orchestrator.local.routing_file import routing_toml
+
+if TYPE_CHECKING:  # psycopg is optional: only a sandbox with a PostgreSQL part imports it
+    from orchestrator.local.postgres_target import PostgresTarget
 
 #: Width of the "who" column of progress lines (long enough for ``salesforce/oauth``).
 WHO = 17
@@ -42,6 +45,7 @@ class Provisioning:
     grace: str
     originals: dict[str, dict[str, Any]]
     rotation_policy: str
+    postgres: PostgresTarget | None
     _admin: httpx.Client | None
     _salesforce: httpx.Client | None
 
@@ -130,6 +134,17 @@ class Provisioning:
             "options": {**defaults, **options},
         }
 
+    def postgres_rules(self) -> list[dict[str, Any]]:
+        """One ``postgres-dual`` rule per app of the PostgreSQL part (none without one), for
+        ``PREFIX/postgres/APP``."""
+        if self.postgres is None:
+            return []
+        ends = self.ends
+        return [
+            self.postgres.rule(app, f"{ends.prefix}/postgres/{app}", self.grace, ends.pg_admin_path)
+            for app in self.postgres.apps
+        ]
+
     def routing_rules(self) -> list[dict[str, Any]]:
         """The rules of the sandbox's routing file (subclasses change them here)."""
         fleet = {
@@ -141,7 +156,20 @@ class Provisioning:
             self.password_rule("db", length=24, field="password"),
             fleet,
             self.salesforce_rule(),
+            *self.postgres_rules(),
         ]
+
+    def _configure_postgres(self) -> None:
+        """Roles on the PostgreSQL part's server, and its admin credential in ScaiVault."""
+        if self.postgres is None:
+            return
+        self.postgres.provision()
+        self.originals[self.ends.pg_admin_path] = dict(self.postgres.admin)
+        self.put(self.ends.pg_admin_path, self.postgres.admin, "PostgreSQL admin")
+        self.echo(
+            f"{'postgres':<{WHO}} private server on port {self.postgres.server.port}: admin role "
+            f"and roles for {', '.join(self.postgres.apps)}"
+        )
 
     def _write_routing(self) -> None:
         text = routing_toml(
@@ -184,6 +212,18 @@ class Provisioning:
         data = {"client_id": body["client_id"], "client_secret": body["client_secret"]}
         self.originals[path] = data
         self.put(path, data, f"Salesforce OAuth for {name}")
+        if scheduled:
+            self.schedule(path)
+        return path
+
+    def add_postgres(self, app: str, *, scheduled: bool = True) -> str:
+        """``app``'s secret at ``PREFIX/postgres/APP``: its first role, password and server."""
+        if self.postgres is None:
+            raise StackError("this sandbox has no PostgreSQL part")
+        path = f"{self.ends.prefix}/postgres/{app}"
+        data = self.postgres.secret(app)
+        self.originals[path] = data
+        self.put(path, data, f"{app} PostgreSQL login (postgres-dual)")
         if scheduled:
             self.schedule(path)
         return path

@@ -17,6 +17,7 @@ import ssl
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -31,6 +32,9 @@ from orchestrator.local.processes import (
     free_port,
 )
 from orchestrator.local.provisioning import WHO, Echo, Provisioning
+
+if TYPE_CHECKING:  # psycopg is optional: only a sandbox with a PostgreSQL part imports it
+    from orchestrator.local.postgres_target import PostgresTarget
 
 #: Grace period of the sandbox's routing rules, short so finalize is seen within the minute.
 GRACE = "10s"
@@ -52,12 +56,14 @@ class Sandbox(Provisioning):
         echo: Echo = _quiet,
         grace: str = GRACE,
         engine_env: dict[str, str] | None = None,
+        postgres: PostgresTarget | None = None,
     ) -> None:
         self.ends = Endpoints(workdir, prefix or f"demo/{secrets.token_hex(3)}")
         self.ends.redis_url = redis_url or ""
         self.echo = echo
         self.grace = grace
         self.engine_env = dict(engine_env or {})
+        self.postgres = postgres
         self.stack = Stack()
         self.children: dict[str, ChildProcess] = {}
         self.originals = {}
@@ -81,6 +87,7 @@ class Sandbox(Provisioning):
         self._start_salesforce()
         self._configure_salesforce()
         self._configure_vault()
+        self._configure_postgres()
         self._write_routing()
         self._start_roles()
         return self

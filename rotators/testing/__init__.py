@@ -15,8 +15,10 @@ each time (as a restarted worker would), stores new versions the way the engine 
 checks that
 
 - every step is idempotent: called twice, the second call is harmless (issuers' ``mint``
-  returns the same credential for the same ``rotation_id``), ``mint`` keeps every field of the
-  current data, and an issuer's old credential keeps working until ``finalize``;
+  returns the same credential for the same ``rotation_id``, or replaces the first one so that it
+  no longer works: a repeated mint never leaves a credential nobody knows valid), ``mint`` keeps
+  every field of the current data, and an issuer's old credential keeps working until
+  ``finalize``;
 - a rotation resumes after a simulated crash between any two steps (the step that was running
   is run again by a new instance with ``attempt + 1``, seeing the notes the crashed one put:
   ``ctx.notes`` lasts for one rotation, and a new rotation starts with none);

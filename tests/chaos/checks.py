@@ -16,6 +16,7 @@ from orchestrator.state.records import TERMINAL, RunRecord
 from rotators.passwords import policy_problem
 from rotators.random_password import RandomPasswordOptions
 from rotators.versions import ROTATED_BY
+from tests.chaos.postgres import Held, login_answer
 from tests.chaos.probe import Sighting, token_answer
 from tests.chaos.stack import ChaosStack
 
@@ -29,6 +30,8 @@ class Facts:
 
     passwords: list[str] = field(default_factory=list)
     salesforce: list[str] = field(default_factory=list)
+    postgres: list[str] = field(default_factory=list)
+    consumers: dict[str, Held] = field(default_factory=dict)
     ghosts: list[str] = field(default_factory=list)
     originals: dict[str, dict[str, Any]] = field(default_factory=dict)
     due_events: dict[str, str] = field(default_factory=dict)
@@ -40,7 +43,7 @@ class Facts:
     @property
     def valid(self) -> list[str]:
         """Paths whose rotation is meant to succeed."""
-        return self.passwords + self.salesforce
+        return self.passwords + self.salesforce + self.postgres
 
 
 @dataclass
@@ -86,8 +89,11 @@ class World:
         }
         ends = self.stack.box.ends
         admin = self.stack.box.originals.get(ends.sf_admin_path, {})
+        pg_admin = self.stack.box.originals.get(ends.pg_admin_path, {})
         values |= {ends.admin_token, ends.worker_token, ends.webhook_secret, ends.seal_key}
-        values |= {str(admin.get("client_secret", ""))}
+        values |= {str(admin.get("client_secret", "")), str(pg_admin.get("password", ""))}
+        if self.stack.postgres is not None:
+            values.add(self.stack.postgres.server.superuser.password)
         return {v for v in values if len(v) >= 12}
 
 
@@ -151,7 +157,8 @@ def _trigger(stored: dict[tuple[str, int], RunRecord], path: str, version: Any) 
 
 
 def current_versions_work(world: World) -> Check:
-    """Salesforce: the current pair gets a token. Passwords: policy met, value changed."""
+    """Salesforce: the current pair gets a token. PostgreSQL: the current login logs in.
+    Passwords: policy met, value changed."""
     facts = world.facts
     check = Check("every current version works at its target", len(facts.valid))
     with world.stack.salesforce_client() as client:
@@ -159,6 +166,11 @@ def current_versions_work(world: World) -> Check:
             data = world.data[(path, world.current(path))]
             if token_answer(client, data) is not True:
                 check.problems.append(f"{path}: current version {world.current(path)} refused")
+    target = world.stack.postgres
+    for path in facts.postgres:
+        data = world.data[(path, world.current(path))]
+        if target is None or login_answer(target, data) is not True:
+            check.problems.append(f"{path}: current version {world.current(path)} cannot log in")
     for path in facts.passwords:
         data = world.data[(path, world.current(path))]
         problem = policy_problem(data.get("password"), PASSWORD_OPTIONS)
@@ -168,9 +180,10 @@ def current_versions_work(world: World) -> Check:
 
 
 def old_revoked_after_grace(world: World) -> Check:
-    """Old pairs refused now; never refused (nor finalized) before ``finalize_after``."""
+    """Old credentials refused now; never refused (nor finalized) before ``finalize_after``,
+    nor while a consumer was still connected with them."""
     facts = world.facts
-    check = Check("every old credential revoked after its grace, not before", 0)
+    check = Check("every old credential revoked after its grace and once unused, not before", 0)
     with world.stack.salesforce_client() as client:
         for path in facts.salesforce:
             for version in world.versions[path][:-1]:
@@ -178,6 +191,14 @@ def old_revoked_after_grace(world: World) -> Check:
                 data = world.data[(path, int(version["version"]))]
                 if token_answer(client, data) is not False:
                     check.problems.append(f"{path}: old v{version['version']} still accepted")
+    target = world.stack.postgres
+    for path in facts.postgres:
+        for version in world.versions[path][:-1]:
+            check.covered += 1
+            data = world.data[(path, int(version["version"]))]
+            if target is None or login_answer(target, data) is not False:
+                check.problems.append(f"{path}: old v{version['version']} still logs in")
+    check.problems += _revoked_while_in_use(world)
     for path, sighting in facts.sightings.items():
         due = _time(_meta(world, path, 2).get("finalize_after"))
         if sighting.first_refused is not None and due is not None and sighting.first_refused < due:
@@ -187,10 +208,35 @@ def old_revoked_after_grace(world: World) -> Check:
         if run.state == "done":
             check.problems += _finalized_early(world, run)
     seen = sum(1 for s in facts.sightings.values() if s.last_accepted is not None)
-    check.note = f"old pair seen working during grace: {seen}/{len(facts.sightings)}"
+    waited = sum(1 for held in facts.consumers.values() if held.saw_wait)
+    check.note = (
+        f"old credential seen working during grace: {seen}/{len(facts.sightings)}; finalize "
+        f"seen waiting for a connected consumer: {waited}/{len(facts.consumers)}"
+    )
+    for path, held in facts.consumers.items():
+        if not held.saw_wait:
+            check.problems.append(f"{path}: finalize was never seen waiting for its consumer")
     if facts.sightings and not seen:
         check.problems.append("the prober never saw an old pair working during grace")
     return check
+
+
+def _revoked_while_in_use(world: World) -> list[str]:
+    """PostgreSQL: the consumer's password still logged in when it left, and the run that
+    moved off it finalized only after that."""
+    problems = []
+    for path, held in world.facts.consumers.items():
+        if held.accepted_at_leave is False:
+            problems.append(f"{path}: the old password was revoked while a consumer was connected")
+        finalized = [
+            _time(e["ts"])
+            for e in history.read(world.stack.client, path, limit=history.MAX_ENTRIES)
+            if e.get("event") == "rotation_finalized"
+        ]
+        early = [at for at in finalized if held.left_at and at and at < held.left_at]
+        if early:
+            problems.append(f"{path}: finalized while its consumer was still connected")
+    return problems
 
 
 def _meta(world: World, path: str, number: int) -> dict[str, Any]:

@@ -5,10 +5,12 @@
 
 What happens (every choice drawn from ``random.Random(seed)``):
 
-1. A private Redis (AOF), the ScaiVault emulator, the fake Salesforce, the receiver, beat and
-   two worker processes start. Secrets are stored: half ``random-password``, the rest
-   ``salesforce-oauth`` consumers, a few of them "ghosts" whose client_id Salesforce does not
-   know (meant to fail permanently). Each is put on one of several rotation policies.
+1. A private Redis (AOF), a private PostgreSQL, the ScaiVault emulator, the fake Salesforce,
+   the receiver, beat and two worker processes start. Secrets are stored: half
+   ``random-password``, ``postgres`` of them ``postgres-dual`` logins (each with a consumer
+   connected as its first role, :mod:`tests.chaos.postgres`), the rest ``salesforce-oauth``
+   consumers, a few of them "ghosts" whose client_id Salesforce does not know (meant to fail
+   permanently). Each is put on one of several rotation policies.
 2. Faults go on: ScaiVault answers ``rate_limited``/``service_unavailable`` or is slow on about
    ``fault_rate`` of its API requests; Salesforce answers 503, limit exceeded or expired session.
 3. In waves, the emulator clock moves on so each policy's schedule fires signed ``rotation.due``
@@ -42,6 +44,7 @@ from orchestrator.local.processes import cli_argv
 from orchestrator.state import keys
 from tests.chaos import checks, faults, leak
 from tests.chaos.checks import Check, Facts, World
+from tests.chaos.postgres import Consumers
 from tests.chaos.probe import OldCredentialProber
 from tests.chaos.report import Params, Report, Tally, summary
 from tests.chaos.stack import ChaosStack
@@ -59,7 +62,9 @@ class Scenario:
         self.params = params
         self.rng = random.Random(params.seed)
         self.echo = echo
-        self.stack = ChaosStack(workdir, params.grace)
+        self.pg_apps = [f"pg{i:02d}" for i in range(params.postgres)]
+        self.stack = ChaosStack(workdir, params.grace, self.pg_apps)
+        self.consumers: Consumers | None = None
         self.facts = Facts()
         self.tally = Tally()
         self.waves: list[list[str]] = [[] for _ in range(params.waves)]
@@ -101,6 +106,7 @@ class Scenario:
             )
         ghosts = max(1, round(p.secrets * p.ghost_share))
         kinds = ["password"] * (p.secrets // 2) + ["ghost"] * ghosts
+        kinds += ["postgres"] * len(self.pg_apps)
         kinds += ["salesforce"] * (p.secrets - len(kinds))
         self.rng.shuffle(kinds)
         for i, kind in enumerate(kinds):
@@ -112,10 +118,21 @@ class Scenario:
                 f"/v1/rotation/policies/{self.policies[wave]}/secrets",
                 {"secret_path": path},
             )
+        self._connect_consumers()
         self.say(
             f"{p.secrets} secrets: {len(self.facts.passwords)} random-password, "
-            f"{len(self.facts.salesforce)} salesforce-oauth, {len(self.facts.ghosts)} meant to fail"
+            f"{len(self.facts.salesforce)} salesforce-oauth, {len(self.facts.postgres)} "
+            f"postgres-dual (consumers connected), {len(self.facts.ghosts)} meant to fail"
         )
+
+    def _connect_consumers(self) -> None:
+        """One consumer per PostgreSQL secret, connected with its original login."""
+        if self.stack.postgres is None:
+            return
+        rng = random.Random(self.rng.random())
+        self.consumers = Consumers(self.stack.postgres, self.stack.store, rng)
+        for path in self.facts.postgres:
+            self.consumers.connect(path, self.facts.originals[path])
 
     def _add(self, kind: str, name: str) -> str:
         box, facts = self.stack.box, self.facts
@@ -125,6 +142,9 @@ class Scenario:
         elif kind == "salesforce":
             path = box.add_salesforce(name, scheduled=False)
             facts.salesforce.append(path)
+        elif kind == "postgres":
+            path = box.add_postgres(self.pg_apps[len(facts.postgres)], scheduled=False)
+            facts.postgres.append(path)
         else:
             path = f"{box.ends.prefix}/salesforce/{name}"
             box.originals[path] = {
@@ -158,7 +178,10 @@ class Scenario:
         p = self.params
         sampler = leak.BrokerSampler(self.stack, self.facts.broker_messages).start()
         sf_originals = {path: self.facts.originals[path] for path in self.facts.salesforce}
-        self.prober = OldCredentialProber(self.stack, sf_originals).start()
+        pg_originals = {path: self.facts.originals[path] for path in self.facts.postgres}
+        self.prober = OldCredentialProber(self.stack, sf_originals, pg_originals).start()
+        if self.consumers is not None:
+            self.consumers.start()
         self.facts.sightings = self.prober.seen
         faults.arm_vault_faults(self.stack, p.fault_rate)
         pump = faults.SalesforcePump(self.stack, random.Random(self.rng.random())).start()
@@ -296,13 +319,19 @@ class Scenario:
     # --- settle and check --------------------------------------------------------------------
 
     def settle(self) -> None:
-        """Wait until every due event's rotation ended, nothing runs and grace has passed."""
+        """Wait until every due event's rotation ended, nothing runs and grace has passed.
+
+        Consumers stay connected until their rotation's finalize waits for them (then they
+        leave by themselves); any still connected at the end leave then."""
         deadline = time.monotonic() + self.params.settle_timeout
         waited = time.monotonic()
         busy = self._busy()
         while busy and time.monotonic() < deadline:
             self._wait_until(time.monotonic() + 1.0)
             busy = self._busy()
+        if self.consumers is not None:
+            self.consumers.stop()
+            self.facts.consumers = self.consumers.held
         self.tally.timings["settle"] = time.monotonic() - waited
         for watcher in (self.prober, self.sampler):
             if watcher is not None:
@@ -366,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-rate", type=float, default=Params.fault_rate)
     parser.add_argument("--duration", type=float, default=Params.duration)
     parser.add_argument("--grace", default=Params.grace)
+    parser.add_argument("--postgres", type=int, default=Params.postgres)
     parser.add_argument("--workdir", type=Path, help="keep logs and state here")
     args = parser.parse_args(argv)
     params = Params(
@@ -376,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         fault_rate=args.fault_rate,
         duration=args.duration,
         grace=args.grace,
+        postgres=args.postgres,
     )
     report = run(params, args.workdir)
     print(summary(report))

@@ -8,7 +8,8 @@ secrets (tokens, webhook secret, seal key, the Salesforce admin secret). Places 
   which includes every broker message pushed (and its unacked copy);
 - the broker messages sampled from the queue while the scenario ran;
 - one ``/metrics`` scrape of every live worker and of the receiver;
-- the output of every on-call CLI run.
+- the output of every on-call CLI run;
+- the PostgreSQL server's log (``log_statement = 'all'``), when the scenario has one.
 
 Each place must also hold known non-secret text (a path, a task name), so an empty or unread
 source cannot pass the check by accident.
@@ -107,7 +108,7 @@ def sources(stack: ChaosStack, facts: Facts) -> dict[str, tuple[str, str]]:
     aof_text = _read_all(aof)
     broker = "\n".join(facts.broker_messages)
     task_path = '"path": "chaos/'
-    return {
+    places = {
         "logs": (_read_all(stack.our_logs()), "rotation_stored"),
         "redis keys": (redis_dump(stack.client), keys.PREFIX),
         "redis AOF (every write)": (aof_text, "scaivault.rotate"),
@@ -117,6 +118,9 @@ def sources(stack: ChaosStack, facts: Facts) -> dict[str, tuple[str, str]]:
         "metrics": (metrics, "scaivault_rotator_rotations_total"),
         "CLI output": ("\n".join(facts.cli_outputs) or "(no CLI run)", ""),
     }
+    if stack.postgres is not None:
+        places["PostgreSQL server log"] = (stack.postgres.server.log_text(), "ALTER ROLE")
+    return places
 
 
 def no_secret_anywhere(world: World) -> Check:

@@ -1,11 +1,11 @@
-"""Watches old Salesforce credentials at the target while the scenario runs.
+"""Watches old credentials at their targets while the scenario runs.
 
-For every Salesforce secret whose rotation has stored a new version, the prober asks the fake
-Salesforce's token endpoint whether the *original* pair is still accepted, and records the last
-time it was and the first time it was refused. A refusal seen before the run's
-``finalize_after`` proves an early revocation; acceptance seen during grace shows the old
-credential kept working. Answers other than 200 or ``invalid_client`` (an injected 503) say
-nothing and are ignored.
+For every Salesforce or PostgreSQL secret whose rotation has stored a new version, the prober
+asks the target whether the *original* credential is still accepted (the fake Salesforce's token
+endpoint; a PostgreSQL login), and records the last time it was and the first time it was
+refused. A refusal seen before the run's ``finalize_after`` proves an early revocation;
+acceptance seen during grace shows the old credential kept working. Answers other than accepted
+or refused (an injected 503, a connection error) say nothing and are ignored.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from tests.chaos.postgres import login_answer
 from tests.chaos.stack import ChaosStack
 
 #: Run states in which the new version is stored and the old pair may be revoked soon.
@@ -53,10 +54,16 @@ def token_answer(client: httpx.Client, data: dict[str, Any]) -> bool | None:
 class OldCredentialProber:
     """A thread probing original Salesforce pairs once their rotation stored a new version."""
 
-    def __init__(self, stack: ChaosStack, originals: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        stack: ChaosStack,
+        originals: dict[str, dict[str, Any]],
+        postgres: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.stack = stack
-        self.originals = originals
-        self.seen: dict[str, Sighting] = {path: Sighting() for path in originals}
+        self.originals = {**originals, **(postgres or {})}
+        self.postgres = set(postgres or {})
+        self.seen: dict[str, Sighting] = {path: Sighting() for path in self.originals}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="old-credential-probe", daemon=True)
 
@@ -88,7 +95,12 @@ class OldCredentialProber:
         return out
 
     def _probe(self, client: httpx.Client, path: str) -> None:
-        answer = token_answer(client, self.originals[path])
+        data = self.originals[path]
+        target = self.stack.postgres
+        if path in self.postgres and target is not None:
+            answer = login_answer(target, data)
+        else:
+            answer = token_answer(client, data)
         now = datetime.now(UTC)
         sighting = self.seen[path]
         sighting.probes += 1

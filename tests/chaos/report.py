@@ -22,6 +22,8 @@ class Params:
     waves: int = 5
     manual_share: float = 0.1
     ghost_share: float = 0.02
+    #: How many of the secrets are ``postgres-dual`` logins with a connected consumer.
+    postgres: int = 8
     settle_timeout: float = 300.0
 
 
@@ -75,7 +77,8 @@ def summary(report: Report) -> str:
     )
     lines = [
         f"chaos scenario: seed {p.seed}, {p.secrets} secrets ({len(f.passwords)} random-password, "
-        f"{len(f.salesforce)} salesforce-oauth, {len(f.ghosts)} meant to fail), "
+        f"{len(f.salesforce)} salesforce-oauth, {len(f.postgres)} postgres-dual, "
+        f"{len(f.ghosts)} meant to fail), "
         f"{p.duration:.0f}s of faults, grace {p.grace}",
         "",
         "| fault injected | count |",

@@ -1,4 +1,5 @@
-"""The chaos scenario's stack: the sandbox with its own Redis, fast engine timings, two workers.
+"""The chaos scenario's stack: the sandbox with its own Redis, fast engine timings, two workers,
+and a private PostgreSQL for the ``postgres-dual`` secrets.
 
 :class:`ChaosStack` reuses :class:`~orchestrator.local.sandbox.Sandbox` (emulator, fake Salesforce
 over TLS, receiver, beat, the first worker) and adds what the scenario needs on top: a private
@@ -20,6 +21,8 @@ import httpx
 import psutil
 import redis
 
+from orchestrator.local.postgres_server import PostgresServer
+from orchestrator.local.postgres_target import PostgresTarget
 from orchestrator.local.processes import ChildProcess, RedisServer, cli_argv, free_port
 from orchestrator.local.provisioning import WORKER_IDENTITY
 from orchestrator.local.sandbox import Sandbox
@@ -60,17 +63,27 @@ class ChaosSandbox(Sandbox):
         return [
             self.password_rule("db", length=24, field="password"),
             self.salesforce_rule(read_timeout=10.0, limit_backoff=1.0),
+            *self.postgres_rules(),
         ]
 
 
 class ChaosStack:
     """Redis, the sandbox and a pool of worker processes; everything stops on :meth:`close`."""
 
-    def __init__(self, workdir: Path, grace: str) -> None:
+    def __init__(self, workdir: Path, grace: str, postgres_apps: list[str] | None = None) -> None:
         self.workdir = workdir
         self.redis = RedisServer(workdir / "redis")
+        #: The private PostgreSQL with a ``postgres-dual`` rule per app (none without apps).
+        self.postgres: PostgresTarget | None = None
+        if postgres_apps:
+            server = PostgresServer(log_path=workdir / "postgres.log")
+            self.postgres = PostgresTarget(server, postgres_apps, recheck="1s")
         self.box = ChaosSandbox(
-            workdir / "stack", prefix="chaos", grace=grace, engine_env=ENGINE_ENV
+            workdir / "stack",
+            prefix="chaos",
+            grace=grace,
+            engine_env=ENGINE_ENV,
+            postgres=self.postgres,
         )
         self.workers: list[ChildProcess] = []
         self.retired: list[ChildProcess] = []
@@ -83,7 +96,10 @@ class ChaosStack:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self, workers: int = 2) -> ChaosStack:
-        """Start Redis, the sandbox (receiver, beat, first worker) and more workers."""
+        """Start Redis, PostgreSQL, the sandbox (receiver, beat, first worker), more workers."""
+        if self.postgres is not None:
+            self.box.stack.add(self.postgres.server)  # stopped with the sandbox
+            self.postgres.server.start()
         self.redis.start()
         self.box.ends.redis_url = self.redis.url
         self.box.start()

@@ -1,7 +1,8 @@
 """The crash and fault scenario in a bounded form, as part of the normal test run.
 
-One run of :mod:`tests.chaos.harness` (24 secrets, 3 worker SIGKILLs, one Redis restart with
-rotations in flight, ScaiVault and Salesforce faults on, workers supervised as ``deploy/`` does)
+One run of :mod:`tests.chaos.harness` (24 secrets, 4 of them PostgreSQL logins with connected
+consumers, 3 worker SIGKILLs, one Redis restart with rotations in flight, ScaiVault and
+Salesforce faults on, workers supervised as ``deploy/`` does)
 is shared by the tests below; each invariant is its own test, so a failure names the invariant
 and lists what broke it.
 """
@@ -32,6 +33,7 @@ BOUNDED = Params(
     waves=4,
     manual_share=0.25,
     settle_timeout=120.0,
+    postgres=4,
 )
 
 #: The run's timeline and summary, added to every failure message.
@@ -40,7 +42,7 @@ TIMELINE: list[str] = []
 CHECKS = (
     "every due event produced exactly one new version",
     "every current version works at its target",
-    "every old credential revoked after its grace, not before",
+    "every old credential revoked after its grace and once unused, not before",
     "no rotation left in a non-terminal state",
     "permanent failures are failed with a reason",
     "no secret sentinel in logs, Redis, broker messages or metrics",
@@ -71,6 +73,7 @@ def test_the_faults_really_happened(report: Report) -> None:
     assert tally.vault_faults["late_answer"] > 0, "writes answered after the read timeout"
     assert sum(tally.salesforce_faults.values()) > 0
     assert tally.due_events == BOUNDED.secrets
+    assert len(report.facts.postgres) == len(report.facts.consumers) == BOUNDED.postgres
     assert tally.redeliveries > 0
     assert report.facts.manual and sum(tally.manual.values()) == len(report.facts.manual)
 

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ import httpx
 import psutil
 import pytest
 
+from orchestrator.local import demo, demo_postgres
+from orchestrator.local.postgres_server import INSTALL_HINT, find_bindir
 from orchestrator.local.processes import cli_argv
 
 pytestmark = pytest.mark.integration
@@ -42,13 +45,19 @@ def _secret_values(value: Any) -> Iterator[str]:
             yield from _secret_values(item)
 
 
-def _leftover_processes(workdir: Path) -> list[str]:
+def _leftover_processes(workdir: Path, *others: str | None) -> list[str]:
+    """Processes still running in or on ``workdir`` (or naming one of ``others`` folders)."""
     found = []
+    folders = [str(workdir), *(other for other in others if other)]
     for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
         cmdline = " ".join(proc.info.get("cmdline") or [])
-        if str(workdir) in cmdline or str(workdir) == (proc.info.get("cwd") or ""):
+        if any(f in cmdline for f in folders) or str(workdir) == (proc.info.get("cwd") or ""):
             found.append(f"{proc.info['pid']}: {cmdline}")
     return found
+
+
+#: Whether the demo has its PostgreSQL part here (server binaries installed; psycopg is in dev).
+POSTGRES = find_bindir() is not None
 
 
 def test_demo_rotates_end_to_end_and_leaks_nothing(tmp_path: Path) -> None:
@@ -64,7 +73,7 @@ def test_demo_rotates_end_to_end_and_leaks_nothing(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads(done.stdout)
-    assert summary["ok"] is True and len(summary["checks"]) == 7
+    assert summary["ok"] is True and len(summary["checks"]) == (12 if POSTGRES else 7)
     timeline = done.stderr
     expected_lines = (
         "private redis-server",
@@ -76,6 +85,14 @@ def test_demo_rotates_end_to_end_and_leaks_nothing(tmp_path: Path) -> None:
         "PASS",
         "demo OK",
     )
+    if POSTGRES:  # finalize waits for the connected consumer, who then moves to orders_b
+        expected_lines += (
+            "orders-api        connected to PostgreSQL as orders_a",
+            "finalize_deferred step=finalize detail=1 session of orders_a from 127.0.0.1 "
+            "(orders-api)",
+            "re-read the secret and reconnected as orders_b",
+            "PASS  postgres/orders: finalize waited while orders-api was connected as orders_a",
+        )
     for expected in expected_lines:
         assert expected in timeline, expected
     assert "FAIL" not in timeline and "Traceback" not in timeline
@@ -86,6 +103,10 @@ def test_demo_rotates_end_to_end_and_leaks_nothing(tmp_path: Path) -> None:
         values |= set(_secret_values(json.loads((workdir / state).read_text())))
     found = len(values)  # (counted first: an assertion must not print the values)
     assert found >= 5, "2 passwords, the old and new Salesforce secrets, the admin secret"
+    if POSTGRES:  # and the PostgreSQL passwords: orders_a's, orders_b's, the admin's
+        assert (
+            found >= 8 and "LOG:  statement: ALTER ROLE" in (workdir / "postgres.log").read_text()
+        )
     haystacks = {"demo output": done.stdout + done.stderr}
     for log in workdir.glob("*.log"):
         haystacks[log.name] = log.read_text(errors="replace")
@@ -95,7 +116,7 @@ def test_demo_rotates_end_to_end_and_leaks_nothing(tmp_path: Path) -> None:
     for name, text in haystacks.items():
         leaked = sum(1 for v in values if v in text)
         assert leaked == 0, f"{leaked} secret value(s) in {name}"
-    assert not _leftover_processes(workdir)
+    assert not _leftover_processes(workdir, summary["postgres_dir"])
 
 
 def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
@@ -180,3 +201,23 @@ def test_keep_running_writes_everything_to_drive_the_stack_into_demo_env(tmp_pat
         if proc.poll() is None:
             proc.kill()
     assert not _leftover_processes(workdir)
+
+
+def test_without_postgresql_the_demo_says_it_skipped_that_part_and_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(demo_postgres, "find_bindir", lambda: None)
+    code = demo.run(keep_running=False, workdir=tmp_path / "demo", timeout=0.1, as_json=False)
+    assert code == 1  # the short timeout ends it early; the skip is said before anything else
+    out = capsys.readouterr().out
+    assert f"postgres-dual part skipped: {INSTALL_HINT}" in out
+    assert "postgres/orders" not in out
+    assert not _leftover_processes(tmp_path / "demo")
+
+
+def test_without_psycopg_the_postgres_part_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "orchestrator.local.postgres_target", None)
+    target, why = demo_postgres.postgres_part(tmp_path)
+    assert target is None and "pip install 'scaivault-rotator[postgres]'" in why

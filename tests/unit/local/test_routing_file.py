@@ -30,7 +30,13 @@ def test_any_options_read_back_unchanged(options: dict[str, Any]) -> None:
 def test_tricky_strings_are_escaped() -> None:
     assert toml_value('a"b\\c\nd\x7f') == '"a\\"b\\\\c\\u000ad\\u007f"'
     with pytest.raises(TypeError):
-        toml_value(["a list"])
+        toml_value(object())
+
+
+def test_lists_and_sub_tables_read_back() -> None:
+    options = {"users": ["app_a", 'b"q'], "host": "db", "password": {"length": 40, "x": [1]}}
+    rule = {"match": "db/*", "rotator": "x", "finalize_recheck": "1s", "options": options}
+    assert tomllib.loads(routing_toml([rule]))["rules"] == [rule]
 
 
 def test_the_text_is_a_valid_routing_file() -> None:

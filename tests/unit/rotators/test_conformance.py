@@ -113,6 +113,16 @@ class FreshKeyEachMint(ApiKeyRotator):
         return {**ctx.current.data, "key_name": name, "api_key": SERVER.keys[name]}
 
 
+class ReplacesItsKey(ApiKeyRotator):
+    """Correct: one key slot per rotation whose value a repeated mint replaces (as a database
+    password set again does), so the first value no longer works."""
+
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        name = f"key_{ctx.rotation_id}"
+        SERVER.keys[name] = secrets.token_hex(16)
+        return {**ctx.current.data, "key_name": name, "api_key": SERVER.keys[name]}
+
+
 class LogsTheKey(ApiKeyRotator):
     def verify(self, ctx: RotationContext, new: SecretData) -> None:
         logging.getLogger("toy").debug("verifying %s", new["api_key"])
@@ -278,6 +288,10 @@ def test_usage_says_who_in_one_line() -> None:
 
 def test_a_correct_toy_rotator_passes() -> None:
     assert Conformance(ApiKeyRotator, SERVER).run() == list(Conformance.CHECKS)
+
+
+def test_a_repeated_mint_may_replace_the_first_credential() -> None:
+    assert Conformance(ReplacesItsKey, SERVER).run() == list(Conformance.CHECKS)
 
 
 def test_notes_last_for_one_rotation_across_its_crashes() -> None:

@@ -7,7 +7,6 @@ own distribution and its own suite runs the kit."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,12 +20,9 @@ from example_issuer.fake import KitTarget
 from orchestrator.local.processes import cli_argv
 from rotators import SecretData, TransientError
 from rotators.testing import Conformance, ConformanceError
-from tests.fixtures.issuer import EXAMPLE_ISSUER
+from tests.fixtures.issuer import EXAMPLE_ISSUER, REPO_ROOT, site_env
 
 pytestmark = pytest.mark.integration
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-
 
 # --- bugs seeded into a working issuer -------------------------------------------------------
 
@@ -128,31 +124,6 @@ def test_the_kit_catches_each_seeded_bug(
 
 
 # --- its own distribution --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def issuer_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding the installed ``scaivault-example-issuer`` distribution."""
-    work = tmp_path_factory.mktemp("example-issuer")
-    source = work / "source"
-    shutil.copytree(EXAMPLE_ISSUER, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    site = work / "site"
-    subprocess.run(
-        [
-            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-            "--no-deps", "--no-build-isolation", "--no-index", "--target", str(site), str(source),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=240,
-    )  # fmt: skip
-    return site
-
-
-def site_env(site: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCAIVAULT_", "ROTATOR_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO_ROOT)])
-    return env
 
 
 def test_the_distribution_registers_its_rotator(issuer_site: Path) -> None:

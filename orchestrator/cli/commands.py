@@ -232,7 +232,7 @@ def demo(keep_running: bool, workdir: Path | None, timeout: float, as_json: bool
 @click.option(
     "--routing",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Your routing file; the worker follows it (edit it while the stack runs).",
 )
 @click.option(

@@ -11,9 +11,9 @@ refuses to start on a bad file) is replaced.
 
 A new file is validated first, as at start (plugins loaded, options checked). When it is
 invalid the table in use is kept and every problem is logged at error level
-(``routing_reload_rejected``), once per content of the file. Each table a process starts to
-route with is announced through :func:`announce` ("this process now runs routing file X with
-sha256 H loaded at T").
+(``routing_reload_rejected``), once per content of the file in each process. Each table a
+process starts to route with is announced through :func:`announce` ("this process now runs
+routing file X with sha256 H loaded at T") to the :data:`LISTENERS`.
 """
 
 from __future__ import annotations

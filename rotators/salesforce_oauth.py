@@ -147,7 +147,12 @@ class SalesforceOAuthRotator(Rotator[SalesforceOAuthOptions]):
         return {**ctx.current.data, "client_id": new_id, "client_secret": new_secret.reveal()}
 
     def verify(self, ctx: Context, new: SecretData) -> None:
-        """A token request with the new pair, then one cheap authorised call (``limits``)."""
+        """A token request with the new pair, then one cheap authorised call (``limits``).
+
+        ``invalid_client`` for the pair this rotation staged (its noted fingerprint) is
+        propagation, and transient; for any other pair it is final: nothing will make
+        Salesforce accept a pair it does not hold.
+        """
         options = ctx.options
         client_id, secret = credential_pair(new, "new")
         conn = SalesforceConnection(options.connection())
@@ -155,8 +160,13 @@ class SalesforceOAuthRotator(Rotator[SalesforceOAuthOptions]):
             try:
                 token = conn.token(client_id, secret)
             except CredentialRefused:
-                raise TransientError(
-                    "the token endpoint does not accept the new credential (invalid_client)"
+                if key_fingerprint(client_id) == ctx.notes.get(NOTE_STAGED_KEY):
+                    raise TransientError(
+                        "the token endpoint does not accept the new credential yet (invalid_client)"
+                    ) from None
+                raise PermanentError(
+                    f"the token endpoint refuses client_id {key_hint(client_id)} "
+                    "(invalid_client), which this rotation did not stage"
                 ) from None
             if urlsplit(token.instance_url).hostname != urlsplit(options.my_domain_url).hostname:
                 raise PermanentError("the token's instance_url is not my_domain_url's host")

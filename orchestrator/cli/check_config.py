@@ -97,7 +97,7 @@ def _check_routing(settings: Settings, report: Report) -> RoutingTable | None:
     table, problems = RoutingTable.check(settings.rotator_config)
     report.config_problems += problems
     for rule in table.rules:
-        number = _number(table, rule)
+        number = table.number(rule)
         rotator = table.rotator_for(rule)
         report.passed.append(
             f"rule {number}: {rule.match!r} -> {rule.rotator} ({rotator.strategy}), options valid"
@@ -110,11 +110,6 @@ def _check_routing(settings: Settings, report: Report) -> RoutingTable | None:
     if not table.rules and not problems:
         report.config_problems.append(f"{settings.rotator_config}: has no [[rules]]")
     return table if table.rules else None
-
-
-def _number(table: RoutingTable, rule: Rule) -> int:
-    """A valid rule's number in the file (rules with problems are not in ``table``)."""
-    return rule.number or table.rules.index(rule) + 1
 
 
 def _check_redis(settings: Settings, report: Report) -> None:
@@ -151,7 +146,7 @@ def _check_vault(
     quick = settings.model_copy(update={"scaivault_retry_deadline": deadline})
     with VaultClient(quick) as vault:
         for rule in table.rules:
-            number = _number(table, rule)
+            number = table.number(rule)
             try:
                 _check_rule_access(vault, table, number, rule, report, probe_write)
                 _check_option_paths(vault, number, rule, report)

@@ -1,5 +1,6 @@
 """The on-call click commands (rotate, status, history, finalize, retry, cancel, rollback,
-acknowledge, rotators, check-config, demo); ``orchestrator.cli.main`` registers them on its group.
+acknowledge, rotators, check-config, demo, dev); ``orchestrator.cli.main`` registers them on its
+group.
 
 Commands are thin: they parse arguments, call the on-call modules of this package
 (:mod:`~orchestrator.cli.session`, :mod:`~orchestrator.cli.trigger`, :mod:`~orchestrator.cli.grace`,
@@ -318,6 +319,29 @@ def demo(keep_running: bool, workdir: Path | None, timeout: float, as_json: bool
         sys.exit(run(keep_running=keep_running, workdir=workdir, timeout=timeout, as_json=as_json))
 
 
+@click.command()
+@click.option(
+    "--routing",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Your routing file; the worker follows it (edit it while the stack runs).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where state and logs go (default: a temp dir, removed after a clean stop).",
+)
+@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 8))
+@json_option
+def dev(routing: Path, workdir: Path | None, concurrency: int, as_json: bool) -> None:
+    """Run a local stack to try a rotator on (Redis, emulator, receiver, worker, beat) until
+    Ctrl-C; prints the environment the CLI needs."""
+    with guarded(as_json):
+        from orchestrator.local.dev import run
+
+        sys.exit(run(routing=routing, workdir=workdir, concurrency=concurrency, as_json=as_json))
+
+
 COMMANDS = (
     rotate,
     status,
@@ -330,4 +354,5 @@ COMMANDS = (
     rotators,
     check_config,
     demo,
+    dev,
 )

@@ -66,7 +66,11 @@ class Progress:
             click.echo("\r\x1b[K", nl=False, color=True)
 
 
-def finish(record: RunRecord, as_json: bool) -> None:
+def finish(record: RunRecord, as_json: bool, routed_here: str | None = None) -> None:
+    """Print how a followed rotation ended; exit 1 unless it reached grace or done.
+
+    ``routed_here`` names the rule of the CLI's own routing file that routes the path, if any.
+    """
     from orchestrator.cli.trigger import GOOD_STATES
 
     emit(record.to_dict(), as_json, render_record)
@@ -74,9 +78,29 @@ def finish(record: RunRecord, as_json: bool) -> None:
         if not as_json:
             why = record.last_error or "see `history` for the reason"
             click.echo(f"error: rotation ended {record.state}: {why}", err=True)
-            step = hint(Situation(record), record.path) or f"`history {record.path}`"
-            click.echo(f"next: {step}", err=True)
+            step = stale_rule_step(record, routed_here) or hint(Situation(record), record.path)
+            click.echo(f"next: {step or f'`history {record.path}`'}", err=True)
         sys.exit(EXIT_FAILED)
+
+
+def stale_rule_step(record: RunRecord, routed_here: str | None) -> str | None:
+    """After a skip for lack of a rule that the CLI's own routing file has: how to get the
+    worker to load it (None for any other ending)."""
+    from orchestrator.routing import NO_RULE
+
+    path = record.path
+    if record.state != "skipped" or not routed_here:
+        return None
+    if not (record.last_error or "").startswith(NO_RULE):
+        return None
+    return (
+        f"{routed_here} routes {path}, but the worker that took the request did not have that "
+        "rule: a worker reloads its routing file when it changes and keeps its old table "
+        "while the new one is invalid (its log says routing_reload_rejected; "
+        "`scaivault-rotator check-config` lists the problems). Make sure the worker reads "
+        "this file (ROTATOR_CONFIG), reload it (`systemctl reload scaivault-rotator-worker` "
+        f"or SIGHUP to its main process), then `rotate {path}` again"
+    )
 
 
 @click.command()
@@ -135,6 +159,7 @@ def rotate(
                 f"via {d['via']}); watch it with `scaivault-rotator status {path}`",
             )  # fmt: skip
             return
+        routed_here = trigger.describe_rule(oc, path)
         record = trigger.find_new_run(oc, request, timeout=min(timeout, 60.0))
         progress = Progress(as_json)
         try:
@@ -143,7 +168,7 @@ def rotate(
             )
         finally:
             progress.done()
-        finish(record, as_json)
+        finish(record, as_json, routed_here)
 
 
 def _rotate_prefix(

@@ -94,6 +94,14 @@ def request_rotation(
     return Request(path, version, before_id, via, time.time(), rotation_id)
 
 
+def describe_rule(oc: OnCall, path: str) -> str | None:
+    """``rule 2 ('apps/*') of rotation.toml``: the rule of the CLI's routing file for ``path``."""
+    rule = oc.routing.match(path)
+    if rule is None:
+        return None
+    return f"rule {oc.routing.number(rule)} ({rule.match!r}) of {oc.settings.rotator_config}"
+
+
 def run_of(oc: OnCall, request: Request) -> RunRecord | None:
     """The run ``request`` started (even if it was only a decision), or the path's last run
     when its id is not known (a rotation ScaiVault was asked to fire)."""

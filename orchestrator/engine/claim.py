@@ -21,7 +21,7 @@ from orchestrator.engine.failures import Failures
 from orchestrator.engine.ids import manual_id, scheduled_id
 from orchestrator.engine.runtime import Runtime
 from orchestrator.errors import IllegalTransition, PathBusy, reason_of
-from orchestrator.routing import Rule
+from orchestrator.routing import Rule, unrouted_reason
 from orchestrator.state.messages import RotateRequest
 from orchestrator.state.records import LEASED, RunRecord, RunState
 from rotators.contract import SecretVersion
@@ -84,9 +84,8 @@ class Claims:
         if rule is None:  # not ours to rotate: decided without asking ScaiVault
             rid = self.first_rid(request, request.from_version, owner)
             record = new_record(request, rid, None, request.from_version, RunState.SKIPPED, grace)
-            return Claim(
-                decided=self._skip(record, "no rule in the routing file matches this path")
-            )
+            reason = unrouted_reason(self.rt.routing, request.path)
+            return Claim(decided=self._skip(record, reason))
         try:
             started = time.monotonic()
             current = self.rt.vault.read(request.path)

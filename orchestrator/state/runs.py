@@ -263,11 +263,16 @@ class RunStore:
         """Move a run in grace to ``finalizing``: only once its grace is over on Redis's clock,
         or when on-call asked for it (``finalize_requested``); else :class:`FinalizeTooEarly`.
         One clock for every worker, so a worker whose own clock runs ahead cannot end grace
-        early."""
+        early.
+
+        ``attempts`` starts again at 0 here: from now on it counts the tries of this finalize
+        (its own budget, ``ROTATOR_MAX_ATTEMPTS``), so a finalize that went back to grace while
+        the old credential was in use never spends the budget of the checks after it."""
         due = parse_time(record.finalize_after)  # for a record that predates finalize_after_ms
         legacy = "" if due is None else str(int(due.timestamp() * 1000))
         change = Change(RunState.FINALIZING, {RunState.GRACE}, legacy_due=legacy)
-        return self._apply((record.rotation_id, record.path), change, flatten({"step": "finalize"}))
+        fields = flatten({"step": "finalize", "attempts": 0})
+        return self._apply((record.rotation_id, record.path), change, fields)
 
     def update(
         self, run: RunRecord | str, *, owner: str | None = None, **changes: Any

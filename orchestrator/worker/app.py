@@ -9,15 +9,17 @@ task time limit. Long waits (grace periods) never become ETAs: beat runs ``sweep
 The broker goes through :mod:`orchestrator.worker.broker`: kombu's Redis transports with a
 workaround so that a worker survives a Redis restart. At worker start (main process) the plugins
 and the routing file are validated, and the worker refuses to start (exit 2, every problem
-printed) when they are invalid; the Prometheus endpoint starts there too. Logging goes through
-:mod:`orchestrator.log`, not Celery's own setup.
+printed) when they are invalid; the Prometheus endpoint starts there too. From then on the
+routing file is followed (:mod:`orchestrator.worker.routing_reload`): a valid change is
+picked up without a restart, an invalid one is refused and the table in use kept. Logging goes
+through :mod:`orchestrator.log`, not Celery's own setup.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
@@ -28,7 +30,10 @@ from orchestrator.log import configure_logging, get_logger
 from orchestrator.settings import Settings
 from orchestrator.state import keys
 from orchestrator.state.messages import Task
-from orchestrator.worker import broker
+from orchestrator.worker import broker, routing_reload
+
+if TYPE_CHECKING:
+    from orchestrator.routing import RoutingTable
 
 log = get_logger(__name__)
 
@@ -108,16 +113,17 @@ app = Celery("scaivault-rotator", include=["orchestrator.worker.tasks"], set_as_
 app.conf.update(configuration(settings))
 
 
-def check_worker_config(current: Settings) -> None:
+def check_worker_config(current: Settings) -> RoutingTable:
     """Load the plugins and the routing file as a worker would; raise ConfigError if invalid."""
     from orchestrator.routing import RoutingTable
 
     table = RoutingTable.load(current.rotator_config)
     if any(r.capabilities.in_place for r in table.rotators.values()):
         current.require_seal_keys()
+    return table
 
 
-def refuse(exc: ConfigError) -> None:
+def refuse(exc: ConfigError) -> NoReturn:
     """Print every problem and exit 2 (the worker must not start on a bad configuration)."""
     print("scaivault-rotator: refusing to start: invalid configuration", file=sys.stderr)
     for problem in exc.problems:
@@ -135,9 +141,10 @@ signals.setup_logging.connect(_setup_logging, weak=False)
 
 def _worker_init(**_: Any) -> None:
     try:
-        check_worker_config(settings)
+        table = check_worker_config(settings)
     except ConfigError as exc:
         refuse(exc)
+    routing_reload.install(settings.rotator_config, table)  # the pool processes inherit it
     from orchestrator.engine.core import REDIS_TIMEOUTS
     from orchestrator.state.metrics import start_metrics_server
 
@@ -149,3 +156,13 @@ def _worker_init(**_: Any) -> None:
 
 
 signals.worker_init.connect(_worker_init, weak=False)
+
+
+def _worker_ready(sender: Any = None, **_: Any) -> None:
+    """Follow the routing file from the main process (a timer, and SIGHUP)."""
+    timer = getattr(sender, "timer", None)
+    if timer is not None:
+        routing_reload.watch(timer, settings.rotator_config)
+
+
+signals.worker_ready.connect(_worker_ready, weak=False)

@@ -20,6 +20,7 @@ from orchestrator.log import get_logger
 from orchestrator.state.messages import RotateRequest
 from orchestrator.state.messages import Task as TaskName
 from orchestrator.state.pending import PendingEvents
+from orchestrator.worker import routing_reload
 from orchestrator.worker.app import app, settings
 from rotators.errors import TransientError
 
@@ -28,10 +29,12 @@ _engine: Engine | None = None
 
 
 def engine() -> Engine:
-    """This process's engine, built on first use."""
+    """This process's engine, built on first use, routing with the routing file as it is now
+    (a changed, valid file is reloaded first: docs/operating.md#reloading-the-routing-file)."""
     global _engine
+    table = routing_reload.current(settings.rotator_config)
     if _engine is None:
-        _engine = Engine.from_settings(settings)
+        _engine = Engine.from_settings(settings, routing=table)
     return _engine
 
 

@@ -23,7 +23,17 @@ checks that
   is run again by a new instance with ``attempt + 1``, seeing the notes the crashed one put:
   ``ctx.notes`` lasts for one rotation, and a new rotation starts with none);
 - ``finalize`` is safe to repeat;
-- ``verify`` rejects a wrong credential (raises a :class:`~rotators.RotatorError`);
+- ``verify`` rejects a wrong credential (raises a :class:`~rotators.RotatorError`), and ends in
+  :class:`~rotators.CredentialRejected` or :class:`~rotators.PermanentError` once
+  ``TransientError`` has been retried for the rotator's ``verify_timeout``;
+- ``discard`` (issuers with ``can_discard``) revokes the new credential and only it, or raises
+  ``PermanentError`` saying it cannot, and is safe to repeat;
+- with the target refusing connections, never answering and answering 5xx
+  (``Target.fault(kind)``, e.g. through :class:`FaultProxy`), every step raises
+  ``TransientError``, no other exception escapes and no message holds a secret value;
+- ``preflight`` (where the rotator has one) passes against a healthy target, changes nothing
+  (``Target.snapshot()``, optional, is unchanged), and raises ``PermanentError`` when a
+  ScaiVault secret it reads is missing;
 - a rotator that tells who uses a credential (overrides ``in_use``) returns a
   :class:`~rotators.Usage` or None and changes nothing; when the target can open sessions
   (``Target.session(data)``, a context manager), it counts an open session of the old
@@ -32,20 +42,26 @@ checks that
   logged through ``ctx.log`` or the ``logging`` module, in the text of any exception, or in
   its notes (the engine stores them in clear).
 
-Failures raise :class:`ConformanceError` (an ``AssertionError``) naming the check and step.
+Failures raise :class:`ConformanceError` (an ``AssertionError``) naming the check and step. A
+check that does not apply is recorded in ``Conformance.skipped`` with why (and, where that
+leaves a gap, such as an adapter without ``fault``, a :class:`ConformanceSkipped` warning).
 """
 
 from rotators.testing.conformance import Conformance
-from rotators.testing.errors import ConformanceError
+from rotators.testing.errors import ConformanceError, ConformanceSkipped
+from rotators.testing.faults import FAULTS, FaultProxy
 from rotators.testing.log import CapturingLog
 from rotators.testing.rotation import make_context
 from rotators.testing.scenario import Scenario, Target, wrong_credential
 from rotators.testing.vault import MemoryVault
 
 __all__ = [
+    "FAULTS",
     "CapturingLog",
     "Conformance",
     "ConformanceError",
+    "ConformanceSkipped",
+    "FaultProxy",
     "MemoryVault",
     "Scenario",
     "Target",

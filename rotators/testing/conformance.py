@@ -1,121 +1,39 @@
 """The conformance checks: one rotator against one target, each check a method of the kit.
 
-Every check runs rotations through :class:`~rotators.testing.rotation.Rotation`, remembers
-each credential's string values as sentinels and fails with a
-:class:`~rotators.testing.errors.ConformanceError` whose message has them blanked out.
+:attr:`Conformance.CHECKS` names them in the order :meth:`Conformance.run` runs them; the
+checks of what happens when things go wrong at the target live in
+:mod:`rotators.testing.target_checks`, the bookkeeping they share in :mod:`rotators.testing.kit`.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-import traceback
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
-from rotators.contract import MemoryNotes, Rotator
 from rotators.errors import RotatorError
 from rotators.secret import SecretData
 from rotators.testing.errors import ConformanceError
-from rotators.testing.log import CapturingLog, RecordListHandler
 from rotators.testing.rotation import Rotation
-from rotators.testing.scenario import Target, wrong_credential
-
-SENTINEL_MIN_LENGTH = 6
+from rotators.testing.target_checks import TargetChecks
 
 
-class Conformance:
+class Conformance(TargetChecks):
     """The conformance checks for one rotator against one target. :meth:`run` runs them all."""
 
+    #: Every check, in the order :meth:`run` runs them (each is a method of this class).
     CHECKS = (
         "check_idempotent_steps",
         "check_crash_resume",
         "check_finalize_repeatable",
         "check_verify_rejects_wrong",
+        "check_verify_rejects_permanently",
+        "check_discard",
+        "check_network_faults",
+        "check_preflight",
         "check_in_use",
         "check_no_secret_leaks",
     )
-
-    def __init__(
-        self,
-        rotator: Callable[[], Rotator],
-        target: Target,
-        *,
-        verify_timeout: float = 30.0,
-    ) -> None:
-        self.factory = rotator
-        self.target = target
-        self.verify_timeout = verify_timeout
-        self.log = CapturingLog()
-        self.errors: list[str] = []
-        self.sentinels: set[str] = set()
-        self.records: list[str] = []
-        self.notes: list[MemoryNotes] = []
-        self.check_name = ""
-        self.public_fields: frozenset[str] = frozenset()
-
-    # --- bookkeeping ----------------------------------------------------------------------
-
-    @property
-    def strategy(self) -> str:
-        return self.factory().strategy
-
-    def remember(self, data: Mapping[str, Any]) -> None:
-        """Every string value of a credential becomes a sentinel searched for in the output."""
-        for key, value in data.items():
-            if key in self.public_fields:
-                continue
-            if isinstance(value, str) and len(value) >= SENTINEL_MIN_LENGTH:
-                self.sentinels.add(value)
-
-    def fail(self, message: str, original: BaseException | None = None) -> ConformanceError:
-        """A ConformanceError with every known secret value blanked out of ``message``."""
-        for sentinel in sorted(self.sentinels, key=len, reverse=True):
-            message = message.replace(sentinel, "[REDACTED]")
-        error = ConformanceError(f"{self.check_name}: {message}")
-        error.original = original
-        return error
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        """Run a step; keep any exception's full text and turn it into a ConformanceError."""
-        handler = RecordListHandler(self.records)
-        root = logging.getLogger()
-        old_level = root.level
-        root.addHandler(handler)
-        root.setLevel(logging.DEBUG)
-        try:
-            yield
-        except Exception as exc:
-            self.errors.append("".join(traceback.format_exception(exc)) + repr(exc.args))
-            raise self.fail(f"{name} raised {type(exc).__name__}: {_safe(exc)}", exc) from None
-        finally:
-            root.removeHandler(handler)
-            root.setLevel(old_level)
-
-    def expect_valid(self, data: Mapping[str, Any], valid: bool, what: str) -> None:
-        if self.target.is_valid(data) != valid:
-            raise self.fail(f"the target {'refuses' if valid else 'still accepts'} {what}")
-
-    def complete(self, rotation: Rotation, new: Mapping[str, Any]) -> None:
-        """apply, verify, store, finalize; then the new credential works and the old is gone."""
-        rotation.apply(new)
-        rotation.verify(new)
-        rotation.store(new)
-        rotation.finalize(new)
-        self.expect_final(rotation, new)
-
-    def expect_final(self, rotation: Rotation, new: Mapping[str, Any]) -> None:
-        self.expect_valid(new, True, "the new credential after finalize")
-        if self.strategy != "vault-only":
-            self.expect_valid(rotation.old, False, "the old credential after finalize")
-
-    def begin(self, name: str) -> Rotation:
-        self.check_name = name
-        return Rotation(self, self.target.setup())
-
-    # --- checks ----------------------------------------------------------------------------
 
     def check_idempotent_steps(self) -> None:
         """Every step twice in a row; issuers mint the same credential and keep the old one."""
@@ -178,13 +96,11 @@ class Conformance:
         self.expect_final(rotation, new)
 
     def check_verify_rejects_wrong(self) -> None:
-        """verify must raise for a credential the target does not accept."""
+        """verify must raise a RotatorError for a credential the target does not accept."""
         rotation = self.begin("check_verify_rejects_wrong")
         new = rotation.mint()
         rotation.apply(new)
-        make_wrong = getattr(self.target, "wrong_credential", None)
-        wrong = make_wrong(new) if make_wrong else wrong_credential(rotation.old, new)
-        self.remember(wrong)
+        wrong = self.wrong(rotation, new)
         try:
             with self.step("verify"):
                 self.factory().verify(rotation.ctx(), SecretData(wrong))
@@ -200,18 +116,23 @@ class Conformance:
 
     def check_in_use(self) -> None:
         """Rotators that tell who uses a credential (``in_use``): it returns a Usage or None,
-        reads only (the old credential still works), and where the target can open sessions
-        (``Target.session(data)``) it counts a session of the old credential, stops counting it
-        once closed, and never counts one of the new credential."""
+        reads only (the old credential still works, ``Target.snapshot()`` is unchanged), and
+        where the target can open sessions (``Target.session(data)``) it counts a session of
+        the old credential, stops counting it once closed, and never counts one of the new
+        credential."""
         if not self.factory().tells_usage:
+            self.skip("check_in_use", "the rotator has no in_use")
             return
         rotation = self.begin("check_in_use")
         new = rotation.mint()
         rotation.apply(new)
         rotation.verify(new)
         rotation.store(new)
+        before = self.snapshot()
         rotation.in_use()
         self.expect_valid(rotation.old, True, "the old credential after in_use (it must only read)")
+        if self.snapshot() != before:
+            raise self.fail("in_use changed the target (Target.snapshot() differs): read only")
         session = getattr(self.target, "session", None)
         if session is not None:
             with session(new):
@@ -254,12 +175,8 @@ class Conformance:
                     raise self.fail(f"a secret value ({len(sentinel)} chars) appears in {where}")
 
     def run(self) -> list[str]:
-        """Run every check in order; return their names. Raises at the first failure."""
+        """Run every check in :attr:`CHECKS` order; return their names (the ones that did not
+        apply are in :attr:`skipped`). Raises at the first failure."""
         for name in self.CHECKS:
             getattr(self, name)()
         return list(self.CHECKS)
-
-
-def _safe(exc: BaseException) -> str:
-    """An exception's message for our own failure text, cut short (it is checked for leaks)."""
-    return str(exc)[:300]

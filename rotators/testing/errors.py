@@ -1,4 +1,5 @@
-"""The conformance kit's one exception: a rotator broke a rule of the plugin contract."""
+"""The conformance kit's exception (a rotator broke a rule of the plugin contract) and its
+warning (a check did not apply)."""
 
 from __future__ import annotations
 
@@ -11,3 +12,8 @@ class ConformanceError(AssertionError):
     """
 
     original: BaseException | None = None
+
+
+class ConformanceSkipped(UserWarning):
+    """A check did not apply to this rotator or target adapter; the message says why (e.g. the
+    adapter has no ``fault(kind)``). :attr:`Conformance.skipped` lists them too."""

@@ -25,7 +25,7 @@ from rotators.testing.vault import MemoryVault
 from rotators.versions import version_metadata
 
 if TYPE_CHECKING:
-    from rotators.testing.conformance import Conformance
+    from rotators.testing.kit import Kit
 
 
 def make_context(
@@ -61,13 +61,14 @@ def make_context(
 class Rotation:
     """One rotation as the engine would run it, over a :class:`MemoryVault`."""
 
-    def __init__(self, kit: Conformance, scenario: Scenario) -> None:
+    def __init__(self, kit: Kit, scenario: Scenario) -> None:
         self.kit = kit
         self.scenario = scenario
         self.vault = MemoryVault()
         for path, data in scenario.vault_secrets.items():
             self.vault.put(path, data)
         self.from_version = self.vault.put(scenario.path, scenario.data)
+        self.stored: SecretVersion | None = None
         self.old = dict(scenario.data)
         self.rotation_id = f"rot_{uuid.uuid4().hex[:12]}"
         self.attempt = 0
@@ -121,6 +122,7 @@ class Rotation:
         """Write the new version as the engine does (idempotent on ``rotation_id``)."""
         current = self.vault.read(self.scenario.path)
         if current.metadata.get("rotation_id") == self.rotation_id:
+            self.stored = current
             return current
         metadata = version_metadata(
             current.metadata,
@@ -130,7 +132,8 @@ class Rotation:
             finalize_after=datetime.now(UTC),
             grace_period="0s",
         )
-        return self.vault.put(self.scenario.path, new, metadata)
+        self.stored = self.vault.put(self.scenario.path, new, metadata)
+        return self.stored
 
     def in_use(self) -> Usage | None:
         """Ask a fresh instance who still uses the old credential (before finalize)."""
@@ -139,6 +142,18 @@ class Rotation:
         if usage is not None and not isinstance(usage, Usage):
             raise self.kit.fail(f"in_use returned a {type(usage).__name__}, not a Usage or None")
         return usage
+
+    def discard(self, new: Mapping[str, Any]) -> None:
+        """Like the engine: ``ctx.current`` is the version rotated from while the new one is
+        unstored (an abandoned mint), the stored version once it is (a rollback)."""
+        version = self.stored.version if self.stored is not None else None
+        with self.kit.step("discard"):
+            self.kit.factory().discard(self.ctx(version), SecretData(new))
+
+    def preflight(self) -> None:
+        """Ask a fresh instance whether a rotation could run (a dry run's question)."""
+        with self.kit.step("preflight"):
+            self.kit.factory().preflight(self.ctx())
 
     def finalize(self, new: Mapping[str, Any]) -> None:
         """Like the engine: ``ctx.current`` is still the version rotated from."""

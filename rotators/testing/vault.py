@@ -32,8 +32,17 @@ class MemoryVault:
         versions.append(version)
         return version
 
+    def delete(self, path: str) -> list[SecretVersion]:
+        """Remove every version of ``path`` (a missing secret); returns them."""
+        return self._versions.pop(path, [])
+
     def read(self, path: str, version: int | None = None) -> SecretVersion:
-        """The current version of ``path``, or version ``version``."""
+        """The current version of ``path``, or version ``version``.
+
+        A missing path or version raises :class:`~rotators.PermanentError`, as a worker's
+        reader raises one of its subclasses (``NotFound``); an unreachable ScaiVault would be
+        a :class:`~rotators.TransientError`.
+        """
         versions = self._versions.get(path)
         if not versions:
             raise PermanentError(f"secret {path!r} not found")

@@ -24,7 +24,14 @@ from typing import Any, ClassVar
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from rotators import PermanentError, RotationContext, Rotator, SecretData, TransientError
+from rotators import (
+    CredentialRejected,
+    PermanentError,
+    RotationContext,
+    Rotator,
+    SecretData,
+    TransientError,
+)
 from tests.rotators.hook import StepHook
 
 POINTS = ("after_mint", "before_apply", "after_apply", "before_verify", "after_verify")
@@ -71,12 +78,13 @@ class AclPasswordRotator(Rotator):
         hook.reach(ctx.rotation_id, "after_apply")
 
     def verify(self, ctx: RotationContext, new: SecretData) -> None:
-        """AUTH with the new password; not (yet) accepted is transient."""
+        """AUTH with the new password. The change is in place and immediate, so a refused
+        password is not the user's password: final, not transient."""
         options = _options(ctx)
         hook = _hook(options)
         hook.reach(ctx.rotation_id, "before_verify")
         if not accepts(options.redis_url, str(new["username"]), str(new["password"])):
-            raise TransientError("the target does not accept the new password yet", step="verify")
+            raise CredentialRejected("the target refuses the password", step="verify")
         hook.reach(ctx.rotation_id, "after_verify")
 
 

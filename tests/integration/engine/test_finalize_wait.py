@@ -121,6 +121,20 @@ def test_finalize_defers_while_the_old_credential_is_in_use(waiting: Waiting) ->
     assert waiting.text.zscore(keys.DUE, rid) is None
 
 
+def test_each_finalize_counts_its_own_attempts(waiting: Waiting) -> None:
+    """A rotation that took one attempt shows 1, and so does its finalize; a finalize deferred
+    more often than ROTATOR_MAX_ATTEMPTS still runs (each check starts its count again)."""
+    rid = waiting.in_grace()
+    assert waiting.engine.store.require(rid).attempts == 1
+    waiting.rotator.usage = IN_USE
+    for check in range(1, waiting.harness.settings.rotator_max_attempts + 3):
+        deferred = waiting.finalize(rid)
+        assert deferred.state == "grace" and deferred.waiting_checks == check, deferred
+    waiting.rotator.usage = Usage(sessions=0)
+    done = waiting.finalize(rid)
+    assert done.state == "done" and done.attempts == 1, done
+
+
 def test_a_rotator_that_cannot_tell_this_time_does_not_hold_finalize(waiting: Waiting) -> None:
     rid = waiting.in_grace()
     waiting.rotator.usage = None

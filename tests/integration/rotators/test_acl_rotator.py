@@ -22,7 +22,14 @@ import pytest
 import redis
 
 from orchestrator.local.processes import ChildProcess, free_port
-from rotators import PermanentError, RotationContext, SecretData, SecretVersion, TransientError
+from rotators import (
+    CredentialRejected,
+    PermanentError,
+    RotationContext,
+    SecretData,
+    SecretVersion,
+    TransientError,
+)
 from rotators.testing import Conformance, Scenario
 from tests.rotators.acl_password import AclPasswordOptions, AclPasswordRotator, accepts
 from tests.rotators.hook import reached_key, release_key
@@ -81,7 +88,7 @@ def test_mint_apply_verify_changes_the_password_in_place(
     new = SecretData(rotator.mint(ctx))
     assert new["username"] == acl_user["username"] and new["note"] == "kept"
     assert new["password"] != acl_user["password"]
-    with pytest.raises(TransientError):
+    with pytest.raises(CredentialRejected):  # not applied: refused, finally
         rotator.verify(ctx, new)
     rotator.apply(ctx, new)
     rotator.verify(ctx, new)

@@ -70,6 +70,11 @@ def test_exec_start_runs_the_cli_command_of_its_role(role: str) -> None:
     assert check_cli_argv(argv, env) is None, check_cli_argv(argv, env)
 
 
+def test_reloading_the_worker_sends_sighup_to_its_main_process_only() -> None:
+    """SIGHUP makes the worker re-read its routing file (pool processes would die of it)."""
+    assert shlex.split(_service("worker", "ExecReload")) == ["/bin/kill", "-HUP", "$MAINPID"]
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_runs_as_an_unprivileged_user_with_an_environment_file(role: str) -> None:
     assert _service(role, "User") not in {"root", "0"}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from rotators import (
+    CredentialRejected,
     PermanentError,
     RotationContext,
     Rotator,
@@ -22,19 +25,21 @@ from rotators import (
 from rotators.passwords import policy_problem
 from rotators.random_password import RandomPasswordOptions, RandomPasswordRotator
 from rotators.salesforce_oauth import SalesforceOAuthRotator
-from rotators.testing import Conformance, ConformanceError, Scenario
+from rotators.testing import Conformance, ConformanceError, ConformanceSkipped, Scenario
 from tests.fixtures.salesforce import FakeSalesforce, SalesforceTarget
 
 
-def test_salesforce_oauth_passes_the_kit(salesforce: FakeSalesforce) -> None:
-    assert Conformance(SalesforceOAuthRotator, SalesforceTarget(salesforce)).run()
+def test_salesforce_oauth_passes_the_kit(salesforce_target: SalesforceTarget) -> None:
+    kit = Conformance(SalesforceOAuthRotator, salesforce_target)
+    assert kit.run() == list(Conformance.CHECKS)
+    assert set(kit.skipped) == {"check_preflight", "check_in_use"}
 
 
 def test_salesforce_oauth_passes_the_kit_with_propagation_delay(
-    salesforce: FakeSalesforce,
+    salesforce: FakeSalesforce, salesforce_target: SalesforceTarget
 ) -> None:
     salesforce.configure(propagation_delay=0.3)
-    kit = Conformance(SalesforceOAuthRotator, SalesforceTarget(salesforce))
+    kit = Conformance(SalesforceOAuthRotator, salesforce_target)
     kit.check_crash_resume()
     kit.check_no_secret_leaks()
 
@@ -63,11 +68,20 @@ def test_random_password_passes_the_kit() -> None:
 # --- a toy issuer, and broken variants the kit must reject -------------------------------
 
 
+class ServerError(Exception):
+    """What the toy key server's client raises for a 5xx answer."""
+
+
+ADMIN = "toy/admin"
+
+
 class KeyServer:
-    """An in-memory API with named keys: the target of the toy rotators."""
+    """An in-memory API with named keys: the target of the toy rotators. ``fault(kind)`` makes
+    its API (not the kit's ``is_valid`` view) fail as a network would."""
 
     def __init__(self) -> None:
         self.keys: dict[str, str] = {}
+        self.failing: str | None = None
 
     def setup(self) -> Scenario:
         name, value = f"key_{secrets.token_hex(4)}", secrets.token_hex(16)
@@ -75,35 +89,88 @@ class KeyServer:
         return Scenario(
             data={"key_name": name, "api_key": value, "owner": "team-a"},
             options={},
+            vault_secrets={ADMIN: {"token": secrets.token_hex(8)}},
             public_fields=frozenset({"key_name", "owner"}),
         )
 
     def is_valid(self, data: Mapping[str, Any]) -> bool:
         return self.keys.get(str(data.get("key_name"))) == data.get("api_key")
 
+    def snapshot(self) -> object:
+        return frozenset(self.keys)
+
+    @contextmanager
+    def fault(self, kind: str) -> Iterator[None]:
+        self.failing = kind
+        try:
+            yield
+        finally:
+            self.failing = None
+
+    # the API the rotators call
+    def _network(self) -> None:
+        if self.failing == "refused":
+            raise ConnectionRefusedError(111, "Connection refused")
+        if self.failing == "timeout":
+            raise TimeoutError("timed out")
+        if self.failing == "5xx":
+            raise ServerError("503 Service Unavailable")
+
+    def issue(self, name: str) -> str:
+        self._network()
+        return self.keys.setdefault(name, secrets.token_hex(16))
+
+    def accepts(self, data: Mapping[str, Any]) -> bool:
+        self._network()
+        return self.is_valid(data)
+
+    def revoke(self, name: str) -> None:
+        self._network()
+        self.keys.pop(name, None)
+
+    def exists(self, name: str) -> bool:
+        self._network()
+        return name in self.keys
+
 
 SERVER = KeyServer()
 
 
+def call(request: Any) -> Any:
+    """The toy's one place where the server's errors become the rotators' errors."""
+    try:
+        return request()
+    except (OSError, ServerError) as exc:
+        raise TransientError(f"the key server cannot be reached ({type(exc).__name__})") from None
+
+
 class ApiKeyRotator(Rotator):
-    """A correct issuer: one key per rotation_id, revocation by name."""
+    """A correct issuer: one key per rotation_id, revocation by name, a read-only preflight."""
 
     name = "toy-api-key"
     strategy = "issuer"
+    can_discard = True
 
     def mint(self, ctx: RotationContext) -> dict[str, Any]:
         name = f"key_{ctx.rotation_id}"
-        if name not in SERVER.keys:
-            SERVER.keys[name] = secrets.token_hex(16)
+        value = call(lambda: SERVER.issue(name))
         ctx.log.info("key_minted", key_name=name)
-        return {**ctx.current.data, "key_name": name, "api_key": SERVER.keys[name]}
+        return {**ctx.current.data, "key_name": name, "api_key": value}
 
     def verify(self, ctx: RotationContext, new: SecretData) -> None:
-        if not SERVER.is_valid(new):
-            raise TransientError("the new key is not accepted")
+        if not call(lambda: SERVER.accepts(new)):
+            raise CredentialRejected("the key server refuses the new key")
 
     def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
-        SERVER.keys.pop(str(old["key_name"]), None)
+        call(lambda: SERVER.revoke(str(old["key_name"])))
+
+    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+        call(lambda: SERVER.revoke(str(new["key_name"])))
+
+    def preflight(self, ctx: RotationContext) -> None:
+        ctx.vault.read(ADMIN)
+        if not call(lambda: SERVER.exists(str(ctx.current.data["key_name"]))):
+            raise PermanentError("the current key does not exist at the key server")
 
 
 class FreshKeyEachMint(ApiKeyRotator):
@@ -119,8 +186,9 @@ class ReplacesItsKey(ApiKeyRotator):
 
     def mint(self, ctx: RotationContext) -> dict[str, Any]:
         name = f"key_{ctx.rotation_id}"
-        SERVER.keys[name] = secrets.token_hex(16)
-        return {**ctx.current.data, "key_name": name, "api_key": SERVER.keys[name]}
+        call(lambda: SERVER.revoke(name))
+        value = call(lambda: SERVER.issue(name))
+        return {**ctx.current.data, "key_name": name, "api_key": value}
 
 
 class LogsTheKey(ApiKeyRotator):
@@ -138,6 +206,14 @@ class LeaksInErrors(ApiKeyRotator):
 class AcceptsAnything(ApiKeyRotator):
     def verify(self, ctx: RotationContext, new: SecretData) -> None:
         pass
+
+
+class RefusedKeyIsTransient(ApiKeyRotator):
+    """A refused key is "not yet propagated", forever."""
+
+    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+        if not call(lambda: SERVER.accepts(new)):
+            raise TransientError("the key server does not accept the new key yet")
 
 
 class FinalizeOnce(ApiKeyRotator):
@@ -163,6 +239,83 @@ class NeverRevokes(ApiKeyRotator):
         pass
 
 
+class DiscardsTheOld(ApiKeyRotator):
+    """Revokes the key of ``ctx.current`` (the one every consumer uses) instead of ``new``."""
+
+    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+        call(lambda: SERVER.revoke(str(ctx.current.data["key_name"])))
+
+
+class DiscardsNothing(ApiKeyRotator):
+    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+        ctx.log.info("key_discarded", key_name=new["key_name"])
+
+
+class DiscardsOnce(ApiKeyRotator):
+    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+        if str(new["key_name"]) not in SERVER.keys:
+            raise PermanentError("no such key")
+        super().discard(ctx, new)
+
+
+class CannotDiscard(ApiKeyRotator):
+    """Correct: says it cannot withdraw a key (as salesforce-oauth does for a promoted pair)."""
+
+    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+        raise PermanentError("the key server cannot withdraw a key; it stays valid")
+
+
+class LetsNetworkErrorsOut(ApiKeyRotator):
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        name = f"key_{ctx.rotation_id}"
+        return {**ctx.current.data, "key_name": name, "api_key": SERVER.issue(name)}
+
+
+class PermanentOn5xx(ApiKeyRotator):
+    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+        try:
+            accepted = SERVER.accepts(new)
+        except ServerError:
+            raise PermanentError("the key server failed") from None
+        except OSError as exc:
+            raise TransientError(type(exc).__name__) from None
+        if not accepted:
+            raise CredentialRejected("refused")
+
+
+class LeaksWhenUnreachable(ApiKeyRotator):
+    def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
+        try:
+            SERVER.revoke(str(old["key_name"]))
+        except (OSError, ServerError):
+            raise TransientError(f"could not revoke {old['api_key']}") from None
+
+
+class FinalizeSwallowsErrors(ApiKeyRotator):
+    def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
+        try:
+            super().finalize(ctx, old, new)
+        except TransientError:
+            ctx.log.warning("revoke_failed")
+
+
+class PreflightMints(ApiKeyRotator):
+    def preflight(self, ctx: RotationContext) -> None:
+        call(lambda: SERVER.issue(f"key_probe_{ctx.rotation_id}"))
+
+
+class PreflightNotes(ApiKeyRotator):
+    def preflight(self, ctx: RotationContext) -> None:
+        super().preflight(ctx)
+        ctx.notes.put("preflight", "ok")
+
+
+class PreflightIgnoresTheVault(ApiKeyRotator):
+    def preflight(self, ctx: RotationContext) -> None:
+        with contextlib.suppress(PermanentError):
+            ctx.vault.read(ADMIN)
+
+
 class RemembersItsKey(ApiKeyRotator):
     """Correct: a random key name per rotation, found again after a crash through ctx.notes."""
 
@@ -172,9 +325,9 @@ class RemembersItsKey(ApiKeyRotator):
             raise PermanentError("a new rotation starts with another rotation's notes")
         if name is None:
             name = f"key_{secrets.token_hex(4)}"
-            SERVER.keys[name] = secrets.token_hex(16)
-            ctx.notes.put("key_name", name)
-        return {**ctx.current.data, "key_name": name, "api_key": SERVER.keys[name]}
+            ctx.notes.put("key_name", name)  # before the key exists: a crash finds it again
+        value = call(lambda: SERVER.issue(str(name)))
+        return {**ctx.current.data, "key_name": name, "api_key": value}
 
 
 class NotesTheKey(ApiKeyRotator):
@@ -200,6 +353,10 @@ class SessionKeyServer(KeyServer):
         finally:
             self.sessions.remove(str(data["key_name"]))
 
+    def sessions_of(self, name: str) -> int:
+        self._network()
+        return self.sessions.count(name)
+
 
 SESSIONS = SessionKeyServer()
 
@@ -209,22 +366,26 @@ class TellsUsage(Rotator):
 
     name = "toy-sessions"
     strategy = "issuer"
+    can_discard = True
 
     def mint(self, ctx: RotationContext) -> dict[str, Any]:
         name = f"key_{ctx.rotation_id}"
-        SESSIONS.keys.setdefault(name, secrets.token_hex(16))
-        return {**ctx.current.data, "key_name": name, "api_key": SESSIONS.keys[name]}
+        value = call(lambda: SESSIONS.issue(name))
+        return {**ctx.current.data, "key_name": name, "api_key": value}
 
     def verify(self, ctx: RotationContext, new: SecretData) -> None:
-        if not SESSIONS.is_valid(new):
-            raise TransientError("the new key is not accepted")
+        if not call(lambda: SESSIONS.accepts(new)):
+            raise CredentialRejected("the key server refuses the new key")
 
     def in_use(self, ctx: RotationContext, old: SecretData) -> Usage | None:
-        count = SESSIONS.sessions.count(str(old["key_name"]))
+        count = call(lambda: SESSIONS.sessions_of(str(old["key_name"])))
         return Usage(sessions=count, who=str(old["key_name"]), clients=("10.0.0.1",) * count)
 
     def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
-        SESSIONS.keys.pop(str(old["key_name"]), None)
+        call(lambda: SESSIONS.revoke(str(old["key_name"])))
+
+    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+        call(lambda: SESSIONS.revoke(str(new["key_name"])))
 
 
 class CountsEverySession(TellsUsage):
@@ -241,6 +402,14 @@ class RevokesWhenAsked(TellsUsage):
     def in_use(self, ctx: RotationContext, old: SecretData) -> Usage | None:
         SESSIONS.keys.pop(str(old["key_name"]), None)
         return Usage(sessions=0)
+
+
+class AnswersNothingWhenUnreachable(TellsUsage):
+    def in_use(self, ctx: RotationContext, old: SecretData) -> Usage | None:
+        try:
+            return super().in_use(ctx, old)
+        except TransientError:
+            return None
 
 
 class AnswersWithACount(TellsUsage):
@@ -268,6 +437,13 @@ def test_the_kit_catches_a_wrong_in_use(rotator: type[Rotator], complaint: str) 
         kit.check_in_use()
 
 
+def test_the_kit_catches_in_use_answering_nothing_when_the_target_is_unreachable() -> None:
+    """None would let finalize revoke a credential that may still be in use."""
+    kit = Conformance(AnswersNothingWhenUnreachable, SESSIONS)
+    with pytest.raises(ConformanceError, match="in_use succeeded while the target refuses"):
+        kit.check_network_faults()
+
+
 def test_usage_says_who_in_one_line() -> None:
     usage = Usage(
         sessions=3,
@@ -287,7 +463,31 @@ def test_usage_says_who_in_one_line() -> None:
 
 
 def test_a_correct_toy_rotator_passes() -> None:
-    assert Conformance(ApiKeyRotator, SERVER).run() == list(Conformance.CHECKS)
+    kit = Conformance(ApiKeyRotator, SERVER)
+    assert kit.run() == list(Conformance.CHECKS)
+    assert kit.skipped == {"check_in_use": "the rotator has no in_use"}
+
+
+def test_a_rotator_that_says_it_cannot_discard_passes() -> None:
+    Conformance(CannotDiscard, SERVER).check_discard()
+
+
+def test_the_kit_says_which_checks_it_skipped_and_warns_of_gaps() -> None:
+    class NoFaults:
+        setup = SERVER.setup
+        is_valid = SERVER.is_valid
+
+    kit = Conformance(ApiKeyRotator, NoFaults())
+    with pytest.warns(ConformanceSkipped, match="check_network_faults skipped: the target"):
+        kit.check_network_faults()
+    assert "no fault(kind)" in kit.skipped["check_network_faults"]
+    quiet = Conformance(RandomPasswordRotator, PasswordPolicyTarget())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet.run()
+    assert set(quiet.skipped) == {
+        "check_discard", "check_network_faults", "check_preflight", "check_in_use"
+    }  # fmt: skip
 
 
 def test_a_repeated_mint_may_replace_the_first_credential() -> None:
@@ -313,6 +513,25 @@ def test_notes_last_for_one_rotation_across_its_crashes() -> None:
         (RevokesAtMint, "check_idempotent_steps", "refuses the old credential"),
         (NeverRevokes, "check_crash_resume", "still accepts the old credential"),
         (NotesTheKey, "check_no_secret_leaks", "appears in notes"),
+        (RefusedKeyIsTransient, "check_verify_rejects_permanently", "still raised TransientError"),
+        (DiscardsTheOld, "check_discard", "refuses the old credential after discard"),
+        (DiscardsNothing, "check_discard", "still accepts the new credential after discard"),
+        (DiscardsOnce, "check_discard", "a second discard raised PermanentError"),
+        (LetsNetworkErrorsOut, "check_network_faults", "mint let ConnectionRefusedError escape"),
+        (
+            PermanentOn5xx,
+            "check_network_faults",
+            "verify raised PermanentError while the target answers",
+        ),
+        (LeaksWhenUnreachable, "check_network_faults", "message holds a secret value"),
+        (
+            FinalizeSwallowsErrors,
+            "check_network_faults",
+            "finalize succeeded while",
+        ),
+        (PreflightMints, "check_preflight", "preflight changed the target"),
+        (PreflightNotes, "check_preflight", "preflight wrote a note"),
+        (PreflightIgnoresTheVault, "check_preflight", "preflight passed with 'toy/admin' missing"),
     ],
 )
 def test_the_kit_catches_broken_rotators(
@@ -359,7 +578,8 @@ def test_an_updater_passes_the_kit(redis_client: Any, redis_url: str) -> None:
 
     target = RedisAclTarget(redis_client, redis_url)
     try:
-        assert Conformance(AclPasswordRotator, target).run()
+        with pytest.warns(ConformanceSkipped, match="check_network_faults"):
+            assert Conformance(AclPasswordRotator, target).run()
     finally:
         for user in target.users:
             redis_client.execute_command("ACL", "DELUSER", user)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from rotators import MemoryNotes, PermanentError, RotatorError, SecretData, TransientError
+from rotators import MemoryNotes, PermanentError, SecretData, TransientError
 from rotators.contract import RotationContext
 from rotators.salesforce_oauth import (
     NOTE_STAGED_ID,
@@ -240,9 +240,18 @@ def test_wrong_consumer_id_is_permanent(salesforce: FakeSalesforce) -> None:
 def test_verify_rejects_a_wrong_pair(salesforce: FakeSalesforce) -> None:
     s = Setup(salesforce)
     wrong = SecretData({"client_id": s.target.client_id, "client_secret": "not-the-secret"})
-    with pytest.raises(RotatorError) as err:
+    with pytest.raises(PermanentError, match="did not stage") as err:
         s.rotator.verify(s.ctx(), wrong)
     assert_no_secret(error_texts(err), [*s.secrets(), "not-the-secret"])
+
+
+def test_verify_waits_only_for_the_pair_this_rotation_staged(salesforce: FakeSalesforce) -> None:
+    """invalid_client for the pair noted at mint is propagation: the engine retries it."""
+    s = Setup(salesforce)
+    refused = SecretData({"client_id": s.target.client_id, "client_secret": "not-the-secret"})
+    s.notes.put(NOTE_STAGED_KEY, key_fingerprint(s.target.client_id))
+    with pytest.raises(TransientError, match="does not accept the new credential yet"):
+        s.rotator.verify(s.ctx(), refused)
 
 
 def test_finalize_never_revokes_the_primary_or_an_active_entry(

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
         default=10.0, gt=0, allow_inf_nan=False, alias="ROTATOR_BODY_TIMEOUT"
     )
     rotator_metrics_port: int = Field(default=9464, ge=0, le=65535, alias="ROTATOR_METRICS_PORT")
+    prometheus_multiproc_dir: Path | None = Field(default=None, alias="PROMETHEUS_MULTIPROC_DIR")
+    rotator_task_events: bool = Field(default=True, alias="ROTATOR_TASK_EVENTS")
     rotator_max_attempts: int = Field(default=8, ge=1, alias="ROTATOR_MAX_ATTEMPTS")
     rotator_task_time_limit: int = Field(default=300, ge=10, alias="ROTATOR_TASK_TIME_LIMIT")
     rotator_visibility_timeout: int = Field(default=3600, ge=60, alias="ROTATOR_VISIBILITY_TIMEOUT")

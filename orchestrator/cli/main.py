@@ -120,7 +120,7 @@ def worker(
     argv += ["--loglevel", loglevel or module.settings.rotator_log_level]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
-    _run_celery(argv + list(celery_args))
+    _run_celery(argv + list(celery_args), quiet=module.settings.rotator_log_format == "json")
 
 
 @cli.command()
@@ -128,11 +128,13 @@ def worker(
 def beat(loglevel: str | None) -> None:
     """Run Celery beat: sweep every ROTATOR_SWEEP_INTERVAL, reconcile every ..._INTERVAL."""
     module = _celery_app()
-    _run_celery(["beat", "--loglevel", loglevel or module.settings.rotator_log_level])
+    argv = ["beat", "--loglevel", loglevel or module.settings.rotator_log_level]
+    _run_celery(argv, quiet=module.settings.rotator_log_format == "json")
 
 
-def _run_celery(argv: list[str]) -> None:
-    """Run ``celery -A orchestrator.celery_app ARGV`` here and exit with Celery's exit status.
+def _run_celery(argv: list[str], *, quiet: bool) -> None:
+    """Run ``celery -A orchestrator.celery_app ARGV`` here and exit with Celery's exit status;
+    ``quiet`` leaves out Celery's plain-text banner (JSON logs must be JSON only).
 
     Celery reports how its worker stopped as the command's exit code (0 after a warm shutdown,
     1 after an unrecoverable error, 73 when its pid file is taken, ...); ``app.worker_main``
@@ -140,7 +142,8 @@ def _run_celery(argv: list[str]) -> None:
     """
     from celery.bin.celery import celery
 
-    code = celery.main(["-A", "orchestrator.celery_app", *argv], standalone_mode=False)
+    options = ["-A", "orchestrator.celery_app", *(["--quiet"] if quiet else [])]
+    code = celery.main([*options, *argv], standalone_mode=False)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

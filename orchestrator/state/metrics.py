@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from orchestrator.errors import ConfigError
 from orchestrator.log import get_logger
 from orchestrator.state import keys
 
@@ -43,6 +44,13 @@ if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
 PREFIX = "scaivault_rotator_"
+
+#: Outcomes a run is counted under (``rotations_total{outcome}``); each routed rotator's series
+#: exist at 0 from the first scrape, so ``increase()`` sees a rotator's first failure.
+OUTCOMES = ("stored", "done", "failed", "needs_attention", "skipped", "cancelled", "rolled_back")
+
+#: The rotator label of runs that never reached a rotator (unrouted, refused before routing).
+NO_ROTATOR = "none"
 
 #: Upper bounds (seconds) of the step-duration histogram buckets.
 BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, math.inf)
@@ -101,10 +109,12 @@ def _text(value: bytes | str) -> str:
 
 
 class WorkerCollector(Collector):
-    """Reads the Redis-kept counters and the due-queue at scrape time."""
+    """Reads the Redis-kept counters and the due-queue at scrape time; ``rotators`` (the routed
+    ones) get every outcome series, at 0 until counted."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, rotators: Iterable[str] = ()) -> None:
         self.client = client
+        self.rotators = sorted({*rotators, NO_ROTATOR})
 
     def collect(self) -> Iterator[Metric]:
         """Yield every worker metric; only ``metrics_redis_up`` 0 when Redis is unreachable."""
@@ -118,7 +128,7 @@ class WorkerCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        yield _outcomes(scrape.outcomes)
+        yield _outcomes(scrape.outcomes, self.rotators)
         yield _histogram(scrape.steps)
         yield from _due(scrape)
         yield from _waiting(scrape)
@@ -161,14 +171,17 @@ class _Scrape:
         return 0.0 if ms is None else max(0.0, (self.now_ms - ms) / 1000)
 
 
-def _outcomes(raw: dict[Any, Any]) -> CounterMetricFamily:
+def _outcomes(raw: dict[Any, Any], rotators: Iterable[str]) -> CounterMetricFamily:
     family = CounterMetricFamily(
         PREFIX + "rotations",
         "Finished rotations by rotator and outcome",
         labels=["rotator", "outcome"],
     )
-    for key, value in sorted((_text(k), int(v)) for k, v in raw.items()):
-        rotator, outcome = json.loads(key)
+    counts = {(rotator, outcome): 0 for rotator in rotators for outcome in OUTCOMES}
+    for key, value in raw.items():
+        rotator, outcome = json.loads(_text(key))
+        counts[rotator, outcome] = int(value)
+    for (rotator, outcome), value in sorted(counts.items()):
         family.add_metric([rotator, outcome], value)
     return family
 
@@ -219,10 +232,10 @@ def _waiting(scrape: _Scrape) -> Iterator[Metric]:
     )
 
 
-def registry(client: redis.Redis) -> CollectorRegistry:
+def registry(client: redis.Redis, rotators: Iterable[str] = ()) -> CollectorRegistry:
     """A registry with the worker collector (use it for the HTTP endpoint or tests)."""
     reg = CollectorRegistry()
-    reg.register(WorkerCollector(client))
+    reg.register(WorkerCollector(client, rotators))
     return reg
 
 
@@ -230,12 +243,23 @@ def start_metrics_server(
     settings: Settings,
     client: redis.Redis,
     *,
+    rotators: Iterable[str] = (),
     addr: str = "0.0.0.0",  # noqa: S104 - scraped remotely
 ) -> tuple[Any, Any] | None:
-    """Serve ``/metrics`` on ``ROTATOR_METRICS_PORT`` (0 = off); return (server, thread)."""
+    """Serve ``/metrics`` on ``ROTATOR_METRICS_PORT`` (0 = off); return (server, thread).
+
+    Raises :class:`ConfigError` when the port cannot be bound (another worker on this host
+    holds it), so the worker stops instead of running without its endpoint.
+    """
     port = settings.rotator_metrics_port
     if port == 0:
         return None
-    server, thread = start_http_server(port, addr=addr, registry=registry(client))
+    try:
+        server, thread = start_http_server(port, addr=addr, registry=registry(client, rotators))
+    except OSError as exc:
+        raise ConfigError(
+            f"ROTATOR_METRICS_PORT: cannot listen on port {port} ({exc.strerror}); another "
+            "worker on this host may hold it: give each worker its own port, or 0 for none"
+        ) from None
     log.info("metrics_server_started", port=port)
     return server, thread

@@ -15,20 +15,25 @@ printed) when they are invalid; the Prometheus endpoint starts there too. Loggin
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
 from orchestrator import connection
 from orchestrator.errors import ConfigError
-from orchestrator.log import configure_logging, get_logger
+from orchestrator.log import configure_logging, get_logger, say_as_log
 from orchestrator.settings import Settings
 from orchestrator.state import keys
 from orchestrator.state.messages import Task
 from orchestrator.worker import broker
+
+if TYPE_CHECKING:
+    from orchestrator.routing import RoutingTable
 
 log = get_logger(__name__)
 
@@ -77,6 +82,9 @@ def configuration(settings: Settings) -> dict[str, Any]:
         "result_backend_transport_options": {"visibility_timeout": vt},
         "visibility_timeout": vt,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Task events (args are ids and paths only) let Flower and `celery events` watch live.
+        "worker_send_task_events": settings.rotator_task_events,
+        "task_send_sent_event": settings.rotator_task_events,
         "broker_connection_retry_on_startup": True,
         # The anonymous exchange routes by queue name alone, so publishing does not depend on
         # kombu's ``_kombu.binding.*`` keys, which a Redis flush or data loss would remove.
@@ -108,44 +116,76 @@ app = Celery("scaivault-rotator", include=["orchestrator.worker.tasks"], set_as_
 app.conf.update(configuration(settings))
 
 
-def check_worker_config(current: Settings) -> None:
+def check_worker_config(current: Settings) -> RoutingTable:
     """Load the plugins and the routing file as a worker would; raise ConfigError if invalid."""
     from orchestrator.routing import RoutingTable
 
     table = RoutingTable.load(current.rotator_config)
     if any(r.capabilities.in_place for r in table.rotators.values()):
         current.require_seal_keys()
+    return table
 
 
 def refuse(exc: ConfigError) -> None:
-    """Print every problem and exit 2 (the worker must not start on a bad configuration)."""
-    print("scaivault-rotator: refusing to start: invalid configuration", file=sys.stderr)
-    for problem in exc.problems:
-        print(f"  - {problem}", file=sys.stderr)
+    """Report every problem and exit 2 (the worker must not start on a bad configuration):
+    one ``startup_refused`` log line in JSON mode, else a readable list on stderr."""
+    if settings.rotator_log_format == "json":
+        _configure_logging()
+        log.error("startup_refused", reason="refusing to start", problems=exc.problems)
+    else:
+        print("scaivault-rotator: refusing to start: invalid configuration", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+    logging.shutdown()
     sys.stderr.flush()
     os._exit(2)
 
 
-def _setup_logging(**_: Any) -> None:
+def _configure_logging(**_: Any) -> None:
+    """Our logging instead of Celery's (``setup_logging``: Celery then leaves logging alone)."""
     configure_logging(settings.rotator_log_level, settings.rotator_log_format)
 
 
-signals.setup_logging.connect(_setup_logging, weak=False)
+signals.setup_logging.connect(_configure_logging, weak=False)
+
+
+def _worker_starting(instance: Any = None, **_: Any) -> None:
+    """``celeryd_init``, the first thing a worker does: log from the first line on, and in JSON
+    mode nothing but JSON (no banner; Celery's shutdown notices written as log lines)."""
+    _configure_logging()
+    if settings.rotator_log_format == "json":
+        if instance is not None:
+            instance.quiet = True
+        import celery.apps.worker
+
+        celery.apps.worker.safe_say = say_as_log
+
+
+signals.celeryd_init.connect(_worker_starting, weak=False)
 
 
 def _worker_init(**_: Any) -> None:
+    """Main process: validate the routing file and start the metrics endpoint, or refuse.
+
+    Celery logs and swallows an exception of a ``worker_init`` handler, so every failure here
+    ends the process itself.
+    """
     try:
-        check_worker_config(settings)
+        table = check_worker_config(settings)
+        _start_metrics(table.rotators)
     except ConfigError as exc:
         refuse(exc)
+    log.info("worker_configured", routing=str(settings.rotator_config), queue=keys.TASK_QUEUE)
+
+
+def _start_metrics(rotators: Iterable[str]) -> None:
     from orchestrator.engine.core import REDIS_TIMEOUTS
     from orchestrator.state.metrics import start_metrics_server
 
     client = connection.redis_client(
         settings.redis_url, master=settings.redis_sentinel_master, **REDIS_TIMEOUTS
     )
-    start_metrics_server(settings, client)
-    log.info("worker_configured", routing=str(settings.rotator_config), queue=keys.TASK_QUEUE)
+    start_metrics_server(settings, client, rotators=rotators)
 
 
 signals.worker_init.connect(_worker_init, weak=False)

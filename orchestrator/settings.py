@@ -8,6 +8,7 @@ expected, never echoing a secret value.
 from __future__ import annotations
 
 import ipaddress
+import tempfile
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -82,6 +83,13 @@ class Settings(BaseSettings):
     )
     rotator_metrics_port: int = Field(default=9464, ge=0, le=65535, alias="ROTATOR_METRICS_PORT")
     prometheus_multiproc_dir: Path | None = Field(default=None, alias="PROMETHEUS_MULTIPROC_DIR")
+    rotator_heartbeat_interval: float = Field(
+        default=10.0, gt=0, allow_inf_nan=False, alias="ROTATOR_HEARTBEAT_INTERVAL"
+    )
+    rotator_heartbeat_dir: Path = Field(
+        default=Path(tempfile.gettempdir()), alias="ROTATOR_HEARTBEAT_DIR"
+    )
+    notify_socket: str | None = Field(default=None, alias="NOTIFY_SOCKET")
     rotator_task_events: bool = Field(default=True, alias="ROTATOR_TASK_EVENTS")
     rotator_max_attempts: int = Field(default=8, ge=1, alias="ROTATOR_MAX_ATTEMPTS")
     rotator_task_time_limit: int = Field(default=300, ge=10, alias="ROTATOR_TASK_TIME_LIMIT")

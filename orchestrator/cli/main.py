@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a failed operation, 2 bad usage or configuration.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -130,6 +131,39 @@ def beat(loglevel: str | None) -> None:
     module = _celery_app()
     argv = ["beat", "--loglevel", loglevel or module.settings.rotator_log_level]
     _run_celery(argv, quiet=module.settings.rotator_log_format == "json")
+
+
+@cli.command()
+@click.argument("role", type=click.Choice(["worker", "beat"]))
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a heartbeat counts as fresh (default: 6 x ROTATOR_HEARTBEAT_INTERVAL).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def health(role: str, max_age: float | None, as_json: bool) -> None:
+    """Liveness probe: exit 0 if this host's ROLE process beat lately, else 1, with one line
+    saying why.
+
+    The worker beats from its consumer's event loop and beat from its scheduler tick, so a
+    process whose work loop stopped fails even while it still runs. Use it as the exec probe of
+    a container (Kubernetes, compose).
+    """
+    from orchestrator.errors import ConfigError
+    from orchestrator.settings import Settings
+    from orchestrator.worker.liveness import check
+
+    try:
+        settings = Settings.load()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    fresh = max_age or 6 * settings.rotator_heartbeat_interval
+    verdict = check(settings.rotator_heartbeat_dir, role, fresh)
+    if as_json:
+        click.echo(json.dumps({"alive": verdict.alive, "reason": verdict.reason}))
+    else:
+        click.echo(("ok: " if verdict.alive else "FAILING: ") + verdict.reason)
+    raise SystemExit(0 if verdict.alive else 1)
 
 
 def _run_celery(argv: list[str], *, quiet: bool) -> None:

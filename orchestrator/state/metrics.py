@@ -11,6 +11,14 @@ fleet-wide numbers. Exposed (all prefixed ``scaivault_rotator_``):
   none is)
 - ``finalize_waiting`` — rotations whose finalize waits for the old credential to be unused
 - ``finalize_waiting_longest_seconds`` — how long the longest of them has waited (0 if none)
+- ``pending_events`` — accepted ``rotation.due`` events without a run record yet (the pending
+  events the sweep re-publishes)
+- ``oldest_pending_event_seconds`` — how long the oldest of them has waited (0 if none)
+- ``workers{role}`` — live worker and beat processes: a heartbeat within the registry's TTL
+  (:mod:`orchestrator.state.workers`)
+- ``heartbeat_age_seconds{role}`` — seconds since the newest heartbeat of the role (absent
+  until one beat)
+- ``sweep_age_seconds`` — seconds since a ``sweep`` last finished (absent until one did)
 - ``metrics_redis_up`` — 0 when Redis could not be read for this scrape
 
 Labels hold rotator names, outcomes and step names only, never a secret value. Recording never
@@ -39,6 +47,7 @@ from prometheus_client.registry import Collector
 from orchestrator.errors import ConfigError
 from orchestrator.log import get_logger
 from orchestrator.state import keys
+from orchestrator.state.workers import ROLES
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
@@ -112,9 +121,12 @@ class WorkerCollector(Collector):
     """Reads the Redis-kept counters and the due-queue at scrape time; ``rotators`` (the routed
     ones) get every outcome series, at 0 until counted."""
 
-    def __init__(self, client: redis.Redis, rotators: Iterable[str] = ()) -> None:
+    def __init__(
+        self, client: redis.Redis, rotators: Iterable[str] = (), process_ttl: float = 60.0
+    ) -> None:
         self.client = client
         self.rotators = sorted({*rotators, NO_ROTATOR})
+        self.process_ttl_ms = process_ttl * 1000
 
     def collect(self) -> Iterator[Metric]:
         """Yield every worker metric; only ``metrics_redis_up`` 0 when Redis is unreachable."""
@@ -132,6 +144,9 @@ class WorkerCollector(Collector):
         yield _histogram(scrape.steps)
         yield from _due(scrape)
         yield from _waiting(scrape)
+        yield from _pending(scrape)
+        yield from _processes(scrape, self.process_ttl_ms)
+        yield from _sweep(scrape)
 
     def _read(self) -> _Scrape:
         pipe = self.client.pipeline(transaction=False)
@@ -141,8 +156,13 @@ class WorkerCollector(Collector):
         pipe.zrange(keys.DUE, 0, 0, withscores=True)
         pipe.zcard(keys.WAITING)
         pipe.zrange(keys.WAITING, 0, 0, withscores=True)
+        pipe.zcard(keys.PENDING)
+        pipe.zrange(keys.PENDING, 0, 0, withscores=True)
+        pipe.zrange(keys.PROCESSES, 0, -1, withscores=True)
+        pipe.get(keys.SWEEP_DONE)
         pipe.time()
-        outcomes, steps, due, oldest_due, waiting, first_waiting, (secs, micros) = pipe.execute()
+        outcomes, steps, due, oldest_due, waiting, first_waiting, *rest = pipe.execute()
+        pending, oldest_pending, processes, sweep_done, (secs, micros) = rest
         return _Scrape(
             outcomes=outcomes,
             steps=steps,
@@ -150,6 +170,10 @@ class WorkerCollector(Collector):
             oldest_due_ms=float(oldest_due[0][1]) if oldest_due else None,
             waiting=int(waiting),
             first_waiting_ms=float(first_waiting[0][1]) if first_waiting else None,
+            pending=int(pending),
+            oldest_pending_ms=float(oldest_pending[0][1]) if oldest_pending else None,
+            processes=[(_text(member), float(score)) for member, score in processes],
+            sweep_done_ms=float(sweep_done) if sweep_done is not None else None,
             now_ms=secs * 1000 + micros / 1000,
         )
 
@@ -164,6 +188,10 @@ class _Scrape:
     oldest_due_ms: float | None
     waiting: int
     first_waiting_ms: float | None
+    pending: int
+    oldest_pending_ms: float | None
+    processes: list[tuple[str, float]]
+    sweep_done_ms: float | None
     now_ms: float
 
     def seconds_since(self, ms: float | None) -> float:
@@ -232,10 +260,61 @@ def _waiting(scrape: _Scrape) -> Iterator[Metric]:
     )
 
 
-def registry(client: redis.Redis, rotators: Iterable[str] = ()) -> CollectorRegistry:
+def _pending(scrape: _Scrape) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        PREFIX + "pending_events",
+        "Accepted rotation.due events without a run record yet",
+        value=scrape.pending,
+    )
+    yield GaugeMetricFamily(
+        PREFIX + "oldest_pending_event_seconds",
+        "Seconds the oldest pending event has waited since its last publish (0 if none)",
+        value=scrape.seconds_since(scrape.oldest_pending_ms),
+    )
+
+
+def _processes(scrape: _Scrape, ttl_ms: float) -> Iterator[Metric]:
+    live = GaugeMetricFamily(
+        PREFIX + "workers", "Live processes (a heartbeat within the TTL) by role", labels=["role"]
+    )
+    age = GaugeMetricFamily(
+        PREFIX + "heartbeat_age_seconds",
+        "Seconds since the newest heartbeat of a role's processes",
+        labels=["role"],
+    )
+    for role in ROLES:
+        beats = [ms for member, ms in scrape.processes if member.startswith(f"{role}:")]
+        live.add_metric([role], sum(1 for ms in beats if scrape.now_ms - ms <= ttl_ms))
+        if beats:
+            age.add_metric([role], scrape.seconds_since(max(beats)))
+    yield live
+    yield age
+
+
+def _sweep(scrape: _Scrape) -> Iterator[Metric]:
+    if scrape.sweep_done_ms is not None:
+        yield GaugeMetricFamily(
+            PREFIX + "sweep_age_seconds",
+            "Seconds since a sweep last finished",
+            value=scrape.seconds_since(scrape.sweep_done_ms),
+        )
+
+
+def record_sweep(client: redis.Redis) -> None:
+    """Note that a sweep finished now (Redis's clock), for ``sweep_age_seconds``."""
+    try:
+        secs, micros = client.time()
+        client.set(keys.SWEEP_DONE, int(secs) * 1000 + int(micros) // 1000)
+    except redis.RedisError as exc:
+        log.warning("metrics_write_failed", metric="sweep_age_seconds", reason=type(exc).__name__)
+
+
+def registry(
+    client: redis.Redis, rotators: Iterable[str] = (), process_ttl: float = 60.0
+) -> CollectorRegistry:
     """A registry with the worker collector (use it for the HTTP endpoint or tests)."""
     reg = CollectorRegistry()
-    reg.register(WorkerCollector(client, rotators))
+    reg.register(WorkerCollector(client, rotators, process_ttl))
     return reg
 
 
@@ -244,6 +323,7 @@ def start_metrics_server(
     client: redis.Redis,
     *,
     rotators: Iterable[str] = (),
+    process_ttl: float = 60.0,
     addr: str = "0.0.0.0",  # noqa: S104 - scraped remotely
 ) -> tuple[Any, Any] | None:
     """Serve ``/metrics`` on ``ROTATOR_METRICS_PORT`` (0 = off); return (server, thread).
@@ -255,7 +335,9 @@ def start_metrics_server(
     if port == 0:
         return None
     try:
-        server, thread = start_http_server(port, addr=addr, registry=registry(client, rotators))
+        server, thread = start_http_server(
+            port, addr=addr, registry=registry(client, rotators, process_ttl)
+        )
     except OSError as exc:
         raise ConfigError(
             f"ROTATOR_METRICS_PORT: cannot listen on port {port} ({exc.strerror}); another "

@@ -30,7 +30,7 @@ from orchestrator.log import configure_logging, get_logger, say_as_log
 from orchestrator.settings import Settings
 from orchestrator.state import keys
 from orchestrator.state.messages import Task
-from orchestrator.worker import broker
+from orchestrator.worker import broker, heartbeat
 
 if TYPE_CHECKING:
     from orchestrator.routing import RoutingTable
@@ -94,7 +94,8 @@ def configuration(settings: Settings) -> dict[str, Any]:
         "task_default_routing_key": keys.TASK_QUEUE,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
-        "beat_scheduler": "celery.beat:Scheduler",  # in memory: nothing to persist but intervals
+        # In memory (nothing to persist but intervals); its tick also beats (worker/heartbeat.py).
+        "beat_scheduler": "orchestrator.worker.heartbeat:HeartbeatScheduler",
         "beat_schedule": {
             "sweep": {
                 "task": Task.SWEEP,
@@ -114,6 +115,7 @@ broker.install()
 settings = Settings.load()
 app = Celery("scaivault-rotator", include=["orchestrator.worker.tasks"], set_as_current=True)
 app.conf.update(configuration(settings))
+app.steps["consumer"].add(heartbeat.ConsumerHeartbeat)
 
 
 def check_worker_config(current: Settings) -> RoutingTable:
@@ -172,6 +174,7 @@ def _worker_init(**_: Any) -> None:
     """
     try:
         table = check_worker_config(settings)
+        heartbeat.publish_routing(settings.rotator_config)
         _start_metrics(table.rotators)
     except ConfigError as exc:
         refuse(exc)
@@ -185,7 +188,8 @@ def _start_metrics(rotators: Iterable[str]) -> None:
     client = connection.redis_client(
         settings.redis_url, master=settings.redis_sentinel_master, **REDIS_TIMEOUTS
     )
-    start_metrics_server(settings, client, rotators=rotators)
+    process_ttl = heartbeat.TTL_INTERVALS * settings.rotator_heartbeat_interval
+    start_metrics_server(settings, client, rotators=rotators, process_ttl=process_ttl)
 
 
 signals.worker_init.connect(_worker_init, weak=False)

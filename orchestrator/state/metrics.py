@@ -19,6 +19,8 @@ fleet-wide numbers. Exposed (all prefixed ``scaivault_rotator_``):
 - ``heartbeat_age_seconds{role}`` — seconds since the newest heartbeat of the role (absent
   until one beat)
 - ``sweep_age_seconds`` — seconds since a ``sweep`` last finished (absent until one did)
+- ``queue_length`` — task messages waiting on the broker queue
+- ``unacked_messages`` — task messages workers took and have not acknowledged yet
 - ``metrics_redis_up`` — 0 when Redis could not be read for this scrape
 
 Labels hold rotator names, outcomes and step names only, never a secret value. Recording never
@@ -146,7 +148,7 @@ class WorkerCollector(Collector):
         yield from _waiting(scrape)
         yield from _pending(scrape)
         yield from _processes(scrape, self.process_ttl_ms)
-        yield from _sweep(scrape)
+        yield from _queue_and_sweep(scrape)
 
     def _read(self) -> _Scrape:
         pipe = self.client.pipeline(transaction=False)
@@ -160,9 +162,11 @@ class WorkerCollector(Collector):
         pipe.zrange(keys.PENDING, 0, 0, withscores=True)
         pipe.zrange(keys.PROCESSES, 0, -1, withscores=True)
         pipe.get(keys.SWEEP_DONE)
+        pipe.llen(keys.TASK_QUEUE)
+        pipe.hlen(keys.BROKER_UNACKED)
         pipe.time()
         outcomes, steps, due, oldest_due, waiting, first_waiting, *rest = pipe.execute()
-        pending, oldest_pending, processes, sweep_done, (secs, micros) = rest
+        pending, oldest_pending, processes, sweep_done, queued, unacked, (secs, micros) = rest
         return _Scrape(
             outcomes=outcomes,
             steps=steps,
@@ -174,6 +178,8 @@ class WorkerCollector(Collector):
             oldest_pending_ms=float(oldest_pending[0][1]) if oldest_pending else None,
             processes=[(_text(member), float(score)) for member, score in processes],
             sweep_done_ms=float(sweep_done) if sweep_done is not None else None,
+            queued=int(queued),
+            unacked=int(unacked),
             now_ms=secs * 1000 + micros / 1000,
         )
 
@@ -192,6 +198,8 @@ class _Scrape:
     oldest_pending_ms: float | None
     processes: list[tuple[str, float]]
     sweep_done_ms: float | None
+    queued: int
+    unacked: int
     now_ms: float
 
     def seconds_since(self, ms: float | None) -> float:
@@ -291,7 +299,15 @@ def _processes(scrape: _Scrape, ttl_ms: float) -> Iterator[Metric]:
     yield age
 
 
-def _sweep(scrape: _Scrape) -> Iterator[Metric]:
+def _queue_and_sweep(scrape: _Scrape) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        PREFIX + "queue_length", "Task messages waiting on the broker queue", value=scrape.queued
+    )
+    yield GaugeMetricFamily(
+        PREFIX + "unacked_messages",
+        "Task messages workers took and have not acknowledged yet",
+        value=scrape.unacked,
+    )
     if scrape.sweep_done_ms is not None:
         yield GaugeMetricFamily(
             PREFIX + "sweep_age_seconds",

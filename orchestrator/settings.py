@@ -283,6 +283,37 @@ class EmulatorSettings(BaseSettings):
     emulator_admin_token: SecretStr | None = Field(default=None, alias="EMULATOR_ADMIN_TOKEN")
 
 
+class TracingSettings(BaseSettings):
+    """OpenTelemetry's standard variables that decide whether we trace (the SDK and exporters
+    read the rest themselves, e.g. ``OTEL_EXPORTER_OTLP_HEADERS``). Read apart from
+    :class:`Settings`: they are OpenTelemetry's names, documented in docs/monitoring.md."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    otel_sdk_disabled: bool = Field(default=False, alias="OTEL_SDK_DISABLED")
+    otel_traces_exporter: str | None = Field(default=None, alias="OTEL_TRACES_EXPORTER")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    otel_service_name: str | None = Field(default=None, alias="OTEL_SERVICE_NAME")
+
+    def exporter_name(self) -> str:
+        """The exporter ``OTEL_TRACES_EXPORTER`` names (the first of a list; default otlp)."""
+        names = [n.strip() for n in (self.otel_traces_exporter or "otlp").split(",")]
+        return next((n for n in names if n), "otlp")
+
+    def wanted(self) -> bool:
+        """Tracing is asked for: an exporter or an OTLP endpoint is set, and the SDK is not
+        disabled. ``OTEL_TRACES_EXPORTER=none`` means off."""
+        if self.otel_sdk_disabled or self.exporter_name() == "none":
+            return False
+        endpoints = (self.otel_exporter_otlp_endpoint, self.otel_exporter_otlp_traces_endpoint)
+        return bool(self.otel_traces_exporter or any(endpoints))
+
+
 def dedupe_window(max_age: timedelta) -> timedelta:
     """How long an event id stays claimed: longer than any event still accepted (``max_age`` plus a
     day), and at least 7 days

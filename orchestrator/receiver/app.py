@@ -44,7 +44,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from orchestrator import connection
+from orchestrator import connection, tracing
 from orchestrator.errors import ConfigError, PublishError, WebhookRejected
 from orchestrator.log import configure_logging, get_logger
 from orchestrator.receiver import envelope, openapi, publish, signing
@@ -304,11 +304,13 @@ class ReceiverApp(Starlette):
             await super().__call__(scope, receive, send)
 
 
-def app_factory() -> Starlette:
-    """Build the app from the environment (what each uvicorn worker process calls)."""
+def app_factory() -> Any:
+    """Build the app from the environment (what each uvicorn worker process calls), traced
+    when the ``OTEL_*`` variables ask for it."""
     settings = Settings.load()
     configure_logging(settings.rotator_log_level, settings.rotator_log_format)
-    return create_app(settings)
+    tracing.configure("receiver")
+    return tracing.instrument_asgi(create_app(settings))
 
 
 def serve(host: str, port: int, workers: int = 1) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
-from orchestrator import connection
+from orchestrator import connection, tracing
 from orchestrator.errors import ConfigError
 from orchestrator.log import configure_logging, get_logger, say_as_log
 from orchestrator.settings import Settings
@@ -178,6 +178,9 @@ def _worker_init(**_: Any) -> None:
         _start_metrics(table.rotators)
     except ConfigError as exc:
         refuse(exc)
+    # Before the pool forks: the children inherit the tracer (its exporter thread restarts).
+    if tracing.configure("worker"):
+        tracing.instrument_celery()
     log.info("worker_configured", routing=str(settings.rotator_config), queue=keys.TASK_QUEUE)
 
 
@@ -193,3 +196,12 @@ def _start_metrics(rotators: Iterable[str]) -> None:
 
 
 signals.worker_init.connect(_worker_init, weak=False)
+
+
+def _beat_starting(**_: Any) -> None:
+    """``beat_init``: beat's published tasks (sweep, reconcile) start traces when tracing is on."""
+    if tracing.configure("beat"):
+        tracing.instrument_celery()
+
+
+signals.beat_init.connect(_beat_starting, weak=False)

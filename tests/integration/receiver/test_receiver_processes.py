@@ -10,58 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.local.processes import ChildProcess, cli_argv, free_port
-from orchestrator.receiver.signing import sign
 from tests.fixtures.emulator import EmulatorProcess
 from tests.fixtures.logs import json_lines
-from tests.fixtures.receiver import WEBHOOK_SECRET, event_body
+from tests.fixtures.receiver import ReceiverProcess
 
 pytestmark = pytest.mark.integration
-
-
-class ReceiverProcess:
-    """``scaivault-rotator serve --workers N`` in a process group of its own."""
-
-    def __init__(self, tmp_path: Path, redis_url: str, workers: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "REDIS_URL": redis_url,
-            "SCAIVAULT_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "ROTATOR_LOG_FORMAT": "json",
-        }
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        argv = cli_argv("serve", "--port", str(self.port), "--workers", str(workers))
-        self.child = ChildProcess("receiver", argv, tmp_path / "receiver.log", env=env)
-
-    def start(self) -> ReceiverProcess:
-        self.child.start().wait_http(self.url + "/readyz", timeout=60)
-        return self
-
-    def post(self, event_id: str) -> httpx.Response:
-        body = event_body(event_id, path=f"apps/{event_id}/db")
-        headers = {
-            "content-type": "application/json",
-            "x-scaivault-signature": sign(body, WEBHOOK_SECRET),
-        }
-        return httpx.post(self.url + "/scaivault/events", content=body, headers=headers, timeout=30)
-
-    def queued(self) -> float:
-        """``scaivault_receiver_events_total{type="rotation.due", outcome="queued"}`` as one
-        scrape on a new connection reports it."""
-        text = httpx.get(self.url + "/metrics", timeout=30).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = sample.labels
-                if sample.name == "scaivault_receiver_events_total" and labels == {
-                    "type": "rotation.due",
-                    "outcome": "queued",
-                }:
-                    return sample.value
-        raise AssertionError("no queued series in the scrape")
 
 
 @pytest.fixture
@@ -69,7 +23,8 @@ def receiver_process(tmp_path: Path, redis_url: str) -> Iterator[Callable[[int],
     started: list[ReceiverProcess] = []
 
     def start(workers: int) -> ReceiverProcess:
-        process = ReceiverProcess(tmp_path, redis_url, workers).start()
+        env = {**os.environ, "REDIS_URL": redis_url, "ROTATOR_LOG_FORMAT": "json"}
+        process = ReceiverProcess(tmp_path, env, workers).start()
         started.append(process)
         return process
 

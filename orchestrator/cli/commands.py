@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from orchestrator.cli.complete import secret_paths
 from orchestrator.cli.options import (
     actor_option,
     json_option,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("path", required=False)
+@click.argument("path", required=False, shell_complete=secret_paths)
 @json_option
 def status(path: str | None, as_json: bool) -> None:
     """PATH's current or last rotation; without PATH, what needs a look."""
@@ -69,8 +70,14 @@ def status(path: str | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("path")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.argument("path", shell_complete=secret_paths)
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Show at most this many entries (the newest).",
+)
 @json_option
 def history(path: str, limit: int, as_json: bool) -> None:
     """PATH's audit trail, oldest first."""
@@ -82,7 +89,7 @@ def history(path: str, limit: int, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("path")
+@click.argument("path", shell_complete=secret_paths)
 @click.option("--now", is_flag=True, help="Finalize before the grace period ends.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for it.")
 @reason_option
@@ -102,7 +109,7 @@ def finalize(
 
 
 @click.command()
-@click.argument("path")
+@click.argument("path", shell_complete=secret_paths)
 @reason_option
 @actor_option
 @json_option
@@ -116,7 +123,7 @@ def retry(path: str, reason: str | None, actor: str | None, as_json: bool) -> No
 
 
 @click.command()
-@click.argument("path")
+@click.argument("path", shell_complete=secret_paths)
 @reason_option
 @actor_option
 @json_option
@@ -130,7 +137,7 @@ def cancel(path: str, reason: str | None, actor: str | None, as_json: bool) -> N
 
 
 @click.command()
-@click.argument("path")
+@click.argument("path", shell_complete=secret_paths)
 @reason_option
 @actor_option
 @json_option
@@ -217,7 +224,11 @@ def check_config(probe_write: bool, as_json: bool) -> None:
 
 @click.command()
 @click.option("--keep-running", is_flag=True, help="Leave the stack up until Ctrl-C.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the stack's files (logs, state, routing file) here (default: a temp dir).",
+)
 @click.option("--timeout", default=150.0, show_default=True, help="Seconds to wait for the run.")
 @json_option
 def demo(keep_running: bool, workdir: Path | None, timeout: float, as_json: bool) -> None:

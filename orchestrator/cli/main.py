@@ -1,6 +1,8 @@
 """The ``scaivault-rotator`` command line: process roles and on-call commands.
 
-Exit codes: 0 success, 1 a failed operation, 2 bad usage or configuration.
+Exit codes: 0 success, 1 a failed operation, 2 bad usage or configuration. ``--help`` lists
+the commands by section (:data:`SECTIONS`); click's shell completion completes secret paths
+(:mod:`orchestrator.cli.complete`).
 """
 
 from __future__ import annotations
@@ -12,11 +14,45 @@ import click
 
 from orchestrator import __version__
 
+#: How ``--help`` groups the commands; a command not listed shows under "Other commands".
+SECTIONS = (
+    ("Process roles", ("serve", "worker", "beat", "health", "emulator")),
+    ("On-call", ("status", "history", "rotate", "finalize", "retry", "cancel", "rollback")),
+    ("Setup and checks", ("check-config", "rotators", "demo")),
+)
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class SectionedGroup(click.Group):
+    """A command group whose help lists its commands by section: the processes a deployment
+    runs apart from the tools on-call uses."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        commands = {
+            name: command
+            for name in self.list_commands(ctx)
+            if (command := self.get_command(ctx, name)) is not None and not command.hidden
+        }
+        listed = {name for _, names in SECTIONS for name in names}
+        sections = [*SECTIONS, ("Other commands", tuple(sorted(set(commands) - listed)))]
+        limit = formatter.width - 6 - max(map(len, commands), default=0)
+        for title, names in sections:
+            rows = [(n, commands[n].get_short_help_str(limit)) for n in names if n in commands]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+@click.group(cls=SectionedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="scaivault-rotator")
 def cli() -> None:
-    """Rotate credentials stored in ScaiVault: receiver, workers, beat and on-call tools."""
+    """Rotate credentials stored in ScaiVault: receiver, workers, beat and on-call tools.
+
+    Shell completion of commands, options and secret paths, in ~/.bashrc (zsh_source and
+    fish_source for those shells):
+
+    \b
+      eval "$(_SCAIVAULT_ROTATOR_COMPLETE=bash_source scaivault-rotator)"
+    """
 
 
 @cli.command()
@@ -108,7 +144,10 @@ def worker(
 ) -> None:
     """Run a Celery worker for the rotation tasks (refuses a bad routing file with exit 2).
 
-    Arguments after ``--`` go to ``celery worker`` as they are (e.g. ``-- --without-mingle``).
+    Arguments after -- go to 'celery worker' as they are:
+
+    \b
+      scaivault-rotator worker -- --without-mingle
     """
     module = _celery_app()
     from orchestrator.errors import ConfigError
@@ -189,5 +228,6 @@ for _command in _ONCALL_COMMANDS:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli()
+    """Console-script entry point (``python -m orchestrator`` too: one program name, so
+    usage lines and the completion variable are the same however it was started)."""
+    cli(prog_name="scaivault-rotator")

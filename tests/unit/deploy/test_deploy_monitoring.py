@@ -11,13 +11,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import fakeredis
 import pytest
 import yaml
 
-from orchestrator.receiver.telemetry import Metrics
 from orchestrator.settings import Settings
-from orchestrator.state import keys, metrics
 from tests.fixtures.deploy import (
     DEPLOY,
     by_kind,
@@ -34,6 +31,7 @@ from tests.fixtures.monitoring import (
     base_names,
     check_queries_parse,
     dashboard,
+    exported_metric_names,
     panel_queries,
     rule_groups,
     run_promtool,
@@ -52,12 +50,7 @@ PROMISED = {
 
 
 def _exported() -> set[str]:
-    """Metric families the receiver and a worker export once a worker beat and a sweep ran."""
-    client = fakeredis.FakeRedis()
-    client.set(keys.SWEEP_DONE, 0)
-    client.zadd(keys.PROCESSES, {"worker:host:1": 0})
-    families = [*Metrics().registry.collect(), *metrics.registry(client).collect()]
-    return {family.name for family in families}
+    return exported_metric_names()
 
 
 def test_the_promised_alerts_exist_and_name_only_exported_metrics() -> None:

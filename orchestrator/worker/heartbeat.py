@@ -59,8 +59,12 @@ class Pulse:
         return self._registry
 
     def beat(self) -> None:
-        """Show that the work loop turns: file, registry (best effort), systemd watchdog."""
-        liveness.write_heartbeat(self.file, self.process.node)
+        """Show that the work loop turns: file, registry (best effort), systemd watchdog.
+        Never raises: a heartbeat that cannot be written must not stop the loop it reports on."""
+        try:
+            liveness.write_heartbeat(self.file, self.process.node)
+        except OSError as exc:
+            log.warning("heartbeat_file_unwritable", path=str(self.file), reason=exc.strerror)
         try:
             self.registry.beat(self.process, self.routing)
         except redis.RedisError as exc:

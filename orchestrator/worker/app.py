@@ -9,8 +9,11 @@ task time limit. Long waits (grace periods) never become ETAs: beat runs ``sweep
 The broker goes through :mod:`orchestrator.worker.broker`: kombu's Redis transports with a
 workaround so that a worker survives a Redis restart. At worker start (main process) the plugins
 and the routing file are validated, and the worker refuses to start (exit 2, every problem
-printed) when they are invalid; the Prometheus endpoint starts there too. Logging goes through
-:mod:`orchestrator.log`, not Celery's own setup.
+reported) when they are invalid or its metrics port is taken; the Prometheus endpoint and, when
+``OTEL_*`` asks for it, tracing start there too. Logging goes through :mod:`orchestrator.log`
+from the worker's first line (JSON only in JSON mode), not Celery's own setup. Task events are
+on for Flower (``ROTATOR_TASK_EVENTS``); the consumer and beat's scheduler beat from their work
+loops (:mod:`orchestrator.worker.heartbeat`).
 """
 
 from __future__ import annotations

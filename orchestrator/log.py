@@ -8,9 +8,13 @@ secret, at any depth, before a renderer sees them.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import sys
 from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -78,7 +82,8 @@ def _shared_processors() -> list[Any]:
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
-    """Route structlog and stdlib logging (Celery, uvicorn) through one redacting renderer."""
+    """Route structlog, stdlib logging (Celery, uvicorn) and warnings through one redacting
+    renderer, so that in JSON mode a log shipper gets nothing but JSON lines."""
     renderer: Any
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
@@ -109,9 +114,29 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Warnings (Celery's SecurityWarning, deprecations) are log lines too, not bare stderr text.
+    logging.captureWarnings(True)
     # httpx logs every request URL at INFO; keep it at WARNING so URLs with queries stay quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def say_as_log(message: str, *_: Any) -> None:
+    """Write a line a library would print (Celery's ``worker: Warm shutdown``) as a log event.
+
+    Called from signal handlers: it writes one line with ``os.write`` and takes no lock, so it
+    cannot deadlock on a handler the signal interrupted.
+    """
+    line = json.dumps(
+        {
+            "event": message.strip(),
+            "level": "info",
+            "logger": "celery.apps.worker",
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+    )
+    with contextlib.suppress(OSError):
+        os.write(sys.__stderr__.fileno() if sys.__stderr__ else 2, (line + "\n").encode())
 
 
 def get_logger(name: str | None = None, **bound: Any) -> structlog.stdlib.BoundLogger:

@@ -8,6 +8,7 @@ expected, never echoing a secret value.
 from __future__ import annotations
 
 import ipaddress
+import tempfile
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -81,6 +82,15 @@ class Settings(BaseSettings):
         default=10.0, gt=0, allow_inf_nan=False, alias="ROTATOR_BODY_TIMEOUT"
     )
     rotator_metrics_port: int = Field(default=9464, ge=0, le=65535, alias="ROTATOR_METRICS_PORT")
+    prometheus_multiproc_dir: Path | None = Field(default=None, alias="PROMETHEUS_MULTIPROC_DIR")
+    rotator_heartbeat_interval: float = Field(
+        default=10.0, gt=0, allow_inf_nan=False, alias="ROTATOR_HEARTBEAT_INTERVAL"
+    )
+    rotator_heartbeat_dir: Path = Field(
+        default=Path(tempfile.gettempdir()), alias="ROTATOR_HEARTBEAT_DIR"
+    )
+    notify_socket: str | None = Field(default=None, alias="NOTIFY_SOCKET")
+    rotator_task_events: bool = Field(default=True, alias="ROTATOR_TASK_EVENTS")
     rotator_max_attempts: int = Field(default=8, ge=1, alias="ROTATOR_MAX_ATTEMPTS")
     rotator_task_time_limit: int = Field(default=300, ge=10, alias="ROTATOR_TASK_TIME_LIMIT")
     rotator_visibility_timeout: int = Field(default=3600, ge=60, alias="ROTATOR_VISIBILITY_TIMEOUT")
@@ -277,6 +287,37 @@ class EmulatorSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     emulator_admin_token: SecretStr | None = Field(default=None, alias="EMULATOR_ADMIN_TOKEN")
+
+
+class TracingSettings(BaseSettings):
+    """OpenTelemetry's standard variables that decide whether we trace (the SDK and exporters
+    read the rest themselves, e.g. ``OTEL_EXPORTER_OTLP_HEADERS``). Read apart from
+    :class:`Settings`: they are OpenTelemetry's names, documented in docs/monitoring.md."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    otel_sdk_disabled: bool = Field(default=False, alias="OTEL_SDK_DISABLED")
+    otel_traces_exporter: str | None = Field(default=None, alias="OTEL_TRACES_EXPORTER")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    otel_service_name: str | None = Field(default=None, alias="OTEL_SERVICE_NAME")
+
+    def exporter_name(self) -> str:
+        """The exporter ``OTEL_TRACES_EXPORTER`` names (the first of a list; default otlp)."""
+        names = [n.strip() for n in (self.otel_traces_exporter or "otlp").split(",")]
+        return next((n for n in names if n), "otlp")
+
+    def wanted(self) -> bool:
+        """Tracing is asked for: an exporter or an OTLP endpoint is set, and the SDK is not
+        disabled. ``OTEL_TRACES_EXPORTER=none`` means off."""
+        if self.otel_sdk_disabled or self.exporter_name() == "none":
+            return False
+        endpoints = (self.otel_exporter_otlp_endpoint, self.otel_exporter_otlp_traces_endpoint)
+        return bool(self.otel_traces_exporter or any(endpoints))
 
 
 def dedupe_window(max_age: timedelta) -> timedelta:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from orchestrator.cli.complete import secret_paths
 from orchestrator.cli.options import (
     actor_option,
     json_option,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("path", required=False)
+@click.argument("path", required=False, shell_complete=secret_paths)
 @json_option
 def status(path: str | None, as_json: bool) -> None:
     """PATH's current or last rotation; without PATH, what needs a look."""
@@ -79,8 +80,14 @@ def status(path: str | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("path")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.argument("path", shell_complete=secret_paths)
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Show at most this many entries (the newest).",
+)
 @json_option
 def history(path: str, limit: int, as_json: bool) -> None:
     """PATH's audit trail, oldest first."""
@@ -94,7 +101,7 @@ def history(path: str, limit: int, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("path")
+@click.argument("path", shell_complete=secret_paths)
 @click.option("--now", is_flag=True, help="Finalize before the grace period ends.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for it.")
 @reason_option
@@ -115,7 +122,7 @@ def finalize(
 
 
 @click.command()
-@click.argument("path")
+@click.argument("path", shell_complete=secret_paths)
 @click.option("--wait", is_flag=True, help="Follow the retried rotation to grace or an end.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits.")
 @reason_option
@@ -138,7 +145,7 @@ def retry(
 
 
 @click.command()
-@click.argument("path")
+@click.argument("path", shell_complete=secret_paths)
 @click.option("--wait", is_flag=True, help="Wait until the worker has dropped its new value.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds --wait waits.")
 @reason_option
@@ -159,7 +166,7 @@ def cancel(
 
 
 @click.command()
-@click.argument("path")
+@click.argument("path", shell_complete=secret_paths)
 @reason_option
 @actor_option
 @json_option
@@ -308,7 +315,11 @@ def check_config(probe_write: bool, as_json: bool) -> None:
 
 @click.command()
 @click.option("--keep-running", is_flag=True, help="Leave the stack up until Ctrl-C.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the stack's files (logs, state, routing file) here (default: a temp dir).",
+)
 @click.option("--timeout", default=150.0, show_default=True, help="Seconds to wait for the run.")
 @json_option
 def demo(keep_running: bool, workdir: Path | None, timeout: float, as_json: bool) -> None:
@@ -331,7 +342,13 @@ def demo(keep_running: bool, workdir: Path | None, timeout: float, as_json: bool
     type=click.Path(file_okay=False, path_type=Path),
     help="Where state and logs go (default: a temp dir, removed after a clean stop).",
 )
-@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 8))
+@click.option(
+    "--concurrency",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 8),
+    help="Worker pool processes of the stack.",
+)
 @json_option
 def dev(routing: Path, workdir: Path | None, concurrency: int, as_json: bool) -> None:
     """Run a local stack to try a rotator on (Redis, emulator, receiver, worker, beat) until

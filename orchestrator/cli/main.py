@@ -1,24 +1,64 @@
 """The ``scaivault-rotator`` command line: process roles and on-call commands.
 
-Exit codes: 0 success, 1 a failed operation, 2 bad usage or configuration.
+Exit codes: 0 success, 1 a failed operation, 2 bad usage or configuration. ``--help`` lists
+the commands by section (:data:`SECTIONS`); click's shell completion completes secret paths
+(:mod:`orchestrator.cli.complete`).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
 
 from orchestrator import __version__
 
+#: How ``--help`` groups the commands; a command not listed shows under "Other commands".
+SECTIONS = (
+    ("Process roles", ("serve", "worker", "beat", "health", "emulator")),
+    (
+        "On-call",
+        ("status", "history", "rotate", "finalize", "retry", "cancel", "rollback", "acknowledge"),
+    ),
+    ("Setup and checks", ("check-config", "rotators", "demo", "dev")),
+)
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class SectionedGroup(click.Group):
+    """A command group whose help lists its commands by section: the processes a deployment
+    runs apart from the tools on-call uses."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        commands = {
+            name: command
+            for name in self.list_commands(ctx)
+            if (command := self.get_command(ctx, name)) is not None and not command.hidden
+        }
+        listed = {name for _, names in SECTIONS for name in names}
+        sections = [*SECTIONS, ("Other commands", tuple(sorted(set(commands) - listed)))]
+        limit = formatter.width - 6 - max(map(len, commands), default=0)
+        for title, names in sections:
+            rows = [(n, commands[n].get_short_help_str(limit)) for n in names if n in commands]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+@click.group(cls=SectionedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="scaivault-rotator")
 @click.option(
     "-v", "--verbose", count=True, help="On-call commands: show log lines on stderr (-vv: debug)."
 )
 def cli(verbose: int) -> None:
-    """Rotate credentials stored in ScaiVault: receiver, workers, beat and on-call tools."""
+    """Rotate credentials stored in ScaiVault: receiver, workers, beat and on-call tools.
+
+    Shell completion of commands, options and secret paths, in ~/.bashrc (zsh_source and
+    fish_source for those shells):
+
+    \b
+      eval "$(_SCAIVAULT_ROTATOR_COMPLETE=bash_source scaivault-rotator)"
+    """
 
 
 @cli.command()
@@ -110,7 +150,10 @@ def worker(
 ) -> None:
     """Run a Celery worker for the rotation tasks (refuses a bad routing file with exit 2).
 
-    Arguments after ``--`` go to ``celery worker`` as they are (e.g. ``-- --without-mingle``).
+    Arguments after -- go to 'celery worker' as they are:
+
+    \b
+      scaivault-rotator worker -- --without-mingle
     """
     module = _celery_app()
     from orchestrator.errors import ConfigError
@@ -123,7 +166,7 @@ def worker(
     argv += ["--loglevel", loglevel or module.settings.rotator_log_level]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
-    _run_celery(argv + list(celery_args))
+    _run_celery(argv + list(celery_args), quiet=module.settings.rotator_log_format == "json")
 
 
 @cli.command()
@@ -131,11 +174,46 @@ def worker(
 def beat(loglevel: str | None) -> None:
     """Run Celery beat: sweep every ROTATOR_SWEEP_INTERVAL, reconcile every ..._INTERVAL."""
     module = _celery_app()
-    _run_celery(["beat", "--loglevel", loglevel or module.settings.rotator_log_level])
+    argv = ["beat", "--loglevel", loglevel or module.settings.rotator_log_level]
+    _run_celery(argv, quiet=module.settings.rotator_log_format == "json")
 
 
-def _run_celery(argv: list[str]) -> None:
-    """Run ``celery -A orchestrator.celery_app ARGV`` here and exit with Celery's exit status.
+@cli.command()
+@click.argument("role", type=click.Choice(["worker", "beat"]))
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a heartbeat counts as fresh (default: 6 x ROTATOR_HEARTBEAT_INTERVAL).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def health(role: str, max_age: float | None, as_json: bool) -> None:
+    """Liveness probe: exit 0 if this host's ROLE process beat lately, else 1, with one line
+    saying why.
+
+    The worker beats from its consumer's event loop and beat from its scheduler tick, so a
+    process whose work loop stopped fails even while it still runs. Use it as the exec probe of
+    a container (Kubernetes, compose).
+    """
+    from orchestrator.errors import ConfigError
+    from orchestrator.settings import Settings
+    from orchestrator.worker.liveness import check
+
+    try:
+        settings = Settings.load()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    fresh = max_age or 6 * settings.rotator_heartbeat_interval
+    verdict = check(settings.rotator_heartbeat_dir, role, fresh)
+    if as_json:
+        click.echo(json.dumps({"alive": verdict.alive, "reason": verdict.reason}))
+    else:
+        click.echo(("ok: " if verdict.alive else "FAILING: ") + verdict.reason)
+    raise SystemExit(0 if verdict.alive else 1)
+
+
+def _run_celery(argv: list[str], *, quiet: bool) -> None:
+    """Run ``celery -A orchestrator.celery_app ARGV`` here and exit with Celery's exit status;
+    ``quiet`` leaves out Celery's plain-text banner (JSON logs must be JSON only).
 
     Celery reports how its worker stopped as the command's exit code (0 after a warm shutdown,
     1 after an unrecoverable error, 73 when its pid file is taken, ...); ``app.worker_main``
@@ -143,7 +221,8 @@ def _run_celery(argv: list[str]) -> None:
     """
     from celery.bin.celery import celery
 
-    code = celery.main(["-A", "orchestrator.celery_app", *argv], standalone_mode=False)
+    options = ["-A", "orchestrator.celery_app", *(["--quiet"] if quiet else [])]
+    code = celery.main([*options, *argv], standalone_mode=False)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 
@@ -155,5 +234,6 @@ for _command in _ONCALL_COMMANDS:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli()
+    """Console-script entry point (``python -m orchestrator`` too: one program name, so
+    usage lines and the completion variable are the same however it was started)."""
+    cli(prog_name="scaivault-rotator")

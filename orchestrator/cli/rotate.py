@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from orchestrator.cli.complete import secret_paths
 from orchestrator.cli.options import (
     actor_option,
     duration,
@@ -104,7 +105,7 @@ def stale_rule_step(record: RunRecord, routed_here: str | None) -> str | None:
 
 
 @click.command()
-@click.argument("path", required=False)
+@click.argument("path", required=False, shell_complete=secret_paths)
 @click.option("--prefix", help="Emergency mass rotation of every secret under PREFIX.")
 @click.option("--wait", is_flag=True, help="Show the steps until grace, done or a failure.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits.")
@@ -113,7 +114,13 @@ def stale_rule_step(record: RunRecord, routed_here: str | None) -> str | None:
 @actor_option
 @click.option("--via-vault", is_flag=True, help="Ask ScaiVault to fire rotation.due instead.")
 @click.option("--yes", is_flag=True, help="Do not ask before a mass rotation.")
-@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--concurrency",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="How many rotations of a mass rotation run at a time.",
+)
 @json_option
 def rotate(
     path: str | None,

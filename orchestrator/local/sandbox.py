@@ -184,6 +184,7 @@ class Sandbox(Provisioning):
             ROTATOR_SEAL_KEY=self.ends.seal_key,
             ROTATOR_LOG_FORMAT="json",
             ROTATOR_METRICS_PORT=str(self.ends.metrics_port),
+            ROTATOR_HEARTBEAT_DIR=str(self.ends.workdir),
             # A fast sweep so a short grace visibly ends in finalize (the policy's seconds-long
             # grace is allowed: no minimum for this local sandbox); short retry backoff.
             ROTATOR_MIN_GRACE="0s",

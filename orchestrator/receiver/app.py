@@ -9,7 +9,7 @@ against every configured secret (401, one fixed body) -> JSON (400) -> shape (42
 unexpected is logged and answered 503 so ScaiVault redelivers.
 
 ``GET /healthz`` (process up), ``GET /readyz`` (Redis reachable), ``GET /metrics`` (Prometheus,
-the receiver's own registry; each uvicorn worker process reports its own counters).
+the receiver's own registry, summed over its uvicorn worker processes).
 
 The raw request's headers, size and body are checked in :mod:`orchestrator.receiver.request`;
 metrics and the accepted-events log are kept in :mod:`orchestrator.receiver.telemetry`.
@@ -20,19 +20,22 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
 import redis.asyncio
 import redis.exceptions
 from prometheus_client import CONTENT_TYPE_LATEST
-from prometheus_client.exposition import generate_latest
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.applications import Starlette
@@ -41,7 +44,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from orchestrator import connection
+from orchestrator import connection, tracing
 from orchestrator.errors import ConfigError, PublishError, WebhookRejected
 from orchestrator.log import configure_logging, get_logger
 from orchestrator.receiver import envelope, openapi, publish, signing
@@ -125,7 +128,7 @@ class Receiver:
             claim_ttl=claim_ttl(self.max_age),
             timeout=settings.rotator_publish_timeout,
         )
-        self.metrics = Metrics()
+        self.metrics = Metrics(settings.prometheus_multiproc_dir)
         self.log = log.bind()  # a concrete logger: the lazy proxy re-binds on every call
         self.accepted_log = AcceptedLog(self.log)
 
@@ -230,8 +233,8 @@ class Receiver:
         return _json(200, {"status": "ready"})
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        """``GET /metrics``: Prometheus text of this process's receiver metrics."""
-        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        """``GET /metrics``: Prometheus text of the receiver's metrics (every process's)."""
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _openapi(request: Request) -> Response:
@@ -301,11 +304,13 @@ class ReceiverApp(Starlette):
             await super().__call__(scope, receive, send)
 
 
-def app_factory() -> Starlette:
-    """Build the app from the environment (what each uvicorn worker process calls)."""
+def app_factory() -> Any:
+    """Build the app from the environment (what each uvicorn worker process calls), traced
+    when the ``OTEL_*`` variables ask for it."""
     settings = Settings.load()
     configure_logging(settings.rotator_log_level, settings.rotator_log_format)
-    return create_app(settings)
+    tracing.configure("receiver")
+    return tracing.instrument_asgi(create_app(settings))
 
 
 def serve(host: str, port: int, workers: int = 1) -> None:
@@ -320,18 +325,41 @@ def serve(host: str, port: int, workers: int = 1) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     configure_logging(settings.rotator_log_level, settings.rotator_log_format)
-    uvicorn.run(
-        "orchestrator.receiver.app:app_factory",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        timeout_graceful_shutdown=shutdown_seconds(settings),
-    )
+    with _metrics_directory(settings, workers):
+        uvicorn.run(
+            "orchestrator.receiver.app:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            timeout_graceful_shutdown=shutdown_seconds(settings),
+        )
+
+
+@contextmanager
+def _metrics_directory(settings: Settings, workers: int) -> Iterator[None]:
+    """With several worker processes, a fresh ``PROMETHEUS_MULTIPROC_DIR`` for them to share
+    (the operator's, emptied, else a temporary one): prometheus_client then sums their counters.
+    """
+    directory = settings.prometheus_multiproc_dir
+    if workers <= 1 and directory is None:
+        yield
+        return
+    temporary = directory is None
+    path = Path(tempfile.mkdtemp(prefix="scaivault-receiver-metrics-")) if temporary else directory
+    assert path is not None
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)  # read by each worker process's settings
+    try:
+        yield
+    finally:
+        if temporary:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def shutdown_seconds(settings: Settings) -> int:

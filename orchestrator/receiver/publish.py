@@ -30,6 +30,7 @@ import redis.asyncio
 import redis.exceptions
 from redis.exceptions import NoScriptError
 
+from orchestrator import tracing
 from orchestrator.errors import PublishError
 from orchestrator.state import history, keys, scripts
 from orchestrator.state.messages import RotateRequest, Task, task_message
@@ -144,7 +145,8 @@ class Publisher:
     ) -> Claim:
         """Claim ``event_id``, add it to the pending events and push ``request``'s message, in
         one atomic script (the pending entry lives until the event has a durable outcome)."""
-        task_id, message = task_message(Task.ROTATE, request.to_kwargs(), queue=queue)
+        trace = tracing.carrier()
+        task_id, message = task_message(Task.ROTATE, request.to_kwargs(), queue=queue, trace=trace)
         args = [task_id, self.claim_ttl, message, event_id, int(time.time() * 1000)]
         script_keys = [keys.event(event_id), queue, keys.PENDING, keys.PENDING_MESSAGES]
         return await self._run(self._publish, script_keys, args)

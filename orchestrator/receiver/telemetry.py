@@ -1,21 +1,41 @@
 """The receiver's account of the events it answers: Prometheus metrics and the accepted-events log.
 
-Metrics live in a registry of the receiver's own (``GET /metrics``); accepted events are logged
-in batches, one line per event-loop iteration, since logging dominates the hot path's CPU.
+Metrics live in a registry of the receiver's own (``GET /metrics``). With several uvicorn worker
+processes they are kept in prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``,
+which ``serve --workers N`` sets up), so every scrape, whichever process answers it, reports the
+sum over all processes. Accepted events are logged in batches, one line per event-loop iteration,
+since logging dominates the hot path's CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+#: Series that alert rules watch, created at 0 when the process starts: a counter series that
+#: appears only on its first increment has no earlier sample, so ``increase()`` misses it.
+WATCHED_EVENTS = (
+    ("rotation.due", "queued"),
+    ("rotation.due", "duplicate"),
+    ("rotation.due", "unavailable"),
+    ("none", "unavailable"),
+    ("none", "signature_missing"),
+    ("none", "signature_malformed"),
+    ("none", "signature_mismatch"),
+)
+PUBLISH_FAILURE_REASONS = ("unavailable", "timeout", "internal_error")
 
 
 class Metrics:
-    """The receiver's Prometheus metrics, in a registry of its own."""
+    """The receiver's Prometheus metrics, in a registry of its own; ``multiprocess_dir`` is
+    prometheus_client's ``PROMETHEUS_MULTIPROC_DIR`` when several processes serve."""
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         self.events = Counter(
             "scaivault_receiver_events",
@@ -43,13 +63,28 @@ class Metrics:
         )
         self._events: dict[tuple[str, str], Any] = {}
         self._matches: dict[int, Any] = {}
+        for event_type, outcome in WATCHED_EVENTS:
+            self._child(event_type, outcome)
+        for reason in PUBLISH_FAILURE_REASONS:
+            self.publish_failures.labels(reason)
 
-    def event(self, event_type: str, outcome: str) -> None:
-        """Count one request (label children cached: ``labels()`` is costly on the hot path)."""
+    def exposition(self) -> bytes:
+        """Prometheus text of the metrics: of every receiver process in multiprocess mode."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
+
+    def _child(self, event_type: str, outcome: str) -> Any:
         child = self._events.get((event_type, outcome))
         if child is None:
             child = self._events[event_type, outcome] = self.events.labels(event_type, outcome)
-        child.inc()
+        return child
+
+    def event(self, event_type: str, outcome: str) -> None:
+        """Count one request (label children cached: ``labels()`` is costly on the hot path)."""
+        self._child(event_type, outcome).inc()
 
     def secret_match(self, position: int) -> None:
         """Count one verified request by the position of the secret that matched."""

@@ -54,6 +54,19 @@ STRAYS = f"{PREFIX}strays"
 #: Sorted set: every rotation id by last update in ms, for ``status`` without a path.
 RUNS = f"{PREFIX}runs"
 
+
+def process(process_id: str) -> str:
+    """Hash: one live worker or beat process (identity, routing file, last heartbeat), expiring
+    some time after its last heartbeat (:mod:`orchestrator.state.workers`)."""
+    return f"{PREFIX}process:{process_id}"
+
+
+#: Sorted set: live process ids scored by their last heartbeat in ms (Redis's clock).
+PROCESSES = f"{PREFIX}processes"
+
+#: String: when the last ``sweep`` finished, in ms on Redis's clock (the sweep-age metric).
+SWEEP_DONE = f"{PREFIX}sweep:done"
+
 #: Hash: rotations by outcome; field = JSON ``[rotator, outcome]``, value = count (metrics).
 METRIC_OUTCOMES = f"{PREFIX}metrics:outcomes"
 

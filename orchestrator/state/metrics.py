@@ -11,6 +11,16 @@ fleet-wide numbers. Exposed (all prefixed ``scaivault_rotator_``):
   none is)
 - ``finalize_waiting`` — rotations whose finalize waits for the old credential to be unused
 - ``finalize_waiting_longest_seconds`` — how long the longest of them has waited (0 if none)
+- ``pending_events`` — accepted ``rotation.due`` events without a run record yet (the pending
+  events the sweep re-publishes)
+- ``oldest_pending_event_seconds`` — how long the oldest of them has waited (0 if none)
+- ``workers{role}`` — live worker and beat processes: a heartbeat within the registry's TTL
+  (:mod:`orchestrator.state.workers`)
+- ``heartbeat_age_seconds{role}`` — seconds since the newest heartbeat of the role (absent
+  until one beat)
+- ``sweep_age_seconds`` — seconds since a ``sweep`` last finished (absent until one did)
+- ``queue_length`` — task messages waiting on the broker queue
+- ``unacked_messages`` — task messages workers took and have not acknowledged yet
 - ``metrics_redis_up`` — 0 when Redis could not be read for this scrape
 
 Labels hold rotator names, outcomes and step names only, never a secret value. Recording never
@@ -22,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +46,22 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from orchestrator.errors import ConfigError
 from orchestrator.log import get_logger
 from orchestrator.state import keys
+from orchestrator.state.workers import ROLES
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
 PREFIX = "scaivault_rotator_"
+
+#: Outcomes a run is counted under (``rotations_total{outcome}``); each routed rotator's series
+#: exist at 0 from the first scrape, so ``increase()`` sees a rotator's first failure.
+OUTCOMES = ("stored", "done", "failed", "needs_attention", "skipped", "cancelled", "rolled_back")
+
+#: The rotator label of runs that never reached a rotator (unrouted, refused before routing).
+NO_ROTATOR = "none"
 
 #: Upper bounds (seconds) of the step-duration histogram buckets.
 BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, math.inf)
@@ -101,10 +120,15 @@ def _text(value: bytes | str) -> str:
 
 
 class WorkerCollector(Collector):
-    """Reads the Redis-kept counters and the due-queue at scrape time."""
+    """Reads the Redis-kept counters and the due-queue at scrape time; ``rotators`` (the routed
+    ones) get every outcome series, at 0 until counted."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(
+        self, client: redis.Redis, rotators: Iterable[str] = (), process_ttl: float = 60.0
+    ) -> None:
         self.client = client
+        self.rotators = sorted({*rotators, NO_ROTATOR})
+        self.process_ttl_ms = process_ttl * 1000
 
     def collect(self) -> Iterator[Metric]:
         """Yield every worker metric; only ``metrics_redis_up`` 0 when Redis is unreachable."""
@@ -118,10 +142,13 @@ class WorkerCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        yield _outcomes(scrape.outcomes)
+        yield _outcomes(scrape.outcomes, self.rotators)
         yield _histogram(scrape.steps)
         yield from _due(scrape)
         yield from _waiting(scrape)
+        yield from _pending(scrape)
+        yield from _processes(scrape, self.process_ttl_ms)
+        yield from _queue_and_sweep(scrape)
 
     def _read(self) -> _Scrape:
         pipe = self.client.pipeline(transaction=False)
@@ -131,8 +158,15 @@ class WorkerCollector(Collector):
         pipe.zrange(keys.DUE, 0, 0, withscores=True)
         pipe.zcard(keys.WAITING)
         pipe.zrange(keys.WAITING, 0, 0, withscores=True)
+        pipe.zcard(keys.PENDING)
+        pipe.zrange(keys.PENDING, 0, 0, withscores=True)
+        pipe.zrange(keys.PROCESSES, 0, -1, withscores=True)
+        pipe.get(keys.SWEEP_DONE)
+        pipe.llen(keys.TASK_QUEUE)
+        pipe.hlen(keys.BROKER_UNACKED)
         pipe.time()
-        outcomes, steps, due, oldest_due, waiting, first_waiting, (secs, micros) = pipe.execute()
+        outcomes, steps, due, oldest_due, waiting, first_waiting, *rest = pipe.execute()
+        pending, oldest_pending, processes, sweep_done, queued, unacked, (secs, micros) = rest
         return _Scrape(
             outcomes=outcomes,
             steps=steps,
@@ -140,6 +174,12 @@ class WorkerCollector(Collector):
             oldest_due_ms=float(oldest_due[0][1]) if oldest_due else None,
             waiting=int(waiting),
             first_waiting_ms=float(first_waiting[0][1]) if first_waiting else None,
+            pending=int(pending),
+            oldest_pending_ms=float(oldest_pending[0][1]) if oldest_pending else None,
+            processes=[(_text(member), float(score)) for member, score in processes],
+            sweep_done_ms=float(sweep_done) if sweep_done is not None else None,
+            queued=int(queued),
+            unacked=int(unacked),
             now_ms=secs * 1000 + micros / 1000,
         )
 
@@ -154,6 +194,12 @@ class _Scrape:
     oldest_due_ms: float | None
     waiting: int
     first_waiting_ms: float | None
+    pending: int
+    oldest_pending_ms: float | None
+    processes: list[tuple[str, float]]
+    sweep_done_ms: float | None
+    queued: int
+    unacked: int
     now_ms: float
 
     def seconds_since(self, ms: float | None) -> float:
@@ -161,14 +207,17 @@ class _Scrape:
         return 0.0 if ms is None else max(0.0, (self.now_ms - ms) / 1000)
 
 
-def _outcomes(raw: dict[Any, Any]) -> CounterMetricFamily:
+def _outcomes(raw: dict[Any, Any], rotators: Iterable[str]) -> CounterMetricFamily:
     family = CounterMetricFamily(
         PREFIX + "rotations",
         "Finished rotations by rotator and outcome",
         labels=["rotator", "outcome"],
     )
-    for key, value in sorted((_text(k), int(v)) for k, v in raw.items()):
-        rotator, outcome = json.loads(key)
+    counts = {(rotator, outcome): 0 for rotator in rotators for outcome in OUTCOMES}
+    for key, value in raw.items():
+        rotator, outcome = json.loads(_text(key))
+        counts[rotator, outcome] = int(value)
+    for (rotator, outcome), value in sorted(counts.items()):
         family.add_metric([rotator, outcome], value)
     return family
 
@@ -219,10 +268,69 @@ def _waiting(scrape: _Scrape) -> Iterator[Metric]:
     )
 
 
-def registry(client: redis.Redis) -> CollectorRegistry:
+def _pending(scrape: _Scrape) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        PREFIX + "pending_events",
+        "Accepted rotation.due events without a run record yet",
+        value=scrape.pending,
+    )
+    yield GaugeMetricFamily(
+        PREFIX + "oldest_pending_event_seconds",
+        "Seconds the oldest pending event has waited since its last publish (0 if none)",
+        value=scrape.seconds_since(scrape.oldest_pending_ms),
+    )
+
+
+def _processes(scrape: _Scrape, ttl_ms: float) -> Iterator[Metric]:
+    live = GaugeMetricFamily(
+        PREFIX + "workers", "Live processes (a heartbeat within the TTL) by role", labels=["role"]
+    )
+    age = GaugeMetricFamily(
+        PREFIX + "heartbeat_age_seconds",
+        "Seconds since the newest heartbeat of a role's processes",
+        labels=["role"],
+    )
+    for role in ROLES:
+        beats = [ms for member, ms in scrape.processes if member.startswith(f"{role}:")]
+        live.add_metric([role], sum(1 for ms in beats if scrape.now_ms - ms <= ttl_ms))
+        if beats:
+            age.add_metric([role], scrape.seconds_since(max(beats)))
+    yield live
+    yield age
+
+
+def _queue_and_sweep(scrape: _Scrape) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        PREFIX + "queue_length", "Task messages waiting on the broker queue", value=scrape.queued
+    )
+    yield GaugeMetricFamily(
+        PREFIX + "unacked_messages",
+        "Task messages workers took and have not acknowledged yet",
+        value=scrape.unacked,
+    )
+    if scrape.sweep_done_ms is not None:
+        yield GaugeMetricFamily(
+            PREFIX + "sweep_age_seconds",
+            "Seconds since a sweep last finished",
+            value=scrape.seconds_since(scrape.sweep_done_ms),
+        )
+
+
+def record_sweep(client: redis.Redis) -> None:
+    """Note that a sweep finished now (Redis's clock), for ``sweep_age_seconds``."""
+    try:
+        secs, micros = client.time()
+        client.set(keys.SWEEP_DONE, int(secs) * 1000 + int(micros) // 1000)
+    except redis.RedisError as exc:
+        log.warning("metrics_write_failed", metric="sweep_age_seconds", reason=type(exc).__name__)
+
+
+def registry(
+    client: redis.Redis, rotators: Iterable[str] = (), process_ttl: float = 60.0
+) -> CollectorRegistry:
     """A registry with the worker collector (use it for the HTTP endpoint or tests)."""
     reg = CollectorRegistry()
-    reg.register(WorkerCollector(client))
+    reg.register(WorkerCollector(client, rotators, process_ttl))
     return reg
 
 
@@ -230,12 +338,26 @@ def start_metrics_server(
     settings: Settings,
     client: redis.Redis,
     *,
+    rotators: Iterable[str] = (),
+    process_ttl: float = 60.0,
     addr: str = "0.0.0.0",  # noqa: S104 - scraped remotely
 ) -> tuple[Any, Any] | None:
-    """Serve ``/metrics`` on ``ROTATOR_METRICS_PORT`` (0 = off); return (server, thread)."""
+    """Serve ``/metrics`` on ``ROTATOR_METRICS_PORT`` (0 = off); return (server, thread).
+
+    Raises :class:`ConfigError` when the port cannot be bound (another worker on this host
+    holds it), so the worker stops instead of running without its endpoint.
+    """
     port = settings.rotator_metrics_port
     if port == 0:
         return None
-    server, thread = start_http_server(port, addr=addr, registry=registry(client))
+    try:
+        server, thread = start_http_server(
+            port, addr=addr, registry=registry(client, rotators, process_ttl)
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"ROTATOR_METRICS_PORT: cannot listen on port {port} ({exc.strerror}); another "
+            "worker on this host may hold it: give each worker its own port, or 0 for none"
+        ) from None
     log.info("metrics_server_started", port=port)
     return server, thread

@@ -28,6 +28,7 @@ import structlog
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from orchestrator import tracing
 from orchestrator.errors import reason_of
 from orchestrator.state import history, metrics, pending
 from orchestrator.state.records import RunRecord
@@ -63,12 +64,22 @@ class Recorder(RunStore):
 
     @contextmanager
     def timed(self, record: RunRecord, step: str) -> Iterator[None]:
-        """Time a step that succeeds: a metric, a ``step_done`` log line and history entry.
-        A step that raises is remembered for :meth:`failed_step` instead."""
+        """Time a step that succeeds: a metric, a ``step_done`` log line and history entry, and
+        a trace span (when tracing is on). A step that raises is remembered for
+        :meth:`failed_step` instead."""
         self._local.failed = None
         started = time.monotonic()
         try:
-            yield
+            with tracing.span(
+                f"rotation.{step}",
+                **{
+                    "rotation.id": record.rotation_id,
+                    "rotation.path": record.path,
+                    "rotation.step": step,
+                    "rotator": record.rotator,
+                },
+            ):
+                yield
         except BaseException:
             self._local.failed = (record.rotation_id, step)
             raise

@@ -9,28 +9,33 @@ task time limit. Long waits (grace periods) never become ETAs: beat runs ``sweep
 The broker goes through :mod:`orchestrator.worker.broker`: kombu's Redis transports with a
 workaround so that a worker survives a Redis restart. At worker start (main process) the plugins
 and the routing file are validated, and the worker refuses to start (exit 2, every problem
-printed) when they are invalid; the Prometheus endpoint starts there too. From then on the
-routing file is followed (:mod:`orchestrator.worker.routing_reload`): a valid change is
-picked up without a restart, an invalid one is refused and the table in use kept. Logging goes
-through :mod:`orchestrator.log`, not Celery's own setup.
+reported) when they are invalid or its metrics port is taken; the Prometheus endpoint and, when
+``OTEL_*`` asks for it, tracing start there too. From then on the routing file is followed
+(:mod:`orchestrator.worker.routing_reload`): a valid change is picked up without a restart, an
+invalid one is refused and the table in use kept. Logging goes through :mod:`orchestrator.log`
+from the worker's first line (JSON only in JSON mode), not Celery's own setup. Task events are
+on for Flower (``ROTATOR_TASK_EVENTS``); the consumer and beat's scheduler beat from their work
+loops (:mod:`orchestrator.worker.heartbeat`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
-from orchestrator import connection
+from orchestrator import connection, tracing
 from orchestrator.errors import ConfigError
-from orchestrator.log import configure_logging, get_logger
+from orchestrator.log import configure_logging, get_logger, say_as_log
 from orchestrator.settings import Settings
 from orchestrator.state import keys
 from orchestrator.state.messages import Task
-from orchestrator.worker import broker, routing_reload
+from orchestrator.worker import broker, heartbeat, routing_reload
 
 if TYPE_CHECKING:
     from orchestrator.routing import RoutingTable
@@ -82,6 +87,9 @@ def configuration(settings: Settings) -> dict[str, Any]:
         "result_backend_transport_options": {"visibility_timeout": vt},
         "visibility_timeout": vt,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Task events (args are ids and paths only) let Flower and `celery events` watch live.
+        "worker_send_task_events": settings.rotator_task_events,
+        "task_send_sent_event": settings.rotator_task_events,
         "broker_connection_retry_on_startup": True,
         # The anonymous exchange routes by queue name alone, so publishing does not depend on
         # kombu's ``_kombu.binding.*`` keys, which a Redis flush or data loss would remove.
@@ -91,7 +99,8 @@ def configuration(settings: Settings) -> dict[str, Any]:
         "task_default_routing_key": keys.TASK_QUEUE,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
-        "beat_scheduler": "celery.beat:Scheduler",  # in memory: nothing to persist but intervals
+        # In memory (nothing to persist but intervals); its tick also beats (worker/heartbeat.py).
+        "beat_scheduler": "orchestrator.worker.heartbeat:HeartbeatScheduler",
         "beat_schedule": {
             "sweep": {
                 "task": Task.SWEEP,
@@ -111,6 +120,7 @@ broker.install()
 settings = Settings.load()
 app = Celery("scaivault-rotator", include=["orchestrator.worker.tasks"], set_as_current=True)
 app.conf.update(configuration(settings))
+app.steps["consumer"].add(heartbeat.ConsumerHeartbeat)
 
 
 def check_worker_config(current: Settings) -> RoutingTable:
@@ -124,35 +134,73 @@ def check_worker_config(current: Settings) -> RoutingTable:
 
 
 def refuse(exc: ConfigError) -> NoReturn:
-    """Print every problem and exit 2 (the worker must not start on a bad configuration)."""
-    print("scaivault-rotator: refusing to start: invalid configuration", file=sys.stderr)
-    for problem in exc.problems:
-        print(f"  - {problem}", file=sys.stderr)
+    """Report every problem and exit 2 (the worker must not start on a bad configuration):
+    one ``startup_refused`` log line in JSON mode, else a readable list on stderr."""
+    if settings.rotator_log_format == "json":
+        _configure_logging()
+        log.error("startup_refused", reason="refusing to start", problems=exc.problems)
+    else:
+        print("scaivault-rotator: refusing to start: invalid configuration", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+    logging.shutdown()
     sys.stderr.flush()
     os._exit(2)
 
 
-def _setup_logging(**_: Any) -> None:
+def _configure_logging(**_: Any) -> None:
+    """Our logging instead of Celery's (``setup_logging``: Celery then leaves logging alone)."""
     configure_logging(settings.rotator_log_level, settings.rotator_log_format)
 
 
-signals.setup_logging.connect(_setup_logging, weak=False)
+signals.setup_logging.connect(_configure_logging, weak=False)
+
+
+def _worker_starting(instance: Any = None, **_: Any) -> None:
+    """``celeryd_init``, the first thing a worker does: log from the first line on, and in JSON
+    mode nothing but JSON (no banner; Celery's shutdown notices written as log lines)."""
+    _configure_logging()
+    if settings.rotator_log_format == "json":
+        if instance is not None:
+            instance.quiet = True
+        import celery.apps.worker
+
+        celery.apps.worker.safe_say = say_as_log
+
+
+signals.celeryd_init.connect(_worker_starting, weak=False)
 
 
 def _worker_init(**_: Any) -> None:
+    """Main process: validate the routing file and start the metrics endpoint, or refuse.
+
+    Celery logs and swallows an exception of a ``worker_init`` handler, so every failure here
+    ends the process itself.
+    """
     try:
         table = check_worker_config(settings)
+        _start_metrics(table.rotators)
     except ConfigError as exc:
         refuse(exc)
-    routing_reload.install(settings.rotator_config, table)  # the pool processes inherit it
+    # The pool processes inherit the table; each table a process routes with is published to
+    # the heartbeat registry (check-config shows which routing file each live worker runs).
+    routing_reload.LISTENERS.append(heartbeat.publish_origin)
+    routing_reload.install(settings.rotator_config, table)
+    # Before the pool forks: the children inherit the tracer (its exporter thread restarts).
+    if tracing.configure("worker"):
+        tracing.instrument_celery()
+    log.info("worker_configured", routing=str(settings.rotator_config), queue=keys.TASK_QUEUE)
+
+
+def _start_metrics(rotators: Iterable[str]) -> None:
     from orchestrator.engine.core import REDIS_TIMEOUTS
     from orchestrator.state.metrics import start_metrics_server
 
     client = connection.redis_client(
         settings.redis_url, master=settings.redis_sentinel_master, **REDIS_TIMEOUTS
     )
-    start_metrics_server(settings, client)
-    log.info("worker_configured", routing=str(settings.rotator_config), queue=keys.TASK_QUEUE)
+    process_ttl = heartbeat.TTL_INTERVALS * settings.rotator_heartbeat_interval
+    start_metrics_server(settings, client, rotators=rotators, process_ttl=process_ttl)
 
 
 signals.worker_init.connect(_worker_init, weak=False)
@@ -166,3 +214,12 @@ def _worker_ready(sender: Any = None, **_: Any) -> None:
 
 
 signals.worker_ready.connect(_worker_ready, weak=False)
+
+
+def _beat_starting(**_: Any) -> None:
+    """``beat_init``: beat's published tasks (sweep, reconcile) start traces when tracing is on."""
+    if tracing.configure("beat"):
+        tracing.instrument_celery()
+
+
+signals.beat_init.connect(_beat_starting, weak=False)

@@ -17,6 +17,7 @@ from orchestrator.engine.core import Engine
 from orchestrator.engine.rollback import RollbackRequest
 from orchestrator.errors import RetryLater, reason_of
 from orchestrator.log import get_logger
+from orchestrator.state import metrics
 from orchestrator.state.messages import RotateRequest
 from orchestrator.state.messages import Task as TaskName
 from orchestrator.state.pending import PendingEvents
@@ -132,6 +133,7 @@ def sweep() -> None:
         rotate.apply_async(kwargs=request.to_kwargs())
     if claimed.due or claimed.redrive:
         log.info("sweep_done", finalize=len(claimed.due), redriven=len(claimed.redrive))
+    metrics.record_sweep(engine().client)
 
 
 @app.task(name=TaskName.RECONCILE, bind=True, max_retries=None)  # type: ignore[untyped-decorator]

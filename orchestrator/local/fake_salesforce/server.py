@@ -302,7 +302,13 @@ class Handler(BaseHTTPRequestHandler):
 
 def tls_context(tls_dir: Path) -> tuple[ssl.SSLContext, Path]:
     """A server TLS context from ``tls_dir`` (a fresh CA on first use) and the CA's path."""
-    import trustme
+    try:
+        import trustme
+    except ImportError:
+        sys.exit(
+            "fake Salesforce: TLS needs the 'local' extra (trustme): "
+            "pip install 'scaivault-rotator[local]'"
+        )
 
     ca_path, server_path = tls_dir / "ca.pem", tls_dir / "server.pem"
     if not (ca_path.exists() and server_path.exists()):

@@ -183,10 +183,10 @@ def test_health_checks_and_dependencies(compose: dict[str, Any]) -> None:
     emulator_check = " ".join(services["emulator"]["healthcheck"]["test"])
     assert f"127.0.0.1:{emulator_port}/healthz" in emulator_check
     assert "/healthz" in {route.path for route in EMULATOR_ROUTES}
-    metrics_port = Settings.model_fields["rotator_metrics_port"].default
-    assert f"127.0.0.1:{metrics_port}/metrics" in " ".join(
-        services["worker"]["healthcheck"]["test"]
-    )
+    for role in ("worker", "beat"):
+        test = services[role]["healthcheck"]["test"]
+        assert test == ["CMD", "scaivault-rotator", "health", role]
+        assert check_cli_argv(test[2:], env_file(DEPLOY / "env.example")) is None
 
 
 def test_mounted_routing_file_is_valid(compose: dict[str, Any]) -> None:

@@ -6,14 +6,11 @@ import re
 import secrets
 import shlex
 
-import fakeredis
 import pytest
 from cryptography.fernet import Fernet
 
 from orchestrator.errors import ConfigError
-from orchestrator.receiver.telemetry import Metrics
 from orchestrator.settings import Settings, env_names
-from orchestrator.state import metrics
 from tests.fixtures.deploy import (
     DEPLOY,
     K8S_TARGETS,
@@ -35,6 +32,7 @@ from tests.fixtures.deploy import (
     unit_environment,
     unit_values,
 )
+from tests.fixtures.monitoring import exported_metric_names
 
 OPERATING = (REPO / "docs" / "operating.md").read_text(encoding="utf-8")
 GUIDE = (DEPLOY / "README.md").read_text(encoding="utf-8")
@@ -74,11 +72,7 @@ def test_every_variable_the_guide_names_is_real() -> None:
 
 
 def test_every_metric_the_guide_names_is_exported() -> None:
-    families = [
-        *Metrics().registry.collect(),
-        *metrics.registry(fakeredis.FakeRedis()).collect(),
-    ]
-    exported = {f.name for f in families}
+    exported = exported_metric_names()
     suffixes = ("_total", "_bucket", "_sum", "_count")
     for name in set(re.findall(r"\bscaivault_(?:receiver|rotator)_[a-z_]+", GUIDE)):
         base = next((name.removesuffix(s) for s in suffixes if name.endswith(s)), name)

@@ -23,6 +23,8 @@ from tests.fixtures.deploy import (
 )
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+#: The lock the image installs from (.ci/upgrade-lock writes it).
+LOCK = ".ci/constraints.txt"
 
 
 def _exec_form(text: str) -> list[str]:
@@ -142,11 +144,17 @@ def test_labels_carry_the_project_version() -> None:
     assert PYPROJECT["project"]["license"] in labels
 
 
+def test_installs_exactly_the_versions_of_the_lock() -> None:
+    build = stages(dockerfile_instructions())[0]
+    installs = [i.text for i in build if i.keyword == "RUN" and "pip install" in i.text]
+    assert installs and all(f"-c {LOCK}" in text for text in installs), installs
+
+
 def test_copies_only_what_the_package_needs() -> None:
     build = stages(dockerfile_instructions())[0]
     sources = {src for i in build if i.keyword == "COPY" for src in i.text.split()[:-1]}
     packages = set(PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"])
-    wanted = {p.rstrip("*") for p in packages} | {"pyproject.toml", "README.md"}
+    wanted = {p.rstrip("*") for p in packages} | {"pyproject.toml", "README.md", LOCK}
     assert sources == wanted
     # Every file the build reads must be in the copied set.
     assert PYPROJECT["project"]["readme"] in sources

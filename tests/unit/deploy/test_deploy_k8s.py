@@ -41,6 +41,8 @@ from tests.fixtures.deploy import (
 # Oldest and newest Kubernetes minor versions the manifests are checked against.
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 SECRET_NAME_IN_CLUSTER = "scaivault-rotator"
+#: The Prometheus Operator's API group (PodMonitor, PrometheusRule): no Kubernetes schema.
+OPERATOR_API = "monitoring.coreos.com/"
 
 
 @pytest.fixture(params=K8S_TARGETS)
@@ -89,6 +91,8 @@ def test_resources_validate_against_kubernetes_schemas(
     docs: tuple[dict[str, Any], ...], version: str
 ) -> None:
     for doc in docs:
+        if doc["apiVersion"].startswith(OPERATOR_API):
+            continue  # the Operator's custom resources: tests/unit/deploy/test_deploy_monitoring.py
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -205,13 +209,26 @@ def test_worker_grace_period_outlasts_soft_shutdown_and_task_time_limit(
     assert check_stop_signal(container_env(docs, _main(worker))) is None
 
 
-def test_worker_metrics_port_and_liveness(docs: tuple[dict[str, Any], ...]) -> None:
+def test_worker_metrics_port_is_the_setting(docs: tuple[dict[str, Any], ...]) -> None:
     worker = _main(deployment(docs, "worker"))
     env = container_env(docs, worker)
     default = Settings.model_fields["rotator_metrics_port"].default
-    metrics = int(env.get("ROTATOR_METRICS_PORT") or default)
-    probe = worker["livenessProbe"]["httpGet"]
-    assert _port(worker, probe["port"]) == metrics and probe["path"] == "/metrics"
+    assert _port(worker, "metrics") == int(env.get("ROTATOR_METRICS_PORT") or default)
+
+
+@pytest.mark.parametrize("role", ["worker", "beat"])
+def test_worker_and_beat_liveness_is_the_heartbeat_probe(
+    docs: tuple[dict[str, Any], ...], role: str
+) -> None:
+    container = _main(deployment(docs, role))
+    command = container["livenessProbe"]["exec"]["command"]
+    assert command == ["scaivault-rotator", "health", role]
+    env = {k: v or "from-a-secret" for k, v in container_env(docs, container).items()}
+    assert check_cli_argv(command[1:], env) is None
+    probe = container["livenessProbe"]
+    interval = Settings.model_fields["rotator_heartbeat_interval"].default
+    assert probe["timeoutSeconds"] >= 5, "the probe is a Python process: give it time to start"
+    assert probe["periodSeconds"] * probe["failureThreshold"] > 6 * interval
 
 
 def test_beat_is_a_single_replica_that_is_never_doubled(docs: tuple[dict[str, Any], ...]) -> None:

@@ -122,6 +122,16 @@ def test_beat_has_a_writable_working_directory_if_it_keeps_a_schedule_file() -> 
     assert _service("beat", "WorkingDirectory") == f"/var/lib/{state}"
 
 
+@pytest.mark.parametrize("role", ["worker", "beat"])
+def test_worker_and_beat_are_watched_by_systemds_watchdog(role: str) -> None:
+    unit = _unit(role)
+    assert unit_values(unit, "Service", "Type") == ["notify"]
+    assert unit_values(unit, "Service", "NotifyAccess") == ["main"]
+    [watchdog] = unit_values(unit, "Service", "WatchdogSec")
+    interval = Settings.model_fields["rotator_heartbeat_interval"].default
+    assert int(watchdog.removesuffix("s")) >= 3 * interval, "several heartbeats per period"
+
+
 def test_units_belong_to_the_target() -> None:
     for role in ROLES:
         assert unit_values(_unit(role), "Install", "WantedBy") == ["scaivault-rotator.target"]

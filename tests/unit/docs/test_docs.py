@@ -11,14 +11,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import fakeredis
 import pytest
 
 from orchestrator.plugins import GROUP
-from orchestrator.receiver.telemetry import Metrics
 from orchestrator.routing import RoutingTable
 from orchestrator.settings import env_names
-from orchestrator.state import metrics
 from orchestrator.state.messages import Task
 from tests.fixtures.docs import (
     GUIDES,
@@ -30,6 +27,7 @@ from tests.fixtures.docs import (
     repo_path_exists,
     resolve,
 )
+from tests.fixtures.monitoring import exported_metric_names
 
 DOCS = sorted((REPO / "docs").glob("*.md"))
 README = guide(REPO / "README.md")
@@ -161,8 +159,7 @@ def test_every_task_and_metric_named_exists(path: Path) -> None:
     text = guide(path).text
     tasks = {t.value for t in Task} | {GROUP}
     assert set(TASK.findall(text)) - tasks == set()
-    families = [*Metrics().registry.collect(), *metrics.registry(fakeredis.FakeRedis()).collect()]
-    exported = {f.name for f in families}
+    exported = exported_metric_names()
     for name in set(METRIC.findall(text)):
         assert re.sub(r"_(total|bucket|sum|count)$", "", name) in exported, name
 

@@ -14,9 +14,10 @@ in-memory ScaiVault (:class:`MemoryVault`), calls the steps on a *fresh rotator 
 each time (as a restarted worker would), stores new versions the way the engine does, and
 checks that
 
-- every step is idempotent: called twice, the second call is harmless (issuers' ``mint``
-  returns the same credential for the same ``rotation_id``), ``mint`` keeps every field of the
-  current data, and an issuer's old credential keeps working until ``finalize``;
+- every step is idempotent: called twice, the second call is harmless (an issuer's second
+  ``mint`` for the same ``rotation_id`` returns the same credential, or one that replaced the
+  first at the target: never two new credentials left valid), ``mint`` keeps every field of
+  the current data, and an issuer's old credential keeps working until ``finalize``;
 - a rotation resumes after a simulated crash between any two steps (the step that was running
   is run again by a new instance with ``attempt + 1``, seeing the notes the crashed one put:
   ``ctx.notes`` lasts for one rotation, and a new rotation starts with none);

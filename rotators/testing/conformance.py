@@ -127,7 +127,8 @@ class Conformance:
         again = rotation.mint()
         if self.strategy == "issuer":
             if again != new:
-                raise self.fail("mint called twice in one rotation returned a different value")
+                self.expect_valid(new, False, "the first of two values minted in one rotation")
+                new = again
             self.expect_valid(rotation.old, True, "the old credential before finalize (issuer)")
         rotation.apply(new)
         rotation.apply(new)

@@ -167,6 +167,24 @@ class RemembersItsKey(ApiKeyRotator):
         return {**ctx.current.data, "key_name": name, "api_key": SERVER.keys[name]}
 
 
+class ReplacesItsKey(ApiKeyRotator):
+    """Correct: a second mint of the same rotation revokes the key the first one created (found
+    through ctx.notes) and creates another: never two new keys left valid."""
+
+    def mint(self, ctx: RotationContext) -> dict[str, Any]:
+        earlier = ctx.notes.get("key_name")
+        if earlier is not None:
+            SERVER.keys.pop(earlier, None)
+        name = f"key_{secrets.token_hex(4)}"
+        ctx.notes.put("key_name", name)
+        SERVER.keys[name] = secrets.token_hex(16)
+        return {**ctx.current.data, "key_name": name, "api_key": SERVER.keys[name]}
+
+
+def test_an_issuer_whose_second_mint_replaces_the_first_passes() -> None:
+    assert Conformance(ReplacesItsKey, SERVER).run() == list(Conformance.CHECKS)
+
+
 class NotesTheKey(ApiKeyRotator):
     def mint(self, ctx: RotationContext) -> dict[str, Any]:
         new = super().mint(ctx)
@@ -290,7 +308,7 @@ def test_notes_last_for_one_rotation_across_its_crashes() -> None:
 @pytest.mark.parametrize(
     ("rotator", "check", "complaint"),
     [
-        (FreshKeyEachMint, "check_idempotent_steps", "different value"),
+        (FreshKeyEachMint, "check_idempotent_steps", "still accepts the first of two values"),
         (DropsFields, "check_idempotent_steps", "dropped fields"),
         (LogsTheKey, "check_no_secret_leaks", "appears in logging"),
         (LeaksInErrors, "check_no_secret_leaks", "appears in exceptions"),

@@ -7,7 +7,10 @@ from typing import Any
 
 
 def toml_value(value: Any) -> str:
-    """``value`` (str, bool, int or finite float) as a TOML value; strings are escaped."""
+    """``value`` (str, bool, int, finite float, or a list or tuple of them) as a TOML value;
+    strings are escaped."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -242,10 +242,18 @@ class AdminSession:
                 raise PermanentError(_grant_text(self.who, grant))
 
 
+#: A command line needing each grant the admin may be asked for, for ``ACL DRYRUN``.
+_SAMPLES = {
+    "acl|setuser": ["ACL", "SETUSER", "scaivault-rotator-dryrun"],
+    "acl|getuser": ["ACL", "GETUSER", "scaivault-rotator-dryrun"],
+    "acl|save": ["ACL", "SAVE"],
+    "client|list": ["CLIENT", "LIST"],
+}
+
+
 def _sample(grant: str) -> list[str]:
     """A command line that needs ``grant`` (``acl|setuser`` -> ``ACL SETUSER x``)."""
-    command, _, sub = grant.partition("|")
-    return [command.upper(), sub.upper(), "scaivault-rotator-dryrun"][: 3 if sub else 1]
+    return _SAMPLES[grant]
 
 
 def _grant_text(admin: str, grant: str) -> str:

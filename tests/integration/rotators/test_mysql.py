@@ -288,3 +288,29 @@ def test_options_refuse_a_ca_file_without_tls_and_one_user_twice() -> None:
         MysqlDualRotator.Options.model_validate(
             {"host": "db", "users": ["app", "app"], "admin_secret_path": "x"}
         )
+
+
+def password_context(scenario: Scenario) -> Any:
+    vault = MemoryVault()
+    for path, data in scenario.vault_secrets.items():
+        vault.put(path, data)
+    vault.put(PATH, scenario.data)
+    return make_context(MysqlPasswordRotator, vault, PATH, scenario.options)
+
+
+def test_mysql_password_preflight_names_a_missing_grant(
+    mariadb: MariaDB, accounts: Accounts
+) -> None:
+    good = MysqlTarget(accounts).setup()
+    MysqlPasswordRotator().preflight(password_context(good))
+    MysqlPasswordRotator().preflight(password_context(MysqlTarget(accounts, admin=False).setup()))
+
+    weak = MysqlTarget(accounts)
+    mariadb.execute("REVOKE CREATE USER ON *.* FROM %s@'%%'", (weak.admin["username"],))
+    scenario = weak.setup()
+    with pytest.raises(PermanentError, match="lacks the global CREATE USER privilege"):
+        MysqlPasswordRotator().preflight(password_context(scenario))
+    rotator, ctx = MysqlPasswordRotator(), password_context(scenario)
+    with pytest.raises(PermanentError, match="CREATE USER"):
+        rotator.apply(ctx, SecretData(rotator.mint(ctx)))
+    assert weak.is_valid(scenario.data), "nothing changed"

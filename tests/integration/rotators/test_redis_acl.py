@@ -162,6 +162,8 @@ def test_a_missing_grant_is_a_permanent_error_naming_it(acl_redis: AclRedis) -> 
 
 
 def test_preflight_refuses_a_nopass_user_and_passes_a_good_rule(acl_redis: AclRedis) -> None:
+    pair = AclPairTarget(acl_redis).setup(acl_save=True)
+    RedisAclRotator().preflight(context(pair))  # every grant the rule needs is there
     scenario = AclTarget(acl_redis, dual=False).setup()
     RedisAclRotator().preflight(context(scenario))
     acl_redis.command("ACL", "SETUSER", scenario.data["username"], "nopass")

@@ -20,6 +20,7 @@ each change with ``ACL SAVE`` on servers that use an ACL file.
 from __future__ import annotations
 
 import hashlib
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -318,9 +319,24 @@ def _translate(exc: redis.RedisError, grant: str) -> RotatorError:
     """Our error for a client error, without its text (it may quote a command's arguments)."""
     if isinstance(exc, NoPermissionError):
         return PermanentError(f"the admin ACL user may not run {grant}: grant it +{grant}")
+    if _cert_refused(exc):
+        return PermanentError(
+            "Redis's TLS certificate is not trusted or does not name host "
+            "(check ca_file and verify_identity)"
+        )
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
         return TransientError(f"Redis is unreachable ({type(exc).__name__})")
     return PermanentError(f"Redis refused {grant} ({type(exc).__name__})")
+
+
+def _cert_refused(exc: BaseException) -> bool:
+    """Did a TLS certificate check fail underneath ``exc`` (redis-py wraps it)?"""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _mint_user(data: SecretData, options: RedisAclOptions) -> str:

@@ -199,8 +199,20 @@ def test_tls_with_the_servers_ca_and_not_with_another(acl_redis: AclRedis, tmp_p
 
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
-    with pytest.raises(TransientError):
+    with pytest.raises(PermanentError, match="certificate is not trusted"):
         rotator.verify(context(scenario, **{**tls, "ca_file": str(other)}), new)
+
+
+def test_verify_identity_refuses_a_certificate_for_another_name(
+    acl_redis_named_otherwise: AclRedis,
+) -> None:
+    server = acl_redis_named_otherwise
+    scenario = AclPairTarget(server).setup()
+    tls = {"port": server.tls_port, "tls": True, "ca_file": str(server.ca_file)}
+    with pytest.raises(PermanentError, match="does not name host"):
+        RedisAclRotator().verify(context(scenario, **tls), SecretData(scenario.data))
+    unchecked = context(scenario, **tls, verify_identity=False)
+    RedisAclRotator().verify(unchecked, SecretData(scenario.data))
 
 
 def test_options_take_one_mode() -> None:

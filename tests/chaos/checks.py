@@ -16,7 +16,7 @@ from orchestrator.state.records import TERMINAL, RunRecord
 from rotators.passwords import policy_problem
 from rotators.random_password import RandomPasswordOptions
 from rotators.versions import ROTATED_BY
-from tests.chaos.probe import Sighting, token_answer
+from tests.chaos.probe import Sighting, acl_answer, token_answer
 from tests.chaos.stack import ChaosStack
 
 #: The random-password rule's options in the harness's routing file.
@@ -29,6 +29,9 @@ class Facts:
 
     passwords: list[str] = field(default_factory=list)
     salesforce: list[str] = field(default_factory=list)
+    acl: list[str] = field(default_factory=list)
+    #: ACL paths whose original user a consumer stayed connected as, and when it left.
+    consumers: dict[str, datetime] = field(default_factory=dict)
     ghosts: list[str] = field(default_factory=list)
     originals: dict[str, dict[str, Any]] = field(default_factory=dict)
     due_events: dict[str, str] = field(default_factory=dict)
@@ -40,7 +43,7 @@ class Facts:
     @property
     def valid(self) -> list[str]:
         """Paths whose rotation is meant to succeed."""
-        return self.passwords + self.salesforce
+        return self.passwords + self.salesforce + self.acl
 
 
 @dataclass
@@ -87,7 +90,7 @@ class World:
         ends = self.stack.box.ends
         admin = self.stack.box.originals.get(ends.sf_admin_path, {})
         values |= {ends.admin_token, ends.worker_token, ends.webhook_secret, ends.seal_key}
-        values |= {str(admin.get("client_secret", ""))}
+        values |= {str(admin.get("client_secret", "")), self.stack.acl_admin["password"]}
         return {v for v in values if len(v) >= 12}
 
 
@@ -159,6 +162,9 @@ def current_versions_work(world: World) -> Check:
             data = world.data[(path, world.current(path))]
             if token_answer(client, data) is not True:
                 check.problems.append(f"{path}: current version {world.current(path)} refused")
+    for path in facts.acl:
+        if acl_answer(world.stack, world.data[(path, world.current(path))]) is not True:
+            check.problems.append(f"{path}: current login {world.current(path)} refused")
     for path in facts.passwords:
         data = world.data[(path, world.current(path))]
         problem = policy_problem(data.get("password"), PASSWORD_OPTIONS)
@@ -178,6 +184,12 @@ def old_revoked_after_grace(world: World) -> Check:
                 data = world.data[(path, int(version["version"]))]
                 if token_answer(client, data) is not False:
                     check.problems.append(f"{path}: old v{version['version']} still accepted")
+    for path in facts.acl:
+        for version in world.versions[path][:-1]:
+            check.covered += 1
+            data = world.data[(path, int(version["version"]))]
+            if acl_answer(world.stack, data) is not False:
+                check.problems.append(f"{path}: old login v{version['version']} still accepted")
     for path, sighting in facts.sightings.items():
         due = _time(_meta(world, path, 2).get("finalize_after"))
         if sighting.first_refused is not None and due is not None and sighting.first_refused < due:
@@ -190,6 +202,23 @@ def old_revoked_after_grace(world: World) -> Check:
     check.note = f"old pair seen working during grace: {seen}/{len(facts.sightings)}"
     if facts.sightings and not seen:
         check.problems.append("the prober never saw an old pair working during grace")
+    return check
+
+
+def not_revoked_while_in_use(world: World) -> Check:
+    """No original ACL login was refused while a consumer stayed connected as its user (its
+    finalize had to wait for the consumer to leave)."""
+    facts = world.facts
+    check = Check("no old credential revoked while in use", len(facts.consumers))
+    waited = 0
+    for path, left in facts.consumers.items():
+        refused = facts.sightings[path].first_refused
+        if refused is not None and refused < left:
+            early = (left - refused).total_seconds()
+            check.problems.append(f"{path}: old login refused {early:.1f}s before its user left")
+        entries = history.read(world.stack.client, path, limit=history.MAX_ENTRIES)
+        waited += any(e.get("event") == "finalize_deferred" for e in entries)
+    check.note = f"finalize waited for a connected consumer: {waited}/{len(facts.consumers)}"
     return check
 
 

@@ -6,9 +6,12 @@
 What happens (every choice drawn from ``random.Random(seed)``):
 
 1. A private Redis (AOF), the ScaiVault emulator, the fake Salesforce, the receiver, beat and
-   two worker processes start. Secrets are stored: half ``random-password``, the rest
+   two worker processes start, and a second Redis with an ACL file. Secrets are stored: half
+   ``random-password``, a quarter ``redis-acl`` (two ACL users used alternately), the rest
    ``salesforce-oauth`` consumers, a few of them "ghosts" whose client_id Salesforce does not
-   know (meant to fail permanently). Each is put on one of several rotation policies.
+   know (meant to fail permanently). Each is put on one of several rotation policies. About
+   half the ACL paths get a consumer that stays connected as the original user until its
+   finalize was seen waiting for it.
 2. Faults go on: ScaiVault answers ``rate_limited``/``service_unavailable`` or is slow on about
    ``fault_rate`` of its API requests; Salesforce answers 503, limit exceeded or expired session.
 3. In waves, the emulator clock moves on so each policy's schedule fires signed ``rotation.due``
@@ -18,8 +21,9 @@ What happens (every choice drawn from ``random.Random(seed)``):
    Redis is restarted once, at a moment when workers hold leases on rotations in flight.
    Workers are supervised as ``deploy/`` does: one that exits by itself, whatever its status,
    is restarted, and its exit status is recorded.
-5. Faults stop; the harness waits until every rotation ended and grace has passed, then checks
-   the invariants (:mod:`tests.chaos.checks`, :mod:`tests.chaos.leak`).
+5. Faults stop; the consumers leave as their finalize waits for them; the harness waits until
+   every rotation ended and grace has passed, then checks the invariants
+   (:mod:`tests.chaos.checks`, :mod:`tests.chaos.leak`).
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+import redis
 from celery import Celery
 
 from orchestrator.local.processes import cli_argv
@@ -44,7 +50,7 @@ from tests.chaos import checks, faults, leak
 from tests.chaos.checks import Check, Facts, World
 from tests.chaos.probe import OldCredentialProber
 from tests.chaos.report import Params, Report, Tally, summary
-from tests.chaos.stack import ChaosStack
+from tests.chaos.stack import ChaosStack, acl_users
 
 Echo = Callable[[str], None]
 
@@ -59,7 +65,9 @@ class Scenario:
         self.params = params
         self.rng = random.Random(params.seed)
         self.echo = echo
-        self.stack = ChaosStack(workdir, params.grace)
+        self.kinds = self._kinds()
+        acl_names = tuple(f"s{i:03d}" for i, kind in enumerate(self.kinds) if kind == "acl")
+        self.stack = ChaosStack(workdir, params.grace, acl_names)
         self.facts = Facts()
         self.tally = Tally()
         self.waves: list[list[str]] = [[] for _ in range(params.waves)]
@@ -68,6 +76,17 @@ class Scenario:
         self._started = time.monotonic()
         self.prober: OldCredentialProber | None = None
         self.sampler: leak.BrokerSampler | None = None
+        self.consumers: dict[str, redis.Redis] = {}
+
+    def _kinds(self) -> list[str]:
+        """Each secret's kind, in order (drawn before the stack starts: ACL paths get rules)."""
+        p = self.params
+        ghosts = max(1, round(p.secrets * p.ghost_share))
+        kinds = ["password"] * (p.secrets // 2) + ["ghost"] * ghosts
+        kinds += ["acl"] * round(p.secrets * p.acl_share)
+        kinds += ["salesforce"] * (p.secrets - len(kinds))
+        self.rng.shuffle(kinds)
+        return kinds
 
     def say(self, text: str) -> None:
         self.echo(f"{time.monotonic() - self._started:7.1f}s  {text}")
@@ -99,11 +118,9 @@ class Scenario:
             self.policies.append(
                 str(self.stack.emulator("POST", "/v1/rotation/policies", body)["id"])
             )
-        ghosts = max(1, round(p.secrets * p.ghost_share))
-        kinds = ["password"] * (p.secrets // 2) + ["ghost"] * ghosts
-        kinds += ["salesforce"] * (p.secrets - len(kinds))
-        self.rng.shuffle(kinds)
-        for i, kind in enumerate(kinds):
+        box = self.stack.box
+        box.put(box.acl_admin_path, self.stack.acl_admin, "redis-acl admin")
+        for i, kind in enumerate(self.kinds):
             path = self._add(kind, f"s{i:03d}")
             wave = self.rng.randrange(p.waves)
             self.waves[wave].append(path)
@@ -114,7 +131,8 @@ class Scenario:
             )
         self.say(
             f"{p.secrets} secrets: {len(self.facts.passwords)} random-password, "
-            f"{len(self.facts.salesforce)} salesforce-oauth, {len(self.facts.ghosts)} meant to fail"
+            f"{len(self.facts.salesforce)} salesforce-oauth, {len(self.facts.acl)} redis-acl, "
+            f"{len(self.facts.ghosts)} meant to fail"
         )
 
     def _add(self, kind: str, name: str) -> str:
@@ -125,6 +143,9 @@ class Scenario:
         elif kind == "salesforce":
             path = box.add_salesforce(name, scheduled=False)
             facts.salesforce.append(path)
+        elif kind == "acl":
+            path = self._add_acl(name)
+            facts.acl.append(path)
         else:
             path = f"{box.ends.prefix}/salesforce/{name}"
             box.originals[path] = {
@@ -135,6 +156,52 @@ class Scenario:
             facts.ghosts.append(path)
         facts.originals[path] = dict(box.originals[path])
         return path
+
+    def _add_acl(self, name: str) -> str:
+        """Two ACL users on the ACL Redis (the first with a password), the first's login stored."""
+        path = f"{self.stack.box.ends.prefix}/acl/{name}"
+        first, second = acl_users(path)
+        login = {"username": first, "password": secrets.token_urlsafe(18)}
+        grants = ("+ping", "+client|setname")
+        self.stack.acl_command("ACL", "SETUSER", first, "on", f">{login['password']}", *grants)
+        self.stack.acl_command("ACL", "SETUSER", second, "on", *grants)
+        self.stack.box.originals[path] = login
+        self.stack.box.put(path, login, "two Redis ACL users used alternately")
+        return path
+
+    def _connect_consumers(self) -> None:
+        """About half the ACL paths get a consumer that stays connected as the original user:
+        their finalize must wait for it."""
+        for path in self.facts.acl:
+            if self.rng.random() < 0.5:
+                client = self.stack.acl_client(self.facts.originals[path], client_name="consumer")
+                client.ping()
+                self.consumers[path] = client
+
+    def _release_consumers(self, timeout: float) -> None:
+        """Each consumer leaves once its path's finalize was seen waiting for it (or the run
+        ended, or ``timeout`` passed)."""
+        deadline = time.monotonic() + timeout
+        while self.consumers and time.monotonic() < deadline:
+            for path in [p for p in self.consumers if self._waited_for(p)]:
+                self._disconnect(path)
+            self._wait_until(time.monotonic() + 0.5)
+        for path in list(self.consumers):
+            self._disconnect(path)
+
+    def _waited_for(self, path: str) -> bool:
+        """Has the path's finalize deferred for its consumer (or its run ended)?"""
+        try:
+            record = self.stack.store.last(path)
+        except Exception:  # Redis restarting: ask again later
+            return False
+        if record is not None and record.waiting:
+            self.tally.consumers_waited += 1
+        return record is not None and bool(record.waiting or record.is_terminal)
+
+    def _disconnect(self, path: str) -> None:
+        self.consumers.pop(path).close()
+        self.facts.consumers[path] = datetime.now(UTC)
 
     # --- chaos -------------------------------------------------------------------------------
 
@@ -158,7 +225,9 @@ class Scenario:
         p = self.params
         sampler = leak.BrokerSampler(self.stack, self.facts.broker_messages).start()
         sf_originals = {path: self.facts.originals[path] for path in self.facts.salesforce}
-        self.prober = OldCredentialProber(self.stack, sf_originals).start()
+        acl_originals = {path: self.facts.originals[path] for path in self.facts.acl}
+        self._connect_consumers()
+        self.prober = OldCredentialProber(self.stack, sf_originals, acl_originals).start()
         self.facts.sightings = self.prober.seen
         faults.arm_vault_faults(self.stack, p.fault_rate)
         pump = faults.SalesforcePump(self.stack, random.Random(self.rng.random())).start()
@@ -299,6 +368,7 @@ class Scenario:
         """Wait until every due event's rotation ended, nothing runs and grace has passed."""
         deadline = time.monotonic() + self.params.settle_timeout
         waited = time.monotonic()
+        self._release_consumers(self.params.settle_timeout / 2)
         busy = self._busy()
         while busy and time.monotonic() < deadline:
             self._wait_until(time.monotonic() + 1.0)
@@ -343,6 +413,7 @@ class Scenario:
             checks.one_version_per_due_event(world),
             checks.current_versions_work(world),
             checks.old_revoked_after_grace(world),
+            checks.not_revoked_while_in_use(world),
             checks.nothing_left_running(world),
             checks.permanent_failures_failed(world),
             leak.no_secret_anywhere(world),

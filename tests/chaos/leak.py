@@ -116,6 +116,7 @@ def sources(stack: ChaosStack, facts: Facts) -> dict[str, tuple[str, str]]:
         "broker message bodies": (decoded_bodies(broker), task_path),
         "metrics": (metrics, "scaivault_rotator_rotations_total"),
         "CLI output": ("\n".join(facts.cli_outputs) or "(no CLI run)", ""),
+        "ACL file": (_read_all([stack.acl.directory / "users.acl"]), "user rotator_admin"),
     }
 
 

@@ -1,11 +1,11 @@
-"""Watches old Salesforce credentials at the target while the scenario runs.
+"""Watches old credentials at their targets while the scenario runs.
 
-For every Salesforce secret whose rotation has stored a new version, the prober asks the fake
-Salesforce's token endpoint whether the *original* pair is still accepted, and records the last
-time it was and the first time it was refused. A refusal seen before the run's
-``finalize_after`` proves an early revocation; acceptance seen during grace shows the old
-credential kept working. Answers other than 200 or ``invalid_client`` (an injected 503) say
-nothing and are ignored.
+For every Salesforce or ACL secret whose rotation has stored a new version, the prober asks
+the fake Salesforce's token endpoint (or the ACL Redis) whether the *original* credential is
+still accepted, and records the last time it was and the first time it was refused. A refusal
+seen before the run's ``finalize_after`` proves an early revocation; acceptance seen during
+grace shows the old credential kept working. Answers other than 200 or ``invalid_client`` (an
+injected 503), or a Redis error other than a refused login, say nothing and are ignored.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import redis
 
 from tests.chaos.stack import ChaosStack
 
@@ -50,13 +51,33 @@ def token_answer(client: httpx.Client, data: dict[str, Any]) -> bool | None:
     return None
 
 
-class OldCredentialProber:
-    """A thread probing original Salesforce pairs once their rotation stored a new version."""
+def acl_answer(stack: ChaosStack, data: dict[str, Any]) -> bool | None:
+    """True if the ACL Redis accepts the login, False if it refuses it, None if unknown."""
+    client = stack.acl_client(data)
+    try:
+        return bool(client.ping())
+    except redis.AuthenticationError:
+        return False
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
 
-    def __init__(self, stack: ChaosStack, originals: dict[str, dict[str, Any]]) -> None:
+
+class OldCredentialProber:
+    """A thread probing original Salesforce pairs and ACL logins (``acl``) once their rotation
+    stored a new version."""
+
+    def __init__(
+        self,
+        stack: ChaosStack,
+        originals: dict[str, dict[str, Any]],
+        acl: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.stack = stack
         self.originals = originals
-        self.seen: dict[str, Sighting] = {path: Sighting() for path in originals}
+        self.acl = acl or {}
+        self.seen: dict[str, Sighting] = {path: Sighting() for path in [*originals, *self.acl]}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="old-credential-probe", daemon=True)
 
@@ -88,7 +109,10 @@ class OldCredentialProber:
         return out
 
     def _probe(self, client: httpx.Client, path: str) -> None:
-        answer = token_answer(client, self.originals[path])
+        if path in self.acl:
+            answer = acl_answer(self.stack, self.acl[path])
+        else:
+            answer = token_answer(client, self.originals[path])
         now = datetime.now(UTC)
         sighting = self.seen[path]
         sighting.probes += 1

@@ -22,6 +22,7 @@ class Params:
     waves: int = 5
     manual_share: float = 0.1
     ghost_share: float = 0.02
+    acl_share: float = 0.25
     settle_timeout: float = 300.0
 
 
@@ -41,6 +42,8 @@ class Tally:
     manual: Counter[str] = field(default_factory=Counter)
     vault_faults: Counter[str] = field(default_factory=Counter)
     salesforce_faults: Counter[str] = field(default_factory=Counter)
+    #: Consumers of ACL users that left once their finalize was seen waiting for them.
+    consumers_waited: int = 0
     delivery_attempts: int = 0
     delivery_answers: Counter[str] = field(default_factory=Counter)
     timings: dict[str, float] = field(default_factory=dict)
@@ -75,7 +78,8 @@ def summary(report: Report) -> str:
     )
     lines = [
         f"chaos scenario: seed {p.seed}, {p.secrets} secrets ({len(f.passwords)} random-password, "
-        f"{len(f.salesforce)} salesforce-oauth, {len(f.ghosts)} meant to fail), "
+        f"{len(f.salesforce)} salesforce-oauth, {len(f.acl)} redis-acl, "
+        f"{len(f.ghosts)} meant to fail), "
         f"{p.duration:.0f}s of faults, grace {p.grace}",
         "",
         "| fault injected | count |",

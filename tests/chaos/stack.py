@@ -3,14 +3,16 @@
 :class:`ChaosStack` reuses :class:`~orchestrator.local.sandbox.Sandbox` (emulator, fake Salesforce
 over TLS, receiver, beat, the first worker) and adds what the scenario needs on top: a private
 ``redis-server`` with AOF that the harness restarts, a worker token that outlives months of
-emulator clock, a routing file whose backoffs fit a test, and a pool of worker processes that
-can be SIGKILLed (whole process group) and replaced.
+emulator clock, a routing file whose backoffs fit a test, a pool of worker processes that can
+be SIGKILLed (whole process group) and replaced, and a second Redis with an ACL file, the target
+of the ``redis-acl`` secrets.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import ssl
 from pathlib import Path
@@ -19,6 +21,8 @@ from typing import Any
 import httpx
 import psutil
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from orchestrator.local.processes import ChildProcess, RedisServer, cli_argv, free_port
 from orchestrator.local.provisioning import WORKER_IDENTITY
@@ -47,7 +51,12 @@ ENGINE_ENV = {
 
 
 class ChaosSandbox(Sandbox):
-    """The sandbox with a long-lived worker token and the scenario's routing file."""
+    """The sandbox with a long-lived worker token and the scenario's routing file: besides
+    ``random-password`` and ``salesforce-oauth``, one ``redis-acl`` rule per ACL path (two ACL
+    users alternately on the ACL Redis; finalize waits for the old user's connections)."""
+
+    acl_paths: tuple[str, ...] = ()
+    acl_port: int = 0
 
     def _configure_vault(self) -> None:
         super()._configure_vault()
@@ -60,18 +69,56 @@ class ChaosSandbox(Sandbox):
         return [
             self.password_rule("db", length=24, field="password"),
             self.salesforce_rule(read_timeout=10.0, limit_backoff=1.0),
+            *(self.acl_rule(path) for path in self.acl_paths),
         ]
+
+    @property
+    def acl_admin_path(self) -> str:
+        return f"{self.ends.prefix}/admin/redis"
+
+    def acl_rule(self, path: str) -> dict[str, Any]:
+        """``redis-acl`` for ``path``: its two users (:func:`acl_users`) on the ACL Redis."""
+        return {
+            "match": path,
+            "rotator": "redis-acl",
+            "grace_period": self.grace,
+            "finalize_recheck": "1s",
+            "options": {
+                "host": "127.0.0.1",
+                "port": self.acl_port,
+                "users": list(acl_users(path)),
+                "admin_secret_path": self.acl_admin_path,
+                "acl_save": True,
+                "connect_timeout": 2.0,
+                "socket_timeout": 5.0,
+            },
+        }
+
+
+def acl_users(path: str) -> tuple[str, str]:
+    """The two ACL users of an ACL path (``chaos/acl/s003`` -> ``s003_blue``, ``s003_green``)."""
+    name = path.rsplit("/", 1)[1]
+    return f"{name}_blue", f"{name}_green"
 
 
 class ChaosStack:
     """Redis, the sandbox and a pool of worker processes; everything stops on :meth:`close`."""
 
-    def __init__(self, workdir: Path, grace: str) -> None:
+    def __init__(self, workdir: Path, grace: str, acl_names: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.redis = RedisServer(workdir / "redis")
+        #: The ``redis-acl`` target: a Redis of its own with an ACL file (never restarted).
+        self.acl = RedisServer(
+            workdir / "acl-redis",
+            appendonly=False,
+            extra=["--aclfile", str(workdir / "acl-redis" / "users.acl")],
+        )
         self.box = ChaosSandbox(
             workdir / "stack", prefix="chaos", grace=grace, engine_env=ENGINE_ENV
         )
+        self.box.acl_paths = tuple(f"chaos/acl/{name}" for name in acl_names)
+        self.box.acl_port = self.acl.port
+        self.acl_admin = {"username": "rotator_admin", "password": secrets.token_urlsafe(24)}
         self.workers: list[ChildProcess] = []
         self.retired: list[ChildProcess] = []
         self.metrics_ports: dict[str, int] = {}
@@ -85,6 +132,13 @@ class ChaosStack:
     def start(self, workers: int = 2) -> ChaosStack:
         """Start Redis, the sandbox (receiver, beat, first worker) and more workers."""
         self.redis.start()
+        (self.workdir / "acl-redis").mkdir(parents=True, exist_ok=True)
+        (self.workdir / "acl-redis" / "users.acl").touch()
+        self.acl.start()
+        self.acl_command(
+            "ACL", "SETUSER", self.acl_admin["username"], "on", f">{self.acl_admin['password']}",
+            "+acl|setuser", "+acl|getuser", "+acl|save", "+client|list", "+ping",
+        )  # fmt: skip
         self.box.ends.redis_url = self.redis.url
         self.box.start()
         first = self.box.children["worker"]
@@ -102,6 +156,7 @@ class ChaosStack:
             self._client.close()
         self.box.close()
         self.redis.stop()
+        self.acl.stop()
 
     # --- handles -----------------------------------------------------------------------------
 
@@ -118,6 +173,25 @@ class ChaosStack:
         if self._store is None:
             self._store = RunStore(self.client)
         return self._store
+
+    def acl_command(self, *args: str) -> Any:
+        """A command on the ACL Redis as its ``default`` user (the scenario's set-up)."""
+        client = redis.Redis(port=self.acl.port, decode_responses=True)
+        try:
+            return client.execute_command(*args)
+        finally:
+            client.close()
+
+    def acl_client(self, data: dict[str, Any], **kwargs: Any) -> redis.Redis:
+        """A client of the ACL Redis logging in with ``data`` (no retries: a refusal is final)."""
+        return redis.Redis(
+            port=self.acl.port,
+            username=str(data.get("username", "")),
+            password=str(data.get("password", "")),
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=5.0,
+            **kwargs,
+        )
 
     def salesforce_client(self) -> httpx.Client:
         """A new HTTPS client for the fake Salesforce (one per thread)."""

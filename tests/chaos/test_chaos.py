@@ -1,7 +1,8 @@
 """The crash and fault scenario in a bounded form, as part of the normal test run.
 
-One run of :mod:`tests.chaos.harness` (24 secrets, 3 worker SIGKILLs, one Redis restart with
-rotations in flight, ScaiVault and Salesforce faults on, workers supervised as ``deploy/`` does)
+One run of :mod:`tests.chaos.harness` (24 secrets of three rotators, 3 worker SIGKILLs, one Redis
+restart with rotations in flight, ScaiVault and Salesforce faults on, connected consumers of
+some ACL users, workers supervised as ``deploy/`` does)
 is shared by the tests below; each invariant is its own test, so a failure names the invariant
 and lists what broke it.
 """
@@ -41,6 +42,7 @@ CHECKS = (
     "every due event produced exactly one new version",
     "every current version works at its target",
     "every old credential revoked after its grace, not before",
+    "no old credential revoked while in use",
     "no rotation left in a non-terminal state",
     "permanent failures are failed with a reason",
     "no secret sentinel in logs, Redis, broker messages or metrics",
@@ -73,6 +75,8 @@ def test_the_faults_really_happened(report: Report) -> None:
     assert tally.due_events == BOUNDED.secrets
     assert tally.redeliveries > 0
     assert report.facts.manual and sum(tally.manual.values()) == len(report.facts.manual)
+    assert report.facts.acl and report.facts.consumers, "redis-acl paths, some in use"
+    assert tally.consumers_waited > 0, "a finalize waited for a connected consumer"
 
 
 def test_manual_rotations_were_queued_or_refused_as_busy(report: Report) -> None:

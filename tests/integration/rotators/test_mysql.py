@@ -279,6 +279,18 @@ def test_tls_refuses_a_server_certificate_from_another_ca(
         MysqlDualRotator().verify(ctx, SecretData(scenario.data))
 
 
+def test_verify_identity_refuses_a_certificate_that_does_not_name_the_host(
+    mariadb: MariaDB, accounts: Accounts
+) -> None:
+    # The server listens on 127.0.0.2 too; its certificate names 127.0.0.1 and localhost only.
+    scenario = MysqlDualTarget(accounts).setup()
+    tls = {"host": "127.0.0.2", "tls": True, "ca_file": str(mariadb.ca_file)}
+    with pytest.raises(PermanentError, match="does not name host"):
+        MysqlDualRotator().verify(dual_context(scenario, **tls), SecretData(scenario.data))
+    unchecked = dual_context(scenario, **tls, verify_identity=False)
+    MysqlDualRotator().verify(unchecked, SecretData(scenario.data))
+
+
 def test_options_refuse_a_ca_file_without_tls_and_one_user_twice() -> None:
     with pytest.raises(ValueError, match="tls = true"):
         MysqlPasswordRotator.Options.model_validate(

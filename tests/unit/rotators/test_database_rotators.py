@@ -118,3 +118,14 @@ def test_redis_errors_become_ours_without_their_text() -> None:
 def test_dryrun_samples_name_the_command_of_a_grant() -> None:
     assert _sample("acl|setuser") == ["ACL", "SETUSER", "scaivault-rotator-dryrun"]
     assert _sample("client|list") == ["CLIENT", "LIST"]
+
+
+def test_without_the_mysql_extra_the_rotators_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rotators.mysql import server
+
+    monkeypatch.setattr(server, "pymysql", None)
+    options = MysqlDualOptions(host="db", users=("a", "b"), admin_secret_path="adm")
+    with pytest.raises(PermanentError, match=r"scaivault-rotator\[mysql\]"):
+        server.MysqlServer(options)

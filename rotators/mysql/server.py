@@ -134,6 +134,7 @@ class MysqlServer:
             return self._missing(cursor, needed)
 
     def is_mariadb(self, login: Login) -> bool:
+        """Whether the server is MariaDB (``VERSION()`` says so), asked as ``login``."""
         with self.session(login, "reading the server version") as cursor:
             return self._is_mariadb(cursor)
 

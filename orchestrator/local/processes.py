@@ -163,7 +163,13 @@ class ChildProcess:
 class RedisServer:
     """A private ``redis-server`` on a free loopback port, with its data in ``directory``."""
 
-    def __init__(self, directory: Path, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        appendonly: bool = True,
+        extra: Sequence[str] = (),
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise StackError(REDIS_INSTALL_HINT)
@@ -171,6 +177,8 @@ class RedisServer:
         self.directory = directory
         self.port = port or free_port()
         self.appendonly = appendonly
+        #: More ``redis-server`` arguments (an ACL file, TLS ports and files, ...).
+        self.extra = list(extra)
         self.child: ChildProcess | None = None
 
     @property
@@ -190,6 +198,7 @@ class RedisServer:
             "--appendfsync", "everysec",
             "--maxmemory-policy", "noeviction",
             "--protected-mode", "yes",
+            *self.extra,
         ]  # fmt: skip
         self.child = ChildProcess(f"redis:{self.port}", argv, self.directory / "redis.log").start()
         self.child.wait_port(self.port, timeout=15)

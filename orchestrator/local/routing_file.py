@@ -7,8 +7,8 @@ from typing import Any
 
 
 def toml_value(value: Any) -> str:
-    """``value`` (str, bool, int, finite float, or a list of those) as a TOML value; strings
-    are escaped."""
+    """``value`` (str, bool, int, finite float, or a list or tuple of those) as a TOML value;
+    strings are escaped."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -1,4 +1,10 @@
-"""A test-only UPDATER rotator: a Redis ACL user changes its own password in place.
+"""The conformance kit's example UPDATER (test-only, not a production rotator): a Redis ACL user
+changes its own password in place.
+
+Redis users are rotated in production by the built-in ``redis-acl`` (an issuer: ACL users hold
+two passwords at once). This one exists because the suite needs an updater, whose only value is
+lost on a crash unless sealed, on the Redis every stack already runs: the engine's sealing,
+crash-between-apply-and-store and rollback tests, and the kit's updater checks, use it.
 
 The secret's data is ``{"username": ..., "password": ...}``; the target Redis comes from the routing
 file's ``options.redis_url`` only, never from the secret (docs/architecture.md, I6: a writer of

@@ -20,11 +20,20 @@ def test_rotators_lists_plugins_with_strategies_and_schemas(oncall_cli: OnCallCl
     assert plugins["random-password"]["strategy"] == "vault-only"
     assert plugins["salesforce-oauth"]["strategy"] == "issuer"
     assert "app_id" in plugins["salesforce-oauth"]["options_schema"]["properties"]
+    built_ins = {
+        "mysql-password": ("updater", {"host", "username", "account_host", "ca_file"}),
+        "mysql-dual": ("issuer", {"host", "users", "admin_secret_path", "verify_identity"}),
+        "redis-acl": ("issuer", {"host", "username", "users", "acl_save", "tls"}),
+    }
+    for name, (strategy, options) in built_ins.items():
+        assert plugins[name]["strategy"] == strategy
+        assert options <= set(plugins[name]["options_schema"]["properties"]), name
     plain = oncall_cli("rotators")
     assert (
         "salesforce-oauth  strategy=issuer" in plain.out
         and "app_id: string (required)" in plain.out
     )
+    assert "mysql-dual  strategy=issuer  tells usage" in plain.out
 
 
 def test_check_config_passes_on_a_good_stack(sandbox: Sandbox, oncall_cli: OnCallCli) -> None:

@@ -20,7 +20,13 @@ scalars = st.one_of(
 )
 
 
-@given(st.dictionaries(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), scalars, max_size=5))
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
+        st.one_of(scalars, st.lists(scalars, max_size=3)),
+        max_size=5,
+    )
+)
 def test_any_options_read_back_unchanged(options: dict[str, Any]) -> None:
     rule = {"match": 'a "quoted"\\path/*', "rotator": "x", "options": options}
     document = tomllib.loads(routing_toml([rule], comment="generated"))
@@ -29,6 +35,7 @@ def test_any_options_read_back_unchanged(options: dict[str, Any]) -> None:
 
 def test_tricky_strings_are_escaped() -> None:
     assert toml_value('a"b\\c\nd\x7f') == '"a\\"b\\\\c\\u000ad\\u007f"'
+    assert toml_value(["app_blue", 'a"b']) == '["app_blue", "a\\"b"]'
     with pytest.raises(TypeError):
         toml_value(object())
 

@@ -11,7 +11,9 @@ Nothing is written to ScaiVault unless the operator asks for the write probe
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -22,6 +24,7 @@ from orchestrator.cli.session import CLI_RETRY_DEADLINE
 from orchestrator.errors import AccessDenied, ConfigError, NotFound, VaultError, VersionConflict
 from orchestrator.routing import RoutingTable, Rule, literal_prefix
 from orchestrator.settings import Settings
+from orchestrator.state.workers import ROLES, WorkerRegistry
 from orchestrator.vault.client import VaultClient
 
 
@@ -60,7 +63,7 @@ class Report:
         if self.reach_problems:
             return "make Redis and ScaiVault reachable and grant what is missing, then run again"
         if self.warnings:
-            return "look at each WARNING: a secret no rule matches is never rotated"
+            return "look at each WARNING line: none stops a rotation, each may hide one"
         return "start (or restart) the workers so they load this routing file"
 
     def render(self) -> str:
@@ -123,12 +126,50 @@ def _check_redis(settings: Settings, report: Report) -> None:
         )
         with contextlib.closing(client):
             client.ping()
+            report.passed.append(f"Redis at {url} answers")
+            _check_processes(settings, client, report)
     except (redis.RedisError, ValueError) as exc:
         report.reach_problems.append(
             f"Redis at {url} is unreachable ({type(exc).__name__}); start it or fix REDIS_URL"
         )
-        return
-    report.passed.append(f"Redis at {url} answers")
+
+
+def _check_processes(settings: Settings, client: redis.Redis, report: Report) -> None:
+    """Which workers and beat are alive (heartbeats in Redis) and which routing file each runs:
+    one that runs another content than the file here has not loaded it (yet)."""
+    from orchestrator.worker.heartbeat import TTL_INTERVALS
+
+    ttl = TTL_INTERVALS * settings.rotator_heartbeat_interval
+    live = WorkerRegistry(client, ttl).live()
+    here = _sha256(settings.rotator_config)
+    for role in ROLES:
+        if not any(entry.process.role == role for entry in live):
+            report.warnings.append(
+                f"no {role} has sent a heartbeat in the last {ttl:.0f}s: is one running against "
+                "this Redis? (`scaivault-rotator health` on its host says why not)"
+            )
+    for entry in live:
+        who = f"{entry.process.role} {entry.process.hostname}:{entry.process.pid}"
+        beat = f"last heartbeat {entry.age_seconds:.0f}s ago"
+        routing = entry.routing
+        if routing is None or entry.process.role != "worker":
+            report.passed.append(f"{who}: alive ({beat})")
+            continue
+        runs = f"runs {routing.path} (sha256 {routing.sha256[:12]}, loaded {routing.loaded_at})"
+        if here is not None and routing.sha256 != here:
+            report.warnings.append(
+                f"{who} {runs}, not this routing file's content (sha256 {here[:12]}): it has "
+                "not loaded it (invalid there, or another file?); its log says why"
+            )
+        else:
+            report.passed.append(f"{who}: alive, {runs} ({beat})")
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _check_vault(

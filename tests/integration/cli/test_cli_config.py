@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,10 @@ def test_check_config_passes_on_a_good_stack(sandbox: Sandbox, oncall_cli: OnCal
     assert any("may read and write" in line for line in probed.json()["passed"])
     assert any("option admin_secret_path: the token may read" in x for x in report["passed"])
     assert "configuration is OK" in oncall_cli("check-config").out
+    sha = hashlib.sha256(sandbox.ends.routing_file.read_bytes()).hexdigest()[:12]
+    workers = [line for line in report["passed"] if line.startswith("worker ")]
+    assert workers and all(f"(sha256 {sha}, loaded" in line for line in workers), report
+    assert any(line.startswith("beat ") and "alive" in line for line in report["passed"])
 
 
 def test_check_config_lists_every_problem_at_once(
@@ -135,5 +140,6 @@ def test_check_config_keeps_checking_after_a_bad_rule_and_warns_about_unrouted_s
     assert f"WARNING  rule 3 ('{prefix}/salesforce'): no secret this token may list" in out
     assert "is under" in out and "no rule matches it, so it is never rotated" in out
     assert out.rstrip().splitlines()[-1].startswith("next: fix each PROBLEM line")
+    assert "not this routing file's content" in out, "the live worker runs the sandbox's file"
     report = oncall_cli("check-config", "--json", ROTATOR_CONFIG=str(routing)).json()
     assert report["warnings"] and report["next"].startswith("fix each PROBLEM")

@@ -150,6 +150,13 @@ def test_installs_exactly_the_versions_of_the_lock() -> None:
     assert installs and all(f"-c {LOCK}" in text for text in installs), installs
 
 
+def test_every_built_in_rotator_loads_in_the_image() -> None:
+    """The database rotators' drivers are extras: the image installs them, and no test tool."""
+    build = stages(dockerfile_instructions())[0]
+    [install] = [i.text for i in build if i.keyword == "RUN" and "pip install" in i.text]
+    assert '".[postgres,mysql]"' in install and "dev" not in install and "local" not in install
+
+
 def test_copies_only_what_the_package_needs() -> None:
     build = stages(dockerfile_instructions())[0]
     sources = {src for i in build if i.keyword == "COPY" for src in i.text.split()[:-1]}

@@ -32,7 +32,7 @@ from redis.exceptions import NoPermissionError
 from redis.retry import Retry
 
 from rotators.contract import RotationContext, Rotator, Usage
-from rotators.errors import PermanentError, RotatorError, TransientError
+from rotators.errors import CredentialRejected, PermanentError, RotatorError, TransientError
 from rotators.login import Login, LoginFields, admin_login, login_of, with_login
 from rotators.passwords import generate
 from rotators.secret import SecretData
@@ -118,10 +118,11 @@ class RedisAclRotator(Rotator[RedisAclOptions]):
         return with_login(ctx.current.data, options, user, password)
 
     def verify(self, ctx: Context, new: SecretData) -> None:
-        """A new connection authenticates as the user with ``new``."""
+        """A new connection authenticates as the user with ``new``. ``ACL SETUSER`` applies to
+        the next ``AUTH`` at once, so a refusal is final; an unreachable server is transient."""
         login = _rule_login(new, "new", ctx.options)
         if not accepts(ctx.options, login):
-            raise TransientError("Redis does not accept the new password yet", step="verify")
+            raise CredentialRejected("Redis refuses the new password", step="verify")
         ctx.log.info("redis_acl_verified", user=login.username)
 
     def in_use(self, ctx: Context, old: SecretData) -> Usage | None:

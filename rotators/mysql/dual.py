@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from rotators.contract import RotationContext, Rotator, Usage
-from rotators.errors import PermanentError, TransientError
+from rotators.errors import CredentialRejected, PermanentError, TransientError
 from rotators.login import Login, admin_login, login_of, with_login
 from rotators.mysql.options import MysqlDualOptions
 from rotators.mysql.server import Account, MysqlServer
@@ -53,7 +53,9 @@ class MysqlDualRotator(Rotator[MysqlDualOptions]):
         """A new connection logs in with ``new``."""
         login = _rule_login(new, "new", ctx.options)
         if not MysqlServer(ctx.options).accepts(login):
-            raise TransientError("the server does not accept the new login yet", step="verify")
+            raise CredentialRejected(
+                "the server refuses the new password (ALTER USER applies at once)", step="verify"
+            )
         ctx.log.info("mysql_dual_verified", account=str(_account(ctx.options, login.username)))
 
     def in_use(self, ctx: Context, old: SecretData) -> Usage | None:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from rotators.contract import RotationContext, Rotator
-from rotators.errors import PermanentError, TransientError
+from rotators.errors import CredentialRejected, PermanentError
 from rotators.login import Login, admin_login, login_of, with_login
 from rotators.mysql.options import MysqlPasswordOptions
 from rotators.mysql.server import Account, LoginRefused, MysqlServer
@@ -63,7 +63,9 @@ class MysqlPasswordRotator(Rotator[MysqlPasswordOptions]):
         target = login_of(new, "new", ctx.options)
         _check_login(target, ctx.options)
         if not MysqlServer(ctx.options).accepts(target):
-            raise TransientError("the server does not accept the new password yet", step="verify")
+            raise CredentialRejected(
+                "the server refuses the new password (ALTER USER applies at once)", step="verify"
+            )
         ctx.log.info("mysql_password_verified", account=str(_account(ctx.options)))
 
     def preflight(self, ctx: Context) -> None:

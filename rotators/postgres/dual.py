@@ -59,7 +59,7 @@ class PostgresDualRotator(Rotator[PostgresDualOptions]):
         }
 
     def verify(self, ctx: Context, new: SecretData) -> None:
-        """Log in as the new role with its new password (a refusal is retried, then fails)."""
+        """Log in as the new role with its new password (a refusal is final)."""
         verify_login(ctx, self._login(ctx, new, "new"))
 
     def in_use(self, ctx: Context, old: SecretData) -> Usage | None:

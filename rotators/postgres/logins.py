@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rotators.contract import RotationContext
-from rotators.errors import PermanentError, TransientError
+from rotators.errors import CredentialRejected, PermanentError
 from rotators.postgres.options import ServerOptions, check_role_name
 from rotators.postgres.session import (
     Connection,
@@ -81,13 +81,14 @@ def admin_session(
 
 
 def verify_login(ctx: RotationContext[Any], login: Login) -> None:
-    """``verify``: a new connection with ``login``. A refusal is a :class:`TransientError`
-    (retried for the rotator's ``verify_timeout``: a pooler or replica in front of the server
-    may lag), saying why it was refused."""
+    """``verify``: a new connection with ``login``, to the server that took the change. The
+    server applies ``ALTER ROLE`` to every connection that starts after it, so a refusal is
+    final: :class:`CredentialRejected`, saying why. A server that cannot be reached stays a
+    :class:`TransientError` (retried for the rotator's ``verify_timeout``)."""
     try:
         login_check(ctx.options, login)
     except LoginRefused as refused:
-        raise TransientError(
+        raise CredentialRejected(
             f"the new login is refused: {refused.message}", step="verify"
         ) from None
     ctx.log.info("postgres_login_verified", role=login.role, step="verify")

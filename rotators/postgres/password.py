@@ -83,8 +83,8 @@ class PostgresPasswordRotator(Rotator[PostgresPasswordOptions]):
         ctx.log.info("postgres_password_set", role=target.role, by="role", step="apply")
 
     def verify(self, ctx: Context, new: SecretData) -> None:
-        """Log in as the role with the new password; a refusal is retried (a pooler or a
-        replica in front of the server may lag), then fails the rotation."""
+        """Log in as the role with the new password; a refusal is final (the server applies a
+        password change to every new connection at once)."""
         login = login_of(new, ctx.options, "new")
         verify_login(ctx, login)
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from orchestrator.local.processes import ChildProcess
 from tests.fixtures.worker import EngineStack
 from tests.rotators.ledger import creds_key, current_key, fingerprint
 
@@ -40,10 +41,12 @@ def _start(
     return version
 
 
-def _assert_one_working_version(stack: EngineStack, version: int, *, updater: bool) -> None:
+def _assert_one_working_version(
+    stack: EngineStack, version: int, killed: ChildProcess, *, updater: bool
+) -> None:
     done = stack.wait_run(PATH, ("done", "failed", "needs_attention"), timeout=60)
     assert done.state == "done", done
-    assert done.attempts >= 2, "the run was resumed after the kill"
+    assert stack.finished_elsewhere(done.rotation_id, killed), "resumed by another worker"
     versions = [v["version"] for v in stack.emulator.versions(PATH)]
     assert versions == [version, version + 1], "exactly one new version"
     stored = stack.emulator.get_secret(PATH)["data"]["password"]
@@ -63,8 +66,8 @@ def _assert_one_working_version(stack: EngineStack, version: int, *, updater: bo
 def test_issuer_worker_killed_in_step_is_resumed(engine_stack: EngineStack, point: str) -> None:
     version = _start(engine_stack, hold=[point])
     rotation_id = engine_stack.reached(point)
-    engine_stack.kill_holder_of(rotation_id)
-    _assert_one_working_version(engine_stack, version, updater=False)
+    killed = engine_stack.kill_holder_of(rotation_id)
+    _assert_one_working_version(engine_stack, version, killed, updater=False)
 
 
 def test_updater_worker_killed_after_apply_resumes_with_the_sealed_value(
@@ -73,13 +76,13 @@ def test_updater_worker_killed_after_apply_resumes_with_the_sealed_value(
     version = _start(engine_stack, updater=True, hold=["apply"])
     rotation_id = engine_stack.reached("apply")
     assert engine_stack.store.sealed(rotation_id), "sealed before apply"
-    engine_stack.kill_holder_of(rotation_id)
-    _assert_one_working_version(engine_stack, version, updater=True)
+    killed = engine_stack.kill_holder_of(rotation_id)
+    _assert_one_working_version(engine_stack, version, killed, updater=True)
 
 
 def test_worker_killed_while_storing_is_resumed(engine_stack: EngineStack) -> None:
     stack = engine_stack
     version = _start(stack, fault={"match": PATH, "methods": ["PUT"], "latency": 3.0, "count": 1})
     record = stack.wait_run(PATH, "storing")
-    stack.kill_holder_of(record.rotation_id)
-    _assert_one_working_version(stack, version, updater=False)
+    killed = stack.kill_holder_of(record.rotation_id)
+    _assert_one_working_version(stack, version, killed, updater=False)

@@ -15,6 +15,11 @@ rotators), ``finalize_wait_max`` (default ``24h``), ``when_still_used`` after th
 (``needs_attention``, the default, or ``finalize``) and ``finalize_recheck`` (the first
 re-check interval, default ``1m``, doubling up to 15 minutes).
 
+Every rule rotates against a *target* with a concurrency budget: ``target`` names it (rules
+naming the same target share one budget; default: what the rotator calls the system its
+options point at, :meth:`Rotator.target`, else the rule itself) and ``max_concurrent`` is the
+budget (default: :attr:`Rotator.max_concurrent`; none means unlimited).
+
 The first matching rule wins. Loading validates every rule and raises one
 :class:`~orchestrator.errors.ConfigError` whose ``problems`` list *every* problem, each line
 naming the file, the rule number, the field and what to do. Rotator choice and options come
@@ -40,10 +45,16 @@ from orchestrator.duration import parse_duration
 from orchestrator.errors import ConfigError
 from rotators.contract import Rotator
 
-#: Every key a rule may have (the last four: how finalize waits for the old credential).
-RULE_KEYS = frozenset({"match", "rotator", "grace_period", "options"}) | frozenset(
-    {"wait_until_unused", "finalize_wait_max", "when_still_used", "finalize_recheck"}
+#: Every key a rule may have (then: how finalize waits for the old credential; the target
+#: and its concurrency budget).
+RULE_KEYS = (
+    frozenset({"match", "rotator", "grace_period", "options"})
+    | frozenset({"wait_until_unused", "finalize_wait_max", "when_still_used", "finalize_recheck"})
+    | frozenset({"target", "max_concurrent"})
 )
+#: The largest ``max_concurrent`` a rule may set.
+MAX_CONCURRENT_LIMIT = 10_000
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 #: What finalize does once ``finalize_wait_max`` has passed and the old credential is in use.
 WHEN_STILL_USED = ("needs_attention", "finalize")
 _BAD_GLOB_CHARS = re.compile(r"[?\[\]{}\s]")
@@ -69,6 +80,25 @@ class UnusedWait:
         return rotator.tells_usage and self.enabled is not False
 
 
+@dataclass(frozen=True)
+class Budget:
+    """The target a rule rotates against and how many rotations may work on it at once
+    (``limit`` None: unlimited). Rules naming the same ``target`` share its budget."""
+
+    target: str
+    limit: int | None = None
+
+    def describe(self) -> str:
+        """``db.internal:5432 (at most 16 at once)`` or ``... (no limit)``."""
+        limit = "no limit" if self.limit is None else f"at most {self.limit} at once"
+        return f"{self.target} ({limit})"
+
+
+def rule_target(match: str) -> str:
+    """The target name of a rule whose rotator names none: the rule itself."""
+    return f"rule:{match}"
+
+
 #: The longest re-check interval of a waiting finalize (unless ``finalize_recheck`` is longer).
 RECHECK_CAP = timedelta(minutes=15)
 
@@ -85,11 +115,18 @@ class Rule:
     unused: UnusedWait = field(default_factory=UnusedWait)
     #: The rule's position in its file, from 1 (0: not read from a file).
     number: int = field(default=0, compare=False)
+    #: Its target and concurrency budget (None: the rule is its own target, no limit).
+    budget: Budget | None = None
     _segments: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self._segments:
             object.__setattr__(self, "_segments", tuple(self.match.split("/")))
+
+    @property
+    def target(self) -> Budget:
+        """The rule's target and budget (the rule itself, unlimited, when none was set)."""
+        return self.budget or Budget(rule_target(self.match))
 
     def matches(self, path: str) -> bool:
         """True when ``path`` (segments separated by ``/``) matches this rule's glob."""
@@ -430,6 +467,7 @@ class _Validator:
         match = self._match(number, raw.get("match"))
         grace = self._grace(number, raw.get("grace_period"))
         unused = self._unused(number, raw)
+        target, limit = self._budget(number, raw)
         if not self.plugins:  # which rule covers which path, nothing more
             name, options = raw.get("rotator"), raw.get("options", {})
             if not isinstance(name, str) or not isinstance(options, dict):
@@ -437,7 +475,8 @@ class _Validator:
             if len(self.problems) > before or match is None:
                 return None
             options_model = _Unvalidated.model_validate(options)
-            return Rule(match, str(name), grace, options_model, unused, number)
+            budget = Budget(target or rule_target(match), limit)
+            return Rule(match, str(name), grace, options_model, unused, number, budget)
         rotator = self._rotator(number, raw.get("rotator"), available)
         options = self._options(number, raw.get("options", {}), rotator)
         if rotator is not None and unused.enabled and not rotator.tells_usage:
@@ -449,7 +488,11 @@ class _Validator:
             )
         if len(self.problems) > before or match is None or rotator is None or options is None:
             return None
-        return Rule(match, raw["rotator"], grace, options, unused, number)
+        budget = Budget(
+            target or rotator.target(options) or rule_target(match),
+            limit if limit is not None else rotator.max_concurrent,
+        )
+        return Rule(match, raw["rotator"], grace, options, unused, number, budget)
 
     def _match(self, number: int, value: Any) -> str | None:
         if not isinstance(value, str):
@@ -506,6 +549,29 @@ class _Validator:
             self._problem(number, "finalize_recheck", "must be at least 1s, e.g. '1m'")
             recheck = default.recheck
         return UnusedWait(enabled, max_wait, str(then), recheck)
+
+    def _budget(self, number: int, raw: dict[str, Any]) -> tuple[str | None, int | None]:
+        """The rule's ``target`` and ``max_concurrent`` (None where unset or bad)."""
+        target = raw.get("target")
+        if target is not None and (not isinstance(target, str) or not _TARGET_NAME.match(target)):
+            self._problem(
+                number,
+                "target",
+                f"{target!r} is not a target name: 1-200 letters, digits and ._:/@+- "
+                'starting with a letter or digit, e.g. target = "orders-db.internal:5432"',
+            )
+            target = None
+        limit = raw.get("max_concurrent")
+        ok = isinstance(limit, int) and not isinstance(limit, bool)
+        if limit is not None and not (ok and 1 <= limit <= MAX_CONCURRENT_LIMIT):
+            self._problem(
+                number,
+                "max_concurrent",
+                f"{limit!r} is not a whole number from 1 to {MAX_CONCURRENT_LIMIT}; "
+                "e.g. max_concurrent = 16",
+            )
+            limit = None
+        return target, limit
 
     def _duration(
         self, number: int, raw: dict[str, Any], key: str, default: timedelta

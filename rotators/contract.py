@@ -244,6 +244,9 @@ class Rotator(Generic[OptionsT]):
     #: ``discard`` only when this is True; a rollback reports the new credential as still valid
     #: (revoke it by hand) when it is False.
     can_discard: ClassVar[bool] = False
+    #: How many rotations may work on one target at once (``None``: no limit), unless the
+    #: routing rule sets ``max_concurrent``. Every rule naming the same target shares it.
+    max_concurrent: ClassVar[int | None] = None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -260,6 +263,13 @@ class Rotator(Generic[OptionsT]):
     def tells_usage(self) -> bool:
         """Whether this rotator can tell who still uses a credential (overrides :meth:`in_use`)."""
         return type(self).in_use is not Rotator.in_use
+
+    def target(self, options: OptionsT) -> str | None:
+        """A stable name of the system a rule's ``options`` point at (``db.internal:5432``,
+        an org's URL), so rules rotating against one system share its concurrency budget;
+        ``None`` (the default): each rule is its own target. No secret value, no credentials.
+        The routing rule's ``target`` overrides it."""
+        return None
 
     def mint(self, ctx: RotationContext[OptionsT]) -> dict[str, Any]:
         """Create the new credential and return the *full* new secret data.

@@ -105,6 +105,8 @@ class RunRecord:
     ``next_attempt`` says when the run is tried again (dropped once a worker takes it) and
     ``attempts_max`` the workers' attempt limit; ``lease_worker`` names the worker process
     that holds the lease. ``restored_version`` is the version a rollback wrote back.
+    ``slot_wait`` names the target whose concurrency budget the run waits for (None once it
+    holds a slot, or when it never waited).
     """
 
     rotation_id: str
@@ -137,6 +139,7 @@ class RunRecord:
     restored_version: int | None = None
     sealed: bool = False
     may_be_applied: bool = False
+    slot_wait: str | None = None
     notes: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property

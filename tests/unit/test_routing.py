@@ -345,3 +345,64 @@ def test_a_table_read_without_plugins_keeps_the_finalize_wait() -> None:
     text = '[[rules]]\nmatch = "a/*"\nrotator = "not-installed"\nfinalize_wait_max = "3h"\n'
     rule = RoutingTable.parse(text, plugins=False).rules[0]
     assert rule.unused.max_wait == timedelta(hours=3)
+
+
+class NamesItsTarget(RandomPasswordRotator):
+    """A rotator that names the system behind its options and sets a default budget."""
+
+    name = "names-target"
+    max_concurrent = 4
+
+    def target(self, options: RandomPasswordOptions) -> str | None:
+        return f"store:{options.field}"
+
+
+def test_a_rule_names_its_target_and_budget_or_takes_the_rotators() -> None:
+    text = """
+[[rules]]
+match = "a/*"
+rotator = "names-target"
+target = "orders-db.internal:5432"
+max_concurrent = 16
+
+[[rules]]
+match = "b/*"
+rotator = "names-target"
+
+[[rules]]
+match = "c/*"
+rotator = "random-password"
+"""
+    rotators = {**ROTATORS, "names-target": NamesItsTarget()}
+    a, b, c = RoutingTable.parse(text, rotators=rotators).rules
+    assert a.target == routing.Budget("orders-db.internal:5432", 16)
+    assert b.target == routing.Budget("store:password", 4)
+    assert c.target == routing.Budget("rule:c/*", None)
+    assert c.target.describe() == "rule:c/* (no limit)"
+    assert a.target.describe() == "orders-db.internal:5432 (at most 16 at once)"
+
+
+def test_every_budget_problem_is_a_problem_line() -> None:
+    text = """
+[[rules]]
+match = "a/*"
+rotator = "random-password"
+target = " spaced out"
+max_concurrent = 0
+
+[[rules]]
+match = "b/*"
+rotator = "random-password"
+max_concurrent = true
+"""
+    with pytest.raises(ConfigError) as info:
+        RoutingTable.parse(text, source="rotation.toml", rotators=ROTATORS)
+    assert info.value.problems == [
+        "rotation.toml: rule 1: target: ' spaced out' is not a target name: 1-200 letters, "
+        "digits and ._:/@+- starting with a letter or digit, e.g. target = "
+        '"orders-db.internal:5432"',
+        "rotation.toml: rule 1: max_concurrent: 0 is not a whole number from 1 to 10000; "
+        "e.g. max_concurrent = 16",
+        "rotation.toml: rule 2: max_concurrent: True is not a whole number from 1 to 10000; "
+        "e.g. max_concurrent = 16",
+    ]

@@ -16,7 +16,7 @@ from orchestrator.state.records import TERMINAL, RunRecord
 from rotators.passwords import policy_problem
 from rotators.random_password import RandomPasswordOptions
 from rotators.versions import ROTATED_BY
-from tests.chaos.postgres import Held, login_answer
+from tests.chaos.consumers import Held, login_answer
 from tests.chaos.probe import Sighting, token_answer
 from tests.chaos.stack import ChaosStack
 
@@ -31,6 +31,7 @@ class Facts:
     passwords: list[str] = field(default_factory=list)
     salesforce: list[str] = field(default_factory=list)
     postgres: list[str] = field(default_factory=list)
+    acl: list[str] = field(default_factory=list)
     consumers: dict[str, Held] = field(default_factory=dict)
     ghosts: list[str] = field(default_factory=list)
     originals: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -43,7 +44,12 @@ class Facts:
     @property
     def valid(self) -> list[str]:
         """Paths whose rotation is meant to succeed."""
-        return self.passwords + self.salesforce + self.postgres
+        return self.passwords + self.salesforce + self.logins
+
+    @property
+    def logins(self) -> list[str]:
+        """PostgreSQL and ACL paths: logins checked at their server, each with a consumer."""
+        return self.postgres + self.acl
 
 
 @dataclass
@@ -94,6 +100,8 @@ class World:
         values |= {str(admin.get("client_secret", "")), str(pg_admin.get("password", ""))}
         if self.stack.postgres is not None:
             values.add(self.stack.postgres.server.superuser.password)
+        if self.stack.acl is not None:
+            values.add(self.stack.acl.admin["password"])
         return {v for v in values if len(v) >= 12}
 
 
@@ -157,7 +165,7 @@ def _trigger(stored: dict[tuple[str, int], RunRecord], path: str, version: Any) 
 
 
 def current_versions_work(world: World) -> Check:
-    """Salesforce: the current pair gets a token. PostgreSQL: the current login logs in.
+    """Salesforce: the current pair gets a token. PostgreSQL, ACL: the current login logs in.
     Passwords: policy met, value changed."""
     facts = world.facts
     check = Check("every current version works at its target", len(facts.valid))
@@ -166,10 +174,9 @@ def current_versions_work(world: World) -> Check:
             data = world.data[(path, world.current(path))]
             if token_answer(client, data) is not True:
                 check.problems.append(f"{path}: current version {world.current(path)} refused")
-    target = world.stack.postgres
-    for path in facts.postgres:
+    for path in facts.logins:
         data = world.data[(path, world.current(path))]
-        if target is None or login_answer(target, data) is not True:
+        if login_answer(world.stack.target_of(path), data) is not True:
             check.problems.append(f"{path}: current version {world.current(path)} cannot log in")
     for path in facts.passwords:
         data = world.data[(path, world.current(path))]
@@ -191,12 +198,12 @@ def old_revoked_after_grace(world: World) -> Check:
                 data = world.data[(path, int(version["version"]))]
                 if token_answer(client, data) is not False:
                     check.problems.append(f"{path}: old v{version['version']} still accepted")
-    target = world.stack.postgres
-    for path in facts.postgres:
+    for path in facts.logins:
+        target = world.stack.target_of(path)
         for version in world.versions[path][:-1]:
             check.covered += 1
             data = world.data[(path, int(version["version"]))]
-            if target is None or login_answer(target, data) is not False:
+            if login_answer(target, data) is not False:
                 check.problems.append(f"{path}: old v{version['version']} still logs in")
     check.problems += _revoked_while_in_use(world)
     for path, sighting in facts.sightings.items():
@@ -222,7 +229,7 @@ def old_revoked_after_grace(world: World) -> Check:
 
 
 def _revoked_while_in_use(world: World) -> list[str]:
-    """PostgreSQL: the consumer's password still logged in when it left, and the run that
+    """PostgreSQL, ACL: the consumer's password still logged in when it left, and the run that
     moved off it finalized only after that."""
     problems = []
     for path, held in world.facts.consumers.items():

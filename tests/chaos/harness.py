@@ -6,11 +6,12 @@
 What happens (every choice drawn from ``random.Random(seed)``):
 
 1. A private Redis (AOF), a private PostgreSQL, the ScaiVault emulator, the fake Salesforce,
-   the receiver, beat and two worker processes start. Secrets are stored: half
-   ``random-password``, ``postgres`` of them ``postgres-dual`` logins (each with a consumer
-   connected as its first role, :mod:`tests.chaos.postgres`), the rest ``salesforce-oauth``
-   consumers, a few of them "ghosts" whose client_id Salesforce does not know (meant to fail
-   permanently). Each is put on one of several rotation policies.
+   a Redis with an ACL file, the receiver, beat and two worker processes start. Secrets are
+   stored: half ``random-password``, ``postgres`` of them ``postgres-dual`` logins and ``acl``
+   of them ``redis-acl`` logins (two users used alternately), each of those with a consumer
+   connected as its first role or user (:mod:`tests.chaos.consumers`), the rest
+   ``salesforce-oauth`` consumers, a few of them "ghosts" whose client_id Salesforce does not
+   know (meant to fail permanently). Each is put on one of several rotation policies.
 2. Faults go on: ScaiVault answers ``rate_limited``/``service_unavailable`` or is slow on about
    ``fault_rate`` of its API requests; Salesforce answers 503, limit exceeded or expired session.
 3. In waves, the emulator clock moves on so each policy's schedule fires signed ``rotation.due``
@@ -44,7 +45,7 @@ from orchestrator.local.processes import cli_argv
 from orchestrator.state import keys
 from tests.chaos import checks, faults, leak
 from tests.chaos.checks import Check, Facts, World
-from tests.chaos.postgres import Consumers
+from tests.chaos.consumers import Consumers
 from tests.chaos.probe import OldCredentialProber
 from tests.chaos.report import Params, Report, Tally, summary
 from tests.chaos.stack import ChaosStack
@@ -63,7 +64,8 @@ class Scenario:
         self.rng = random.Random(params.seed)
         self.echo = echo
         self.pg_apps = [f"pg{i:02d}" for i in range(params.postgres)]
-        self.stack = ChaosStack(workdir, params.grace, self.pg_apps)
+        self.acl_apps = [f"acl{i:02d}" for i in range(params.acl)]
+        self.stack = ChaosStack(workdir, params.grace, self.pg_apps, self.acl_apps)
         self.consumers: Consumers | None = None
         self.facts = Facts()
         self.tally = Tally()
@@ -106,7 +108,7 @@ class Scenario:
             )
         ghosts = max(1, round(p.secrets * p.ghost_share))
         kinds = ["password"] * (p.secrets // 2) + ["ghost"] * ghosts
-        kinds += ["postgres"] * len(self.pg_apps)
+        kinds += ["postgres"] * len(self.pg_apps) + ["acl"] * len(self.acl_apps)
         kinds += ["salesforce"] * (p.secrets - len(kinds))
         self.rng.shuffle(kinds)
         for i, kind in enumerate(kinds):
@@ -122,17 +124,18 @@ class Scenario:
         self.say(
             f"{p.secrets} secrets: {len(self.facts.passwords)} random-password, "
             f"{len(self.facts.salesforce)} salesforce-oauth, {len(self.facts.postgres)} "
-            f"postgres-dual (consumers connected), {len(self.facts.ghosts)} meant to fail"
+            f"postgres-dual and {len(self.facts.acl)} redis-acl (consumers connected), "
+            f"{len(self.facts.ghosts)} meant to fail"
         )
 
     def _connect_consumers(self) -> None:
-        """One consumer per PostgreSQL secret, connected with its original login."""
-        if self.stack.postgres is None:
+        """One consumer per PostgreSQL or ACL secret, connected with its original login."""
+        logins = self.facts.logins
+        if not logins:
             return
-        rng = random.Random(self.rng.random())
-        self.consumers = Consumers(self.stack.postgres, self.stack.store, rng)
-        for path in self.facts.postgres:
-            self.consumers.connect(path, self.facts.originals[path])
+        self.consumers = Consumers(self.stack.store, random.Random(self.rng.random()))
+        for path in logins:
+            self.consumers.connect(path, self.stack.target_of(path), self.facts.originals[path])
 
     def _add(self, kind: str, name: str) -> str:
         box, facts = self.stack.box, self.facts
@@ -145,6 +148,9 @@ class Scenario:
         elif kind == "postgres":
             path = box.add_postgres(self.pg_apps[len(facts.postgres)], scheduled=False)
             facts.postgres.append(path)
+        elif kind == "acl":
+            path = box.add_acl(self.acl_apps[len(facts.acl)])
+            facts.acl.append(path)
         else:
             path = f"{box.ends.prefix}/salesforce/{name}"
             box.originals[path] = {
@@ -178,8 +184,8 @@ class Scenario:
         p = self.params
         sampler = leak.BrokerSampler(self.stack, self.facts.broker_messages).start()
         sf_originals = {path: self.facts.originals[path] for path in self.facts.salesforce}
-        pg_originals = {path: self.facts.originals[path] for path in self.facts.postgres}
-        self.prober = OldCredentialProber(self.stack, sf_originals, pg_originals).start()
+        logins = {path: self.facts.originals[path] for path in self.facts.logins}
+        self.prober = OldCredentialProber(self.stack, sf_originals, logins).start()
         if self.consumers is not None:
             self.consumers.start()
         self.facts.sightings = self.prober.seen
@@ -396,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=Params.duration)
     parser.add_argument("--grace", default=Params.grace)
     parser.add_argument("--postgres", type=int, default=Params.postgres)
+    parser.add_argument("--acl", type=int, default=Params.acl)
     parser.add_argument("--workdir", type=Path, help="keep logs and state here")
     args = parser.parse_args(argv)
     params = Params(
@@ -407,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         duration=args.duration,
         grace=args.grace,
         postgres=args.postgres,
+        acl=args.acl,
     )
     report = run(params, args.workdir)
     print(summary(report))

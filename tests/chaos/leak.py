@@ -120,6 +120,9 @@ def sources(stack: ChaosStack, facts: Facts) -> dict[str, tuple[str, str]]:
     }
     if stack.postgres is not None:
         places["PostgreSQL server log"] = (stack.postgres.server.log_text(), "ALTER ROLE")
+    if stack.acl is not None:  # hashes only: the rotator never sends a plaintext
+        admin = f"user {stack.acl.admin['username']}"
+        places["ACL file"] = (_read_all([stack.acl.acl_file]), admin)
     return places
 
 

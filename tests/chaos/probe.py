@@ -1,11 +1,11 @@
 """Watches old credentials at their targets while the scenario runs.
 
-For every Salesforce or PostgreSQL secret whose rotation has stored a new version, the prober
-asks the target whether the *original* credential is still accepted (the fake Salesforce's token
-endpoint; a PostgreSQL login), and records the last time it was and the first time it was
-refused. A refusal seen before the run's ``finalize_after`` proves an early revocation;
-acceptance seen during grace shows the old credential kept working. Answers other than accepted
-or refused (an injected 503, a connection error) say nothing and are ignored.
+For every Salesforce, PostgreSQL or ACL secret whose rotation has stored a new version, the
+prober asks the target whether the *original* credential is still accepted (the fake
+Salesforce's token endpoint; a PostgreSQL or Redis login), and records the last time it was and
+the first time it was refused. A refusal seen before the run's ``finalize_after`` proves an
+early revocation; acceptance seen during grace shows the old credential kept working. Answers
+other than accepted or refused (an injected 503, a connection error) say nothing and are ignored.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from tests.chaos.postgres import login_answer
+from tests.chaos.consumers import login_answer
 from tests.chaos.stack import ChaosStack
 
 #: Run states in which the new version is stored and the old pair may be revoked soon.
@@ -52,17 +52,18 @@ def token_answer(client: httpx.Client, data: dict[str, Any]) -> bool | None:
 
 
 class OldCredentialProber:
-    """A thread probing original Salesforce pairs once their rotation stored a new version."""
+    """A thread probing original Salesforce pairs and logins (``logins``: PostgreSQL or ACL
+    secrets, :meth:`ChaosStack.target_of`) once their rotation stored a new version."""
 
     def __init__(
         self,
         stack: ChaosStack,
         originals: dict[str, dict[str, Any]],
-        postgres: dict[str, dict[str, Any]] | None = None,
+        logins: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.stack = stack
-        self.originals = {**originals, **(postgres or {})}
-        self.postgres = set(postgres or {})
+        self.originals = {**originals, **(logins or {})}
+        self.logins = set(logins or {})
         self.seen: dict[str, Sighting] = {path: Sighting() for path in self.originals}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="old-credential-probe", daemon=True)
@@ -96,9 +97,8 @@ class OldCredentialProber:
 
     def _probe(self, client: httpx.Client, path: str) -> None:
         data = self.originals[path]
-        target = self.stack.postgres
-        if path in self.postgres and target is not None:
-            answer = login_answer(target, data)
+        if path in self.logins:
+            answer = login_answer(self.stack.target_of(path), data)
         else:
             answer = token_answer(client, data)
         now = datetime.now(UTC)

@@ -24,6 +24,8 @@ class Params:
     ghost_share: float = 0.02
     #: How many of the secrets are ``postgres-dual`` logins with a connected consumer.
     postgres: int = 8
+    #: How many are ``redis-acl`` logins (two ACL users each) with a connected consumer.
+    acl: int = 8
     settle_timeout: float = 300.0
 
 
@@ -78,7 +80,7 @@ def summary(report: Report) -> str:
     lines = [
         f"chaos scenario: seed {p.seed}, {p.secrets} secrets ({len(f.passwords)} random-password, "
         f"{len(f.salesforce)} salesforce-oauth, {len(f.postgres)} postgres-dual, "
-        f"{len(f.ghosts)} meant to fail), "
+        f"{len(f.acl)} redis-acl, {len(f.ghosts)} meant to fail), "
         f"{p.duration:.0f}s of faults, grace {p.grace}",
         "",
         "| fault injected | count |",

@@ -1,11 +1,11 @@
 """The chaos scenario's stack: the sandbox with its own Redis, fast engine timings, two workers,
-and a private PostgreSQL for the ``postgres-dual`` secrets.
+a private PostgreSQL for the ``postgres-dual`` secrets and an ACL Redis for the ``redis-acl`` ones.
 
 :class:`ChaosStack` reuses :class:`~orchestrator.local.sandbox.Sandbox` (emulator, fake Salesforce
 over TLS, receiver, beat, the first worker) and adds what the scenario needs on top: a private
 ``redis-server`` with AOF that the harness restarts, a worker token that outlives months of
-emulator clock, a routing file whose backoffs fit a test, and a pool of worker processes that
-can be SIGKILLed (whole process group) and replaced.
+emulator clock, a routing file whose backoffs fit a test, a pool of worker processes that can
+be SIGKILLed (whole process group) and replaced, and the targets of the database-style secrets.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from orchestrator.local.sandbox import Sandbox
 from orchestrator.state import keys
 from orchestrator.state.records import LEASED
 from orchestrator.state.runs import RunStore
+from tests.chaos.consumers import LoginTarget
+from tests.chaos.redis_acl import AclTarget
 
 #: Engine settings for the scenario: short leases, sweeps and backoffs so that crash recovery
 #: takes seconds; the visibility timeout is the smallest the settings accept.
@@ -50,7 +52,14 @@ ENGINE_ENV = {
 
 
 class ChaosSandbox(Sandbox):
-    """The sandbox with a long-lived worker token and the scenario's routing file."""
+    """The sandbox with a long-lived worker token and the scenario's routing file: besides the
+    sandbox's rules, one ``redis-acl`` rule per app of the ACL target (``PREFIX/acl/APP``)."""
+
+    acl: AclTarget | None = None
+
+    @property
+    def acl_admin_path(self) -> str:
+        return f"{self.ends.prefix}/admin/redis-acl"
 
     def _configure_vault(self) -> None:
         super()._configure_vault()
@@ -58,19 +67,45 @@ class ChaosSandbox(Sandbox):
         # 24h token would expire on that clock. Same identity and policy, longer life.
         body = {"identity": WORKER_IDENTITY, "ttl": "3650d"}
         self.ends.worker_token = str(self.admin("POST", "/v1/_emulator/tokens", body)["token"])
+        if self.acl is not None:
+            self.originals[self.acl_admin_path] = dict(self.acl.admin)
+            self.put(self.acl_admin_path, self.acl.admin, "Redis ACL admin")
 
     def routing_rules(self) -> list[dict[str, Any]]:
         return [
             self.password_rule("db", length=24, field="password"),
             self.salesforce_rule(read_timeout=10.0, limit_backoff=1.0),
             *self.postgres_rules(),
+            *self.acl_rules(),
         ]
+
+    def acl_rules(self) -> list[dict[str, Any]]:
+        if self.acl is None:
+            return []
+        return [
+            self.acl.rule(app, f"{self.ends.prefix}/acl/{app}", self.grace, self.acl_admin_path)
+            for app in self.acl.apps
+        ]
+
+    def add_acl(self, app: str) -> str:
+        """``app``'s secret at ``PREFIX/acl/APP``: its first ACL user and password."""
+        assert self.acl is not None
+        path = f"{self.ends.prefix}/acl/{app}"
+        self.originals[path] = self.acl.secret(app)
+        self.put(path, self.originals[path], f"{app} Redis ACL login (redis-acl, two users)")
+        return path
 
 
 class ChaosStack:
     """Redis, the sandbox and a pool of worker processes; everything stops on :meth:`close`."""
 
-    def __init__(self, workdir: Path, grace: str, postgres_apps: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        grace: str,
+        postgres_apps: list[str] | None = None,
+        acl_apps: list[str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.redis = RedisServer(workdir / "redis")
         #: The private PostgreSQL with a ``postgres-dual`` rule per app (none without apps).
@@ -85,6 +120,9 @@ class ChaosStack:
             engine_env=ENGINE_ENV,
             postgres=self.postgres,
         )
+        #: The ACL Redis with two ``redis-acl`` users per app (none without apps).
+        self.acl = AclTarget(workdir / "acl-redis", acl_apps) if acl_apps else None
+        self.box.acl = self.acl
         self.workers: list[ChildProcess] = []
         self.retired: list[ChildProcess] = []
         self.metrics_ports: dict[str, int] = {}
@@ -96,10 +134,14 @@ class ChaosStack:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self, workers: int = 2) -> ChaosStack:
-        """Start Redis, PostgreSQL, the sandbox (receiver, beat, first worker), more workers."""
+        """Start PostgreSQL, the ACL Redis, Redis, the sandbox (receiver, beat, first worker)
+        and more workers."""
         if self.postgres is not None:
             self.box.stack.add(self.postgres.server)  # stopped with the sandbox
             self.postgres.server.start()
+        if self.acl is not None:
+            self.acl.start()
+            self.box.stack.add(self.acl.server)  # stopped with the sandbox
         self.redis.start()
         self.box.ends.redis_url = self.redis.url
         self.box.start()
@@ -134,6 +176,13 @@ class ChaosStack:
         if self._store is None:
             self._store = RunStore(self.client)
         return self._store
+
+    def target_of(self, path: str) -> LoginTarget:
+        """The server a PostgreSQL (``PREFIX/postgres/...``) or ACL secret logs in to."""
+        target = self.acl if "/acl/" in path else self.postgres
+        if target is None:
+            raise LookupError(f"{path}: this stack has no target for it")
+        return target
 
     def salesforce_client(self) -> httpx.Client:
         """A new HTTPS client for the fake Salesforce (one per thread)."""

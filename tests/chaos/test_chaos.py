@@ -1,8 +1,8 @@
 """The crash and fault scenario in a bounded form, as part of the normal test run.
 
-One run of :mod:`tests.chaos.harness` (24 secrets, 4 of them PostgreSQL logins with connected
-consumers, 3 worker SIGKILLs, one Redis restart with rotations in flight, ScaiVault and
-Salesforce faults on, workers supervised as ``deploy/`` does)
+One run of :mod:`tests.chaos.harness` (24 secrets, 4 of them PostgreSQL logins and 4 Redis ACL
+logins with connected consumers, 3 worker SIGKILLs, one Redis restart with rotations in
+flight, ScaiVault and Salesforce faults on, workers supervised as ``deploy/`` does)
 is shared by the tests below; each invariant is its own test, so a failure names the invariant
 and lists what broke it.
 """
@@ -34,6 +34,7 @@ BOUNDED = Params(
     manual_share=0.25,
     settle_timeout=120.0,
     postgres=4,
+    acl=4,
 )
 
 #: The run's timeline and summary, added to every failure message.
@@ -73,7 +74,9 @@ def test_the_faults_really_happened(report: Report) -> None:
     assert tally.vault_faults["late_answer"] > 0, "writes answered after the read timeout"
     assert sum(tally.salesforce_faults.values()) > 0
     assert tally.due_events == BOUNDED.secrets
-    assert len(report.facts.postgres) == len(report.facts.consumers) == BOUNDED.postgres
+    assert len(report.facts.postgres) == BOUNDED.postgres
+    assert len(report.facts.acl) == BOUNDED.acl
+    assert len(report.facts.consumers) == BOUNDED.postgres + BOUNDED.acl
     assert tally.redeliveries > 0
     assert report.facts.manual and sum(tally.manual.values()) == len(report.facts.manual)
 

@@ -1,11 +1,11 @@
-"""The chaos scenario's PostgreSQL target: ``postgres-dual`` secrets with connected consumers.
+"""The chaos scenario's consumers: applications connected with a secret's original login.
 
-Each PostgreSQL secret has a consumer that connects with the secret's original login when the
-scenario starts and stays connected until its rotation's finalize has been seen waiting for it
-(``waiting`` on the run), then disconnects a moment later, noting when (so every rotation can
-end). Consumers still connected when the scenario has settled disconnect then. The checks use what
-they noted: the old role's password must never be revoked while its consumer was connected, nor
-before grace ended, and it must be refused once the rotation is done.
+Each ``postgres-dual`` and ``redis-acl`` secret has a consumer that connects with the secret's
+original login when the scenario starts and stays connected until its rotation's finalize has
+been seen waiting for it (``waiting`` on the run), then disconnects a moment later, noting when
+(so every rotation can end). Consumers still connected when the scenario has settled disconnect
+then. The checks use what they noted: the old login must never be revoked while its consumer was
+connected, nor before grace ended, and it must be refused once the rotation is done.
 """
 
 from __future__ import annotations
@@ -14,22 +14,33 @@ import random
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-import psycopg
-
-from orchestrator.local.postgres_target import PostgresTarget
 from orchestrator.state.runs import RunStore
 
-#: The ``application_name`` of the scenario's consumers.
+#: The client name the scenario's consumers connect with.
 CONSUMER = "chaos-consumer"
 
 
-def login_answer(target: PostgresTarget, data: dict[str, Any]) -> bool | None:
-    """True if the server lets ``data``'s login in, False if it refuses it, None if unknown."""
+class Connection(Protocol):
+    def close(self) -> None: ...
+
+
+class LoginTarget(Protocol):
+    """A system the scenario's secrets log in to (:class:`~orchestrator.local.postgres_target.
+    PostgresTarget`, :class:`~tests.chaos.redis_acl.AclTarget`)."""
+
+    def connect(self, data: dict[str, Any], application_name: str) -> Connection: ...
+
+    def accepts(self, data: dict[str, Any]) -> bool: ...
+
+
+def login_answer(target: LoginTarget, data: dict[str, Any]) -> bool | None:
+    """True if ``target`` lets ``data``'s login in, False if it refuses it, None if unknown
+    (the server did not answer: its ``accepts`` raised)."""
     try:
         return target.accepts(data)
-    except psycopg.Error:
+    except Exception:  # a connection error says nothing about the login
         return None
 
 
@@ -39,28 +50,28 @@ class Held:
     new login with the consumer's password still worked just before it disconnected: False
     means the password was revoked while the consumer was connected."""
 
+    target: LoginTarget
     data: dict[str, Any]
-    conn: psycopg.Connection[Any] | None
+    conn: Connection | None
     saw_wait: bool = False
     left_at: datetime | None = None
     accepted_at_leave: bool | None = None
 
 
 class Consumers:
-    """A thread holding one consumer connection per PostgreSQL secret until finalize waits."""
+    """A thread holding consumer connections until their path's finalize waits for them."""
 
-    def __init__(self, target: PostgresTarget, store: RunStore, rng: random.Random) -> None:
-        self.target = target
+    def __init__(self, store: RunStore, rng: random.Random) -> None:
         self.store = store
         self.rng = rng
         self.held: dict[str, Held] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pg-consumers", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="consumers", daemon=True)
 
-    def connect(self, path: str, data: dict[str, Any]) -> None:
-        """Connect a consumer of ``path`` with ``data`` (the original login)."""
-        self.held[path] = Held(dict(data), self.target.connect(data, CONSUMER))
+    def connect(self, path: str, target: LoginTarget, data: dict[str, Any]) -> None:
+        """Connect a consumer of ``path`` to ``target`` with ``data`` (the original login)."""
+        self.held[path] = Held(target, dict(data), target.connect(data, CONSUMER))
 
     def start(self) -> Consumers:
         self._thread.start()
@@ -94,7 +105,7 @@ class Consumers:
             held = self.held[path]
             if held.conn is None:
                 return
-            held.accepted_at_leave = login_answer(self.target, held.data)
+            held.accepted_at_leave = login_answer(held.target, held.data)
             held.left_at = datetime.now(UTC)
             held.conn.close()
             held.conn = None

@@ -1,9 +1,11 @@
 """Starting rotations by hand and watching them: ``rotate``, ``rotate --prefix``, ``retry``.
 
 Rotations are started by publishing the contract task ``scaivault.rotate`` by name
-(docs/architecture.md#tasks-and-redis) with ids and paths only, or by asking ScaiVault to fire
-``rotation.due`` so the signed webhook path is used. The worker's engine creates and drives the run;
-this module finds that run and follows it through the run store and the path's history stream.
+(docs/architecture.md#tasks-and-redis) with ids and paths only, each with an entry in the pending
+events (:mod:`orchestrator.state.pending`: the sweep publishes a lost message again, as for a
+webhook), or by asking ScaiVault to fire ``rotation.due`` so the signed webhook path is used.
+The worker's engine creates and drives the run; this module finds that run and follows it through
+the run store and the path's history stream.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from orchestrator.engine.ids import manual_id
 from orchestrator.errors import CommandError, VaultError
 from orchestrator.state import history, keys
 from orchestrator.state.messages import RotateRequest, Task
+from orchestrator.state.pending import manual_event_id, queue_publish
 from orchestrator.state.records import RunRecord
 
 #: States at which ``rotate --wait`` stops watching.
@@ -34,6 +37,8 @@ STOP_STATES = frozenset(
 )
 #: Of those, the ones that mean the rotation worked (so far).
 GOOD_STATES = frozenset({"grace", "done"})
+#: Rotations published per Redis transaction by :func:`publish_manual`.
+PUBLISH_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -75,23 +80,43 @@ def request_rotation(
     rotation_id = None
     if via_vault:
         oc.vault.rotate(path)
+        history.append(
+            oc.redis, path, "rotation_requested", actor=actor, reason=reason, trigger="manual",
+            from_version=version, detail="via ScaiVault POST /rotate",
+        )  # fmt: skip
     else:
-        request = RotateRequest(
-            path, "manual", from_version=version, grace_period=grace, actor=actor, reason=reason
-        )
-        rotation_id = manual_id(enqueue_rotate(oc, request))  # the engine derives it so
-    history.append(
-        oc.redis,
-        path,
-        "rotation_requested",
-        actor=actor,
-        reason=reason,
-        trigger="manual",
-        from_version=version,
-        detail="via ScaiVault POST /rotate" if via_vault else "enqueued by the CLI",
-    )
+        request = manual_request(path, version, grace=grace, reason=reason, actor=actor)
+        rotation_id = publish_manual(oc, [request])[0]
     before_id = before.rotation_id if before else None
     return Request(path, version, before_id, via, time.time(), rotation_id)
+
+
+def manual_request(
+    path: str, version: int | None, *, grace: str | None, reason: str | None, actor: str
+) -> RotateRequest:
+    """An on-call's rotate request, under a fresh manual event id (its ledger entry)."""
+    return RotateRequest(
+        path, "manual", event_id=manual_event_id(), from_version=version, grace_period=grace,
+        actor=actor, reason=reason,
+    )  # fmt: skip
+
+
+def publish_manual(oc: OnCall, requests: list[RotateRequest]) -> list[str]:
+    """Publish ``requests`` with their ledger entries and ``rotation_requested`` history
+    entries, :data:`PUBLISH_CHUNK` per transaction; returns the rotation ids their runs get
+    (derived from the event ids, however often the sweep publishes them again)."""
+    for start in range(0, len(requests), PUBLISH_CHUNK):
+        pipe = oc.redis.pipeline(transaction=True)
+        for request in requests[start : start + PUBLISH_CHUNK]:
+            note = history.entry(
+                "rotation_requested", actor=request.actor, reason=request.reason,
+                trigger="manual", from_version=request.from_version, event_id=request.event_id,
+                detail="enqueued by the CLI",
+            )  # fmt: skip
+            history.queue_entry(pipe, request.path, note)
+            queue_publish(pipe, request)
+        pipe.execute()
+    return [manual_id(request.event_id) for request in requests]
 
 
 def describe_rule(oc: OnCall, path: str) -> str | None:

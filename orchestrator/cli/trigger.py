@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from orchestrator.cli.output import describe_error, render_entry, render_step
+from orchestrator.cli.output import render_entry, render_step
 from orchestrator.cli.session import (
     POLL_SECONDS,
     OnCall,
@@ -25,7 +25,7 @@ from orchestrator.cli.session import (
 )
 from orchestrator.cli.situation import RETRYABLE
 from orchestrator.engine.ids import manual_id
-from orchestrator.errors import CommandError, VaultError
+from orchestrator.errors import CommandError
 from orchestrator.state import history, keys
 from orchestrator.state.messages import RotateRequest, Task
 from orchestrator.state.pending import manual_event_id, queue_publish
@@ -92,12 +92,18 @@ def request_rotation(
 
 
 def manual_request(
-    path: str, version: int | None, *, grace: str | None, reason: str | None, actor: str
+    path: str,
+    version: int | None,
+    *,
+    grace: str | None,
+    reason: str | None,
+    actor: str,
+    max_concurrent: int | None = None,
 ) -> RotateRequest:
     """An on-call's rotate request, under a fresh manual event id (its ledger entry)."""
     return RotateRequest(
         path, "manual", event_id=manual_event_id(), from_version=version, grace_period=grace,
-        actor=actor, reason=reason,
+        actor=actor, reason=reason, max_concurrent=max_concurrent,
     )  # fmt: skip
 
 
@@ -187,64 +193,6 @@ def follow(
                 hint=f"it goes on in the background; watch it with `status {record.path}`",
             )
         time.sleep(POLL_SECONDS)
-
-
-def plan_prefix(oc: OnCall, prefix: str) -> tuple[list[str], list[str], list[RunRecord]]:
-    """For a mass rotation: paths to rotate, paths no rule covers, and busy rotations."""
-    ready: list[str] = []
-    unrouted: list[str] = []
-    busy: list[RunRecord] = []
-    for path in sorted(oc.vault.list(prefix)):
-        active = oc.store.active(path)
-        if oc.routing.match(path) is None:
-            unrouted.append(path)
-        elif active is not None:
-            busy.append(active)
-        else:
-            ready.append(path)
-    return ready, unrouted, busy
-
-
-def rotate_paced(
-    oc: OnCall,
-    paths: list[str],
-    *,
-    concurrency: int,
-    timeout: float,
-    start: Callable[[str], Request],
-    show: Callable[[str], None],
-) -> dict[str, RunRecord | str]:
-    """Rotate ``paths`` keeping at most ``concurrency`` in flight (until grace or an end)."""
-    pending = list(paths)
-    inflight: dict[str, tuple[Request, float, str | None]] = {}
-    results: dict[str, RunRecord | str] = {}
-    while pending or inflight:
-        while pending and len(inflight) < concurrency:
-            path = pending.pop(0)
-            try:
-                inflight[path] = (start(path), time.monotonic(), None)
-            except (CommandError, VaultError) as exc:  # one bad path must not stop the rest
-                results[path] = describe_error(exc).message
-        for path, (request, began, last_state) in list(inflight.items()):
-            record = run_of(oc, request)
-            if record is None or record.rotation_id == request.before:
-                state = None
-            else:
-                state = record.state
-                if state != last_state:
-                    show(render_step(record.to_dict()))
-                    inflight[path] = (request, began, state)
-            if record is not None and state in STOP_STATES:
-                results[path] = record
-                del inflight[path]
-            elif time.monotonic() - began > timeout:
-                results[path] = (
-                    f"not finished after {timeout:.0f}s (state {state or 'not started'})"
-                )
-                del inflight[path]
-        if pending or inflight:
-            time.sleep(POLL_SECONDS)
-    return results
 
 
 def retry(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:

@@ -4,7 +4,7 @@ prefix; and how a followed rotation is shown while it runs and when it ends."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -125,6 +125,12 @@ def stale_rule_step(record: RunRecord, routed_here: str | None) -> str | None:
 @click.option("--via-vault", is_flag=True, help="Ask ScaiVault to fire rotation.due instead.")
 @click.option("--yes", is_flag=True, help="Do not ask before a mass rotation.")
 @click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Change nothing: show each path's rule, rotator, target, grace and version, and probe "
+    "(read only) whether its rotation could run now; exit 1 naming why one would fail.",
+)
+@click.option(
     "--concurrency",
     type=click.IntRange(1, 10_000),
     help="With --prefix: run at most this many of the batch at once per target (lowers the "
@@ -141,6 +147,7 @@ def rotate(
     actor: str | None,
     via_vault: bool,
     yes: bool,
+    dry_run: bool,
     concurrency: int | None,
     as_json: bool,
 ) -> None:
@@ -163,6 +170,9 @@ def rotate(
     with guarded(as_json):
         oc = session()
         acting = who(actor)
+        if dry_run:
+            _dry_run(oc, path, prefix, grace, as_json)
+            return
         if prefix is not None:
             _rotate_prefix(oc, prefix, acting, grace, reason, yes, concurrency, timeout, as_json)
             return
@@ -192,6 +202,37 @@ def rotate(
         finally:
             progress.done()
         finish(record, as_json, routed_here)
+
+
+def _dry_run(
+    oc: OnCall, path: str | None, prefix: str | None, grace: str | None, as_json: bool
+) -> None:
+    """``--dry-run``: plan and probe each path, change nothing; exit 1 if any would fail."""
+    from orchestrator.cli import dry_run, wave
+
+    planner = dry_run.DryRun(oc, grace)
+    skipped: dict[str, Any] = {}
+    if prefix is not None:
+        planned = wave.plan(oc, prefix)
+        _show_plan(prefix, planned)
+        plans = [planner.plan(p) for p in planned.ready]
+        skipped = {"unrouted": planned.unrouted,
+                   "busy": [{"path": p, "rotation_id": r, "state": s}
+                            for p, r, s in planned.busy]}  # fmt: skip
+    else:
+        assert path is not None
+        plans = [planner.plan(path)]
+    failing = [item for item in plans if item.would_fail]
+    if as_json:
+        click.echo(dump_json({"dry_run": True, "paths": [item.as_dict() for item in plans],
+                              "would_fail": len(failing), "skipped": skipped}))  # fmt: skip
+    else:
+        click.echo(dry_run.render(plans))
+    if failing:
+        if not as_json:
+            for item in failing:
+                click.echo(f"error: {item.path} would fail: {'; '.join(item.problems)}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 def _rotate_prefix(

@@ -133,7 +133,7 @@ def read_runs(oc: OnCall, rotation_ids: list[str]) -> list[Run]:
 
 def latest_under(oc: OnCall, prefix: str) -> list[str]:
     """The latest rotation id of every path under ``prefix`` that has one (Redis only)."""
-    pattern = keys.last(_glob_escape(prefix.rstrip("/"))) + "*"
+    pattern = keys.last(_glob_escape(prefix)) + "*"
     names = [_text(k) or "" for k in oc.redis.scan_iter(match=pattern, count=1000)]
     return [rid for rid in _strings(oc, sorted(names)) if rid]
 

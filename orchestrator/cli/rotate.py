@@ -312,8 +312,11 @@ def _first(items: list[str], shown: int) -> list[str]:
 
 #: How many paths of each kind the plan of a wave lists.
 PLAN_SHOWN = 10
-#: Seconds between reads of a wave's runs; seconds between progress lines when not a terminal.
+#: Seconds between reads of a wave's runs (the slower one while thousands are unfinished, so
+#: the CLI leaves the CPU to workers on the same machine); seconds between plain progress lines.
 WAVE_POLL = 0.5
+WAVE_POLL_LARGE = 1.0
+LARGE_WAVE = 2000
 PLAIN_EVERY = 5.0
 
 
@@ -389,7 +392,7 @@ def watch_wave(
                 f"{len(unfinished)} of {len(ids)} rotation(s) not finished after {timeout:.0f}s",
                 hint=f"they go on; follow them with `scaivault-rotator status --prefix {prefix}`",
             )
-        time.sleep(WAVE_POLL)
+        time.sleep(WAVE_POLL if len(unfinished) < LARGE_WAVE else WAVE_POLL_LARGE)
 
 
 def _finish_wave(

@@ -5,13 +5,14 @@ Run from the repository root (starts its own redis-server, the ScaiVault emulato
 prefork worker with two processes; every secret routes to one target with a budget)::
 
     python -m tests.benchmarks.bench_mass_rotation [--secrets 10000] [--baseline 2000]
-        [--budget 16] [--kill 2000]
+        [--budget 16] [--rounds 1] [--kill 2000]
 
 1. Baseline: ``--baseline`` ``scaivault.rotate`` tasks enqueued at once with Celery's producer
    (no ledger, no CLI: what the workers can do at most); time until all are stored.
 2. ``scaivault-rotator rotate --prefix bench/mass/ --yes --json`` over ``--secrets`` secrets, as
    on-call would run it: every rotation queued at once with a ledger entry, then watched to the
-   end; wall time of the command, and its rate as a fraction of the baseline's.
+   end; wall time of the command, and its rate as a fraction of the baseline's. ``--rounds R``
+   alternates the two R times (fresh secrets each round) and adds the totals.
 3. In flight: from each path's history, the most runs between ``rotation_started`` and
    ``rotation_stored`` at one moment (an upper bound of the target's slots in use; the workers
    enforce ``--budget``, not the CLI).
@@ -129,6 +130,13 @@ def most_in_flight(rig: Rig, paths: list[str]) -> tuple[int, int]:
     return most, complete
 
 
+def _row(name: str, stored: int, seconds: float, unpaced: float | None, most: str) -> list[object]:
+    """A table row; ``unpaced``: the baseline's rate this row is a fraction of."""
+    rate = stored / seconds
+    share = "1.00x" if unpaced is None else f"{rate / unpaced:.2f}x"
+    return [name, stored, f"{seconds:.1f}", f"{rate:.1f}", share, most]
+
+
 def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -139,6 +147,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=2_000)
     parser.add_argument("--budget", type=int, default=16, help="max_concurrent of the target")
     parser.add_argument("--kill", type=int, default=0, help="secrets of the SIGKILL wave")
+    parser.add_argument("--rounds", type=int, default=1, help="baseline and wave, alternated")
     args = parser.parse_args()
 
     # Short timeouts so the SIGKILL wave's lost messages come back within a minute.
@@ -147,25 +156,36 @@ def main() -> None:
     rig.routing.write_text(ROUTING.format(budget=args.budget))
     try:
         rig.emulator()
-        base = [f"bench/base/s{i:06d}" for i in range(args.baseline)]
-        mass = [f"bench/mass/s{i:06d}" for i in range(args.secrets)]
+        rounds = range(args.rounds)
+        base = [[f"bench/base{r}/s{i:06d}" for i in range(args.baseline)] for r in rounds]
+        mass = [[f"bench/mass{r}/s{i:06d}" for i in range(args.secrets)] for r in rounds]
         kill = [f"bench/kill/s{i:06d}" for i in range(args.kill)]
-        seeded = rig.seed(base + mass + kill)
-        print(f"seeded {len(base) + len(mass) + len(kill)} secrets in {seeded:.1f}s", flush=True)
+        every = [p for r in rounds for p in base[r] + mass[r]] + kill
+        seeded = rig.seed(every)
+        print(f"seeded {len(every)} secrets in {seeded:.1f}s", flush=True)
         rig.worker(concurrency=2)
 
-        base_s = unpaced(rig, base)
-        print(f"baseline: {len(base)} stored in {base_s:.1f}s", flush=True)
-        mass_s, code, counts = wave(rig, "bench/mass/", "wave")
-        print(f"rotate --prefix: exit {code} after {mass_s:.1f}s: {counts.get('stored')} stored",
-              flush=True)  # fmt: skip
-        stored = int(str(counts.get("stored", 0)))
-        most, complete = most_in_flight(rig, mass)
-        rows = [[f"unpaced: {len(base)} tasks enqueued at once (baseline)", len(base),
-                 f"{base_s:.1f}", f"{len(base) / base_s:.1f}", "1.00x", "-"],
-                [f"rotate --prefix (budget {args.budget})", stored, f"{mass_s:.1f}",
-                 f"{stored / mass_s:.1f}", f"{(stored / mass_s) / (len(base) / base_s):.2f}x",
-                 str(most)]]  # fmt: skip
+        rows: list[list[object]] = []
+        totals = [0, 0.0, 0, 0.0]  # baseline stored, seconds; wave stored, seconds
+        code, most, complete = 0, 0, 0
+        for r in rounds:  # alternated, so a noisy neighbour spoils both sides alike
+            base_s = unpaced(rig, base[r])
+            mass_s, code, counts = wave(rig, f"bench/mass{r}/", f"wave{r}")
+            stored = int(str(counts.get("stored", 0)))
+            print(f"round {r + 1}: baseline {len(base[r])} in {base_s:.1f}s; rotate --prefix "
+                  f"exit {code}, {stored} stored in {mass_s:.1f}s", flush=True)  # fmt: skip
+            round_most, round_complete = most_in_flight(rig, mass[r])
+            most, complete = max(most, round_most), complete + round_complete
+            rows += [_row(f"{r + 1}: unpaced, {args.baseline} tasks at once", len(base[r]),
+                          base_s, None, "-"),
+                     _row(f"{r + 1}: rotate --prefix (budget {args.budget})", stored, mass_s,
+                          len(base[r]) / base_s, str(round_most))]  # fmt: skip
+            totals = [totals[0] + len(base[r]), totals[1] + base_s,
+                      totals[2] + stored, totals[3] + mass_s]  # fmt: skip
+        if args.rounds > 1:
+            rows += [_row("all: unpaced", int(totals[0]), totals[1], None, "-"),
+                     _row("all: rotate --prefix", int(totals[2]), totals[3],
+                          totals[0] / totals[1], str(most))]  # fmt: skip
         if kill:
             rig.beat()
             kill_s, kill_code, kill_counts = killed_wave(rig, "bench/kill/", kill)
@@ -179,7 +199,8 @@ def main() -> None:
         print(
             table(rows, ["run", "stored", "wall s", "per second", "of unpaced", "most in flight"])
         )
-        print(f"CLI exit code {code}; in flight measured on {complete} of {args.secrets} paths")
+        print(f"CLI exit code {code} (last round); in flight measured on {complete} of "
+              f"{args.secrets * args.rounds} paths")  # fmt: skip
         if kill:
             print(f"SIGKILL wave: CLI exit code {kill_code}; {once} of {len(kill)} secrets with "
                   f"exactly one new version; {kill_counts.get('failed')} failed")  # fmt: skip

@@ -215,6 +215,10 @@ def _dry_run(
     if prefix is not None:
         planned = wave.plan(oc, prefix)
         _show_plan(prefix, planned)
+        if not planned.ready:
+            fail(
+                f"nothing to rotate under {prefix!r}", hint="check the prefix and the routing file"
+            )
         plans = [planner.plan(p) for p in planned.ready]
         skipped = {"unrouted": planned.unrouted,
                    "busy": [{"path": p, "rotation_id": r, "state": s}

@@ -26,6 +26,8 @@ ENDED = frozenset({"stored", "failed"})
 #: Run states counted as stored (the new version is in ScaiVault) and as failed (it will not be).
 STORED = frozenset({"grace", "finalizing", "done"})
 FAILED = frozenset({"failed", "needs_attention", "cancelled", "rolled_back", "skipped"})
+#: States ``status``'s summary looks for the oldest in (a run in grace is waiting, not stuck).
+IN_PROGRESS = ACTIVE - {"grace"}
 #: Run fields a tally reads.
 _FIELDS = ("path", "state", "slot_wait", "last_error", "updated_ms", "created_at")
 #: Commands per pipeline when reading thousands of keys.
@@ -148,14 +150,14 @@ def tally(runs: Iterable[Run]) -> Tally:
 
 def by_target(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per target of the routing file: how many of ``rows`` (``status`` rows) are in each
-    state, and the oldest active one (by last update)."""
+    state, and the one in progress the longest (by last update; grace is not in progress)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["target"] or "(no rule)", []).append(row)
     summary = []
     for target, members in sorted(groups.items()):
         states = Counter(str(row["state"]) for row in members)
-        active = [r for r in members if r["state"] in ACTIVE and r.get("updated_at")]
+        active = [r for r in members if r["state"] in IN_PROGRESS and r.get("updated_at")]
         oldest = min(active, key=lambda r: str(r["updated_at"]), default=None)
         summary.append({
             "target": target,

@@ -4,6 +4,8 @@ one again and it rotates once, under the id the CLI derived before publishing; a
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -91,3 +93,21 @@ def test_a_lost_manual_message_is_published_again_and_rotates_once(
     assert len([e for e in trail if e["event"] == "rotation_started"]) == 1
     stack.wait(lambda: stack.client.zcard(keys.PENDING) == 0, 10, "the ledger to empty")
     assert '"event": "event_republished"' in stack.logs()
+
+
+def test_a_manual_rotation_lost_too_often_fails_loudly_under_its_own_id(
+    harness: EngineHarness,
+) -> None:
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    request = _manual(PATH, version, "0s")
+    _publish(harness.client, request, queue=NOWHERE)
+    event_id = str(request.event_id)
+    long_ago = int((time.time() - 3600) * 1000)
+    harness.client.zadd(keys.PENDING, {event_id: long_ago})
+    harness.client.hset(keys.PENDING_PUBLISHES, event_id, harness.settings.rotator_max_attempts)
+
+    harness.engine.sweep()
+    failed = harness.engine.store.get(manual_id(event_id))
+    assert failed is not None and failed.state == "failed", failed
+    assert "lost" in str(failed.last_error) and failed.actor == "alice"
+    assert harness.client.zcard(keys.PENDING) == 0

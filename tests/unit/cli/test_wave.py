@@ -55,3 +55,14 @@ def test_a_batch_cap_travels_only_when_set() -> None:
     assert "max_concurrent" not in RotateRequest("a/b").to_kwargs()
     sent = RotateRequest("a/b", max_concurrent=4).to_kwargs()
     assert RotateRequest.from_kwargs(sent).max_concurrent == 4 and not RotateRequest.unknown(sent)
+
+
+def test_the_meter_shows_the_rate_and_an_eta() -> None:
+    from orchestrator.cli.rotate import WaveMeter, _clock_text
+
+    meter = WaveMeter(total=100, as_json=True)
+    meter.started -= 10.0  # ten seconds in
+    counted = tally([Run(f"r{i}", f"a/{i}", "grace") for i in range(50)])
+    line = meter.line(counted)
+    assert "50 stored" in line and "5.0/s" in line and "ETA 0:10" in line
+    assert _clock_text(3725) == "1:02:05" and _clock_text(59.6) == "1:00"

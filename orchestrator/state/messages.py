@@ -85,7 +85,7 @@ class RotateRequest:
         if not isinstance(path, str) or not path:
             raise ValueError("a rotate request needs a path")
         version = kwargs.get("from_version")
-        cap = kwargs.get("max_concurrent")
+        cap = kwargs.get("max_concurrent")  # advisory: one that cannot be read is dropped
         return cls(
             path=path,
             trigger=str(kwargs.get("trigger") or "schedule"),
@@ -95,13 +95,24 @@ class RotateRequest:
             actor=_text(kwargs.get("actor")),
             reason=_text(kwargs.get("reason")),
             rotation_id=_text(kwargs.get("rotation_id")),
-            max_concurrent=int(cap) if cap is not None else None,
+            max_concurrent=_cap(cap),
         )
 
     @staticmethod
     def unknown(kwargs: Mapping[str, Any]) -> list[str]:
         """Names in ``kwargs`` that are not the request's (logged, never used)."""
         return sorted(set(kwargs) - {*ROTATE_ARGUMENTS, *_OPTIONAL_ARGUMENTS})
+
+
+def _cap(value: Any) -> int | None:
+    """A batch cap: a whole number of 1 or more, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        cap = int(value)
+    except ValueError:
+        return None
+    return cap if cap >= 1 else None
 
 
 def _text(value: Any) -> str | None:

@@ -55,6 +55,9 @@ def test_a_batch_cap_travels_only_when_set() -> None:
     assert "max_concurrent" not in RotateRequest("a/b").to_kwargs()
     sent = RotateRequest("a/b", max_concurrent=4).to_kwargs()
     assert RotateRequest.from_kwargs(sent).max_concurrent == 4 and not RotateRequest.unknown(sent)
+    for garbled in ("many", 0, -3, True, 2.5, None):
+        kwargs = {**sent, "max_concurrent": garbled}
+        assert RotateRequest.from_kwargs(kwargs).max_concurrent is None
 
 
 def test_the_meter_shows_the_rate_and_an_eta() -> None:

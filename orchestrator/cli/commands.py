@@ -83,7 +83,7 @@ def status(path: str | None, prefix: str | None, as_json: bool) -> None:
         elif not rows:
             click.echo("nothing active, failed, stuck or overdue")
         else:
-            summary = wave.by_target(rows)
+            summary = wave.by_target(wave.summary_rows(oc, rows))
             for row in rows:
                 if row["overdue"]:
                     row["state"] = f"{row['state']} (OVERDUE)"

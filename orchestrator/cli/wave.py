@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.state import keys
-from orchestrator.state.records import ACTIVE
+from orchestrator.state.records import ACTIVE, iso_ms
 
 if TYPE_CHECKING:
     from orchestrator.cli.session import OnCall
@@ -167,6 +167,24 @@ def by_target(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             },
         })  # fmt: skip
     return summary
+
+
+def summary_rows(oc: OnCall, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What ``status``'s per-target summary counts: every active run (all of them, found by
+    their path's ``active`` key, however many a wave started; ``rows`` stops at 200), plus the
+    ended ones among ``rows`` (failed, left valid)."""
+    names = [_text(k) or "" for k in oc.redis.scan_iter(match=keys.active("*"), count=1000)]
+    ids = [rid for rid in _strings(oc, names) if rid]
+    found = [run for run in read_runs(oc, ids) if run.state in ACTIVE]
+    targets: dict[str, str | None] = {}
+    out = []
+    for run in found:
+        if run.path not in targets:
+            targets[run.path] = target_of(oc, run.path)
+        updated = iso_ms(str(run.updated_ms)) if run.updated_ms else None
+        out.append({"path": run.path, "state": run.state, "target": targets[run.path],
+                    "updated_at": updated})  # fmt: skip
+    return out + [row for row in rows if row["state"] not in ACTIVE]
 
 
 def target_of(oc: OnCall, path: str) -> str | None:

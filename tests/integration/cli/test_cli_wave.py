@@ -72,6 +72,9 @@ def test_a_wave_is_listed_confirmed_queued_at_once_and_counted(
     assert not [e for e in ledger if e.startswith("manual/")], "every entry settled"
     overview = oncall_cli("status", "--json").json()
     assert all("target" in row for row in overview)
+    summary = oncall_cli("status").out.split("by target:\n", 1)[1]
+    fleet = next(line for line in summary.splitlines() if "fleet/**" in line)
+    assert "grace" in fleet and "failed" in fleet, summary
     oncall_cli.assert_no_secret_values()
 
 

@@ -31,6 +31,7 @@ from orchestrator.cli.output import (
     TABLE_COLUMNS,
     dump_json,
     emit,
+    fail,
     guarded,
     render_history,
     render_record,
@@ -42,18 +43,26 @@ from orchestrator.cli.situation import next_steps, progress
 
 if TYPE_CHECKING:
     from orchestrator.cli.session import OnCall
+    from orchestrator.cli.wave import Tally
     from orchestrator.state.records import RunRecord
 
 
 @click.command()
 @click.argument("path", required=False, shell_complete=secret_paths)
+@click.option("--prefix", help="Count the latest rotations of the secrets under PREFIX.")
 @json_option
-def status(path: str | None, as_json: bool) -> None:
-    """PATH's current or last rotation; without PATH, what needs a look."""
+def status(path: str | None, prefix: str | None, as_json: bool) -> None:
+    """PATH's current or last rotation; --prefix: how a mass rotation goes; without either,
+    what needs a look, and a summary per target."""
+    if path is not None and prefix is not None:
+        raise click.UsageError("give PATH or --prefix PREFIX, not both")
     with guarded(as_json):
         from orchestrator.cli import session as oncall
 
         oc = session()
+        if prefix is not None:
+            _status_prefix(oc, prefix, as_json)
+            return
         if path is not None:
             record = oncall.last_run(oc, path)
             situation = oc.situation(path, record)
@@ -64,19 +73,67 @@ def status(path: str | None, as_json: bool) -> None:
             emit(data, as_json, render_status)
             click.echo(oc.asked(), err=True)
             return
+        from orchestrator.cli import wave
+
         rows = oncall.overview(oc)
+        for row in rows:
+            row["target"] = wave.target_of(oc, row["path"])
         if as_json:
             click.echo(dump_json(rows))
         elif not rows:
             click.echo("nothing active, failed, stuck or overdue")
         else:
+            summary = wave.by_target(wave.summary_rows(oc, rows))
             for row in rows:
                 if row["overdue"]:
                     row["state"] = f"{row['state']} (OVERDUE)"
                 elif row.get("waiting") and row["state"] == "grace":
                     row["state"] = f"grace (waiting: {row['waiting']})"
             click.echo(render_table(rows, TABLE_COLUMNS))
+            click.echo(render_targets(summary))
         click.echo(oc.asked(), err=True)
+
+
+def _status_prefix(oc: OnCall, prefix: str, as_json: bool) -> None:
+    """``status --prefix``: the latest rotations under ``prefix``, counted as a wave."""
+    from orchestrator.cli import wave
+
+    ids = wave.latest_under(oc, prefix)
+    if not ids:
+        fail(
+            f"no rotation is recorded under {prefix!r}",
+            hint="check the prefix (paths look like integrations/salesforce/oauth); "
+            "`scaivault-rotator status` lists what needs a look",
+        )
+    counted = wave.tally(wave.read_runs(oc, ids))
+    emit({"prefix": prefix, **counted.as_dict()}, as_json, lambda _: render_wave(counted))
+    click.echo(oc.asked(), err=True)
+
+
+def render_wave(counted: Tally) -> str:
+    """A wave's counts and its first failures, for people."""
+    lines = [f"{counted.total} rotation(s): {counted.line()}"]
+    lines += [
+        f"  failed: {r.path}: {r.state}: {r.last_error or '-'}" for r in counted.failures[:20]
+    ]
+    if len(counted.failures) > 20:
+        lines.append(f"  ... and {len(counted.failures) - 20} more (--json lists them all)")
+    return "\n".join(lines)
+
+
+def render_targets(summary: list[dict[str, Any]]) -> str:
+    """``status``'s per-target summary: states counted, and the oldest active run."""
+    lines = ["", "by target:"]
+    for item in summary:
+        states = ", ".join(f"{n} {state}" for state, n in item["states"].items())
+        oldest = item["oldest"]
+        since = (
+            f"; oldest {oldest['path']} ({oldest['state']} since {oldest['since']})"
+            if oldest
+            else ""
+        )
+        lines.append(f"  {item['target']}: {states}{since}")
+    return "\n".join(lines)
 
 
 @click.command()

@@ -4,7 +4,7 @@ prefix; and how a followed rotation is shown while it runs and when it ends."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -29,8 +29,13 @@ from orchestrator.cli.output import (
 from orchestrator.cli.situation import Situation, hint
 
 if TYPE_CHECKING:
+    from orchestrator.cli import wave
     from orchestrator.cli.session import OnCall
     from orchestrator.state.records import RunRecord
+
+
+#: Seconds ``rotate PATH --wait`` waits by default.
+WAIT_SECONDS = 300.0
 
 
 class Progress:
@@ -108,36 +113,55 @@ def stale_rule_step(record: RunRecord, routed_here: str | None) -> str | None:
 @click.argument("path", required=False, shell_complete=secret_paths)
 @click.option("--prefix", help="Emergency mass rotation of every secret under PREFIX.")
 @click.option("--wait", is_flag=True, help="Show the steps until grace, done or a failure.")
-@click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds --wait waits (default 300); with --prefix, seconds to watch (default: until "
+    "all are stored or failed).",
+)
 @click.option("--grace", callback=duration, help="Grace period, e.g. 48h (default: the rule's).")
 @reason_option
 @actor_option
 @click.option("--via-vault", is_flag=True, help="Ask ScaiVault to fire rotation.due instead.")
 @click.option("--yes", is_flag=True, help="Do not ask before a mass rotation.")
 @click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Change nothing: show each path's rule, rotator, target, grace and version, and probe "
+    "(read only) whether its rotation could run now; exit 1 naming why one would fail.",
+)
+@click.option(
     "--concurrency",
-    default=4,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="How many rotations of a mass rotation run at a time.",
+    type=click.IntRange(1, 10_000),
+    help="With --prefix: run at most this many of the batch at once per target (lowers the "
+    "target's budget for this batch; the CLI does not pace).",
 )
 @json_option
 def rotate(
     path: str | None,
     prefix: str | None,
     wait: bool,
-    timeout: float,
+    timeout: float | None,
     grace: str | None,
     reason: str | None,
     actor: str | None,
     via_vault: bool,
     yes: bool,
-    concurrency: int,
+    dry_run: bool,
+    concurrency: int | None,
     as_json: bool,
 ) -> None:
-    """Rotate PATH now (or every secret under --prefix, paced by --concurrency)."""
+    """Rotate PATH now, or every routed secret under --prefix (all queued at once, with one
+    live progress line; Ctrl-C stops watching, not rotating)."""
     if (path is None) == (prefix is None):
         raise click.UsageError("give either PATH or --prefix PREFIX")
+    if prefix is not None and via_vault:
+        raise click.UsageError(
+            "--via-vault rotates one PATH: a mass rotation is queued by the CLI with a ledger "
+            "entry per secret (drop --via-vault)"
+        )
+    if prefix is None and concurrency is not None:
+        raise click.UsageError("--concurrency applies to --prefix only")
     if via_vault and grace is not None:
         raise click.UsageError(
             "--grace cannot be combined with --via-vault: ScaiVault's rotation policy sets the "
@@ -146,10 +170,11 @@ def rotate(
     with guarded(as_json):
         oc = session()
         acting = who(actor)
+        if dry_run:
+            _dry_run(oc, path, prefix, grace, as_json)
+            return
         if prefix is not None:
-            _rotate_prefix(
-                oc, prefix, acting, grace, reason, via_vault, yes, concurrency, timeout, as_json
-            )
+            _rotate_prefix(oc, prefix, acting, grace, reason, yes, concurrency, timeout, as_json)
             return
         assert path is not None
         from orchestrator.cli import trigger
@@ -167,6 +192,7 @@ def rotate(
             )  # fmt: skip
             return
         routed_here = trigger.describe_rule(oc, path)
+        timeout = timeout or WAIT_SECONDS
         record = trigger.find_new_run(oc, request, timeout=min(timeout, 60.0))
         progress = Progress(as_json)
         try:
@@ -178,60 +204,224 @@ def rotate(
         finish(record, as_json, routed_here)
 
 
+def _dry_run(
+    oc: OnCall, path: str | None, prefix: str | None, grace: str | None, as_json: bool
+) -> None:
+    """``--dry-run``: plan and probe each path, change nothing; exit 1 if any would fail."""
+    from orchestrator.cli import dry_run, wave
+
+    planner = dry_run.DryRun(oc, grace)
+    skipped: dict[str, Any] = {}
+    if prefix is not None:
+        planned = wave.plan(oc, prefix)
+        _show_plan(prefix, planned)
+        if not planned.ready:
+            fail(
+                f"nothing to rotate under {prefix!r}", hint="check the prefix and the routing file"
+            )
+        plans = [planner.plan(p) for p in planned.ready]
+        skipped = {"unrouted": planned.unrouted,
+                   "busy": [{"path": p, "rotation_id": r, "state": s}
+                            for p, r, s in planned.busy]}  # fmt: skip
+    else:
+        assert path is not None
+        plans = [planner.plan(path)]
+    failing = [item for item in plans if item.would_fail]
+    if as_json:
+        click.echo(dump_json({"dry_run": True, "paths": [item.as_dict() for item in plans],
+                              "would_fail": len(failing), "skipped": skipped}))  # fmt: skip
+    else:
+        click.echo(dry_run.render(plans))
+    if failing:
+        if not as_json:
+            for item in failing:
+                click.echo(f"error: {item.path} would fail: {'; '.join(item.problems)}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
 def _rotate_prefix(
     oc: OnCall,
     prefix: str,
     actor: str,
     grace: str | None,
     reason: str | None,
-    via_vault: bool,
     yes: bool,
-    concurrency: int,
-    timeout: float,
+    concurrency: int | None,
+    timeout: float | None,
     as_json: bool,
 ) -> None:
-    from orchestrator.cli import trigger
+    from orchestrator.cli import trigger, wave
 
-    ready, unrouted, busy = trigger.plan_prefix(oc, prefix)
-    click.echo(f"{len(ready)} secret(s) under {prefix!r} will be rotated:", err=True)
-    for path in ready:
-        click.echo(f"  {path}", err=True)
-    for path in unrouted:
-        click.echo(f"  skipped {path}: no routing rule matches", err=True)
-    for record in busy:
-        click.echo(
-            f"  skipped {record.path}: rotation {record.rotation_id} is {record.state}", err=True
-        )
-    if not ready:
+    planned = wave.plan(oc, prefix)
+    _show_plan(prefix, planned)
+    if not planned.ready:
         fail(f"nothing to rotate under {prefix!r}", hint="check the prefix and the routing file")
+    if concurrency is not None:
+        click.echo(
+            f"note: --concurrency no longer paces the CLI; it asks the workers to run at most "
+            f"{concurrency} of this batch at once per target (below the target's own budget)",
+            err=True,
+        )
     if not yes:
         if not sys.stdin.isatty():
             fail("a mass rotation needs confirmation", hint="pass --yes", exit_code=EXIT_USAGE)
-        click.confirm(f"Rotate {len(ready)} secret(s), {concurrency} at a time?", abort=True)
-
-    def start(path: str) -> trigger.Request:
-        return trigger.request_rotation(
-            oc, path, grace=grace, reason=reason, actor=actor, via_vault=via_vault
+        click.confirm(f"Rotate {len(planned.ready)} secret(s)?", abort=True)
+    requests = [
+        trigger.manual_request(
+            path, None, grace=grace, reason=reason, actor=actor, max_concurrent=concurrency
         )
+        for path in planned.ready
+    ]
+    ids = trigger.publish_manual(oc, requests)
+    click.echo(
+        f"queued {len(ids)} rotation(s); Ctrl-C stops watching, not rotating "
+        f"(follow with `scaivault-rotator status --prefix {prefix}`)",
+        err=True,
+    )
+    meter = WaveMeter(len(ids), as_json)
+    try:
+        counted = watch_wave(oc, ids, meter, timeout, prefix)
+    except KeyboardInterrupt:
+        meter.done()
+        click.echo(
+            f"stopped watching; the rotations go on. Follow them with "
+            f"`scaivault-rotator status --prefix {prefix}`",
+            err=True,
+        )
+        sys.exit(130)
+    meter.done()
+    _finish_wave(prefix, counted, planned, meter, as_json)
 
-    results = trigger.rotate_paced(
-        oc, ready, concurrency=concurrency, timeout=timeout, start=start,
-        show=Progress(as_json).show,
-    )  # fmt: skip
-    outcome = {
-        path: {"state": None, "error": result}
-        if isinstance(result, str)
-        else {"state": result.state, "error": result.last_error}
-        for path, result in sorted(results.items())
-    }
-    bad = {p: o for p, o in outcome.items() if o["state"] not in trigger.GOOD_STATES}
-    if as_json:
-        click.echo(dump_json({"rotations": outcome, "skipped": unrouted + [r.path for r in busy]}))
-    else:
-        for path, item in bad.items():
-            click.echo(
-                f"error: {path}: {item['state'] or 'not started'}: {item['error']}", err=True
+
+def _show_plan(prefix: str, planned: wave.Plan) -> None:
+    """The paths a wave would rotate (count and the first few) and those it leaves out."""
+    click.echo(f"{len(planned.ready)} secret(s) under {prefix!r} will be rotated:", err=True)
+    for line in _first(planned.ready, PLAN_SHOWN):
+        click.echo(f"  {line}", err=True)
+    if planned.unrouted:
+        click.echo(f"{len(planned.unrouted)} skipped, no routing rule matches:", err=True)
+        for line in _first(planned.unrouted, PLAN_SHOWN):
+            click.echo(f"  {line}", err=True)
+    if planned.busy:
+        click.echo(f"{len(planned.busy)} skipped, a rotation holds them:", err=True)
+        busy = [f"{path} ({rid} is {state})" for path, rid, state in planned.busy]
+        for line in _first(busy, PLAN_SHOWN):
+            click.echo(f"  {line}", err=True)
+
+
+def _first(items: list[str], shown: int) -> list[str]:
+    more = len(items) - shown
+    return items[:shown] + ([f"... and {more} more"] if more > 0 else [])
+
+
+#: How many paths of each kind the plan of a wave lists.
+PLAN_SHOWN = 10
+#: Seconds between reads of a wave's runs (the slower one while thousands are unfinished, so
+#: the CLI leaves the CPU to workers on the same machine); seconds between plain progress lines.
+WAVE_POLL = 0.5
+WAVE_POLL_LARGE = 1.0
+LARGE_WAVE = 2000
+PLAIN_EVERY = 5.0
+
+
+class WaveMeter:
+    """A wave's progress: one rewritten line on a terminal, else a plain line every
+    :data:`PLAIN_EVERY` seconds (on stderr with ``--json``), with the rate and an ETA."""
+
+    def __init__(self, total: int, as_json: bool) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.started = self._clock()
+        self.total = total
+        self.as_json = as_json
+        self.live = sys.stdout.isatty() and not as_json
+        self._last_plain = self.started
+
+    def elapsed(self) -> float:
+        return self._clock() - self.started
+
+    def rate(self, finished: int) -> float:
+        return finished / max(self.elapsed(), 1e-6)
+
+    def line(self, counted: wave.Tally) -> str:
+        rate = self.rate(counted.finished)
+        left = self.total - counted.finished
+        eta = f"ETA {_clock_text(left / rate)}" if rate > 0 and left else "ETA -"
+        return f"[{self.elapsed():6.1f}s] {counted.line()} | {rate:.1f}/s, {eta}"
+
+    def show(self, counted: wave.Tally, final: bool = False) -> None:
+        if self.live:
+            click.echo(f"\r\x1b[K{self.line(counted)}", nl=False, color=True)
+        elif final or self._clock() - self._last_plain >= PLAIN_EVERY:
+            self._last_plain = self._clock()
+            click.echo(self.line(counted), err=self.as_json)
+
+    def done(self) -> None:
+        if self.live:
+            click.echo("", color=True)
+
+
+def _clock_text(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    return (
+        f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+        if minutes >= 60
+        else f"{minutes}:{secs:02d}"
+    )
+
+
+def watch_wave(
+    oc: OnCall, ids: list[str], meter: WaveMeter, timeout: float | None, prefix: str
+) -> wave.Tally:
+    """Read the wave's unfinished runs every :data:`WAVE_POLL` seconds until every one is
+    stored or failed; finished runs are not read again."""
+    import time
+
+    from orchestrator.cli import wave
+
+    unfinished: list[str] = list(ids)
+    finished: list[wave.Run] = []
+    while True:
+        runs = wave.read_runs(oc, unfinished)
+        going = [r for r in runs if r.column not in wave.ENDED]
+        finished += [r for r in runs if r.column in wave.ENDED]
+        unfinished = [r.rotation_id for r in going]
+        counted = wave.tally([*finished, *going])
+        meter.show(counted, final=not unfinished)
+        if not unfinished:
+            return counted
+        if timeout is not None and meter.elapsed() > timeout:
+            fail(
+                f"{len(unfinished)} of {len(ids)} rotation(s) not finished after {timeout:.0f}s",
+                hint=f"they go on; follow them with `scaivault-rotator status --prefix {prefix}`",
             )
-        click.echo(f"{len(outcome) - len(bad)} of {len(outcome)} rotation(s) reached grace or done")
-    if bad:
+        time.sleep(WAVE_POLL if len(unfinished) < LARGE_WAVE else WAVE_POLL_LARGE)
+
+
+def _finish_wave(
+    prefix: str, counted: wave.Tally, planned: wave.Plan, meter: WaveMeter, as_json: bool
+) -> None:
+    """Print the wave's final counts (and its failures); exit 1 unless every one stored."""
+    if as_json:
+        data = {
+            "prefix": prefix, **counted.as_dict(), "seconds": round(meter.elapsed(), 2),
+            "rate_per_second": round(meter.rate(counted.finished), 2),
+            "skipped": {"unrouted": planned.unrouted,
+                        "busy": [{"path": p, "rotation_id": r, "state": s}
+                                 for p, r, s in planned.busy]},
+        }  # fmt: skip
+        click.echo(dump_json(data))
+    else:
+        for run in counted.failures[:PLAN_SHOWN]:
+            click.echo(f"error: {run.path}: {run.state}: {run.last_error or '-'}", err=True)
+        if len(counted.failures) > PLAN_SHOWN:
+            more = len(counted.failures) - PLAN_SHOWN
+            click.echo(f"... and {more} more failed (`status --prefix {prefix} --json`)", err=True)
+        click.echo(
+            f"{counted.counts['stored']} of {counted.total} rotation(s) stored, "
+            f"{counted.counts['failed']} failed in {meter.elapsed():.1f}s "
+            f"({meter.rate(counted.finished):.1f}/s)"
+        )
+    if counted.counts["stored"] != counted.total:
         sys.exit(EXIT_FAILED)

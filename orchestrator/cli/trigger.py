@@ -1,9 +1,11 @@
 """Starting rotations by hand and watching them: ``rotate``, ``rotate --prefix``, ``retry``.
 
 Rotations are started by publishing the contract task ``scaivault.rotate`` by name
-(docs/architecture.md#tasks-and-redis) with ids and paths only, or by asking ScaiVault to fire
-``rotation.due`` so the signed webhook path is used. The worker's engine creates and drives the run;
-this module finds that run and follows it through the run store and the path's history stream.
+(docs/architecture.md#tasks-and-redis) with ids and paths only, each with an entry in the pending
+events (:mod:`orchestrator.state.pending`: the sweep publishes a lost message again, as for a
+webhook), or by asking ScaiVault to fire ``rotation.due`` so the signed webhook path is used.
+The worker's engine creates and drives the run; this module finds that run and follows it through
+the run store and the path's history stream.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from orchestrator.cli.output import describe_error, render_entry, render_step
+from orchestrator.cli.output import render_entry, render_step
 from orchestrator.cli.session import (
     POLL_SECONDS,
     OnCall,
@@ -23,9 +25,10 @@ from orchestrator.cli.session import (
 )
 from orchestrator.cli.situation import RETRYABLE
 from orchestrator.engine.ids import manual_id
-from orchestrator.errors import CommandError, VaultError
+from orchestrator.errors import CommandError
 from orchestrator.state import history, keys
 from orchestrator.state.messages import RotateRequest, Task
+from orchestrator.state.pending import manual_event_id, queue_publish
 from orchestrator.state.records import RunRecord
 
 #: States at which ``rotate --wait`` stops watching.
@@ -34,6 +37,8 @@ STOP_STATES = frozenset(
 )
 #: Of those, the ones that mean the rotation worked (so far).
 GOOD_STATES = frozenset({"grace", "done"})
+#: Rotations published per Redis transaction by :func:`publish_manual`.
+PUBLISH_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -75,23 +80,49 @@ def request_rotation(
     rotation_id = None
     if via_vault:
         oc.vault.rotate(path)
+        history.append(
+            oc.redis, path, "rotation_requested", actor=actor, reason=reason, trigger="manual",
+            from_version=version, detail="via ScaiVault POST /rotate",
+        )  # fmt: skip
     else:
-        request = RotateRequest(
-            path, "manual", from_version=version, grace_period=grace, actor=actor, reason=reason
-        )
-        rotation_id = manual_id(enqueue_rotate(oc, request))  # the engine derives it so
-    history.append(
-        oc.redis,
-        path,
-        "rotation_requested",
-        actor=actor,
-        reason=reason,
-        trigger="manual",
-        from_version=version,
-        detail="via ScaiVault POST /rotate" if via_vault else "enqueued by the CLI",
-    )
+        request = manual_request(path, version, grace=grace, reason=reason, actor=actor)
+        rotation_id = publish_manual(oc, [request])[0]
     before_id = before.rotation_id if before else None
     return Request(path, version, before_id, via, time.time(), rotation_id)
+
+
+def manual_request(
+    path: str,
+    version: int | None,
+    *,
+    grace: str | None,
+    reason: str | None,
+    actor: str,
+    max_concurrent: int | None = None,
+) -> RotateRequest:
+    """An on-call's rotate request, under a fresh manual event id (its ledger entry)."""
+    return RotateRequest(
+        path, "manual", event_id=manual_event_id(), from_version=version, grace_period=grace,
+        actor=actor, reason=reason, max_concurrent=max_concurrent,
+    )  # fmt: skip
+
+
+def publish_manual(oc: OnCall, requests: list[RotateRequest]) -> list[str]:
+    """Publish ``requests`` with their ledger entries and ``rotation_requested`` history
+    entries, :data:`PUBLISH_CHUNK` per transaction; returns the rotation ids their runs get
+    (derived from the event ids, however often the sweep publishes them again)."""
+    for start in range(0, len(requests), PUBLISH_CHUNK):
+        pipe = oc.redis.pipeline(transaction=True)
+        for request in requests[start : start + PUBLISH_CHUNK]:
+            note = history.entry(
+                "rotation_requested", actor=request.actor, reason=request.reason,
+                trigger="manual", from_version=request.from_version, event_id=request.event_id,
+                detail="enqueued by the CLI",
+            )  # fmt: skip
+            history.queue_entry(pipe, request.path, note)
+            queue_publish(pipe, request)
+        pipe.execute()
+    return [manual_id(request.event_id) for request in requests]
 
 
 def describe_rule(oc: OnCall, path: str) -> str | None:
@@ -162,64 +193,6 @@ def follow(
                 hint=f"it goes on in the background; watch it with `status {record.path}`",
             )
         time.sleep(POLL_SECONDS)
-
-
-def plan_prefix(oc: OnCall, prefix: str) -> tuple[list[str], list[str], list[RunRecord]]:
-    """For a mass rotation: paths to rotate, paths no rule covers, and busy rotations."""
-    ready: list[str] = []
-    unrouted: list[str] = []
-    busy: list[RunRecord] = []
-    for path in sorted(oc.vault.list(prefix)):
-        active = oc.store.active(path)
-        if oc.routing.match(path) is None:
-            unrouted.append(path)
-        elif active is not None:
-            busy.append(active)
-        else:
-            ready.append(path)
-    return ready, unrouted, busy
-
-
-def rotate_paced(
-    oc: OnCall,
-    paths: list[str],
-    *,
-    concurrency: int,
-    timeout: float,
-    start: Callable[[str], Request],
-    show: Callable[[str], None],
-) -> dict[str, RunRecord | str]:
-    """Rotate ``paths`` keeping at most ``concurrency`` in flight (until grace or an end)."""
-    pending = list(paths)
-    inflight: dict[str, tuple[Request, float, str | None]] = {}
-    results: dict[str, RunRecord | str] = {}
-    while pending or inflight:
-        while pending and len(inflight) < concurrency:
-            path = pending.pop(0)
-            try:
-                inflight[path] = (start(path), time.monotonic(), None)
-            except (CommandError, VaultError) as exc:  # one bad path must not stop the rest
-                results[path] = describe_error(exc).message
-        for path, (request, began, last_state) in list(inflight.items()):
-            record = run_of(oc, request)
-            if record is None or record.rotation_id == request.before:
-                state = None
-            else:
-                state = record.state
-                if state != last_state:
-                    show(render_step(record.to_dict()))
-                    inflight[path] = (request, began, state)
-            if record is not None and state in STOP_STATES:
-                results[path] = record
-                del inflight[path]
-            elif time.monotonic() - began > timeout:
-                results[path] = (
-                    f"not finished after {timeout:.0f}s (state {state or 'not started'})"
-                )
-                del inflight[path]
-        if pending or inflight:
-            time.sleep(POLL_SECONDS)
-    return results
 
 
 def retry(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:

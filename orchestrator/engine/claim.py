@@ -2,7 +2,8 @@
 merge into one, or decide.
 
 One active rotation per path. A scheduled rotation's id derives from (path, version it rotates
-from), so every delivery of one ``rotation.due`` names one run; a manual one gets a fresh id. In
+from), so every delivery of one ``rotation.due`` names one run; a manual one's from its ledger
+entry (every publish of it names one run) or, without one, from its task. In
 the usual case the run is created at once, with this task's lease; otherwise the request merges
 into the run already there (the same id, or a queued run of the path), or is recorded as a
 decision that stored nothing (skipped: no rule, stale version, path busy; failed: the secret
@@ -23,6 +24,7 @@ from orchestrator.engine.runtime import Runtime
 from orchestrator.errors import IllegalTransition, PathBusy, reason_of
 from orchestrator.routing import Rule, unrouted_reason
 from orchestrator.state.messages import RotateRequest
+from orchestrator.state.pending import is_manual_event
 from orchestrator.state.records import LEASED, RunRecord, RunState
 from rotators.contract import SecretVersion
 from rotators.errors import PermanentError
@@ -95,7 +97,10 @@ class Claims:
             return Claim(decided=self.refuse(request, reason, owner))
         # An event names the version it rotates; version 0 never exists, so it is stale too.
         from_version = current.version if request.from_version is None else request.from_version
-        rid = scheduled_id(request.path, from_version) if _scheduled(request) else manual_id(owner)
+        if _scheduled(request):
+            rid = scheduled_id(request.path, from_version)
+        else:
+            rid = _manual_rid(request, owner)
         if from_version == current.version:
             created = self._create_now(request, rid, rule, grace, owner, read, started)
             if created is not None:
@@ -192,7 +197,7 @@ class Claims:
         from its task, ``owner``)."""
         if _scheduled(request) and from_version is not None:
             return self.scheduled_rid(request, from_version)
-        return manual_id(owner)
+        return _manual_rid(request, owner)
 
     def scheduled_rid(self, request: RotateRequest, from_version: int) -> str:
         """The id of a scheduled rotation: one per (path, version), unless that run ended
@@ -223,7 +228,8 @@ class Claims:
     def grace_text(self, request: RotateRequest, rule: Rule | None) -> str:
         """The run's grace period: the request's, else the rule's, else the default. A signed
         event's (it has an event id) is raised to ``ROTATOR_MIN_GRACE``: whoever holds the
-        webhook secret must not be able to get old credentials revoked at once. A grace
+        webhook secret must not be able to get old credentials revoked at once (an on-call's
+        manual rotation, whose event id no webhook can carry, is not raised). A grace
         period that cannot be read (too long, garbled: an old queued message) is ignored."""
         requested = request.grace_period
         if requested:
@@ -239,7 +245,7 @@ class Claims:
 
     def _at_least_the_minimum(self, request: RotateRequest, grace: timedelta) -> timedelta:
         floor = self.rt.settings.min_grace()
-        if request.event_id is None or grace >= floor:
+        if request.event_id is None or _manual(request) or grace >= floor:
             return grace
         self.rt.log.warning(
             "grace_period_raised",
@@ -281,6 +287,17 @@ class Claims:
 
 def _scheduled(request: RotateRequest) -> bool:
     return request.trigger == "schedule"
+
+
+def _manual(request: RotateRequest) -> bool:
+    """An on-call's rotation through the ledger (a webhook's ``trigger`` may say manual too)."""
+    return request.trigger == "manual" and is_manual_event(request.event_id)
+
+
+def _manual_rid(request: RotateRequest, owner: str | None) -> str:
+    """A manual rotation's id: from its ledger entry, so a message the sweep published again
+    names the same run (and the CLI knows it before publishing); else from the task."""
+    return manual_id(request.event_id if _manual(request) else owner)
 
 
 def _why_not_start(

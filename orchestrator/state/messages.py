@@ -46,13 +46,17 @@ ROTATE_ARGUMENTS = (
     "reason",
 )
 
+#: Arguments sent only when set (older workers log them as unknown and go on).
+_OPTIONAL_ARGUMENTS = ("rotation_id", "max_concurrent")
+
 
 @dataclass(frozen=True)
 class RotateRequest:
     """One ``scaivault.rotate``: ids and paths only, never secret data.
 
     ``rotation_id`` is set only to resume a run that exists (the sweep re-driving a run whose
-    worker died, ``retry``).
+    worker died, ``retry``). ``max_concurrent`` is a batch's own cap below its target's budget
+    (``rotate --prefix --concurrency``), sent only when set.
     """
 
     path: str
@@ -63,12 +67,14 @@ class RotateRequest:
     actor: str | None = None
     reason: str | None = None
     rotation_id: str | None = None
+    max_concurrent: int | None = None
 
     def to_kwargs(self) -> dict[str, Any]:
-        """The task's keyword arguments (``rotation_id`` only when set)."""
+        """The task's keyword arguments (``rotation_id`` and ``max_concurrent`` only when set)."""
         kwargs = {name: getattr(self, name) for name in ROTATE_ARGUMENTS}
-        if self.rotation_id is not None:
-            kwargs["rotation_id"] = self.rotation_id
+        for name in _OPTIONAL_ARGUMENTS:
+            if getattr(self, name) is not None:
+                kwargs[name] = getattr(self, name)
         return kwargs
 
     @classmethod
@@ -79,6 +85,7 @@ class RotateRequest:
         if not isinstance(path, str) or not path:
             raise ValueError("a rotate request needs a path")
         version = kwargs.get("from_version")
+        cap = kwargs.get("max_concurrent")  # advisory: one that cannot be read is dropped
         return cls(
             path=path,
             trigger=str(kwargs.get("trigger") or "schedule"),
@@ -88,12 +95,24 @@ class RotateRequest:
             actor=_text(kwargs.get("actor")),
             reason=_text(kwargs.get("reason")),
             rotation_id=_text(kwargs.get("rotation_id")),
+            max_concurrent=_cap(cap),
         )
 
     @staticmethod
     def unknown(kwargs: Mapping[str, Any]) -> list[str]:
         """Names in ``kwargs`` that are not the request's (logged, never used)."""
-        return sorted(set(kwargs) - {*ROTATE_ARGUMENTS, "rotation_id"})
+        return sorted(set(kwargs) - {*ROTATE_ARGUMENTS, *_OPTIONAL_ARGUMENTS})
+
+
+def _cap(value: Any) -> int | None:
+    """A batch cap: a whole number of 1 or more, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        cap = int(value)
+    except ValueError:
+        return None
+    return cap if cap >= 1 else None
 
 
 def _text(value: Any) -> str | None:

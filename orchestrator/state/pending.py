@@ -1,4 +1,5 @@
-"""The pending events: accepted webhook events that have no durable outcome yet.
+"""The pending events: accepted webhook events and manual rotations that have no durable outcome
+yet.
 
 The receiver's claim script (``lua/event_publish.lua``) adds every accepted ``rotation.due``
 here (event id -> its task message, which holds ids and paths only, plus a sorted set scored by
@@ -16,11 +17,18 @@ kombu restored from ``unacked`` is serialised anew, so while it waits on the que
 lost and be published once more. Publishing twice is safe: a scheduled rotation's id derives
 from (path, version) and the engine merges duplicates. An event lost more often than that is
 handed back to the engine as exhausted (it records a ``failed`` run, loudly).
+
+Manual rotations (the CLI's ``rotate``) take the same path: :func:`queue_publish` writes the
+entry and pushes the message in the caller's transaction, under a manual event id
+(:func:`manual_event_id`). Its ``/`` is outside the alphabet the receiver accepts for a webhook's
+event id, so no webhook can pass for a manual rotation (the engine does not raise an on-call's
+``--grace`` to ``ROTATOR_MIN_GRACE``, and names the run after the event id).
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,9 +36,22 @@ import redis
 
 from orchestrator.log import get_logger
 from orchestrator.state import keys, scripts
-from orchestrator.state.messages import Task, message_kwargs, task_message
+from orchestrator.state.messages import RotateRequest, Task, message_kwargs, task_message
 
 log = get_logger(__name__)
+
+#: The start of a manual rotation's event id; ``/`` never occurs in a webhook's.
+MANUAL_EVENT_PREFIX = "manual/"
+
+
+def manual_event_id() -> str:
+    """A fresh event id for a rotation on-call asked for (``manual/<uuid4>``)."""
+    return f"{MANUAL_EVENT_PREFIX}{uuid.uuid4()}"
+
+
+def is_manual_event(event_id: str | None) -> bool:
+    """Whether ``event_id`` names a manual rotation's ledger entry (not a webhook's event)."""
+    return event_id is not None and event_id.startswith(MANUAL_EVENT_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -123,6 +144,21 @@ class PendingEvents:
                     attempt=entry.publishes + 1,
                 )
         return Republished(published, exhausted)
+
+
+def queue_publish(
+    pipe: redis.client.Pipeline, request: RotateRequest, queue: str = keys.TASK_QUEUE
+) -> str:
+    """Queue on ``pipe`` (a transaction the caller executes) what the receiver's claim script
+    does for an event: the pending entry of ``request.event_id`` with its message, then the
+    push. Returns the task id. The sweep publishes the message again if it is lost."""
+    if request.event_id is None:
+        raise ValueError("a pending entry needs the request's event id")
+    task_id, message = task_message(Task.ROTATE, request.to_kwargs(), queue=queue)
+    pipe.hset(keys.PENDING_MESSAGES, request.event_id, message)
+    pipe.zadd(keys.PENDING, {request.event_id: int(time.time() * 1000)})
+    pipe.lpush(queue, message)
+    return task_id
 
 
 def queue_settle(pipe: redis.client.Pipeline, event_id: str) -> None:

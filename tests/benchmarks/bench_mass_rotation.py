@@ -1,24 +1,32 @@
-"""Benchmark: emergency mass rotation (``rotate --prefix``) — wall time and the in-flight limit.
+"""Benchmark: emergency mass rotation (``rotate --prefix``) against the unpaced rate of the same
+workers, measured in the same run; optionally, no rotation lost when a worker is SIGKILLed.
 
 Run from the repository root (starts its own redis-server, the ScaiVault emulator and one
-prefork worker with two processes)::
+prefork worker with two processes; every secret routes to one target with a budget)::
 
-    python -m tests.benchmarks.bench_mass_rotation [--secrets 10000] [--concurrency 16]
-        [--baseline 2000]
+    python -m tests.benchmarks.bench_mass_rotation [--secrets 10000] [--baseline 2000]
+        [--budget 16] [--rounds 1] [--kill 2000]
 
-1. Baseline: ``--baseline`` ``scaivault.rotate`` tasks enqueued at once (unpaced, what the
-   workers can do at most); time until all are stored.
-2. ``scaivault-rotator rotate --prefix bench/mass/ --yes --concurrency N`` over ``--secrets``
-   secrets, as on-call would run it; wall time of the command.
-3. The limit: from each path's history, the interval from ``rotation_requested`` (the CLI,
-   before it enqueues) to ``rotation_stored`` (the worker) lies inside the CLI's in-flight slot,
-   so the most intervals open at one moment must not exceed ``--concurrency``. Every secret
-   routes to the same rotator and target, so this is the per-target limit.
+1. Baseline: ``--baseline`` ``scaivault.rotate`` tasks enqueued at once with Celery's producer
+   (no ledger, no CLI: what the workers can do at most); time until all are stored.
+2. ``scaivault-rotator rotate --prefix bench/mass/ --yes --json`` over ``--secrets`` secrets, as
+   on-call would run it: every rotation queued at once with a ledger entry, then watched to the
+   end; wall time of the command, and its rate as a fraction of the baseline's. ``--rounds R``
+   alternates the two R times (fresh secrets each round) and adds the totals.
+3. In flight: from each path's history, the most runs between ``rotation_started`` and
+   ``rotation_stored`` at one moment (an upper bound of the target's slots in use; the workers
+   enforce ``--budget``, not the CLI).
+4. ``--kill N``: another wave of N secrets with beat running; once a quarter is stored the
+   worker is SIGKILLed (its whole process group) and a new one started. Every secret must end
+   with exactly one new version, and the CLI must exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
 import subprocess
 import time
 from datetime import datetime
@@ -28,6 +36,16 @@ from celery import Celery
 from orchestrator.local.processes import cli_argv
 from orchestrator.state import history, keys
 from tests.benchmarks.rig import ROOT, Rig, machine, table, wait_until
+
+ROUTING = """[[rules]]
+match = "bench/**"
+rotator = "random-password"
+grace_period = "48h"
+target = "bench-target"
+max_concurrent = {budget}
+[rules.options]
+length = 24
+"""
 
 
 def unpaced(rig: Rig, paths: list[str]) -> float:
@@ -50,39 +68,73 @@ def unpaced(rig: Rig, paths: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def paced(rig: Rig, prefix: str, concurrency: int) -> tuple[float, int, str]:
-    """Run ``rotate --prefix``; (seconds, exit code, last line of its stdout)."""
-    out = rig.dir / "rotate-prefix.out"
+def wave(rig: Rig, prefix: str, name: str) -> tuple[float, int, dict[str, object]]:
+    """Run ``rotate --prefix --yes --json``; (seconds, exit code, its final counts)."""
+    out = rig.dir / f"{name}.out"
     started = time.perf_counter()
-    with out.open("w") as sink:
+    with out.open("w") as sink, (rig.dir / f"{name}.err").open("w") as errors:
         done = subprocess.run(
-            cli_argv("rotate", "--prefix", prefix, "--yes", "--concurrency", str(concurrency),
-                     "--timeout", "600"),
-            env=rig.env(), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, check=False,
+            cli_argv("rotate", "--prefix", prefix, "--yes", "--json"),
+            env=rig.env(), cwd=ROOT, stdout=sink, stderr=errors, check=False,
         )  # fmt: skip
     seconds = time.perf_counter() - started
-    lines = out.read_text(errors="replace").strip().splitlines()
-    return seconds, done.returncode, lines[-1] if lines else ""
+    text = out.read_text(errors="replace").strip()
+    return seconds, done.returncode, json.loads(text) if text.startswith("{") else {}
+
+
+def killed_wave(rig: Rig, prefix: str, paths: list[str]) -> tuple[float, int, dict[str, object]]:
+    """:func:`wave` while the worker is SIGKILLed once a quarter of ``paths`` is stored."""
+    out = rig.dir / "killed.out"
+    before = rig.outcome("stored")
+    started = time.perf_counter()
+    with out.open("w") as sink, (rig.dir / "killed.err").open("w") as errors:
+        running = subprocess.Popen(
+            cli_argv("rotate", "--prefix", prefix, "--yes", "--json"),
+            env=rig.env(), cwd=ROOT, stdout=sink, stderr=errors,
+        )  # fmt: skip
+        wait_until(lambda: rig.outcome("stored") - before >= len(paths) // 4, 600, "a quarter")
+        victim = rig.workers.pop()
+        os.killpg(os.getpgid(victim.pid), signal.SIGKILL)
+        rig.worker(name="w2", concurrency=2)
+        code = running.wait(timeout=3600)
+    seconds = time.perf_counter() - started
+    text = out.read_text(errors="replace").strip()
+    return seconds, code, json.loads(text) if text.startswith("{") else {}
+
+
+def one_new_version_each(rig: Rig, paths: list[str]) -> int:
+    """How many of ``paths`` have exactly one ``rotation_stored`` in their history."""
+    return sum(
+        len([e for e in history.read(rig.redis, p, 100) if e["event"] == "rotation_stored"]) == 1
+        for p in paths
+    )
 
 
 def most_in_flight(rig: Rig, paths: list[str]) -> tuple[int, int]:
-    """(most requested-but-not-stored rotations at one moment, paths with both entries)."""
+    """(most started-but-not-stored rotations at one moment, paths with both entries)."""
     edges: list[tuple[float, int]] = []
     complete = 0
     for path in paths:
         entries = history.read(rig.redis, path, limit=100)
-        requested = [e["ts"] for e in entries if e["event"] == "rotation_requested"]
+        started = [e["ts"] for e in entries if e["event"] == "rotation_started"]
         stored = [e["ts"] for e in entries if e["event"] == "rotation_stored"]
-        if not (requested and stored):
+        if not (started and stored):
             continue
         complete += 1
-        edges.append((_epoch(requested[0]), 1))
+        edges.append((_epoch(started[0]), 1))
         edges.append((_epoch(stored[-1]), -1))
     most = current = 0
     for _, step in sorted(edges, key=lambda e: (e[0], e[1])):  # a close before an open
         current += step
         most = max(most, current)
     return most, complete
+
+
+def _row(name: str, stored: int, seconds: float, unpaced: float | None, most: str) -> list[object]:
+    """A table row; ``unpaced``: the baseline's rate this row is a fraction of."""
+    rate = stored / seconds
+    share = "1.00x" if unpaced is None else f"{rate / unpaced:.2f}x"
+    return [name, stored, f"{seconds:.1f}", f"{rate:.1f}", share, most]
 
 
 def _epoch(text: str) -> float:
@@ -92,39 +144,66 @@ def _epoch(text: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--secrets", type=int, default=10_000)
-    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--baseline", type=int, default=2_000)
+    parser.add_argument("--budget", type=int, default=16, help="max_concurrent of the target")
+    parser.add_argument("--kill", type=int, default=0, help="secrets of the SIGKILL wave")
+    parser.add_argument("--rounds", type=int, default=1, help="baseline and wave, alternated")
     args = parser.parse_args()
 
-    rig = Rig()
+    # Short timeouts so the SIGKILL wave's lost messages come back within a minute.
+    rig = Rig(ROTATOR_PENDING_REPUBLISH_AFTER="5", ROTATOR_VISIBILITY_TIMEOUT="60",
+              ROTATOR_TASK_TIME_LIMIT="30", ROTATOR_SWEEP_INTERVAL="1")  # fmt: skip
+    rig.routing.write_text(ROUTING.format(budget=args.budget))
     try:
         rig.emulator()
-        base = [f"bench/base/s{i:06d}" for i in range(args.baseline)]
-        mass = [f"bench/mass/s{i:06d}" for i in range(args.secrets)]
-        seeded = rig.seed(base + mass)
-        print(f"seeded {len(base) + len(mass)} secrets in {seeded:.1f}s", flush=True)
+        rounds = range(args.rounds)
+        base = [[f"bench/base{r}/s{i:06d}" for i in range(args.baseline)] for r in rounds]
+        mass = [[f"bench/mass{r}/s{i:06d}" for i in range(args.secrets)] for r in rounds]
+        kill = [f"bench/kill/s{i:06d}" for i in range(args.kill)]
+        every = [p for r in rounds for p in base[r] + mass[r]] + kill
+        seeded = rig.seed(every)
+        print(f"seeded {len(every)} secrets in {seeded:.1f}s", flush=True)
         rig.worker(concurrency=2)
 
-        base_s = unpaced(rig, base) if base else 0.0
-        print(f"baseline: {len(base)} stored in {base_s:.1f}s", flush=True)
-        mass_s, code, summary = paced(rig, "bench/mass/", args.concurrency)
-        print(f"rotate --prefix: exit {code} after {mass_s:.1f}s: {summary}", flush=True)
-        stored = rig.outcome("stored") - len(base)
-        most, complete = most_in_flight(rig, mass)
+        rows: list[list[object]] = []
+        totals = [0, 0.0, 0, 0.0]  # baseline stored, seconds; wave stored, seconds
+        code, most, complete = 0, 0, 0
+        for r in rounds:  # alternated, so a noisy neighbour spoils both sides alike
+            base_s = unpaced(rig, base[r])
+            mass_s, code, counts = wave(rig, f"bench/mass{r}/", f"wave{r}")
+            stored = int(str(counts.get("stored", 0)))
+            print(f"round {r + 1}: baseline {len(base[r])} in {base_s:.1f}s; rotate --prefix "
+                  f"exit {code}, {stored} stored in {mass_s:.1f}s", flush=True)  # fmt: skip
+            round_most, round_complete = most_in_flight(rig, mass[r])
+            most, complete = max(most, round_most), complete + round_complete
+            rows += [_row(f"{r + 1}: unpaced, {args.baseline} tasks at once", len(base[r]),
+                          base_s, None, "-"),
+                     _row(f"{r + 1}: rotate --prefix (budget {args.budget})", stored, mass_s,
+                          len(base[r]) / base_s, str(round_most))]  # fmt: skip
+            totals = [totals[0] + len(base[r]), totals[1] + base_s,
+                      totals[2] + stored, totals[3] + mass_s]  # fmt: skip
+        if args.rounds > 1:
+            rows += [_row("all: unpaced", int(totals[0]), totals[1], None, "-"),
+                     _row("all: rotate --prefix", int(totals[2]), totals[3],
+                          totals[0] / totals[1], str(most))]  # fmt: skip
+        if kill:
+            rig.beat()
+            kill_s, kill_code, kill_counts = killed_wave(rig, "bench/kill/", kill)
+            once = one_new_version_each(rig, kill)
+            killed = int(str(kill_counts.get("stored", 0)))
+            rows.append(["rotate --prefix, worker SIGKILLed at 25%", killed, f"{kill_s:.1f}",
+                         f"{killed / kill_s:.1f}", "-", "-"])  # fmt: skip
 
         print()
         print(f"machine: {machine()}; worker: 1 node, 2 prefork processes")
-        rows = []
-        if base:
-            rows.append([f"unpaced: {len(base)} tasks enqueued at once (baseline)", len(base),
-                         f"{base_s:.1f}", f"{len(base) / base_s:.1f}", "-"])  # fmt: skip
-        rows.append([f"rotate --prefix --concurrency {args.concurrency}", stored,
-                     f"{mass_s:.1f}", f"{stored / mass_s:.1f}", str(most)])  # fmt: skip
-        print(table(rows, ["run", "stored", "wall s", "per second", "most in flight"]))
-        held = most <= args.concurrency and complete == args.secrets
-        print(f"limit {args.concurrency}: {'held' if held else 'NOT held'} "
-              f"(most in flight {most}, measured on {complete} of {args.secrets} paths); "
-              f"CLI exit code {code}")  # fmt: skip
+        print(
+            table(rows, ["run", "stored", "wall s", "per second", "of unpaced", "most in flight"])
+        )
+        print(f"CLI exit code {code} (last round); in flight measured on {complete} of "
+              f"{args.secrets * args.rounds} paths")  # fmt: skip
+        if kill:
+            print(f"SIGKILL wave: CLI exit code {kill_code}; {once} of {len(kill)} secrets with "
+                  f"exactly one new version; {kill_counts.get('failed')} failed")  # fmt: skip
     except BaseException:
         rig.close(keep_logs=True)
         raise

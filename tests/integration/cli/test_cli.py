@@ -160,25 +160,3 @@ def test_cancel_stops_a_rotation_before_it_stores(
 
     again = oncall_cli("cancel", path)
     assert again.code == 1 and "no active rotation" in again.err
-
-
-def test_mass_rotation_lists_asks_and_paces(sandbox: Sandbox, oncall_cli: OnCallCli) -> None:
-    folder = f"fleet/{unique('mass')}"
-    paths = [sandbox.add_password(f"s{i}", folder=folder, scheduled=False) for i in range(3)]
-    prefix = f"{sandbox.ends.prefix}/{folder}"
-
-    refused = oncall_cli("rotate", "--prefix", prefix)
-    assert refused.code == 2 and "--yes" in refused.err
-    assert all(p in refused.err for p in paths)
-
-    piped = oncall_cli("rotate", "--prefix", prefix, input="y\n")  # not a terminal: no prompt
-    assert piped.code == 2 and all(sandbox.read(p)["version"] == 1 for p in paths)
-
-    done = oncall_cli(
-        "rotate", "--prefix", prefix, "--yes", "--concurrency", "2", "--grace", "1h", "--json"
-    )
-    assert done.code == 0, done
-    assert {p: r["state"] for p, r in done.json()["rotations"].items()} == dict.fromkeys(
-        paths, "grace"
-    )
-    assert all(sandbox.read(p)["version"] == 2 for p in paths)

@@ -1,0 +1,106 @@
+"""``rotate --prefix`` as a wave against the real stack: listed, confirmed, queued at once with a
+ledger entry each, watched to the end; ``status --prefix`` counts it; Ctrl-C stops watching only."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from orchestrator.local.processes import cli_argv
+from orchestrator.local.sandbox import Sandbox
+from orchestrator.state import keys
+from tests.fixtures.stack import OnCallCli, unique
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def clear_faults(sandbox: Sandbox) -> Iterator[None]:
+    yield
+    sandbox.admin("DELETE", "/v1/_emulator/faults")
+
+
+def _fleet(sandbox: Sandbox, name: str, count: int) -> tuple[str, list[str]]:
+    folder = f"fleet/{unique(name)}"
+    paths = [sandbox.add_password(f"s{i}", folder=folder, scheduled=False) for i in range(count)]
+    return f"{sandbox.ends.prefix}/{folder}", paths
+
+
+def test_a_wave_is_listed_confirmed_queued_at_once_and_counted(
+    sandbox: Sandbox, oncall_cli: OnCallCli, clear_faults: None
+) -> None:
+    prefix, paths = _fleet(sandbox, "wave", 4)
+    refused = oncall_cli("rotate", "--prefix", prefix)
+    assert refused.code == 2 and "--yes" in refused.err and "4 secret(s)" in refused.err
+    assert all(p in refused.err for p in paths)
+    piped = oncall_cli("rotate", "--prefix", prefix, input="y\n")  # not a terminal: no prompt
+    assert piped.code == 2 and all(sandbox.read(p)["version"] == 1 for p in paths)
+
+    bad = paths[-1]
+    sandbox.admin(
+        "POST", "/v1/_emulator/faults",
+        {"match": bad, "code": "access_denied", "methods": ["PUT"], "count": 1},
+    )  # fmt: skip
+    done = oncall_cli(
+        "rotate", "--prefix", prefix, "--yes", "--concurrency", "2", "--grace", "1h", "--json"
+    )
+    assert done.code == 1, done  # one failed: not all stored
+    counts = done.json()
+    assert (counts["total"], counts["stored"], counts["failed"]) == (4, 3, 1), counts
+    assert [f["path"] for f in counts["failures"]] == [bad]
+    assert "no longer paces the CLI" in done.err and f"status --prefix {prefix}" in done.err
+    assert all(sandbox.read(p)["version"] == 2 for p in paths[:-1])
+    for path in paths[:-1]:
+        record = oncall_cli.record(path)
+        assert record["state"] == "grace" and record["grace_period"] == "1h"
+        assert str(record["event_id"]).startswith("manual/"), record
+
+    status = oncall_cli("status", "--prefix", prefix, "--json")
+    assert status.code == 0, status
+    assert (status.json()["stored"], status.json()["failed"]) == (3, 1)
+    plain = oncall_cli("status", "--prefix", prefix)
+    assert "4 rotation(s): 0 queued, 0 running, 0 waiting for a slot, 3 stored, 1 failed" in (
+        plain.out
+    )
+    client = redis.Redis.from_url(sandbox.ends.redis_url, decode_responses=True)
+    with client:
+        ledger = client.zrange(keys.PENDING, 0, -1)
+    assert not [e for e in ledger if e.startswith("manual/")], "every entry settled"
+    overview = oncall_cli("status", "--json").json()
+    assert all("target" in row for row in overview)
+    summary = oncall_cli("status").out.split("by target:\n", 1)[1]
+    fleet = next(line for line in summary.splitlines() if "fleet/**" in line)
+    assert "grace" in fleet and "failed" in fleet, summary
+    oncall_cli.assert_no_secret_values()
+
+
+def test_ctrl_c_stops_watching_not_rotating(
+    sandbox: Sandbox, oncall_cli: OnCallCli, clear_faults: None
+) -> None:
+    prefix, paths = _fleet(sandbox, "ctrlc", 2)
+    for path in paths:  # the store keeps failing for now: the wave cannot finish
+        sandbox.admin(
+            "POST", "/v1/_emulator/faults",
+            {"match": path, "code": "service_unavailable", "methods": ["PUT"], "count": 10_000},
+        )  # fmt: skip
+    watching = subprocess.Popen(
+        cli_argv("rotate", "--prefix", prefix, "--yes", "--grace", "1h"),
+        env=oncall_cli.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=sandbox.ends.workdir,
+    )  # fmt: skip
+    assert watching.stderr is not None
+    for line in watching.stderr:
+        if line.startswith("queued 2 rotation(s)"):
+            break
+    watching.send_signal(signal.SIGINT)
+    out, err = watching.communicate(timeout=30)
+    assert watching.returncode == 130, (out, err)
+    assert f"`scaivault-rotator status --prefix {prefix}`" in err and "Traceback" not in err
+
+    sandbox.admin("DELETE", "/v1/_emulator/faults")
+    for path in paths:  # the rotations went on without the CLI
+        assert oncall_cli.wait_state(path, {"grace"}, timeout=90)["trigger"] == "manual"

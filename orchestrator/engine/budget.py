@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import IllegalTransition, LeaseLost
-from orchestrator.state.records import RunRecord, RunState
+from orchestrator.state.records import LEASED, RunRecord, RunState
 from orchestrator.state.slots import Slots, Wake
 
 if TYPE_CHECKING:
@@ -63,15 +63,28 @@ class Budgets:
         # Without a publisher, a woken waiter's due entry is made due at once, not claimed.
         self._claim = runtime.settings.rotator_finalize_lease if wake is not None else 0.0
 
-    def take(self, record: RunRecord, budget: Budget, rotator: Rotator) -> Slot | None:
-        """A slot of ``budget``'s target for ``record``'s steps now, or None when all are taken."""
+    def take(
+        self,
+        record: RunRecord,
+        budget: Budget,
+        rotator: Rotator,
+        *,
+        phase: str | None = None,
+        lease: float | None = None,
+    ) -> Slot | None:
+        """A slot of ``budget``'s target for ``record``'s steps now, or None when all are taken.
+
+        ``phase`` names the holder's part (``rotate`` or ``finalize`` by the run's state, else
+        e.g. ``rollback``); ``lease`` (seconds) defaults to the run's lease, renewed with it."""
         if budget.limit is None or not rotator.capabilities.touches_target:
             return Slot()
         rid = record.rotation_id
-        finalizing = record.state == RunState.FINALIZING
-        holder = f"{rid}:{'finalize' if finalizing else 'rotate'}"
-        taken = self.slots.acquire(budget.target, budget.limit, holder, self.rt.lease_seconds,
-                                   rotation_id=rid, drop_due=not finalizing)  # fmt: skip
+        before_grace = record.state in LEASED and record.state != RunState.FINALIZING
+        phase = phase or ("rotate" if before_grace else "finalize")
+        holder = f"{rid}:{phase}"
+        seconds = lease or self.rt.lease_seconds
+        taken = self.slots.acquire(budget.target, budget.limit, holder, seconds,
+                                   rotation_id=rid, drop_due=before_grace)  # fmt: skip
         return Slot(self, budget.target, holder) if taken else None
 
     def renew(self, slot: Slot) -> None:

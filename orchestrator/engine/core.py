@@ -99,7 +99,7 @@ class Engine:
         minter = Minter(runtime, sealer, sleep, self.failures)
         self.driver = Driver(runtime, minter, self.failures, sleep)
         self.finalizer = Finalizer(runtime, minter, self.failures, self.steps)
-        self.rollbacks = Rollback(runtime, minter, self.failures)
+        self.rollbacks = Rollback(runtime, minter, self.failures, self.budgets)
         self.sweeper = Sweeper(runtime, self.claims)
         self.reconciler = Reconciler(runtime)
 

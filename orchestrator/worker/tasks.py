@@ -114,7 +114,10 @@ def rollback(
 ) -> None:
     """Roll a rotation in grace back under the hold on-call took."""
     request = RollbackRequest(rotation_id=rotation_id, hold=hold, actor=actor, reason=reason)
-    engine().rollback(request, owner=str(self.request.id))
+    try:
+        engine().rollback(request, owner=str(self.request.id))
+    except RetryLater as exc:  # waits for a slot of its target, still held
+        raise self.retry(countdown=exc.countdown, max_retries=None) from None
 
 
 @app.task(name=TaskName.SWEEP)  # type: ignore[untyped-decorator]

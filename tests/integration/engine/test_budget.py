@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator.engine.core import Engine
+from orchestrator.engine.rollback import RollbackRequest
+from orchestrator.errors import RetryLater
 from orchestrator.routing import RoutingTable
 from orchestrator.state import keys
 from orchestrator.state.messages import RotateRequest
@@ -149,4 +151,22 @@ def test_finalize_takes_a_slot_too_and_waits_in_finalizing(budgeted: Budgeted) -
     assert done.state == "done" and done.slot_wait is None
     assert budgeted.rotator.calls[-1] == "finalize"
     assert budgeted.harness.text.zscore(keys.DUE, rid) is None
+    assert budgeted.slots.holders(TARGET) == []
+
+
+def test_a_rollback_takes_a_slot_too_and_waits_held_in_grace(budgeted: Budgeted) -> None:
+    stored = budgeted.start("apps/budget/rollback", owner="t1")
+    rid = stored.rotation_id
+    store = budgeted.engine.store
+    assert store.hold(rid, "hold-1", 300.0) == "ok"
+    assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
+    with pytest.raises(RetryLater) as waited:
+        budgeted.engine.rollback(RollbackRequest(rid, hold="hold-1"), owner="t2")
+    assert 1.0 <= waited.value.countdown <= 2.0
+    held = store.require(rid)
+    assert held.state == "grace" and held.lease_owner == "hold-1", "still held for on-call"
+    assert budgeted.harness.text.zscore(keys.DUE, rid) is not None, "its finalize entry stays"
+    budgeted.slots.release(TARGET, "other:rotate", 300.0)
+    done = budgeted.engine.rollback(RollbackRequest(rid, hold="hold-1"), owner="t2")
+    assert done is not None and done.state == "rolled_back" and done.slot_wait is None
     assert budgeted.slots.holders(TARGET) == []

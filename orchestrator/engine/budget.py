@@ -7,8 +7,9 @@ vault-only rotator touches none and an unlimited budget needs none (no Redis cal
 renewed with the run's lease and given back when the steps end, however they end; a SIGKILLed
 worker's slot expires with its lease. A run without a slot records ``slot_wait``, gives its
 attempt back (waiting is not failing), lets go of its lease and waits in the due-queue without
-holding a worker process: the next released slot of its target wakes it, the due-queue's short
-delay is the safety net.
+holding a worker process: the next released slot of its target wakes it (oldest first); its
+due entry's delay is the safety net, 1-2 s for the next in line and longer further back, so a
+long line is not handed out again every second.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ class Budgets:
             budget.limit,
             rid,
             delay=random.uniform(*WAIT_DELAY),
-            max_delay=self.rt.lease_seconds,
+            growth=self.rt.lease_seconds,
+            longest=self.rt.settings.rotator_finalize_lease,
             claim_seconds=self._claim,
         )
         if record.slot_wait is None:  # the first time: later re-checks say nothing new

@@ -69,14 +69,18 @@ class Slots:
         rotation_id: str,
         *,
         delay: float,
-        max_delay: float,
+        growth: float,
+        longest: float,
         claim_seconds: float,
     ) -> Wake | None:
         """Queue ``rotation_id`` as a waiter of ``target``, due again after ``delay`` seconds
-        (growing with the wait, at most ``max_delay``); a :class:`Wake` when a slot came free
-        meanwhile (its due entry is claimed for ``claim_seconds``: hand it out now)."""
+        for the next ``limit`` in line (one more ``delay`` per ``limit`` waiters ahead, plus a
+        quarter of the time waited up to ``growth``; at most ``longest``); a :class:`Wake` when
+        a slot came free meanwhile (its due entry claimed for ``claim_seconds``: hand it out
+        now)."""
         run_keys = [keys.slots(target), keys.slot_waiters(target), keys.DUE]
-        argv: list[str | int] = [rotation_id, limit, _ms(delay), _ms(max_delay), _ms(claim_seconds)]
+        argv: list[str | int] = [rotation_id, limit, _ms(delay), _ms(growth), _ms(claim_seconds)]
+        argv.append(_ms(longest))
         status, when = self._wait(keys=run_keys, args=argv)
         return Wake(rotation_id, int(_s(when))) if _s(status) == "free" else None
 

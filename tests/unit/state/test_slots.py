@@ -58,7 +58,9 @@ def test_a_waiter_is_due_after_a_short_delay_and_woken_first_by_a_release(
     slots = Slots(redis_client)
     fill(slots, 1)
     for rid in ("w1", "w2"):
-        woken = slots.wait(TARGET, 1, rid, delay=1.5, max_delay=30.0, claim_seconds=300.0)
+        woken = slots.wait(
+            TARGET, 1, rid, delay=1.5, growth=30.0, longest=300.0, claim_seconds=300.0
+        )
         assert woken is None
     now_ms = int(redis_client.time()[0]) * 1000
     due = redis_client.zscore(keys.DUE, "w1")
@@ -74,7 +76,7 @@ def test_taking_a_slot_ends_the_wait(redis_client: redis.Redis) -> None:
     slots = Slots(redis_client)
     redis_client.hset(keys.run("w1"), mapping={"state": "queued", "slot_wait": TARGET})
     fill(slots, 1)
-    slots.wait(TARGET, 1, "w1", delay=1.0, max_delay=30.0, claim_seconds=300.0)
+    slots.wait(TARGET, 1, "w1", delay=1.0, growth=30.0, longest=300.0, claim_seconds=300.0)
     slots.release(TARGET, "r0:rotate", 300.0)
     assert slots.acquire(TARGET, 1, "w1:rotate", 30.0, rotation_id="w1", drop_due=True)
     assert redis_client.zscore(keys.DUE, "w1") is None
@@ -86,7 +88,7 @@ def test_a_waiter_whose_run_ended_is_not_woken(redis_client: redis.Redis) -> Non
     slots = Slots(redis_client)
     fill(slots, 1)
     for rid in ("gone", "w2"):
-        slots.wait(TARGET, 1, rid, delay=1.0, max_delay=30.0, claim_seconds=300.0)
+        slots.wait(TARGET, 1, rid, delay=1.0, growth=30.0, longest=300.0, claim_seconds=300.0)
     redis_client.zrem(keys.DUE, "gone")  # its run was cancelled and its entry finished
     wake = slots.release(TARGET, "r0:rotate", 300.0)
     assert wake is not None and wake.rotation_id == "w2"
@@ -94,6 +96,16 @@ def test_a_waiter_whose_run_ended_is_not_woken(redis_client: redis.Redis) -> Non
 
 def test_waiting_when_a_slot_just_came_free_is_due_at_once(redis_client: redis.Redis) -> None:
     slots = Slots(redis_client)
-    wake = slots.wait(TARGET, 1, "w1", delay=1.0, max_delay=30.0, claim_seconds=300.0)
+    wake = slots.wait(TARGET, 1, "w1", delay=1.0, growth=30.0, longest=300.0, claim_seconds=300.0)
     assert wake is not None and wake.rotation_id == "w1"
     assert redis_client.zscore(keys.DUE, "w1") == wake.lease
+
+
+def test_a_waiter_further_back_in_line_is_due_later(redis_client: redis.Redis) -> None:
+    slots = Slots(redis_client)
+    fill(slots, 2)
+    for n in range(6):
+        slots.wait(TARGET, 2, f"w{n}", delay=1.0, growth=30.0, longest=300.0, claim_seconds=300.0)
+    due = [redis_client.zscore(keys.DUE, f"w{n}") or 0 for n in range(6)]
+    assert due[1] - due[0] < 100, "the next two in line: the first delay"
+    assert due[2] - due[0] >= 900 and due[4] - due[0] >= 1900, "one more delay per two ahead"

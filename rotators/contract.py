@@ -317,3 +317,9 @@ class Rotator(Generic[OptionsT]):
         ``new`` (it can no longer be withdrawn at the target) raises :class:`PermanentError`
         saying so, so that nobody reports it revoked (``rollback``).
         """
+
+
+def host_target(host: str, port: int) -> str:
+    """A server as a :meth:`Rotator.target` name: ``host:port`` (``[::1]:5432`` for an IPv6
+    address), so every rule rotating on one server shares its concurrency budget."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -31,7 +31,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError
 from redis.retry import Retry
 
-from rotators.contract import RotationContext, Rotator, Usage
+from rotators.contract import RotationContext, Rotator, Usage, host_target
 from rotators.errors import CredentialRejected, PermanentError, RotatorError, TransientError
 from rotators.login import Login, LoginFields, admin_login, login_of, with_login
 from rotators.passwords import generate
@@ -99,6 +99,10 @@ class RedisAclRotator(Rotator[RedisAclOptions]):
     can_discard = True
     Options: ClassVar[type[BaseModel]] = RedisAclOptions
     verify_timeout: ClassVar[float] = 10.0
+
+    def target(self, options: RedisAclOptions) -> str:
+        """The server this rule rotates on, ``host:port``: rules on one server share its budget."""
+        return host_target(options.host, options.port)
 
     def mint(self, ctx: Context) -> dict[str, Any]:
         """A new password on the rotated user (one mode) or the one not in use (two users)."""

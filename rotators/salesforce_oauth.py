@@ -119,6 +119,10 @@ class SalesforceOAuthRotator(Rotator[SalesforceOAuthOptions]):
     Options = SalesforceOAuthOptions
     verify_timeout = 120.0
 
+    def target(self, options: SalesforceOAuthOptions) -> str:
+        """The org, by its My Domain host: rules on one org share its budget."""
+        return urlsplit(options.my_domain_url).hostname or options.my_domain_url
+
     # --- steps --------------------------------------------------------------------------
 
     def mint(self, ctx: Context) -> dict[str, Any]:

@@ -216,7 +216,12 @@ def _run_progress(situation: Situation) -> list[str]:
 
 
 def _driven(record: RunRecord, now: datetime) -> list[str]:
-    """A run a worker drives: retrying or failing, and who holds it."""
+    """A run a worker drives: waiting for a target slot, retrying or failing, and who holds it."""
+    if record.slot_wait:
+        return [
+            f"waiting for a slot of target {record.slot_wait}: its concurrency budget "
+            "(max_concurrent) is in use; it goes on when a slot frees, holding no worker meanwhile"
+        ]
     lines = []
     attempt = f"attempt {record.attempts}" + (
         f" of {record.attempts_max}" if record.attempts_max else ""

@@ -26,6 +26,7 @@ import redis
 
 from orchestrator import connection
 from orchestrator.engine.alerts import Alerter
+from orchestrator.engine.budget import Budgets, WakeUp
 from orchestrator.engine.claim import Claims
 from orchestrator.engine.credential import Minter
 from orchestrator.engine.driver import Driver, Read
@@ -44,7 +45,8 @@ from orchestrator.settings import Settings
 from orchestrator.state.due import DueQueue
 from orchestrator.state.messages import RotateRequest
 from orchestrator.state.recorder import Recorder
-from orchestrator.state.records import RunRecord, RunState
+from orchestrator.state.records import LEASED, RunRecord, RunState
+from orchestrator.state.slots import Slots
 from orchestrator.vault.client import VaultClient
 from rotators.contract import Rotator
 
@@ -56,6 +58,8 @@ REDIS_TIMEOUTS: dict[str, Any] = {
 }
 
 _LOGGER = "orchestrator.engine"
+#: The states of a run before grace: in the due-queue only while it waits for a target slot.
+_BEFORE_GRACE = LEASED - {RunState.FINALIZING}
 T = TypeVar("T")
 
 
@@ -77,6 +81,7 @@ class Engine:
         sealer: Sealer | None = None,
         alerter: Alerter | None = None,
         sleep: Any = time.sleep,
+        wake: WakeUp | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -88,18 +93,22 @@ class Engine:
         self._keeper = runtime.keeper
         self.failures = Failures(runtime, alerter)
         vault.on_retry = self.failures.vault_retrying
-        self.steps = StepRunner(runtime, self.failures)
+        self.budgets = Budgets(runtime, Slots(client), wake)
+        self.steps = StepRunner(runtime, self.failures, self.budgets)
         self.claims = Claims(runtime, self.failures)
         minter = Minter(runtime, sealer, sleep, self.failures)
         self.driver = Driver(runtime, minter, self.failures, sleep)
         self.finalizer = Finalizer(runtime, minter, self.failures, self.steps)
-        self.rollbacks = Rollback(runtime, minter, self.failures)
+        self.rollbacks = Rollback(runtime, minter, self.failures, self.budgets)
         self.sweeper = Sweeper(runtime, self.claims)
         self.reconciler = Reconciler(runtime)
 
     @classmethod
-    def from_settings(cls, settings: Settings, routing: RoutingTable | None = None) -> Engine:
-        """An engine wired from ``settings``: Redis, ScaiVault, routing file, seal key, alerts."""
+    def from_settings(
+        cls, settings: Settings, routing: RoutingTable | None = None, wake: WakeUp | None = None
+    ) -> Engine:
+        """An engine wired from ``settings``: Redis, ScaiVault, routing file, seal key, alerts
+        (``wake`` hands a run woken by a released target slot to a worker)."""
         return cls(
             settings,
             connection.redis_client(
@@ -109,6 +118,7 @@ class Engine:
             routing or RoutingTable.load(settings.rotator_config),
             sealer=Sealer(settings.seal_keys()) if settings.seal_keys() else None,
             alerter=Alerter(settings.rotator_alert_webhook_url),
+            wake=wake,
         )
 
     def close(self) -> None:
@@ -172,8 +182,16 @@ class Engine:
         return self._flushed(lambda: self._drive(rotation_id, owner))
 
     def finalize(self, rotation_id: str, owner: str, lease: int | None = None) -> RunRecord | None:
-        """Finalize a rotation whose grace is over (see :meth:`Finalizer.finalize`)."""
-        return self._flushed(lambda: self.finalizer.finalize(rotation_id, owner, lease))
+        """Handle a due entry: finalize a rotation whose grace is over (see
+        :meth:`Finalizer.finalize`), or drive a run before grace that waited for a slot of its
+        target (:mod:`~orchestrator.engine.budget`)."""
+        return self._flushed(lambda: self._due(rotation_id, owner, lease))
+
+    def _due(self, rotation_id: str, owner: str, lease: int | None) -> RunRecord | None:
+        record = self.store.get(rotation_id)
+        if record is not None and record.state in _BEFORE_GRACE:  # waited for a target slot
+            return self._drive(rotation_id, owner)
+        return self.finalizer.finalize(rotation_id, owner, lease, record=record)
 
     def rollback(self, request: RollbackRequest, owner: str) -> RunRecord | None:
         """Roll a rotation in grace back (see :class:`~orchestrator.engine.rollback.Rollback`)."""

@@ -36,13 +36,21 @@ class Finalizer:
         self.steps = steps
         self.wait = FinalizeWait(runtime)
 
-    def finalize(self, rotation_id: str, owner: str, lease: int | None = None) -> RunRecord | None:
+    def finalize(
+        self,
+        rotation_id: str,
+        owner: str,
+        lease: int | None = None,
+        *,
+        record: RunRecord | None = None,
+    ) -> RunRecord | None:
         """Finalize a rotation whose grace period is over: re-verify new, revoke old, ``done``.
 
         ``lease`` is the due-queue claim the sweeper gave this task; the entry is removed only
         while it still matches. Without one (on-call, re-drive) the entry is removed when done.
+        ``record``: the run as the caller just read it (else it is read here).
         """
-        record = self.rt.runs.get(rotation_id)
+        record = record or self.rt.runs.get(rotation_id)
         if record is None or record.state in TERMINAL or record.state == "needs_attention":
             self._complete_due(rotation_id, lease)
             return record

@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 import structlog
@@ -123,6 +124,11 @@ class Heartbeat:
         self._next = self._renewed + seconds / 3
         self._lost = threading.Event()
         self._held = False
+        self._also: list[Callable[[], None]] = []
+
+    def also(self, renew: Callable[[], None]) -> None:
+        """Call ``renew`` after each renewal of the run's lease (a target slot's lease)."""
+        self._also.append(renew)
 
     @property
     def lost(self) -> bool:
@@ -142,6 +148,8 @@ class Heartbeat:
         try:
             self._store.renew_lease(self._rotation_id, self._owner, self._seconds)
             self._renewed = time.monotonic()
+            for renew in self._also:
+                renew()
         except LeaseLost as exc:
             if self._held:  # not when the run moved on (grace, done) as the block ended
                 self._lost.set()

@@ -11,20 +11,26 @@ can, and records ``rolled_back``. Whether the new credential was revoked is reco
 rotator that cannot revoke it (Salesforce cannot un-rotate a promoted pair) leaves it valid, and the
 run's ``last_error`` says so.
 
+A rollback that touches the target takes a slot of its target's budget like any rotation;
+while every slot is taken the run stays held in grace and the task tries again after a short
+countdown.
+
 If anything fails before the write, nothing changed: the run stays in grace, due again at its
 own finalize time, with the reason in ``last_error``.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
+from orchestrator.engine.budget import WAIT_DELAY, Budgets, Slot
 from orchestrator.engine.credential import Minter
 from orchestrator.engine.failures import Failures
 from orchestrator.engine.runtime import Runtime
 from orchestrator.engine.writeback import Write, WriteBack
-from orchestrator.errors import OrchestratorError, reason_of
+from orchestrator.errors import OrchestratorError, RetryLater, reason_of
 from orchestrator.state.records import RunRecord, RunState
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import RotatorError
@@ -66,10 +72,13 @@ class _Restored:
 class Rollback:
     """Carries out rollbacks on a worker."""
 
-    def __init__(self, runtime: Runtime, minter: Minter, failures: Failures) -> None:
+    def __init__(
+        self, runtime: Runtime, minter: Minter, failures: Failures, budgets: Budgets
+    ) -> None:
         self.rt = runtime
         self.minter = minter
         self.failures = failures
+        self.budgets = budgets
         self.writeback = WriteBack(runtime)
 
     def roll_back(self, request: RollbackRequest, owner: str) -> RunRecord | None:
@@ -81,13 +90,39 @@ class Rollback:
         if held != "ok":
             self.rt.log.warning("rollback_not_held", rotation_id=record.rotation_id, why=held)
             return self.rt.runs.get(record.rotation_id)
+        slot = self._slot(record)
+        if slot is None:
+            self._wait_for_slot(record)
         score = self.rt.due.score(record.rotation_id)
         self.rt.due.remove(record.rotation_id)  # nothing is claimed for finalize meanwhile
         try:
             restored = self._restore(record)
         except Exception as exc:  # reason_of names a foreign error by its type only
             return self._refuse(record, request, score, reason_of(exc, "rollback"))
+        finally:
+            if slot is not None:
+                slot.release()
         return self._record(record, request, restored)
+
+    def _slot(self, record: RunRecord) -> Slot | None:
+        """A slot of the run's target for the rollback (held as long as the hold lasts at most;
+        none needed where the routing file no longer routes the path: it is refused anyway)."""
+        rule = self.rt.routing.match(record.path)
+        if rule is None or rule.rotator != record.rotator:
+            return Slot()
+        rotator = self.rt.routing.rotator_for(rule)
+        return self.budgets.take(record, rule.target, rotator, phase="rollback", lease=HOLD_SECONDS)
+
+    def _wait_for_slot(self, record: RunRecord) -> NoReturn:
+        """Every slot of the target is taken: try again in a moment (the task's short
+        countdown; the hold, renewed then, keeps the run in grace and ``status`` says a
+        rollback is in progress)."""
+        rule = self.rt.routing.match(record.path)
+        target = rule.target.target if rule else ""
+        self.rt.log.info("slot_wait", rotation_id=record.rotation_id, path=record.path,
+                         target=target, state=record.state)  # fmt: skip
+        raise RetryLater(f"waits for a slot of target {target}", rotation_id=record.rotation_id,
+                         countdown=random.uniform(*WAIT_DELAY))  # fmt: skip
 
     def _restore(self, record: RunRecord) -> _Restored:
         if record.from_version is None or record.new_version is None:

@@ -19,17 +19,20 @@ from orchestrator.state.records import RunRecord
 from rotators.errors import TransientError
 
 if TYPE_CHECKING:
+    from orchestrator.engine.budget import Budgets
     from orchestrator.engine.failures import Failures
     from orchestrator.engine.runtime import Runtime
+    from orchestrator.routing import Rule
     from rotators.contract import Rotator
 
 
 class StepRunner:
     """Runs a leased rotation's steps and hands each failure to :class:`Failures`."""
 
-    def __init__(self, runtime: Runtime, failures: Failures) -> None:
+    def __init__(self, runtime: Runtime, failures: Failures, budgets: Budgets) -> None:
         self.rt = runtime
         self.failures = failures
+        self.budgets = budgets
 
     def run(
         self,
@@ -42,15 +45,23 @@ class StepRunner:
 
         A transient error retries (raises :class:`RetryLater`) or gives up; any other error
         goes to ``on_error``. Returns False when the run did not go (no rotator, over its
-        attempt budget) or stopped (cancelled, taken over), True when it settled.
+        attempt budget), waits for a slot of its target (:mod:`~orchestrator.engine.budget`) or
+        stopped (cancelled, taken over), True when it settled. The slot is renewed with the
+        lease and given back however the steps end.
         """
-        rotator = self._rotator_or_fail(record, owner)
-        if rotator is None or self._over_budget(record, owner):
+        routed = self._rotator_or_fail(record, owner)
+        if routed is None or self._over_budget(record, owner):
+            return False
+        rule, rotator = routed
+        slot = self.budgets.take(record, rule.target, rotator)
+        if slot is None:  # every slot of the target is taken: wait without holding a worker
+            self.budgets.wait(record, rule.target, owner)
             return False
         rid = record.rotation_id
         retry: TransientError | None = None
         lease = self.rt.lease_seconds
         with Heartbeat(self.rt.runs, rid, owner, lease, self.rt.keeper, self.rt.log) as beat:
+            beat.also(slot.renew)
             self.rt.guard.watch(beat, time.monotonic() + self._wait_budget(), (record, owner))
             try:
                 steps(rotator)
@@ -63,6 +74,7 @@ class StepRunner:
                 on_error(exc)
             finally:
                 self.rt.guard.watch(None)
+                slot.release()
         if retry is not None:
             self.failures.retry_or_give_up(rid, owner, retry)
         return True
@@ -92,7 +104,7 @@ class StepRunner:
         reason = f"unexpected state: {reason_of(exc)}"
         self.failures.fail(rotation_id, "needs_attention", reason, owner)
 
-    def _rotator_or_fail(self, record: RunRecord, owner: str) -> Rotator | None:
+    def _rotator_or_fail(self, record: RunRecord, owner: str) -> tuple[Rule, Rotator] | None:
         rule = self.rt.routing.match(record.path)
         if rule is None or rule.rotator != record.rotator:
             reason = (
@@ -101,7 +113,7 @@ class StepRunner:
             )
             self.failures.fail(record.rotation_id, "needs_attention", reason, owner)
             return None
-        return self.rt.routing.rotator_for(rule)
+        return rule, self.rt.routing.rotator_for(rule)
 
     def _over_budget(self, record: RunRecord, owner: str) -> bool:
         limit = self.rt.settings.rotator_max_attempts

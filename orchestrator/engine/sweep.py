@@ -1,10 +1,10 @@
 """The sweep beat runs: due finalizations, runs whose worker died, and accepted events whose
 task message was lost.
 
-Due entries are claimed with a lease on Redis's clock (an entry whose finalize task is lost
-comes back once the lease passes); runs whose lease expired are handed back to be re-driven; a
-pending event whose message is neither queued nor held by a worker is published again, and one
-lost more than ``ROTATOR_MAX_ATTEMPTS`` times becomes a ``failed`` run, loudly.
+Every due entry is claimed, in batches, with a lease on Redis's clock (an entry whose finalize
+task is lost comes back once the lease passes); runs whose lease expired are handed back to be
+re-driven; a pending event whose message is neither queued nor held by a worker is published
+again, and one lost more than ``ROTATOR_MAX_ATTEMPTS`` times becomes a ``failed`` run, loudly.
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ from orchestrator.engine.runtime import Runtime
 from orchestrator.state.messages import RotateRequest
 from orchestrator.state.pending import PendingEvent, PendingEvents
 from orchestrator.state.records import LEASED, RunRecord
+
+#: Due entries one claim script hands out, and how many claims one sweep makes at most.
+DUE_BATCH = 500
+DUE_BATCHES = 100
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,20 @@ class Sweeper:
         self.pending = PendingEvents(runtime.runs.client)
 
     def sweep(self, limit: int = 200) -> Sweep:
-        """One sweep: at most ``limit`` due entries and ``limit`` expired leases."""
-        due = self.rt.due.claim(int(self.rt.settings.rotator_finalize_lease * 1000), limit)
-        return Sweep(due, self._expired(limit), self._lost_events())
+        """One sweep: every due entry (claimed in batches of :data:`DUE_BATCH`, so each script
+        stays short; target budgets, not the sweep, pace the work) and at most ``limit``
+        expired leases."""
+        return Sweep(self._due(), self._expired(limit), self._lost_events())
+
+    def _due(self) -> list[tuple[str, int]]:
+        lease = int(self.rt.settings.rotator_finalize_lease * 1000)
+        due: list[tuple[str, int]] = []
+        for _ in range(DUE_BATCHES):
+            batch = self.rt.due.claim(lease, DUE_BATCH)
+            due += batch
+            if len(batch) < DUE_BATCH:
+                break
+        return due
 
     def _expired(self, limit: int) -> list[RunRecord]:
         redrive = []

@@ -51,6 +51,19 @@ WAITING = f"{PREFIX}waiting"
 #: on-call acknowledges it (:mod:`orchestrator.state.strays`).
 STRAYS = f"{PREFIX}strays"
 
+
+def slots(target: str) -> str:
+    """Sorted set: who holds a concurrency slot of ``target`` (member: rotation id and phase),
+    scored by the slot's lease expiry in ms on Redis's clock (:mod:`orchestrator.state.slots`)."""
+    return f"{PREFIX}slot:{target}"
+
+
+def slot_waiters(target: str) -> str:
+    """Sorted set: rotation ids waiting for a slot of ``target``, scored by when they began to
+    wait in ms; a released slot wakes the oldest."""
+    return f"{PREFIX}slotwait:{target}"
+
+
 #: Sorted set: every rotation id by last update in ms, for ``status`` without a path.
 RUNS = f"{PREFIX}runs"
 

@@ -21,6 +21,7 @@ from orchestrator.state import metrics
 from orchestrator.state.messages import RotateRequest
 from orchestrator.state.messages import Task as TaskName
 from orchestrator.state.pending import PendingEvents
+from orchestrator.state.slots import Wake
 from orchestrator.worker import routing_reload
 from orchestrator.worker.app import app, settings
 from rotators.errors import TransientError
@@ -35,8 +36,14 @@ def engine() -> Engine:
     global _engine
     table = routing_reload.current(settings.rotator_config)
     if _engine is None:
-        _engine = Engine.from_settings(settings, routing=table)
+        _engine = Engine.from_settings(settings, routing=table, wake=_wake)
     return _engine
+
+
+def _wake(woken: Wake) -> None:
+    """A released target slot woke a waiting run: hand it to a worker now (its due entry is
+    claimed, so a lost message comes back once the claim passes)."""
+    finalize.apply_async(kwargs={"rotation_id": woken.rotation_id, "lease": woken.lease})
 
 
 def _fresh_engine(**_: Any) -> None:
@@ -91,7 +98,8 @@ def _settle(event_id: str | None) -> None:
 
 @app.task(name=TaskName.FINALIZE, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
 def finalize(self: Task, rotation_id: str, lease: int | None = None, **extra: Any) -> None:
-    """Finalize one rotation whose grace period is over (``lease``: the sweep's due claim)."""
+    """Finalize one rotation whose grace period is over, or drive one that waited for a target
+    slot (``lease``: the due claim of the sweep or of the released slot that woke it)."""
     try:
         engine().finalize(rotation_id, owner=str(self.request.id), lease=lease)
     except RetryLater as exc:
@@ -106,7 +114,10 @@ def rollback(
 ) -> None:
     """Roll a rotation in grace back under the hold on-call took."""
     request = RollbackRequest(rotation_id=rotation_id, hold=hold, actor=actor, reason=reason)
-    engine().rollback(request, owner=str(self.request.id))
+    try:
+        engine().rollback(request, owner=str(self.request.id))
+    except RetryLater as exc:  # waits for a slot of its target, still held
+        raise self.retry(countdown=exc.countdown, max_retries=None) from None
 
 
 @app.task(name=TaskName.SWEEP)  # type: ignore[untyped-decorator]

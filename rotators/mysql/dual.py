@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from rotators.contract import RotationContext, Rotator, Usage
+from rotators.contract import RotationContext, Rotator, Usage, host_target
 from rotators.errors import CredentialRejected, PermanentError, TransientError
 from rotators.login import Login, admin_login, login_of, with_login
 from rotators.mysql.options import MysqlDualOptions
@@ -38,6 +38,10 @@ class MysqlDualRotator(Rotator[MysqlDualOptions]):
     can_discard = True
     Options: ClassVar[type[BaseModel]] = MysqlDualOptions
     verify_timeout: ClassVar[float] = 15.0
+
+    def target(self, options: MysqlDualOptions) -> str:
+        """The server this rule rotates on, ``host:port``: rules on one server share its budget."""
+        return host_target(options.host, options.port)
 
     def mint(self, ctx: Context) -> dict[str, Any]:
         """A fresh password on the account not in use; returns it as the whole new data."""

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from rotators.contract import RotationContext, Rotator
+from rotators.contract import RotationContext, Rotator, host_target
 from rotators.errors import CredentialRejected, PermanentError
 from rotators.login import Login, admin_login, login_of, with_login
 from rotators.mysql.options import MysqlPasswordOptions
@@ -33,6 +33,10 @@ class MysqlPasswordRotator(Rotator[MysqlPasswordOptions]):
     strategy = "updater"
     Options: ClassVar[type[BaseModel]] = MysqlPasswordOptions
     verify_timeout: ClassVar[float] = 15.0
+
+    def target(self, options: MysqlPasswordOptions) -> str:
+        """The server this rule rotates on, ``host:port``: rules on one server share its budget."""
+        return host_target(options.host, options.port)
 
     def mint(self, ctx: Context) -> dict[str, Any]:
         """A fresh password for the rule's account; every other field kept."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rotators.contract import RotationContext, Rotator, Usage
+from rotators.contract import RotationContext, Rotator, Usage, host_target
 from rotators.errors import PermanentError, TransientError
 from rotators.passwords import generate
 from rotators.postgres import roles
@@ -42,6 +42,10 @@ class PostgresDualRotator(Rotator[PostgresDualOptions]):
     can_discard = True
     Options = PostgresDualOptions
     verify_timeout = 10.0
+
+    def target(self, options: PostgresDualOptions) -> str:
+        """The server this rule rotates on, ``host:port``: rules on one server share its budget."""
+        return host_target(options.host, options.port)
 
     def mint(self, ctx: Context) -> dict[str, Any]:
         """A fresh password on the role the secret does not name; data naming that role."""

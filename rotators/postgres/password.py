@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rotators.contract import RotationContext, Rotator
+from rotators.contract import RotationContext, Rotator, host_target
 from rotators.errors import PermanentError
 from rotators.passwords import generate
 from rotators.postgres import roles
@@ -39,6 +39,10 @@ class PostgresPasswordRotator(Rotator[PostgresPasswordOptions]):
     strategy = "updater"
     Options = PostgresPasswordOptions
     verify_timeout = 10.0
+
+    def target(self, options: PostgresPasswordOptions) -> str:
+        """The server this rule rotates on, ``host:port``: rules on one server share its budget."""
+        return host_target(options.host, options.port)
 
     def mint(self, ctx: Context) -> dict[str, Any]:
         """The current data with a new password in ``password_field``."""

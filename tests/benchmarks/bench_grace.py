@@ -9,7 +9,7 @@ within the run)::
 A. The product's way: ``--waiting`` entries in the due-queue (a Redis sorted set), ``--due`` of
    them already due. The worker's memory is sampled before and while beat sweeps; the sweep of
    the due entries is timed in Redis (``INFO commandstats``: microseconds Redis spent in the
-   claim script) both as one claim of ``--due`` entries and as the product's sweeps of 200.
+   claim script) both as one claim of ``--due`` entries and as the product's batches of 500.
 B. The baseline the protocol forbids (docs/architecture.md#the-protocol, step 6): the same number of
    ``bench.noop`` tasks published with a 48 h countdown to the same worker. For ``--observe``
    seconds after publishing, every 30 s: the worker's memory, the queue, the broker's unacked
@@ -27,13 +27,14 @@ from typing import Any
 
 from celery import Celery
 
+from orchestrator.engine.sweep import DUE_BATCH
 from orchestrator.local.processes import ChildProcess
 from orchestrator.state import keys
 from orchestrator.state.due import DueQueue
 from tests.benchmarks.rig import Rig, machine, rss_mb, table
 
-#: The product's sweep claims at most this many due entries per run (Engine.sweep's default).
-SWEEP_LIMIT = 200
+#: The product's sweep claims due entries this many per script call, until none is left.
+SWEEP_LIMIT = DUE_BATCH
 _RECEIVED = re.compile(r"Task bench\.noop\[([0-9a-f-]{36})\] received")
 
 
@@ -63,11 +64,12 @@ def fill_due_queue(rig: Rig, first: int, last: int) -> float:
 
 
 def time_sweeps(rig: Rig, due: int) -> list[list[Any]]:
-    """Claim every due entry once in one call, and again (after resetting) in sweeps of 200."""
+    """Claim every due entry once in one call, and again (after resetting) in the sweep's
+    batches."""
     queue = DueQueue(rig.redis)
     lease_ms = 300_000
     rows: list[list[Any]] = []
-    for label, limit in ((f"one claim of {due}", due), (f"sweeps of {SWEEP_LIMIT}", SWEEP_LIMIT)):
+    for label, limit in ((f"one claim of {due}", due), (f"batches of {SWEEP_LIMIT}", SWEEP_LIMIT)):
         _reset_due(rig, due)
         rig.redis.config_resetstat()
         started = time.perf_counter()

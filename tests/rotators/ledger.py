@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import redis
@@ -36,6 +39,13 @@ class LedgerOptions(BaseModel):
     signal_url: str | None = None
     hold: list[str] = Field(default_factory=list)
     reject_first: int = 0
+    busy_ms: int = 0
+
+
+def busy_key(name: str) -> str:
+    """String: how many steps act on the ledger now (``busy_ms`` set); ``<name>:peak`` is a
+    sorted set whose member ``peak`` holds the most ever seen at once."""
+    return f"ledger:busy:{name}"
 
 
 def fingerprint(value: str) -> str:
@@ -77,6 +87,23 @@ class _Ledger(Rotator):
         options = _options(ctx)
         StepHook(options.signal_url, options.hold).reach(ctx.rotation_id, point)
 
+    @contextmanager
+    def _busy(self, ctx: RotationContext) -> Iterator[None]:
+        """With ``busy_ms``: count this step as acting on the target (and its peak) and take
+        that long, so steps that run at once overlap for sure."""
+        options = _options(ctx)
+        if not options.busy_ms:
+            yield
+            return
+        with self._target(ctx) as target:
+            now = target.incr(busy_key("now"))
+            target.zadd(busy_key("peak"), {"peak": now}, gt=True)
+            try:
+                time.sleep(options.busy_ms / 1000)
+                yield
+            finally:
+                target.decr(busy_key("now"))
+
     def _value(self, ctx: RotationContext, data: SecretData) -> str:
         return str(data[_options(ctx).field])
 
@@ -108,26 +135,26 @@ class LedgerIssuer(_Ledger):
         that), so revoke it; then issue a new one tagged with the rotation id."""
         data = self._new_data(ctx)
         tagged = minted_key(ctx.path, ctx.rotation_id)
-        with self._target(ctx) as target:
+        with self._busy(ctx), self._target(ctx) as target:
             for earlier in target.smembers(tagged):
                 target.hset(creds_key(ctx.path), earlier, "revoked")
             new_fp = fingerprint(data[_options(ctx).field])
             target.sadd(tagged, new_fp)
             target.hset(creds_key(ctx.path), new_fp, "active")
-        self._reach(ctx, "mint")
+            self._reach(ctx, "mint")
         return data
 
     def verify(self, ctx: RotationContext, new: SecretData) -> None:
         self._reach(ctx, "verify")
         self._maybe_reject(ctx, new)
-        with self._target(ctx) as target:
+        with self._busy(ctx), self._target(ctx) as target:
             state = target.hget(creds_key(ctx.path), fingerprint(self._value(ctx, new)))
         if state != "active":
             raise PermanentError(f"the target says the new credential is {state or 'unknown'}")
 
     def finalize(self, ctx: RotationContext, old: SecretData, new: SecretData) -> None:
         self._reach(ctx, "finalize")
-        with self._target(ctx) as target:
+        with self._busy(ctx), self._target(ctx) as target:
             target.hset(creds_key(ctx.path), fingerprint(self._value(ctx, old)), "revoked")
 
     def discard(self, ctx: RotationContext, new: SecretData) -> None:

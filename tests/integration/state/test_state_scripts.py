@@ -1137,6 +1137,174 @@ def test_event_record(redis_client: redis.Redis, case: Case) -> None:
     check(redis_client, "event_record", case)
 
 
+# --- slot_acquire, slot_renew, slot_wait, slot_release (target budgets) ----------------------
+
+SLOTS, SLOT_WAITERS = keys.slots("db:5432"), keys.slot_waiters("db:5432")
+TAKE = (SLOTS, SLOT_WAITERS, DUE, RUN)
+LINE = (SLOTS, SLOT_WAITERS, DUE)
+HELD_SLOT = Expiring(Zset({"h1": At(LEASE)}), LEASE // 1000)
+WAITING_RUN = {"state": "queued", "path": PATH, "slot_wait": "db:5432"}
+SLOT_ACQUIRE = [
+    Case("a free slot: taken", {}, TAKE, ("h1", 2, LEASE, RID, 0), 1, {SLOTS: HELD_SLOT}),
+    Case(
+        "every slot taken: refused, nothing written",
+        {SLOTS: Zset({"a": At(HOUR), "b": At(HOUR)})},
+        TAKE,
+        ("h1", 2, LEASE, RID, 0),
+        0,
+    ),
+    Case(
+        "a holder whose lease passed is dropped: its slot is taken",
+        {SLOTS: Zset({"dead": At(-1000), "b": At(HOUR)})},
+        TAKE,
+        ("h1", 2, LEASE, RID, 0),
+        1,
+        {SLOTS: Expiring(Zset({"b": At(HOUR), "h1": At(LEASE)}), LEASE // 1000)},
+    ),
+    Case(
+        "the holder again: renewed, no second slot",
+        {SLOTS: Zset({"h1": At(1000), "b": At(HOUR)})},
+        TAKE,
+        ("h1", 2, LEASE, RID, 0),
+        1,
+        {SLOTS: Expiring(Zset({"h1": At(LEASE), "b": At(HOUR)}), LEASE // 1000)},
+    ),
+    Case(
+        "a waiter before grace takes one: its wait and due entry end",
+        {
+            SLOT_WAITERS: Zset({RID: At(-5000), OTHER: At(-1000)}),
+            DUE: Zset({RID: At(1000), OTHER: At(2000)}),
+            RUN: WAITING_RUN,
+        },
+        TAKE,
+        ("h1", 1, LEASE, RID, 1),
+        1,
+        {
+            SLOTS: HELD_SLOT,
+            SLOT_WAITERS: Zset({OTHER: At(-1000)}),
+            DUE: Zset({OTHER: At(2000)}),
+            RUN: changed(WAITING_RUN, slot_wait=None),
+        },
+    ),
+    Case(
+        "a finalize takes one: its due entry stays (removed when it is done)",
+        {SLOT_WAITERS: Zset({RID: At(-5000)}), DUE: Zset({RID: At(1000)}), RUN: WAITING_RUN},
+        TAKE,
+        ("h1", 1, LEASE, RID, 0),
+        1,
+        {SLOTS: HELD_SLOT, SLOT_WAITERS: None, RUN: changed(WAITING_RUN, slot_wait=None)},
+    ),
+]
+SLOT_RENEW = [
+    Case(
+        "held: renewed",
+        {SLOTS: Zset({"h1": At(1000)})},
+        (SLOTS,),
+        ("h1", LEASE),
+        1,
+        {SLOTS: HELD_SLOT},
+    ),
+    Case(
+        "not held (dropped after its lease): 0",
+        {SLOTS: Zset({"b": At(1000)})},
+        (SLOTS,),
+        ("h1", LEASE),
+        0,
+    ),
+]
+SLOT_WAIT = [
+    Case(
+        "every slot taken: waits, due after the first delay",
+        {SLOTS: Zset({"a": At(HOUR)})},
+        LINE,
+        (RID, 1, 1500, LEASE, 300_000, 300_000),
+        ["waiting", At(1500)],
+        {SLOT_WAITERS: Zset({RID: At()}), DUE: Zset({RID: At(1500)})},
+    ),
+    Case(
+        "a slot came free meanwhile: due at once, claimed for the caller",
+        {},
+        LINE,
+        (RID, 1, 1500, LEASE, 300_000, 300_000),
+        ["free", At(300_000)],
+        {SLOT_WAITERS: Zset({RID: At()}), DUE: Zset({RID: At(300_000)})},
+    ),
+    Case(
+        "third in line: a delay per place, plus a quarter of its wait (at most the growth)",
+        {
+            SLOTS: Zset({"a": At(HOUR)}),
+            SLOT_WAITERS: Zset({"w1": At(-9000), "w2": At(-8000), RID: At(-4000)}),
+        },
+        LINE,
+        (RID, 1, 1000, 500, 300_000, 300_000),
+        ["waiting", At(3500)],
+        {DUE: Zset({RID: At(3500)})},
+    ),
+    Case(
+        "the longest delay caps it",
+        {SLOTS: Zset({"a": At(HOUR)}), SLOT_WAITERS: Zset({"w1": At(-9000), RID: At(-4000)})},
+        LINE,
+        (RID, 1, 5000, 500, 300_000, 2000),
+        ["waiting", At(2000)],
+        {DUE: Zset({RID: At(2000)})},
+    ),
+]
+SLOT_RELEASE = [
+    Case(
+        "no waiter: the slot is free",
+        {SLOTS: Zset({"h1": At(HOUR), "b": At(HOUR)})},
+        LINE,
+        ("h1", 300_000),
+        None,
+        {SLOTS: Zset({"b": At(HOUR)})},
+    ),
+    Case(
+        "the oldest waiter is woken: its due entry claimed",
+        {
+            SLOTS: Zset({"h1": At(HOUR)}),
+            SLOT_WAITERS: Zset({RID: At(-5000), OTHER: At(-1000)}),
+            DUE: Zset({RID: At(1000), OTHER: At(500)}),
+        },
+        LINE,
+        ("h1", 300_000),
+        [RID, At(300_000)],
+        {
+            SLOTS: None,
+            SLOT_WAITERS: Zset({OTHER: At(-1000)}),
+            DUE: Zset({RID: At(300_000), OTHER: At(500)}),
+        },
+    ),
+    Case(
+        "a waiter whose run ended (no due entry) is skipped",
+        {SLOT_WAITERS: Zset({"gone": At(-9000), RID: At(-5000)}), DUE: Zset({RID: At(1000)})},
+        LINE,
+        ("h1", 300_000),
+        [RID, At(300_000)],
+        {SLOT_WAITERS: None, DUE: Zset({RID: At(300_000)})},
+    ),
+]
+
+
+@cases(SLOT_ACQUIRE)
+def test_slot_acquire(redis_client: redis.Redis, case: Case) -> None:
+    check(redis_client, "slot_acquire", case)
+
+
+@cases(SLOT_RENEW)
+def test_slot_renew(redis_client: redis.Redis, case: Case) -> None:
+    check(redis_client, "slot_renew", case)
+
+
+@cases(SLOT_WAIT)
+def test_slot_wait(redis_client: redis.Redis, case: Case) -> None:
+    check(redis_client, "slot_wait", case)
+
+
+@cases(SLOT_RELEASE)
+def test_slot_release(redis_client: redis.Redis, case: Case) -> None:
+    check(redis_client, "slot_release", case)
+
+
 @contextmanager
 def out_of_memory(client: redis.Redis) -> Iterator[None]:
     """Redis over its ``maxmemory`` (1 byte), ``noeviction``: a script's first write is refused."""

@@ -124,3 +124,14 @@ def test_progress_after_a_rollback_names_the_restored_version_and_a_stray() -> N
     assert next_steps(Situation(run, now=NOW, strays=(stray,)), PATH)[0].endswith(
         f"`acknowledge {PATH}`"
     )
+
+
+def test_progress_says_a_run_waits_for_a_slot_of_its_target() -> None:
+    run = RunRecord(
+        rotation_id="r1", path=PATH, state="queued", attempts=0, lease_until=LATER,
+        slot_wait="orders-db.internal:5432",
+    )  # fmt: skip
+    assert progress(Situation(run, now=NOW)) == [
+        "waiting for a slot of target orders-db.internal:5432: its concurrency budget "
+        "(max_concurrent) is in use; it goes on when a slot frees, holding no worker meanwhile"
+    ]

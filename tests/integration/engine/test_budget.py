@@ -1,0 +1,172 @@
+"""Target budgets in the engine (in this process, real Redis, the ScaiVault emulator): a run
+without a slot waits without spending attempts and runs once a slot frees; a released slot wakes
+the oldest waiter; a vault-only rotator needs no slot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator.engine.core import Engine
+from orchestrator.engine.rollback import RollbackRequest
+from orchestrator.errors import RetryLater
+from orchestrator.routing import RoutingTable
+from orchestrator.state import keys
+from orchestrator.state.messages import RotateRequest
+from orchestrator.state.records import RunRecord
+from orchestrator.state.slots import Slots, Wake
+from orchestrator.vault.client import VaultClient
+from tests.fixtures.engine import EngineHarness, InprocIssuer, InprocVaultOnly
+
+pytestmark = pytest.mark.integration
+
+TARGET = "db.budget.test:5432"
+ROUTING = f"""
+[[rules]]
+match = "apps/**"
+rotator = "test-inproc"
+grace_period = "1h"
+target = "{TARGET}"
+max_concurrent = 1
+"""
+
+
+class Budgeted:
+    """An engine whose routing gives every ``apps/**`` path one target with one slot; the runs
+    it wakes are collected in ``woken`` (the worker's tasks would publish them)."""
+
+    def __init__(self, harness: EngineHarness, rotator: InprocIssuer) -> None:
+        self.harness = harness
+        self.rotator = rotator
+        self.woken: list[Wake] = []
+        routing = RoutingTable.parse(ROUTING, rotators={"test-inproc": rotator})
+        self.engine = Engine(harness.settings, harness.client, VaultClient(harness.settings),
+                             routing, wake=self.woken.append)  # fmt: skip
+        self.slots = Slots(harness.client)
+
+    def start(self, path: str, owner: str) -> RunRecord:
+        version = self.harness.emulator.put_secret(path, {"username": "app", "password": "old"})
+        record = self.engine.rotate(RotateRequest(path, from_version=version), owner=owner)
+        assert record is not None
+        return record
+
+    def due(self, rotation_id: str, owner: str, lease: int | None = None) -> RunRecord:
+        """What the due entry's task does (sweep or wake): ``scaivault.finalize``."""
+        record = self.engine.finalize(rotation_id, owner=owner, lease=lease)
+        assert record is not None
+        return record
+
+
+@pytest.fixture
+def budgeted(harness: EngineHarness) -> Iterator[Budgeted]:
+    b = Budgeted(harness, harness.rotator)
+    yield b
+    b.engine.close()
+
+
+def test_a_run_without_a_slot_waits_without_spending_attempts_and_runs_once_one_frees(
+    budgeted: Budgeted,
+) -> None:
+    assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
+    waiting = budgeted.start("apps/budget/b", owner="t1")
+    rid = waiting.rotation_id
+    assert waiting.state == "queued" and waiting.slot_wait == TARGET
+    assert waiting.attempts == 0 and not waiting.lease_owner
+    assert budgeted.rotator.calls == [], "nothing touched the target"
+    assert budgeted.harness.text.zscore(keys.DUE, rid) is not None, "re-queued via the due-queue"
+    assert budgeted.slots.waiters(TARGET) == [rid]
+    limit = budgeted.harness.settings.rotator_max_attempts
+    for n in range(limit + 2):  # more re-checks than attempts allowed: waiting is not failing
+        again = budgeted.due(rid, owner=f"t1-{n}")
+        assert again.state == "queued" and again.slot_wait == TARGET and again.attempts == 0
+
+    wake = budgeted.slots.release(TARGET, "other:rotate", 300.0)
+    assert wake == Wake(rid, wake.lease if wake else 0)
+    stored = budgeted.due(rid, owner="t2", lease=wake.lease if wake else None)
+    assert stored.state == "grace" and stored.slot_wait is None
+    assert budgeted.rotator.calls == ["mint", "verify"]
+    assert budgeted.slots.holders(TARGET) == [], "given back after the steps"
+    assert budgeted.slots.waiters(TARGET) == []
+    due = budgeted.harness.text.zscore(keys.DUE, rid)
+    now_ms = int(budgeted.harness.text.time()[0]) * 1000
+    assert due is not None and due > now_ms + 3500 * 1000, "only the finalize entry, 1h ahead"
+
+
+def test_a_released_slot_wakes_the_oldest_waiter(budgeted: Budgeted) -> None:
+    assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
+    first = budgeted.start("apps/budget/first", owner="t1")
+    second = budgeted.start("apps/budget/second", owner="t2")
+    assert first.slot_wait == TARGET and second.slot_wait == TARGET
+    budgeted.slots.release(TARGET, "other:rotate", 0.0)  # as a crashed holder's expiry would
+    stored = budgeted.due(first.rotation_id, owner="t3")
+    assert stored.state == "grace"
+    assert [w.rotation_id for w in budgeted.woken] == [second.rotation_id]
+    lease = budgeted.woken[0].lease
+    assert budgeted.harness.text.zscore(keys.DUE, second.rotation_id) == lease, "claimed"
+    assert budgeted.due(second.rotation_id, owner="t4", lease=lease).state == "grace"
+
+
+def test_a_failing_run_gives_its_slot_back(budgeted: Budgeted) -> None:
+    def boom(ctx: object) -> None:
+        raise ValueError("mint broke")
+
+    budgeted.rotator.mint_hook = boom
+    failed = budgeted.start("apps/budget/fails", owner="t1")
+    assert failed.state == "failed"
+    assert budgeted.slots.holders(TARGET) == []
+
+
+def test_a_vault_only_rotator_needs_no_slot(harness: EngineHarness) -> None:
+    budgeted = Budgeted(harness, InprocVaultOnly())
+    try:
+        assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
+        stored = budgeted.start("apps/budget/vault-only", owner="t1")
+        assert stored.state == "grace" and stored.slot_wait is None
+    finally:
+        budgeted.engine.close()
+
+
+def test_cancelling_a_waiting_run_clears_its_wait(budgeted: Budgeted) -> None:
+    assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
+    waiting = budgeted.start("apps/budget/cancelled", owner="t1")
+    store = budgeted.engine.store
+    cancelled = store.transition(waiting, "cancelled", last_error="cancelled by on-call")
+    assert cancelled.slot_wait is None
+    assert budgeted.due(waiting.rotation_id, owner="t2").state == "cancelled"
+    assert budgeted.harness.text.zscore(keys.DUE, waiting.rotation_id) is None
+
+
+def test_finalize_takes_a_slot_too_and_waits_in_finalizing(budgeted: Budgeted) -> None:
+    stored = budgeted.start("apps/budget/finalize", owner="t1")
+    rid = stored.rotation_id
+    budgeted.engine.store.update(rid, finalize_requested="on-call at now")
+    assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
+    waiting = budgeted.due(rid, owner="t2")
+    assert waiting.state == "finalizing" and waiting.slot_wait == TARGET
+    assert waiting.attempts == 0 and "finalize" not in budgeted.rotator.calls
+    wake = budgeted.slots.release(TARGET, "other:rotate", 300.0)
+    assert wake is not None and wake.rotation_id == rid
+    done = budgeted.due(rid, owner="t3", lease=wake.lease)
+    assert done.state == "done" and done.slot_wait is None
+    assert budgeted.rotator.calls[-1] == "finalize"
+    assert budgeted.harness.text.zscore(keys.DUE, rid) is None
+    assert budgeted.slots.holders(TARGET) == []
+
+
+def test_a_rollback_takes_a_slot_too_and_waits_held_in_grace(budgeted: Budgeted) -> None:
+    stored = budgeted.start("apps/budget/rollback", owner="t1")
+    rid = stored.rotation_id
+    store = budgeted.engine.store
+    assert store.hold(rid, "hold-1", 300.0) == "ok"
+    assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
+    with pytest.raises(RetryLater) as waited:
+        budgeted.engine.rollback(RollbackRequest(rid, hold="hold-1"), owner="t2")
+    assert 1.0 <= waited.value.countdown <= 2.0
+    held = store.require(rid)
+    assert held.state == "grace" and held.lease_owner == "hold-1", "still held for on-call"
+    assert budgeted.harness.text.zscore(keys.DUE, rid) is not None, "its finalize entry stays"
+    budgeted.slots.release(TARGET, "other:rotate", 300.0)
+    done = budgeted.engine.rollback(RollbackRequest(rid, hold="hold-1"), owner="t2")
+    assert done is not None and done.state == "rolled_back" and done.slot_wait is None
+    assert budgeted.slots.holders(TARGET) == []

@@ -88,6 +88,13 @@ class Budget:
     target: str
     limit: int | None = None
 
+    def capped(self, cap: int | None) -> Budget:
+        """This budget lowered to ``cap`` (a batch's own ``--concurrency``; None: unchanged).
+        A cap never raises the budget; the slots stay the target's, shared with every run."""
+        if cap is None or (self.limit is not None and self.limit <= cap):
+            return self
+        return Budget(self.target, cap)
+
     def describe(self) -> str:
         """``db.internal:5432 (at most 16 at once)`` or ``... (no limit)``."""
         limit = "no limit" if self.limit is None else f"at most {self.limit} at once"

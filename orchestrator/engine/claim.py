@@ -69,6 +69,7 @@ def new_record(
         reason=request.reason,
         from_version=from_version,
         grace_period=grace,
+        max_concurrent=request.max_concurrent,
     )
 
 

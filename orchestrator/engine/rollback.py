@@ -111,7 +111,8 @@ class Rollback:
         if rule is None or rule.rotator != record.rotator:
             return Slot()
         rotator = self.rt.routing.rotator_for(rule)
-        return self.budgets.take(record, rule.target, rotator, phase="rollback", lease=HOLD_SECONDS)
+        budget = rule.target.capped(record.max_concurrent)
+        return self.budgets.take(record, budget, rotator, phase="rollback", lease=HOLD_SECONDS)
 
     def _wait_for_slot(self, record: RunRecord) -> NoReturn:
         """Every slot of the target is taken: try again in a moment (the task's short

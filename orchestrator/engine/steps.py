@@ -53,9 +53,10 @@ class StepRunner:
         if routed is None or self._over_budget(record, owner):
             return False
         rule, rotator = routed
-        slot = self.budgets.take(record, rule.target, rotator)
+        budget = rule.target.capped(record.max_concurrent)
+        slot = self.budgets.take(record, budget, rotator)
         if slot is None:  # every slot of the target is taken: wait without holding a worker
-            self.budgets.wait(record, rule.target, owner)
+            self.budgets.wait(record, budget, owner)
             return False
         rid = record.rotation_id
         retry: TransientError | None = None

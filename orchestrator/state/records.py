@@ -106,7 +106,8 @@ class RunRecord:
     ``attempts_max`` the workers' attempt limit; ``lease_worker`` names the worker process
     that holds the lease. ``restored_version`` is the version a rollback wrote back.
     ``slot_wait`` names the target whose concurrency budget the run waits for (None once it
-    holds a slot, or when it never waited).
+    holds a slot, or when it never waited); ``max_concurrent`` is its batch's own cap below the
+    target's budget (``rotate --prefix --concurrency``).
     """
 
     rotation_id: str
@@ -140,6 +141,7 @@ class RunRecord:
     sealed: bool = False
     may_be_applied: bool = False
     slot_wait: str | None = None
+    max_concurrent: int | None = None
     notes: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
@@ -163,7 +165,7 @@ class RunRecord:
 
 _INT_FIELDS = frozenset(
     {"from_version", "new_version", "attempts", "mint_attempts", "waiting_checks"}
-    | {"attempts_max", "restored_version"}
+    | {"attempts_max", "restored_version", "max_concurrent"}
 )
 _FIELD_NAMES = tuple(f.name for f in fields(RunRecord))
 _RECORD_FIELDS = frozenset(_FIELD_NAMES)

@@ -406,3 +406,13 @@ max_concurrent = true
         "rotation.toml: rule 2: max_concurrent: True is not a whole number from 1 to 10000; "
         "e.g. max_concurrent = 16",
     ]
+
+
+def test_a_batch_cap_only_ever_lowers_a_budget() -> None:
+    budget = routing.Budget("db:5432", 16)
+    assert budget.capped(None) is budget
+    assert budget.capped(32) is budget
+    assert budget.capped(4) == routing.Budget("db:5432", 4)
+    assert routing.Budget("db:5432").capped(4) == routing.Budget("db:5432", 4), (
+        "an unlimited target too"
+    )

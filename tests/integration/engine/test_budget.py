@@ -36,18 +36,21 @@ class Budgeted:
     """An engine whose routing gives every ``apps/**`` path one target with one slot; the runs
     it wakes are collected in ``woken`` (the worker's tasks would publish them)."""
 
-    def __init__(self, harness: EngineHarness, rotator: InprocIssuer) -> None:
+    def __init__(
+        self, harness: EngineHarness, rotator: InprocIssuer, routing_text: str = ROUTING
+    ) -> None:
         self.harness = harness
         self.rotator = rotator
         self.woken: list[Wake] = []
-        routing = RoutingTable.parse(ROUTING, rotators={"test-inproc": rotator})
+        routing = RoutingTable.parse(routing_text, rotators={"test-inproc": rotator})
         self.engine = Engine(harness.settings, harness.client, VaultClient(harness.settings),
                              routing, wake=self.woken.append)  # fmt: skip
         self.slots = Slots(harness.client)
 
-    def start(self, path: str, owner: str) -> RunRecord:
+    def start(self, path: str, owner: str, cap: int | None = None) -> RunRecord:
         version = self.harness.emulator.put_secret(path, {"username": "app", "password": "old"})
-        record = self.engine.rotate(RotateRequest(path, from_version=version), owner=owner)
+        request = RotateRequest(path, from_version=version, max_concurrent=cap)
+        record = self.engine.rotate(request, owner=owner)
         assert record is not None
         return record
 
@@ -91,6 +94,26 @@ def test_a_run_without_a_slot_waits_without_spending_attempts_and_runs_once_one_
     due = budgeted.harness.text.zscore(keys.DUE, rid)
     now_ms = int(budgeted.harness.text.time()[0]) * 1000
     assert due is not None and due > now_ms + 3500 * 1000, "only the finalize entry, 1h ahead"
+
+
+def test_a_batch_cap_lowers_the_target_budget_for_its_own_runs_only(
+    harness: EngineHarness,
+) -> None:
+    """``rotate --prefix --concurrency 1`` on a target without a limit: the batch's runs wait
+    while one slot of the target is taken, a run outside the batch goes on."""
+    unlimited = ROUTING.replace("max_concurrent = 1\n", "")
+    budgeted = Budgeted(harness, harness.rotator, unlimited)
+    try:
+        assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
+        capped = budgeted.start("apps/budget/batch", owner="t1", cap=1)
+        assert capped.max_concurrent == 1
+        assert capped.state == "queued" and capped.slot_wait == TARGET
+        free = budgeted.start("apps/budget/outside", owner="t2")
+        assert free.state == "grace" and free.slot_wait is None
+        budgeted.slots.release(TARGET, "other:rotate", 0.0)
+        assert budgeted.due(capped.rotation_id, owner="t3").state == "grace"
+    finally:
+        budgeted.engine.close()
 
 
 def test_a_released_slot_wakes_the_oldest_waiter(budgeted: Budgeted) -> None:

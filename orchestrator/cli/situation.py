@@ -195,7 +195,10 @@ def _run_progress(situation: Situation) -> list[str]:
     if state in LEASED:
         return _driven(record, situation._now())
     if state == S.GRACE:
-        return [_in_grace(record, situation)]
+        lines = [_in_grace(record, situation)]
+        if record.slot_wait:  # its finalize waits for a slot of its target
+            lines += _driven(record, situation._now())
+        return lines
     if state == S.DONE:
         return [
             f"done: the old credential (version {record.from_version}) was revoked; version "

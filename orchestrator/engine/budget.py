@@ -72,17 +72,21 @@ class Budgets:
         *,
         phase: str | None = None,
         lease: float | None = None,
+        owner: str = "",
     ) -> Slot | None:
         """A slot of ``budget``'s target for ``record``'s steps now, or None when all are taken.
 
         ``phase`` names the holder's part (``rotate`` or ``finalize`` by the run's state, else
-        e.g. ``rollback``); ``lease`` (seconds) defaults to the run's lease, renewed with it."""
+        e.g. ``rollback``); ``lease`` (seconds) defaults to the run's lease, renewed with it.
+        ``owner`` (the task driving the run) is part of the holder's name, so a worker that lost
+        the run's lease to another cannot give back the other's slot; the lost one's slot counts
+        until its lease passes."""
         if budget.limit is None or not rotator.capabilities.touches_target:
             return Slot()
         rid = record.rotation_id
         before_grace = record.state in LEASED and record.state != RunState.FINALIZING
         phase = phase or ("rotate" if before_grace else "finalize")
-        holder = f"{rid}:{phase}"
+        holder = f"{rid}:{phase}:{owner}" if owner else f"{rid}:{phase}"
         seconds = lease or self.rt.lease_seconds
         taken = self.slots.acquire(budget.target, budget.limit, holder, seconds,
                                    rotation_id=rid, drop_due=before_grace)  # fmt: skip
@@ -107,11 +111,18 @@ class Budgets:
         it in the due-queue (woken by the next released slot, due again after a short delay)."""
         assert budget.limit is not None
         rid = record.rotation_id
+        attempts = max(record.attempts - 1, 0)
         try:
-            self.rt.runs.update(record, owner=owner, slot_wait=budget.target,
-                                attempts=max(record.attempts - 1, 0))  # fmt: skip
-            # Off the re-drive list meanwhile: the due entry brings it back.
-            self.rt.runs.release_lease(rid, owner, self.rt.settings.rotator_finalize_lease)
+            if record.state == RunState.FINALIZING:
+                # A finalize waits back in grace, where on-call can still roll it back or
+                # finalize it; the due entry (set below) brings it back.
+                self.rt.runs.transition(record, RunState.GRACE, owner=owner, step="grace",
+                                        slot_wait=budget.target, attempts=attempts)  # fmt: skip
+            else:
+                self.rt.runs.update(record, owner=owner, slot_wait=budget.target,
+                                    attempts=attempts)  # fmt: skip
+                # Off the re-drive list meanwhile: the due entry brings it back.
+                self.rt.runs.release_lease(rid, owner, self.rt.settings.rotator_finalize_lease)
         except (LeaseLost, IllegalTransition):
             return
         woken = self.slots.wait(

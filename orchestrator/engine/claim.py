@@ -165,6 +165,10 @@ class Claims:
             and active.state in LEASED
             and (active.from_version == from_version or active.state == RunState.QUEUED)
         ):
+            if _manual(request):  # on-call watches this id: it needs an outcome of its own
+                record = new_record(request, rid, rule, from_version, RunState.SKIPPED, grace)
+                reason = f"rotation {active.rotation_id} holds this path (it rotates it)"
+                return Claim(decided=self._skip(record, reason))
             self.rt.log.info("rotation_merged", rotation_id=active.rotation_id, merged=rid, **about)
             return Claim(drive=active.rotation_id)
         problem = _why_not_start(current, from_version, active)

@@ -54,7 +54,7 @@ class StepRunner:
             return False
         rule, rotator = routed
         budget = rule.target.capped(record.max_concurrent)
-        slot = self.budgets.take(record, budget, rotator)
+        slot = self.budgets.take(record, budget, rotator, owner=owner)
         if slot is None:  # every slot of the target is taken: wait without holding a worker
             self.budgets.wait(record, budget, owner)
             return False

@@ -63,6 +63,8 @@ class Sweeper:
             if record is None or record.state not in LEASED:
                 self.rt.runs.forget_expired_lease(rotation_id)
                 continue
+            if record.slot_wait and self.rt.due.score(rotation_id) is not None:
+                continue  # waits for a slot of its target: its due entry brings it back
             self.rt.log.warning(
                 "rotation_redriven", rotation_id=rotation_id, path=record.path, state=record.state
             )

@@ -16,7 +16,8 @@
 -- ARGV[8] due ms of a record that predates finalize_after_ms ('' = none)
 -- ARGV[9..] field, value, ...
 -- Grace -> finalizing is refused before finalize_after_ms unless finalize_requested is set.
--- A run that leaves the leased states drops its lease and its target slot wait (slot_wait).
+-- A run that leaves the leased states drops its lease, and its target slot wait (slot_wait)
+-- unless it goes back to grace (a finalize waiting for a slot waits there).
 -- A run that moves to grace with a 'waiting' field is waiting for its old credential to be
 -- unused: the first time stamps waiting_since_ms and indexes it; leaving grace and finalizing
 -- drops it from the index.
@@ -59,7 +60,8 @@ if LEASED[to] then
   redis.call('ZADD', KEYS[3], lu or now, ARGV[1])
 else
   redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms', 'lease_worker', 'slot_wait')
+  redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms', 'lease_worker')
+  if to ~= 'grace' then redis.call('HDEL', KEYS[1], 'slot_wait') end
 end
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 if ARGV[6] ~= '' then

@@ -13,7 +13,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if (not held) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then  -- only ever extended: a longer
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))      -- holder (a rollback's) keeps it
+end
 redis.call('ZREM', KEYS[2], ARGV[4])
 if ARGV[5] == '1' then redis.call('ZREM', KEYS[3], ARGV[4]) end
 if redis.call('HEXISTS', KEYS[4], 'slot_wait') == 1 then redis.call('HDEL', KEYS[4], 'slot_wait') end

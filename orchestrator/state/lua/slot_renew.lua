@@ -5,5 +5,7 @@
 -- another acquire dropped it).
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then  -- only ever extended
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
 return 1

@@ -116,6 +116,18 @@ def test_a_batch_cap_lowers_the_target_budget_for_its_own_runs_only(
         budgeted.engine.close()
 
 
+def test_a_long_wait_is_not_mistaken_for_a_dead_worker(budgeted: Budgeted) -> None:
+    assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 300.0, rotation_id="other")
+    waiting = budgeted.start("apps/budget/long-wait", owner="t1")
+    rid = waiting.rotation_id
+    budgeted.harness.client.zadd(keys.LEASES, {rid: 0})  # its lease index entry has passed
+    swept = budgeted.engine.sweep()
+    assert rid not in [r.rotation_id for r in swept.redrive], "its due entry brings it back"
+    budgeted.harness.client.zrem(keys.DUE, rid)  # without one, it is re-driven as before
+    budgeted.harness.client.zadd(keys.LEASES, {rid: 0})
+    assert rid in [r.rotation_id for r in budgeted.engine.sweep().redrive]
+
+
 def test_a_released_slot_wakes_the_oldest_waiter(budgeted: Budgeted) -> None:
     assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
     first = budgeted.start("apps/budget/first", owner="t1")
@@ -160,14 +172,18 @@ def test_cancelling_a_waiting_run_clears_its_wait(budgeted: Budgeted) -> None:
     assert budgeted.harness.text.zscore(keys.DUE, waiting.rotation_id) is None
 
 
-def test_finalize_takes_a_slot_too_and_waits_in_finalizing(budgeted: Budgeted) -> None:
+def test_finalize_takes_a_slot_too_and_waits_back_in_grace(budgeted: Budgeted) -> None:
     stored = budgeted.start("apps/budget/finalize", owner="t1")
     rid = stored.rotation_id
-    budgeted.engine.store.update(rid, finalize_requested="on-call at now")
+    store = budgeted.engine.store
+    store.update(rid, finalize_requested="on-call at now")
     assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
     waiting = budgeted.due(rid, owner="t2")
-    assert waiting.state == "finalizing" and waiting.slot_wait == TARGET
+    assert waiting.state == "grace" and waiting.slot_wait == TARGET
     assert waiting.attempts == 0 and "finalize" not in budgeted.rotator.calls
+    assert not waiting.lease_owner and budgeted.harness.text.zscore(keys.DUE, rid) is not None
+    assert store.hold(rid, "on-call", 30.0) == "ok", "on-call may still hold it for a rollback"
+    store.unhold(rid, "on-call")
     wake = budgeted.slots.release(TARGET, "other:rotate", 300.0)
     assert wake is not None and wake.rotation_id == rid
     done = budgeted.due(rid, owner="t3", lease=wake.lease)

@@ -15,6 +15,7 @@ from orchestrator.receiver import envelope
 from orchestrator.state import history, keys
 from orchestrator.state.messages import RotateRequest
 from orchestrator.state.pending import is_manual_event, manual_event_id, queue_publish
+from orchestrator.state.records import RunRecord
 from tests.fixtures.engine import PATH, EngineHarness
 from tests.fixtures.worker import EngineStack
 from tests.rotators.ledger import creds_key, current_key, fingerprint
@@ -111,3 +112,19 @@ def test_a_manual_rotation_lost_too_often_fails_loudly_under_its_own_id(
     assert failed is not None and failed.state == "failed", failed
     assert "lost" in str(failed.last_error) and failed.actor == "alice"
     assert harness.client.zcard(keys.PENDING) == 0
+
+
+def test_a_manual_rotation_meeting_a_queued_run_gets_an_outcome_of_its_own(
+    harness: EngineHarness,
+) -> None:
+    """A queued run (one waiting for a slot, say) holds the path: a webhook's request would
+    merge into it, but on-call's wave watches the manual id, so that id ends skipped, naming
+    the run that holds the path."""
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    holder = RunRecord("rot-holder", PATH, "queued", trigger="schedule", from_version=version)
+    harness.engine.store.create(holder, lease=("someone", 30.0))
+    request = _manual(PATH, version, "0s")
+    record = harness.engine.rotate(request, owner="task-3")
+    assert record is not None and record.rotation_id == manual_id(request.event_id)
+    assert record.state == "skipped" and "rot-holder" in (record.last_error or "")
+    assert harness.engine.store.require("rot-holder").state == "queued", "left to its worker"

@@ -272,7 +272,16 @@ def _rotate_prefix(
         )
         for path in planned.ready
     ]
-    ids = trigger.publish_manual(oc, requests)
+    try:
+        ids = trigger.publish_manual(oc, requests)
+    except trigger.PublishInterrupted as stop:
+        fail(
+            f"interrupted while queueing: {stop.queued} of {len(requests)} rotation(s) were "
+            f"queued and go on (and perhaps {stop.chunk} more, the batch being sent)",
+            hint=f"`scaivault-rotator status --prefix {prefix}` shows them; `rotate --prefix "
+            f"{prefix}` again queues the rest (paths already rotating are left out)",
+            exit_code=130,
+        )
     click.echo(
         f"queued {len(ids)} rotation(s); Ctrl-C stops watching, not rotating "
         f"(follow with `scaivault-rotator status --prefix {prefix}`)",

@@ -107,21 +107,38 @@ def manual_request(
     )  # fmt: skip
 
 
+class PublishInterrupted(Exception):
+    """Ctrl-C while a wave was being queued: ``queued`` were (each chunk is one transaction:
+    all of it or none), and one more chunk of ``chunk`` may have been."""
+
+    def __init__(self, queued: int, chunk: int) -> None:
+        super().__init__(f"interrupted after queueing {queued}")
+        self.queued = queued
+        self.chunk = chunk
+
+
 def publish_manual(oc: OnCall, requests: list[RotateRequest]) -> list[str]:
     """Publish ``requests`` with their ledger entries and ``rotation_requested`` history
     entries, :data:`PUBLISH_CHUNK` per transaction; returns the rotation ids their runs get
-    (derived from the event ids, however often the sweep publishes them again)."""
-    for start in range(0, len(requests), PUBLISH_CHUNK):
-        pipe = oc.redis.pipeline(transaction=True)
-        for request in requests[start : start + PUBLISH_CHUNK]:
-            note = history.entry(
-                "rotation_requested", actor=request.actor, reason=request.reason,
-                trigger="manual", from_version=request.from_version, event_id=request.event_id,
-                detail="enqueued by the CLI",
-            )  # fmt: skip
-            history.queue_entry(pipe, request.path, note)
-            queue_publish(pipe, request)
-        pipe.execute()
+    (derived from the event ids, however often the sweep publishes them again). Ctrl-C raises
+    :class:`PublishInterrupted`, saying how many were queued."""
+    queued = 0
+    try:
+        for start in range(0, len(requests), PUBLISH_CHUNK):
+            chunk = requests[start : start + PUBLISH_CHUNK]
+            pipe = oc.redis.pipeline(transaction=True)
+            for request in chunk:
+                note = history.entry(
+                    "rotation_requested", actor=request.actor, reason=request.reason,
+                    trigger="manual", from_version=request.from_version,
+                    event_id=request.event_id, detail="enqueued by the CLI",
+                )  # fmt: skip
+                history.queue_entry(pipe, request.path, note)
+                queue_publish(pipe, request)
+            pipe.execute()
+            queued += len(chunk)
+    except KeyboardInterrupt:
+        raise PublishInterrupted(queued, min(PUBLISH_CHUNK, len(requests) - queued)) from None
     return [manual_id(request.event_id) for request in requests]
 
 

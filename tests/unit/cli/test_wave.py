@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import fakeredis
 import pytest
 
+from orchestrator.cli import trigger
 from orchestrator.cli.wave import Run, by_target, tally
+from orchestrator.state import keys
 from orchestrator.state.messages import RotateRequest
 
 
@@ -69,3 +74,41 @@ def test_the_meter_shows_the_rate_and_an_eta() -> None:
     line = meter.line(counted)
     assert "50 stored" in line and "5.0/s" in line and "ETA 0:10" in line
     assert _clock_text(3725) == "1:02:05" and _clock_text(59.6) == "1:00"
+
+
+def test_ctrl_c_while_queueing_says_how_many_were_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each chunk is one transaction: a Ctrl-C during the second leaves the first queued, whole,
+    and says so (the CLI then tells on-call how to follow and how to queue the rest)."""
+    monkeypatch.setattr(trigger, "PUBLISH_CHUNK", 2)
+    client = fakeredis.FakeRedis()
+    sent = []
+
+    class Interrupting:
+        """On-call's Redis, interrupted by Ctrl-C while the second transaction is sent."""
+
+        def pipeline(self, transaction: bool = True) -> Any:
+            pipe = client.pipeline(transaction=transaction)
+            real = pipe.execute
+
+            def execute() -> Any:
+                if sent:
+                    raise KeyboardInterrupt
+                sent.append(1)
+                return real()
+
+            pipe.execute = execute  # type: ignore[method-assign]
+            return pipe
+
+    class OnCall:
+        redis = Interrupting()
+
+    requests = [
+        trigger.manual_request(f"apps/p{i}", None, grace=None, reason=None, actor="alice")
+        for i in range(5)
+    ]
+    with pytest.raises(trigger.PublishInterrupted) as stop:
+        trigger.publish_manual(OnCall(), requests)  # type: ignore[arg-type]
+    assert (stop.value.queued, stop.value.chunk) == (2, 2)
+    assert client.llen(keys.TASK_QUEUE) == 2 and client.zcard(keys.PENDING) == 2

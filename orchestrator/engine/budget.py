@@ -37,10 +37,19 @@ WAIT_DELAY = (1.0, 2.0)
 class Slot:
     """A slot of a target held for the run's steps (or none needed: every method a no-op)."""
 
-    def __init__(self, budgets: Budgets | None = None, target: str = "", holder: str = "") -> None:
+    def __init__(
+        self,
+        budgets: Budgets | None = None,
+        target: str = "",
+        holder: str = "",
+        limit: int = 0,
+        rotation_id: str = "",
+    ) -> None:
         self._budgets = budgets
         self.target = target
         self.holder = holder
+        self.limit = limit
+        self.rotation_id = rotation_id
 
     def renew(self) -> None:
         """Extend the slot's lease (the lease keeper's thread calls this with the run's)."""
@@ -90,11 +99,23 @@ class Budgets:
         seconds = lease or self.rt.lease_seconds
         taken = self.slots.acquire(budget.target, budget.limit, holder, seconds,
                                    rotation_id=rid, drop_due=before_grace)  # fmt: skip
-        return Slot(self, budget.target, holder) if taken else None
+        return Slot(self, budget.target, holder, budget.limit, rid) if taken else None
 
     def renew(self, slot: Slot) -> None:
-        if not self.slots.renew(slot.target, slot.holder, self.rt.lease_seconds):
-            self.rt.log.warning("slot_lost", target=slot.target, holder=slot.holder)
+        """Extend ``slot``'s lease; one that lapsed (the keeper starved, Redis away) is taken
+        again if a slot is free, else the run's lease counts as lost: its steps stop before
+        they touch the target again (raises :class:`LeaseLost` to the heartbeat)."""
+        seconds = self.rt.lease_seconds
+        if self.slots.renew(slot.target, slot.holder, seconds):
+            return
+        if self.slots.acquire(slot.target, slot.limit, slot.holder, seconds,
+                              rotation_id=slot.rotation_id):  # fmt: skip
+            return
+        self.rt.log.warning("slot_lost", target=slot.target, holder=slot.holder)
+        raise LeaseLost(
+            f"the slot of target {slot.target} lapsed and every slot is taken",
+            rotation_id=slot.rotation_id,
+        )
 
     def release(self, slot: Slot) -> None:
         try:

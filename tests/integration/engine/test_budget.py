@@ -8,9 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from orchestrator.engine.budget import Slot
 from orchestrator.engine.core import Engine
 from orchestrator.engine.rollback import RollbackRequest
-from orchestrator.errors import RetryLater
+from orchestrator.errors import LeaseLost, RetryLater
 from orchestrator.routing import RoutingTable
 from orchestrator.state import keys
 from orchestrator.state.messages import RotateRequest
@@ -126,6 +127,20 @@ def test_a_long_wait_is_not_mistaken_for_a_dead_worker(budgeted: Budgeted) -> No
     budgeted.harness.client.zrem(keys.DUE, rid)  # without one, it is re-driven as before
     budgeted.harness.client.zadd(keys.LEASES, {rid: 0})
     assert rid in [r.rotation_id for r in budgeted.engine.sweep().redrive]
+
+
+def test_a_lapsed_slot_is_taken_again_or_stops_the_run(budgeted: Budgeted) -> None:
+    """The keeper renews a slot with the run's lease; one that lapsed meanwhile (and was
+    dropped) is taken again while a slot is free, else the run's lease counts as lost."""
+    budgets = budgeted.engine.budgets
+    slot = Slot(budgets, TARGET, "rot-lapsed:rotate:t1", 1, "rot-lapsed")
+    budgets.renew(slot)  # lapsed and free: taken again
+    assert budgeted.slots.holders(TARGET) == [slot.holder]
+    budgeted.slots.release(TARGET, slot.holder, 0.0)
+    assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
+    with pytest.raises(LeaseLost):
+        budgets.renew(slot)
+    assert budgeted.slots.holders(TARGET) == ["other:rotate"], "the limit held"
 
 
 def test_a_released_slot_wakes_the_oldest_waiter(budgeted: Budgeted) -> None:

@@ -90,10 +90,15 @@ class Budgets:
         ``owner`` (the task driving the run) is part of the holder's name, so a worker that lost
         the run's lease to another cannot give back the other's slot; the lost one's slot counts
         until its lease passes."""
-        if budget.limit is None or not rotator.capabilities.touches_target:
-            return Slot()
         rid = record.rotation_id
         before_grace = record.state in LEASED and record.state != RunState.FINALIZING
+        if budget.limit is None or not rotator.capabilities.touches_target:
+            if record.slot_wait and phase is None:  # it waited; the routing file lifted the limit
+                self.slots.forget_wait(record.slot_wait, rid)
+                self.rt.runs.update(record, slot_wait=None)
+                if before_grace:  # its due entry stood only for the wait
+                    self.rt.due.remove(rid)
+            return Slot()
         phase = phase or ("rotate" if before_grace else "finalize")
         holder = f"{rid}:{phase}:{owner}" if owner else f"{rid}:{phase}"
         seconds = lease or self.rt.lease_seconds

@@ -91,6 +91,11 @@ class Slots:
         woken = self._release(keys=run_keys, args=[holder, _ms(claim_seconds)])
         return None if not woken else Wake(_s(woken[0]), int(_s(woken[1])))
 
+    def forget_wait(self, target: str, rotation_id: str) -> None:
+        """Drop ``rotation_id`` from ``target``'s waiters (it goes on without a slot: its
+        target has no limit any more)."""
+        self.client.zrem(keys.slot_waiters(target), rotation_id)
+
     def holders(self, target: str) -> list[str]:
         """Who holds a slot of ``target`` now (leases not yet dropped included)."""
         return [_s(m) for m in self.client.zrange(keys.slots(target), 0, -1)]

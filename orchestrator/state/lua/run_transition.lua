@@ -16,8 +16,8 @@
 -- ARGV[8] due ms of a record that predates finalize_after_ms ('' = none)
 -- ARGV[9..] field, value, ...
 -- Grace -> finalizing is refused before finalize_after_ms unless finalize_requested is set.
--- A run that leaves the leased states drops its lease, and its target slot wait (slot_wait)
--- unless it goes back to grace (a finalize waiting for a slot waits there).
+-- A run that leaves the leased states drops its lease and its target slot wait (slot_wait),
+-- unless this change sets slot_wait (a finalize waiting for a slot waits back in grace).
 -- A run that moves to grace with a 'waiting' field is waiting for its old credential to be
 -- unused: the first time stamps waiting_since_ms and indexes it; leaving grace and finalizing
 -- drops it from the index.
@@ -53,6 +53,7 @@ elseif TERMINAL[cur] then
   if holder and holder ~= ARGV[1] then return {'busy', holder} end
   redis.call('SET', KEYS[2], ARGV[1])
 end
+if not LEASED[to] then redis.call('HDEL', KEYS[1], 'slot_wait') end
 redis.call('HSET', KEYS[1], 'state', to)
 apply_fields(KEYS[1], 9)
 if LEASED[to] then
@@ -61,7 +62,6 @@ if LEASED[to] then
 else
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms', 'lease_worker')
-  if to ~= 'grace' then redis.call('HDEL', KEYS[1], 'slot_wait') end
 end
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 if ARGV[6] ~= '' then

@@ -143,6 +143,20 @@ def test_a_lapsed_slot_is_taken_again_or_stops_the_run(budgeted: Budgeted) -> No
     assert budgeted.slots.holders(TARGET) == ["other:rotate"], "the limit held"
 
 
+def test_a_waiter_whose_limit_was_lifted_goes_on_and_stops_waiting(budgeted: Budgeted) -> None:
+    assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
+    rid = budgeted.start("apps/budget/lifted", owner="t1").rotation_id
+    unlimited = ROUTING.replace("max_concurrent = 1\n", "")
+    routing = RoutingTable.parse(unlimited, rotators={"test-inproc": budgeted.rotator})
+    budgeted.engine.routing.adopt(routing)  # as a routing reload does
+    stored = budgeted.due(rid, owner="t2")
+    assert stored.state == "grace" and stored.slot_wait is None
+    assert budgeted.slots.waiters(TARGET) == []
+    due = budgeted.harness.text.zscore(keys.DUE, rid)
+    now_ms = int(budgeted.harness.text.time()[0]) * 1000
+    assert due is not None and due > now_ms + 3500 * 1000, "only the finalize entry, 1h ahead"
+
+
 def test_a_released_slot_wakes_the_oldest_waiter(budgeted: Budgeted) -> None:
     assert budgeted.slots.acquire(TARGET, 1, "other:rotate", 30.0, rotation_id="other")
     first = budgeted.start("apps/budget/first", owner="t1")

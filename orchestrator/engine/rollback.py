@@ -111,8 +111,9 @@ class Rollback:
         if rule is None or rule.rotator != record.rotator:
             return Slot()
         rotator = self.rt.routing.rotator_for(rule)
-        budget = rule.target.capped(record.max_concurrent)
-        return self.budgets.take(record, budget, rotator, phase="rollback", lease=HOLD_SECONDS)
+        # The target's own budget: a batch's --concurrency paces its rotations, not on-call's
+        # undo of one of them.
+        return self.budgets.take(record, rule.target, rotator, phase="rollback", lease=HOLD_SECONDS)
 
     def _wait_for_slot(self, record: RunRecord) -> NoReturn:
         """Every slot of the target is taken: try again in a moment (the task's short

@@ -2,13 +2,20 @@
 workers, measured in the same run; optionally, no rotation lost when a worker is SIGKILLed.
 
 Run from the repository root (starts its own redis-server, the ScaiVault emulator and one
-prefork worker with two processes; every secret routes to one target with a budget)::
+prefork worker with ``--processes`` processes; every secret of the waves routes to one target
+with a budget, the baseline's to the same rotator without one)::
 
     python -m tests.benchmarks.bench_mass_rotation [--secrets 10000] [--baseline 2000]
-        [--budget 16] [--rounds 1] [--kill 2000]
+        [--budget 16] [--rounds 1] [--kill 2000] [--processes 2] [--busy-ms 0]
+        [--rotator test-ledger|random-password]
+
+The rotator is the test ledger issuer by default (``tests/rotators/ledger.py``: it touches a
+target, so every rotation takes and gives back a slot of the budget; ``--busy-ms`` makes each
+of its steps take that long and count itself busy on the target, which then reports the most
+steps it saw at once). ``random-password`` is vault-only: it takes no slot at all.
 
 1. Baseline: ``--baseline`` ``scaivault.rotate`` tasks enqueued at once with Celery's producer
-   (no ledger, no CLI: what the workers can do at most); time until all are stored.
+   (no ledger, no CLI, no budget: what the workers can do at most); time until all are stored.
 2. ``scaivault-rotator rotate --prefix bench/mass/ --yes --json`` over ``--secrets`` secrets, as
    on-call would run it: every rotation queued at once with a ledger entry, then watched to the
    end; wall time of the command, and its rate as a fraction of the baseline's. ``--rounds R``
@@ -28,29 +35,46 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from datetime import datetime
+from pathlib import Path
 
 from celery import Celery
 
 from orchestrator.local.processes import cli_argv
 from orchestrator.state import history, keys
+from tests.benchmarks.bench_budget import Target
 from tests.benchmarks.rig import ROOT, Rig, machine, table, wait_until
+from tests.fixtures.plugins import plugin_env, write_dist_info
 
+LEDGER = "test-ledger"
+#: The baseline's paths have no budget; every other path shares one target and its budget.
 ROUTING = """[[rules]]
+match = "bench/base*/**"
+rotator = "{rotator}"
+grace_period = "48h"
+{options}
+[[rules]]
 match = "bench/**"
-rotator = "random-password"
+rotator = "{rotator}"
 grace_period = "48h"
 target = "bench-target"
 max_concurrent = {budget}
-[rules.options]
-length = 24
-"""
+{options}"""
 
 
-def unpaced(rig: Rig, paths: list[str]) -> float:
+def routing(rotator: str, budget: int, target_url: str, busy_ms: int) -> str:
+    if rotator == LEDGER:
+        options = f'[rules.options]\ntarget_url = "{target_url}"\nbusy_ms = {busy_ms}\n'
+    else:
+        options = "[rules.options]\nlength = 24\n"
+    return ROUTING.format(rotator=rotator, budget=budget, options=options)
+
+
+def unpaced(rig: Rig, paths: list[str], rotator: str) -> float:
     """Enqueue one manual rotation per path at once; seconds until all are stored."""
-    before = rig.outcome("stored")
+    before = rig.outcome("stored", rotator)
     producer = Celery("bench-producer", broker=rig.redis_server.url, set_as_current=False)
     producer.conf.update(task_serializer="json", accept_content=["json"])
     started = time.perf_counter()
@@ -62,9 +86,11 @@ def unpaced(rig: Rig, paths: list[str]) -> float:
                         "grace_period": None, "actor": "bench", "reason": "baseline"},
                 queue=keys.TASK_QUEUE, connection=conn,
             )  # fmt: skip
-    wait_until(
-        lambda: rig.outcome("stored") - before >= len(paths), 7200, "the baseline rotations", 0.05
-    )
+
+    def stored() -> bool:
+        return rig.outcome("stored", rotator) - before >= len(paths)
+
+    wait_until(stored, 7200, "the baseline rotations", 0.05)
     return time.perf_counter() - started
 
 
@@ -82,20 +108,23 @@ def wave(rig: Rig, prefix: str, name: str) -> tuple[float, int, dict[str, object
     return seconds, done.returncode, json.loads(text) if text.startswith("{") else {}
 
 
-def killed_wave(rig: Rig, prefix: str, paths: list[str]) -> tuple[float, int, dict[str, object]]:
+def killed_wave(
+    rig: Rig, prefix: str, paths: list[str], processes: int, rotator: str
+) -> tuple[float, int, dict[str, object]]:
     """:func:`wave` while the worker is SIGKILLed once a quarter of ``paths`` is stored."""
     out = rig.dir / "killed.out"
-    before = rig.outcome("stored")
+    before = rig.outcome("stored", rotator)
     started = time.perf_counter()
     with out.open("w") as sink, (rig.dir / "killed.err").open("w") as errors:
         running = subprocess.Popen(
             cli_argv("rotate", "--prefix", prefix, "--yes", "--json"),
             env=rig.env(), cwd=ROOT, stdout=sink, stderr=errors,
         )  # fmt: skip
-        wait_until(lambda: rig.outcome("stored") - before >= len(paths) // 4, 600, "a quarter")
+        quarter = len(paths) // 4
+        wait_until(lambda: rig.outcome("stored", rotator) - before >= quarter, 600, "a quarter")
         victim = rig.workers.pop()
         os.killpg(os.getpgid(victim.pid), signal.SIGKILL)
-        rig.worker(name="w2", concurrency=2)
+        rig.worker(name="w2", concurrency=processes)
         code = running.wait(timeout=3600)
     seconds = time.perf_counter() - started
     text = out.read_text(errors="replace").strip()
@@ -130,11 +159,13 @@ def most_in_flight(rig: Rig, paths: list[str]) -> tuple[int, int]:
     return most, complete
 
 
-def _row(name: str, stored: int, seconds: float, unpaced: float | None, most: str) -> list[object]:
+def _row(
+    name: str, stored: int, seconds: float, unpaced: float | None, most: str, peak: str = "-"
+) -> list[object]:
     """A table row; ``unpaced``: the baseline's rate this row is a fraction of."""
     rate = stored / seconds
     share = "1.00x" if unpaced is None else f"{rate / unpaced:.2f}x"
-    return [name, stored, f"{seconds:.1f}", f"{rate:.1f}", share, most]
+    return [name, stored, f"{seconds:.1f}", f"{rate:.1f}", share, most, peak]
 
 
 def _epoch(text: str) -> float:
@@ -148,12 +179,23 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=16, help="max_concurrent of the target")
     parser.add_argument("--kill", type=int, default=0, help="secrets of the SIGKILL wave")
     parser.add_argument("--rounds", type=int, default=1, help="baseline and wave, alternated")
+    parser.add_argument("--processes", type=int, default=2, help="the worker's processes")
+    parser.add_argument("--busy-ms", type=int, default=0, help="each ledger step's latency")
+    parser.add_argument("--rotator", choices=(LEDGER, "random-password"), default=LEDGER)
     args = parser.parse_args()
 
+    plugins = write_dist_info(
+        Path(tempfile.mkdtemp(prefix="svr-bench-plugins-")),
+        {LEDGER: "tests.rotators.ledger:LedgerIssuer"},
+    )
     # Short timeouts so the SIGKILL wave's lost messages come back within a minute.
     rig = Rig(ROTATOR_PENDING_REPUBLISH_AFTER="5", ROTATOR_VISIBILITY_TIMEOUT="60",
-              ROTATOR_TASK_TIME_LIMIT="30", ROTATOR_SWEEP_INTERVAL="1")  # fmt: skip
-    rig.routing.write_text(ROUTING.format(budget=args.budget))
+              ROTATOR_TASK_TIME_LIMIT="30", ROTATOR_SWEEP_INTERVAL="1",
+              PYTHONPATH=plugin_env(plugins, {"PYTHONPATH": str(ROOT)})["PYTHONPATH"])  # fmt: skip
+    target_url = rig.redis_server.url.rsplit("/", 1)[0] + "/1"
+    rig.routing.write_text(routing(args.rotator, args.budget, target_url, args.busy_ms))
+    target = Target(target_url)
+    counted = args.rotator == LEDGER and args.busy_ms > 0
     try:
         rig.emulator()
         rounds = range(args.rounds)
@@ -163,23 +205,27 @@ def main() -> None:
         every = [p for r in rounds for p in base[r] + mass[r]] + kill
         seeded = rig.seed(every)
         print(f"seeded {len(every)} secrets in {seeded:.1f}s", flush=True)
-        rig.worker(concurrency=2)
+        rig.worker(concurrency=args.processes)
 
         rows: list[list[object]] = []
         totals = [0, 0.0, 0, 0.0]  # baseline stored, seconds; wave stored, seconds
         code, most, complete = 0, 0, 0
         for r in rounds:  # alternated, so a noisy neighbour spoils both sides alike
-            base_s = unpaced(rig, base[r])
+            target.reset()
+            base_s = unpaced(rig, base[r], args.rotator)
+            base_peak = str(target.peak()) if counted else "-"
+            target.reset()
             mass_s, code, counts = wave(rig, f"bench/mass{r}/", f"wave{r}")
+            mass_peak = str(target.peak()) if counted else "-"
             stored = int(str(counts.get("stored", 0)))
             print(f"round {r + 1}: baseline {len(base[r])} in {base_s:.1f}s; rotate --prefix "
                   f"exit {code}, {stored} stored in {mass_s:.1f}s", flush=True)  # fmt: skip
             round_most, round_complete = most_in_flight(rig, mass[r])
             most, complete = max(most, round_most), complete + round_complete
             rows += [_row(f"{r + 1}: unpaced, {args.baseline} tasks at once", len(base[r]),
-                          base_s, None, "-"),
+                          base_s, None, "-", base_peak),
                      _row(f"{r + 1}: rotate --prefix (budget {args.budget})", stored, mass_s,
-                          len(base[r]) / base_s, str(round_most))]  # fmt: skip
+                          len(base[r]) / base_s, str(round_most), mass_peak)]  # fmt: skip
             totals = [totals[0] + len(base[r]), totals[1] + base_s,
                       totals[2] + stored, totals[3] + mass_s]  # fmt: skip
         if args.rounds > 1:
@@ -188,17 +234,22 @@ def main() -> None:
                           totals[0] / totals[1], str(most))]  # fmt: skip
         if kill:
             rig.beat()
-            kill_s, kill_code, kill_counts = killed_wave(rig, "bench/kill/", kill)
+            kill_s, kill_code, kill_counts = killed_wave(
+                rig, "bench/kill/", kill, args.processes, args.rotator
+            )
             once = one_new_version_each(rig, kill)
             killed = int(str(kill_counts.get("stored", 0)))
             rows.append(["rotate --prefix, worker SIGKILLed at 25%", killed, f"{kill_s:.1f}",
-                         f"{killed / kill_s:.1f}", "-", "-"])  # fmt: skip
+                         f"{killed / kill_s:.1f}", "-", "-", "-"])  # fmt: skip
 
         print()
-        print(f"machine: {machine()}; worker: 1 node, 2 prefork processes")
         print(
-            table(rows, ["run", "stored", "wall s", "per second", "of unpaced", "most in flight"])
+            f"machine: {machine()}; worker: 1 node, {args.processes} prefork processes; "
+            f"rotator {args.rotator}" + (f", each step {args.busy_ms} ms" if counted else "")
         )
+        head = ["run", "stored", "wall s", "per second", "of unpaced", "most in flight",
+                "most at target"]  # fmt: skip
+        print(table(rows, head))
         print(f"CLI exit code {code} (last round); in flight measured on {complete} of "
               f"{args.secrets * args.rounds} paths")  # fmt: skip
         if kill:

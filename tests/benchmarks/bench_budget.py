@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import redis
-from celery import Celery
 
 from orchestrator.state import keys
 from tests.benchmarks.bench_e2e import post_all
@@ -74,24 +73,6 @@ class Target:
         return int(self.client.zscore(busy_key("peak"), "peak") or 0)
 
 
-def rotate_to_grace(rig: Rig, paths: list[str]) -> float:
-    """Enqueue one manual rotation per path; seconds until all are stored (in grace)."""
-    before = rig.outcome("stored", ROTATOR)
-    producer = Celery("bench-producer", broker=rig.redis_server.url, set_as_current=False)
-    producer.conf.update(task_serializer="json", accept_content=["json"])
-    started = time.perf_counter()
-    with producer.connection_for_write() as conn:
-        for path in paths:
-            producer.send_task(
-                "scaivault.rotate",
-                kwargs={"path": path, "trigger": "manual", "event_id": None, "from_version": 1,
-                        "grace_period": None, "actor": "bench", "reason": "wave"},
-                queue=keys.TASK_QUEUE, connection=conn,
-            )  # fmt: skip
-    wait_until(lambda: rig.outcome("stored", ROTATOR) - before >= len(paths), 3600, "grace", 0.05)
-    return time.perf_counter() - started
-
-
 def end_grace_now(rig: Rig, paths: list[str]) -> int:
     """Make every path's run due now on Redis's clock; the due time in ms."""
     seconds, micros = rig.redis.time()
@@ -109,7 +90,7 @@ def end_grace_now(rig: Rig, paths: list[str]) -> int:
 
 def wave(rig: Rig, target: Target, paths: list[str]) -> list[str]:
     """One finalization wave; the table row's cells."""
-    rotate_to_grace(rig, paths)
+    rig.rotate_all(paths, ROTATOR, "wave")
     target.reset()
     worker = rig.workers[0]
     rss_before = rss_mb(worker)

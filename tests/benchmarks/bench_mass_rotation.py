@@ -40,10 +40,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from celery import Celery
-
 from orchestrator.local.processes import cli_argv
-from orchestrator.state import history, keys
+from orchestrator.state import history
 from tests.benchmarks.bench_budget import Target
 from tests.benchmarks.rig import ROOT, Rig, machine, table, wait_until
 from tests.fixtures.plugins import plugin_env, write_dist_info
@@ -70,28 +68,6 @@ def routing(rotator: str, budget: int, target_url: str, busy_ms: int) -> str:
     else:
         options = "[rules.options]\nlength = 24\n"
     return ROUTING.format(rotator=rotator, budget=budget, options=options)
-
-
-def unpaced(rig: Rig, paths: list[str], rotator: str) -> float:
-    """Enqueue one manual rotation per path at once; seconds until all are stored."""
-    before = rig.outcome("stored", rotator)
-    producer = Celery("bench-producer", broker=rig.redis_server.url, set_as_current=False)
-    producer.conf.update(task_serializer="json", accept_content=["json"])
-    started = time.perf_counter()
-    with producer.connection_for_write() as conn:
-        for path in paths:
-            producer.send_task(
-                "scaivault.rotate",
-                kwargs={"path": path, "trigger": "manual", "event_id": None, "from_version": 1,
-                        "grace_period": None, "actor": "bench", "reason": "baseline"},
-                queue=keys.TASK_QUEUE, connection=conn,
-            )  # fmt: skip
-
-    def stored() -> bool:
-        return rig.outcome("stored", rotator) - before >= len(paths)
-
-    wait_until(stored, 7200, "the baseline rotations", 0.05)
-    return time.perf_counter() - started
 
 
 def wave(rig: Rig, prefix: str, name: str) -> tuple[float, int, dict[str, object]]:
@@ -212,7 +188,7 @@ def main() -> None:
         code, most, complete = 0, 0, 0
         for r in rounds:  # alternated, so a noisy neighbour spoils both sides alike
             target.reset()
-            base_s = unpaced(rig, base[r], args.rotator)
+            base_s = rig.rotate_all(base[r], args.rotator, "baseline")
             base_peak = str(target.peak()) if counted else "-"
             target.reset()
             mass_s, code, counts = wave(rig, f"bench/mass{r}/", f"wave{r}")

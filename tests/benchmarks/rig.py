@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import psutil  # type: ignore[import-untyped]
 import redis
+from celery import Celery
 from cryptography.fernet import Fernet
 
 from orchestrator.local.processes import ChildProcess, RedisServer, Stack, cli_argv, free_port
@@ -204,6 +205,29 @@ class Rig:
 
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(put, paths))
+        return time.perf_counter() - started
+
+    def rotate_all(self, paths: Sequence[str], rotator: str, reason: str) -> float:
+        """Enqueue one manual ``scaivault.rotate`` per path at once with Celery's producer (no
+        ledger, no CLI); seconds until ``rotator`` stored all of them."""
+        before = self.outcome("stored", rotator)
+        producer = Celery("bench-producer", broker=self.redis_server.url, set_as_current=False)
+        producer.conf.update(task_serializer="json", accept_content=["json"])
+        started = time.perf_counter()
+        with producer.connection_for_write() as conn:
+            for path in paths:
+                producer.send_task(
+                    "scaivault.rotate",
+                    kwargs={"path": path, "trigger": "manual", "event_id": None,
+                            "from_version": 1, "grace_period": None, "actor": "bench",
+                            "reason": reason},
+                    queue=keys.TASK_QUEUE, connection=conn,
+                )  # fmt: skip
+
+        def stored() -> bool:
+            return self.outcome("stored", rotator) - before >= len(paths)
+
+        wait_until(stored, 7200, f"{len(paths)} rotations stored", 0.05)
         return time.perf_counter() - started
 
     def outcome(self, outcome: str, rotator: str = "random-password") -> int:

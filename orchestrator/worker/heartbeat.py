@@ -4,8 +4,13 @@ Every ``ROTATOR_HEARTBEAT_INTERVAL`` seconds a beat (1) rewrites this process's 
 (the exec probe's evidence, :mod:`orchestrator.worker.liveness`), (2) refreshes its entry in the
 Redis registry with the routing table it runs (:mod:`orchestrator.state.workers`), and (3) pets
 systemd's watchdog when ``NOTIFY_SOCKET`` is set. The worker's beat is a timer of the consumer's
-event loop, so a consumer that stops turning (wedged, or lost in a reconnect) stops beating even
-while the metrics thread still answers; beat's comes from its scheduler's tick.
+event loop, so a consumer that stops turning (wedged) stops beating even while the metrics thread
+still answers; beat's comes from its scheduler's tick.
+
+A consumer that lost its broker leaves its event loop, and Celery stops its steps with the timer,
+for a connect-and-retry loop that lasts as long as the outage. While the consumer's thread is in
+that loop a thread beats instead (:class:`ReconnectBeats`): the process is alive and doing what it
+should, so a Redis outage alone never makes a supervisor restart it.
 
 :func:`publish_routing` is how the worker says which routing table it runs: at start, and
 again whenever it loads the file anew.
@@ -14,7 +19,9 @@ again whenever it loads the file anew.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,14 +127,52 @@ def _start(settings: Settings, role: Role, node: str) -> Pulse:
     return _pulse
 
 
+class ReconnectBeats:
+    """A thread that beats every ``interval`` while the ``with`` block runs (a broker connect
+    and its retries), so the beats stop as soon as the consumer's thread leaves it."""
+
+    def __init__(self, pulse: Pulse, interval: float) -> None:
+        self.pulse = pulse
+        self.interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reconnect-heartbeat", daemon=True)
+
+    def __enter__(self) -> ReconnectBeats:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            self.pulse.beat()
+
+
+def _beating_while_connecting(ensure_connected: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap the consumer's ``ensure_connected`` (its connect-and-retry loop) in
+    :class:`ReconnectBeats` once the process has beaten (a start without a broker stays unready)."""
+
+    def wrapped(conn: Any) -> Any:
+        if _pulse is None:
+            return ensure_connected(conn)
+        with ReconnectBeats(_pulse, _pulse.settings.rotator_heartbeat_interval):
+            return ensure_connected(conn)
+
+    return wrapped
+
+
 class ConsumerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Consumer bootstep: a beat every interval from the consumer's event-loop timer."""
+    """Consumer bootstep: a beat every interval from the consumer's event-loop timer, and from
+    a thread while the consumer reconnects to the broker."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.timer_ref: Any = None
+        parent.ensure_connected = _beating_while_connecting(parent.ensure_connected)
 
     def start(self, parent: Any) -> None:
         from orchestrator.worker.app import settings

@@ -10,15 +10,17 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from orchestrator.local.processes import cli_argv, free_port
+from orchestrator.local.processes import RedisServer, cli_argv, free_port
 from orchestrator.state.workers import WorkerRegistry
-from tests.fixtures.worker import EngineStack
+from tests.fixtures.emulator import Emulator
+from tests.fixtures.worker import WORKER_IDENTITY, WORKER_PERMISSIONS, EngineStack
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +68,44 @@ def test_worker_probe_fails_while_its_work_loop_is_stuck_and_the_process_serves_
     stack.release("mint")
     wait_health(stack, "worker", 0, "--max-age", "2")
     stack.wait_run("apps/stuck/db", ("grace", "done"))
+
+
+@pytest.fixture
+def own_stack(
+    tmp_path: Path, own_redis: RedisServer, redis_url: str, emulator: Emulator
+) -> Iterator[EngineStack]:
+    """Beats every 0.5 s with the broker on ``own_redis`` (the test stops it); the ledger on the
+    session Redis."""
+    token = emulator.token(
+        WORKER_IDENTITY, paths=["**"], permissions=list(WORKER_PERMISSIONS), ttl="2h"
+    )
+    engine = EngineStack(tmp_path, own_redis.url, emulator, token, rotator_redis_url=redis_url)
+    engine.env["ROTATOR_HEARTBEAT_INTERVAL"] = "0.5"  # the probe's max age: 3 s
+    yield engine
+    engine.close()
+
+
+def test_worker_probe_passes_while_redis_is_down_and_the_worker_reconnects(
+    own_stack: EngineStack, own_redis: RedisServer
+) -> None:
+    stack = own_stack
+    stack.routing(stack.ledger_rule())
+    worker = stack.worker()
+    wait_health(stack, "worker", 0)
+
+    own_redis.stop()
+    retries = 4  # Celery waits 2, 4, 6 s between attempts: 12 s, four times the max age
+    while worker.log_tail(1_000_000).count("Cannot connect to") < retries:
+        done = health(stack, "worker")
+        assert done.returncode == 0, f"the probe failed during the outage: {done.stdout!r}"
+        assert worker.alive, worker.log_tail(40)
+    assert health(stack, "worker").returncode == 0
+
+    own_redis.start()
+    stack.emulator.put_secret("apps/outage/db", {"password": "outage-initial-0"})
+    stack.publish(path="apps/outage/db", event_id="evt_outage_1")
+    stack.wait_run("apps/outage/db", ("grace", "done"), timeout=90)
+    assert health(stack, "worker").returncode == 0
 
 
 def test_beat_probe_fails_while_beat_is_stopped(fast_beats: EngineStack) -> None:

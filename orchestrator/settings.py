@@ -320,6 +320,23 @@ class TracingSettings(BaseSettings):
         return bool(self.otel_traces_exporter or any(endpoints))
 
 
+class _LogFormat(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    rotator_log_format: Literal["json", "console"] = Field(
+        default="json", alias="ROTATOR_LOG_FORMAT"
+    )
+
+
+def requested_log_format() -> Literal["json", "console"]:
+    """``ROTATOR_LOG_FORMAT`` read alone (json when unset or invalid): the format in which a
+    process reports that the rest of its configuration does not load."""
+    try:
+        return _LogFormat().rotator_log_format
+    except ValidationError:
+        return "json"
+
+
 def dedupe_window(max_age: timedelta) -> timedelta:
     """How long an event id stays claimed: longer than any event still accepted (``max_age`` plus a
     day), and at least 7 days

@@ -8,7 +8,7 @@ the commands by section (:data:`SECTIONS`); click's shell completion completes s
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -126,11 +126,27 @@ def _celery_app() -> Any:
     try:
         from orchestrator.worker import app as celery_app
     except ConfigError as exc:
-        click.echo("scaivault-rotator: invalid configuration", err=True)
-        for problem in exc.problems:
-            click.echo(f"  - {problem}", err=True)
-        raise SystemExit(2) from None
+        _refuse_settings(exc.problems)
     return celery_app
+
+
+def _refuse_settings(problems: list[str]) -> NoReturn:
+    """Exit 2 listing every bad variable: one ``startup_refused`` log line in JSON mode (what
+    a log shipper reads from worker and beat), else a readable list on stderr."""
+    from orchestrator.settings import requested_log_format
+
+    if requested_log_format() == "json":
+        from orchestrator.log import configure_logging, get_logger
+
+        configure_logging("INFO", "json")
+        get_logger(__name__).error(
+            "startup_refused", reason="invalid configuration", problems=problems
+        )
+    else:
+        click.echo("scaivault-rotator: invalid configuration", err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+    raise SystemExit(2)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -157,7 +173,10 @@ def worker(
     """
     module = _celery_app()
     from orchestrator.errors import ConfigError
+    from orchestrator.log import configure_logging
 
+    settings = module.settings
+    configure_logging(settings.rotator_log_level, settings.rotator_log_format)  # plugins log
     try:
         module.check_worker_config(module.settings)
     except ConfigError as exc:

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from orchestrator.local.processes import free_port
+from orchestrator.local.processes import ChildProcess, cli_argv, free_port
 from tests.fixtures.logs import json_lines
-from tests.fixtures.worker import EngineStack
+from tests.fixtures.plugins import write_dist_info
+from tests.fixtures.worker import ENGINE_ROTATORS, EngineStack
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +41,36 @@ def test_worker_and_beat_write_nothing_but_json_lines(engine_stack: EngineStack)
     assert any("Warm shutdown" in event for event in worker_events)
     beat_events = {entry["event"] for entry in json_lines(beat.log_path)}
     assert "beat: Starting..." in beat_events
+
+
+def test_a_plugin_warning_comes_as_json_from_the_first_line(engine_stack: EngineStack) -> None:
+    stack = engine_stack
+    unverified = {"test-unverified": "tests.rotators.unverified:UnverifiedRotator"}
+    write_dist_info(stack.tmp_path / "plugins", {**ENGINE_ROTATORS, **unverified})
+    stack.routing('[[rules]]\nmatch = "apps/**"\nrotator = "test-unverified"\n')
+    worker = stack.worker()
+    assert worker.proc is not None
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=120) == 0, worker.log_tail(20)
+    entries = json_lines(worker.log_path)
+    assert entries[0]["event"] == "plugin_warning", entries[0]
+    assert entries[0]["rotator"] == "test-unverified"
+
+
+@pytest.mark.parametrize("role", ["worker", "beat"])
+def test_a_bad_setting_is_refused_in_one_json_line(engine_stack: EngineStack, role: str) -> None:
+    stack = engine_stack
+    stack.routing(stack.ledger_rule())
+    stack.env["ROTATOR_VISIBILITY_TIMEOUT"] = "garbage"
+    log_path = stack.tmp_path / f"{role}-refused.log"
+    child = ChildProcess(role, cli_argv(role), log_path, env=stack.env).start()
+    stack.children.append(child)
+    assert child.proc is not None
+    assert child.proc.wait(timeout=120) == 2, child.log_tail(20)
+    [refusal] = json_lines(log_path)
+    assert refusal["event"] == "startup_refused" and refusal["level"] == "error"
+    assert any("ROTATOR_VISIBILITY_TIMEOUT" in problem for problem in refusal["problems"])
+    assert "garbage" not in log_path.read_text()  # the values given are not echoed
 
 
 class EventCapture:

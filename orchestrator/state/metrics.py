@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -119,16 +119,27 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+#: The routed rotators' names, or a function returning them as they are at each scrape (a
+#: worker's routing table, which a reload may give new rotators).
+Rotators = Iterable[str] | Callable[[], Iterable[str]]
+
+
 class WorkerCollector(Collector):
     """Reads the Redis-kept counters and the due-queue at scrape time; ``rotators`` (the routed
     ones) get every outcome series, at 0 until counted."""
 
     def __init__(
-        self, client: redis.Redis, rotators: Iterable[str] = (), process_ttl: float = 60.0
+        self, client: redis.Redis, rotators: Rotators = (), process_ttl: float = 60.0
     ) -> None:
         self.client = client
-        self.rotators = sorted({*rotators, NO_ROTATOR})
+        self._rotators = rotators if callable(rotators) else tuple(rotators)
         self.process_ttl_ms = process_ttl * 1000
+
+    @property
+    def rotators(self) -> list[str]:
+        """The rotators whose outcome series this scrape shows, at 0 until counted."""
+        names = self._rotators() if callable(self._rotators) else self._rotators
+        return sorted({*names, NO_ROTATOR})
 
     def collect(self) -> Iterator[Metric]:
         """Yield every worker metric; only ``metrics_redis_up`` 0 when Redis is unreachable."""
@@ -326,7 +337,7 @@ def record_sweep(client: redis.Redis) -> None:
 
 
 def registry(
-    client: redis.Redis, rotators: Iterable[str] = (), process_ttl: float = 60.0
+    client: redis.Redis, rotators: Rotators = (), process_ttl: float = 60.0
 ) -> CollectorRegistry:
     """A registry with the worker collector (use it for the HTTP endpoint or tests)."""
     reg = CollectorRegistry()
@@ -338,7 +349,7 @@ def start_metrics_server(
     settings: Settings,
     client: redis.Redis,
     *,
-    rotators: Iterable[str] = (),
+    rotators: Rotators = (),
     process_ttl: float = 60.0,
     addr: str = "0.0.0.0",  # noqa: S104 - scraped remotely
 ) -> tuple[Any, Any] | None:

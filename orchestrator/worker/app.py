@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery import Celery, signals
@@ -179,7 +179,7 @@ def _worker_init(**_: Any) -> None:
     """
     try:
         table = check_worker_config(settings)
-        _start_metrics(table.rotators)
+        _start_metrics(lambda: table.rotators)  # the table a reload updates
     except ConfigError as exc:
         refuse(exc)
     # The pool processes inherit the table; each table a process routes with is published to
@@ -192,7 +192,7 @@ def _worker_init(**_: Any) -> None:
     log.info("worker_configured", routing=str(settings.rotator_config), queue=keys.TASK_QUEUE)
 
 
-def _start_metrics(rotators: Iterable[str]) -> None:
+def _start_metrics(rotators: Callable[[], Iterable[str]]) -> None:
     from orchestrator.engine.core import REDIS_TIMEOUTS
     from orchestrator.state.metrics import start_metrics_server
 

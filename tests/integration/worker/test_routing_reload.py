@@ -1,14 +1,16 @@
 """A running worker follows its routing file: a prefork worker routes with a changed file in
 every pool process without a restart, keeps its table (loudly) while the new file is invalid,
 names a rule it has not loaded in the skip reason, and takes SIGHUP as "check the file now"
-instead of Celery's restart."""
+instead of Celery's restart; a rotator the new file adds gets its metric series at once."""
 
 from __future__ import annotations
 
 import signal
 
+import httpx
 import pytest
 
+from orchestrator.local.processes import free_port
 from orchestrator.routing import NO_RULE
 from tests.fixtures.worker import EngineStack
 
@@ -78,3 +80,22 @@ def test_sighup_checks_the_file_instead_of_restarting_the_worker(
     assert stack.wait_run("apps/old/b", "grace").state == "grace"
     assert worker.alive and worker.pid == pid
     assert "Restarting celery worker" not in worker.log_tail(100_000)
+
+
+def test_a_rotator_added_by_a_reload_has_its_failed_series_at_zero(
+    engine_stack: EngineStack,
+) -> None:
+    stack = engine_stack
+    port = free_port()
+    stack.env["ROTATOR_METRICS_PORT"] = str(port)
+    stack.routing(stack.ledger_rule("apps/old/*"))
+    worker = stack.worker()
+    failed = 'scaivault_rotator_rotations_total{outcome="failed",rotator="test-ledger-updater"}'
+
+    def scrape() -> str:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+
+    assert 'rotator="test-ledger"}' in scrape() and failed not in scrape()
+    stack.routing(stack.ledger_rule("apps/old/*") + stack.ledger_rule("apps/new/*", updater=True))
+    worker.wait_log("routing_reloaded", timeout=30)
+    assert f"{failed} 0.0" in scrape().splitlines()

@@ -40,7 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from orchestrator import plugins
+from orchestrator import plugins, tracing
 from orchestrator.duration import parse_duration
 from orchestrator.errors import ConfigError
 from rotators.contract import Rotator
@@ -267,8 +267,8 @@ class RoutingTable:
         return rule.number or self.rules.index(rule) + 1
 
     def rotator_for(self, rule: Rule) -> Rotator:
-        """The rotator instance ``rule`` names."""
-        return self.rotators[rule.rotator]
+        """The rotator instance ``rule`` names (its calls traced when tracing is on)."""
+        return tracing.traced(self.rotators[rule.rotator])
 
     def prefixes(self) -> list[str]:
         """The literal leading segments of the rules, for listing candidate secret paths.

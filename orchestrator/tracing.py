@@ -4,7 +4,8 @@ OpenTelemetry is imported.
 
 One trace follows a rotation: the receiver's request span (ASGI), the ``traceparent`` it puts
 in the hand-built task message (:func:`carrier`), the Celery task span the worker continues it
-with, a span per engine step (:func:`span`), and the HTTP client spans of the ScaiVault
+with, a span per engine step (:func:`span`), inside it a span per rotator call
+(:func:`traced`, whatever client the plugin uses), and the HTTP client spans of the ScaiVault
 requests (httpx) and of rotators' target calls (httpx, requests). Span attributes are names,
 ids and paths only: the instrumentations record no bodies and no headers, and the engine's
 spans carry ``rotation.id``, ``rotation.path``, ``rotator`` and ``rotation.step``.
@@ -18,9 +19,10 @@ standard ``OTEL_EXPORTER_OTLP_*`` variables); the service name is ``OTEL_SERVICE
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from orchestrator.log import get_logger
 from orchestrator.settings import TracingSettings
@@ -107,13 +109,59 @@ def instrument_asgi(app: Any) -> Any:
 
 @contextlib.contextmanager
 def span(name: str, **attributes: str | int | None) -> Iterator[None]:
-    """A span around the block (attributes that are None are left out); no-op when off."""
+    """A span around the block (attributes that are None are left out); no-op when off.
+
+    An exception marks the span failed with its type's name only: a plugin's exception text
+    may hold a secret value, so it is never recorded."""
     if _tracer is None:
         yield
         return
+    from opentelemetry.trace import Status, StatusCode
+
     present = {key: value for key, value in attributes.items() if value is not None}
-    with _tracer.start_as_current_span(name, attributes=present):
-        yield
+    with _tracer.start_as_current_span(
+        name, attributes=present, record_exception=False, set_status_on_exception=False
+    ) as current:
+        try:
+            yield
+        except BaseException as exc:
+            current.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+
+
+#: The rotator methods the engine calls (each reaches the target or ScaiVault): one span each.
+ROTATOR_CALLS = frozenset({"preflight", "mint", "apply", "verify", "finalize", "in_use", "discard"})
+
+R = TypeVar("R")
+
+
+def traced(rotator: R) -> R:
+    """``rotator`` with a ``rotator.<method>`` span around each of :data:`ROTATOR_CALLS`
+    (attributes ``rotator`` and ``rotation.id``), a child of the engine's step span; the
+    rotator itself when tracing is off."""
+    return cast(R, _TracedRotator(rotator)) if _tracer is not None else rotator
+
+
+class _TracedRotator:
+    """Every attribute is the rotator's; its step methods run in spans."""
+
+    def __init__(self, rotator: Any) -> None:
+        self._rotator = rotator
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._rotator, name)
+        if name not in ROTATOR_CALLS:
+            return value
+
+        @functools.wraps(value)
+        def call(ctx: Any, *args: Any, **kwargs: Any) -> Any:
+            rotation_id = getattr(ctx, "rotation_id", None)
+            with span(
+                f"rotator.{name}", rotator=self._rotator.name, **{"rotation.id": rotation_id}
+            ):
+                return value(ctx, *args, **kwargs)
+
+        return call
 
 
 def carrier() -> Mapping[str, str]:

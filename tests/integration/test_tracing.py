@@ -1,6 +1,6 @@
 """OpenTelemetry on real processes: one webhook gives one trace from the receiver's request
-through the task message's ``traceparent`` to the worker's task, each engine step and the
-ScaiVault requests, with nothing secret in any span."""
+through the task message's ``traceparent`` to the worker's task, each engine step, the
+rotator's calls inside it and the ScaiVault requests, with nothing secret in any span."""
 
 from __future__ import annotations
 
@@ -59,6 +59,10 @@ def test_one_trace_from_the_webhook_to_the_engine_steps_and_scaivault(
     assert set(steps) == STEPS, "every engine step in the webhook's trace"
     assert steps["rotation.mint"]["attributes"]["rotation.id"] == record.rotation_id
     assert steps["rotation.mint"]["attributes"]["rotator"] == "test-ledger"
+    for method in ("mint", "verify"):
+        call = _find(trace, lambda s, m=method: s["name"] == f"rotator.{m}")
+        assert call["parent_id"] == steps[f"rotation.{method}"]["span_id"], "inside its step"
+        assert call["attributes"] == {"rotator": "test-ledger", "rotation.id": record.rotation_id}
     vault = [s for s in trace if s["kind"] == "CLIENT" and "/v1/secrets/" in str(s["attributes"])]
     methods = {
         s["attributes"].get("http.request.method", s["attributes"].get("http.method"))

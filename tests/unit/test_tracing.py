@@ -75,3 +75,40 @@ def test_a_task_message_carries_the_trace_context_in_its_headers() -> None:
     assert message_kwargs(traced) == message_kwargs(plain) == kwargs
     assert base64.b64decode(envelope["body"]) == base64.b64decode(json.loads(plain)["body"])
     assert "traceparent" not in json.loads(plain)["headers"]
+
+
+FAILING_CALL_PROBE = """
+from opentelemetry import trace
+from orchestrator import tracing
+
+class Rotator:
+    name = "careless"
+    def verify(self, ctx, new):
+        raise ValueError("login refused for " + new)
+
+assert tracing.configure("worker") is True
+try:
+    tracing.traced(Rotator()).verify(None, "NEWSECRET-do-not-trace")
+except ValueError:
+    pass
+trace.get_tracer_provider().force_flush()
+"""
+
+
+def test_a_failing_rotator_call_is_a_failed_span_without_the_exception_text() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["OTEL_TRACES_EXPORTER"] = "console"
+    done = subprocess.run(
+        [sys.executable, "-c", FAILING_CALL_PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    exported = json.loads(done.stdout[done.stdout.index("{") :])  # after the log line
+    assert exported["name"] == "rotator.verify"
+    assert exported["attributes"] == {"rotator": "careless"}
+    assert exported["status"] == {"status_code": "ERROR", "description": "ValueError"}
+    assert exported["events"] == []  # no exception event with its message
+    assert "NEWSECRET" not in done.stdout + done.stderr

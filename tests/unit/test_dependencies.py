@@ -1,6 +1,6 @@
 """pyproject.toml declares what the code imports, keeps test tools out of the runtime, and the
 lock (.ci/constraints.txt) that CI and the image install from pins every dependency within the
-declared bounds."""
+declared bounds, whose floors are the locked releases' major.minor."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
@@ -107,3 +108,25 @@ def test_ci_installs_from_the_lock() -> None:
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     installs = [line for line in ci.splitlines() if "pip install" in line and ".[dev]" in line]
     assert installs and all("-c .ci/constraints.txt" in line for line in installs)
+
+
+def _floor(requirement: Requirement) -> Version | None:
+    floors = [Version(s.version) for s in requirement.specifier if s.operator in (">=", "==")]
+    return max(floors) if floors else None
+
+
+def test_the_runtime_and_otel_floors_are_the_locked_major_minor() -> None:
+    """A lower bound is a release the suite ran against: at most the locked version, and of
+    the same major.minor (a floor left behind claims support nobody tested)."""
+    pins = _lock()
+    requirements = [*PROJECT["dependencies"], *PROJECT["optional-dependencies"]["otel"]]
+    problems = []
+    for text in requirements:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        floor, locked = _floor(requirement), Version(pins[name])
+        if floor is None:
+            problems.append(f"{name} has no lower bound")
+        elif floor > locked or floor.release[:2] != locked.release[:2]:
+            problems.append(f"{name}: floor {floor}, locked {locked}")
+    assert problems == []

@@ -298,7 +298,7 @@ def follow(oc: OnCall, rotation_id: str, timeout: float, as_json: bool) -> RunRe
 def acknowledge(path: str, reason: str | None, actor: str | None, as_json: bool) -> None:
     """Acknowledge PATH's credentials left valid at a target, once revoked by hand.
 
-    `status` lists such credentials (state left_valid) until they are acknowledged: the new
+    'status' lists such credentials (state left_valid) until they are acknowledged: the new
     credential of a rollback that the rotator could not revoke, or an unused one whose
     revocation failed.
     """

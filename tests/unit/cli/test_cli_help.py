@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from orchestrator.cli.main import SECTIONS, cli
 
 COMMANDS = sorted(cli.commands)
-MARKUP = re.compile(r"``|:(?:func|class|mod|meth|data|attr):`")
+#: Any backtick: reStructuredText's ``literal``, Markdown's `code` and Sphinx's :func:`roles`.
+MARKUP = re.compile(r"`+|:(?:func|class|mod|meth|data|attr):`")
 
 
 def _help(*args: str) -> str:
@@ -53,3 +54,4 @@ def test_every_option_says_what_it_does(name: str) -> None:
 
 def test_the_markup_check_finds_markup() -> None:
     assert MARKUP.findall("Arguments after ``--`` go to :func:`celery`")
+    assert MARKUP.findall("the path `status` listed")

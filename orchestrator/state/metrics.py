@@ -21,6 +21,8 @@ fleet-wide numbers. Exposed (all prefixed ``scaivault_rotator_``):
 - ``sweep_age_seconds`` — seconds since a ``sweep`` last finished (absent until one did)
 - ``queue_length`` — task messages waiting on the broker queue
 - ``unacked_messages`` — task messages workers took and have not acknowledged yet
+- ``credentials_left_valid`` — credentials left valid at a target until on-call acknowledges
+  them (:mod:`orchestrator.state.strays`; 0 when there are none)
 - ``metrics_redis_up`` — 0 when Redis could not be read for this scrape
 
 Labels hold rotator names, outcomes and step names only, never a secret value. Recording never
@@ -175,9 +177,11 @@ class WorkerCollector(Collector):
         pipe.get(keys.SWEEP_DONE)
         pipe.llen(keys.TASK_QUEUE)
         pipe.hlen(keys.BROKER_UNACKED)
+        pipe.hlen(keys.STRAYS)
         pipe.time()
         outcomes, steps, due, oldest_due, waiting, first_waiting, *rest = pipe.execute()
-        pending, oldest_pending, processes, sweep_done, queued, unacked, (secs, micros) = rest
+        pending, oldest_pending, processes, sweep_done, queued, unacked, *rest = rest
+        left_valid, (secs, micros) = rest
         return _Scrape(
             outcomes=outcomes,
             steps=steps,
@@ -191,6 +195,7 @@ class WorkerCollector(Collector):
             sweep_done_ms=float(sweep_done) if sweep_done is not None else None,
             queued=int(queued),
             unacked=int(unacked),
+            left_valid=int(left_valid),
             now_ms=secs * 1000 + micros / 1000,
         )
 
@@ -211,6 +216,7 @@ class _Scrape:
     sweep_done_ms: float | None
     queued: int
     unacked: int
+    left_valid: int
     now_ms: float
 
     def seconds_since(self, ms: float | None) -> float:
@@ -311,6 +317,7 @@ def _processes(scrape: _Scrape, ttl_ms: float) -> Iterator[Metric]:
 
 
 def _queue_and_sweep(scrape: _Scrape) -> Iterator[Metric]:
+    """The broker queue, the credentials left valid and the sweep's age."""
     yield GaugeMetricFamily(
         PREFIX + "queue_length", "Task messages waiting on the broker queue", value=scrape.queued
     )
@@ -318,6 +325,11 @@ def _queue_and_sweep(scrape: _Scrape) -> Iterator[Metric]:
         PREFIX + "unacked_messages",
         "Task messages workers took and have not acknowledged yet",
         value=scrape.unacked,
+    )
+    yield GaugeMetricFamily(
+        PREFIX + "credentials_left_valid",
+        "Credentials left valid at a target, until on-call revokes and acknowledges them",
+        value=scrape.left_valid,
     )
     if scrape.sweep_done_ms is not None:
         yield GaugeMetricFamily(

@@ -46,6 +46,7 @@ PROMISED = {
     "WebhookUnavailable",
     "NoWorkerHeartbeat",
     "SweepNotRunning",
+    "CredentialLeftValid",
 }
 
 

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from orchestrator.local.processes import free_port
 from orchestrator.settings import Settings
 from orchestrator.state import keys, metrics
+from orchestrator.state.strays import Strays
 
 
 @pytest.fixture
@@ -73,6 +74,17 @@ def test_due_queue_gauges(client: fakeredis.FakeRedis) -> None:
     assert samples[("scaivault_rotator_pending_finalizations", ())] == 2
     overdue = samples[("scaivault_rotator_oldest_overdue_finalization_seconds", ())]
     assert 119 <= overdue <= 180
+
+
+def test_credentials_left_valid_count_until_acknowledged(client: fakeredis.FakeRedis) -> None:
+    name = ("scaivault_rotator_credentials_left_valid", ())
+    assert scrape(client)[name] == 0
+    strays = Strays(client)
+    strays.add("apps/a", "rot_a", "the rollback could not revoke the new credential")
+    strays.add("apps/b", "rot_b", "revoking the unused credential failed")
+    assert scrape(client)[name] == 2
+    strays.acknowledge("apps/a")
+    assert scrape(client)[name] == 1
 
 
 def test_nothing_overdue_when_all_entries_are_in_the_future(client: fakeredis.FakeRedis) -> None:

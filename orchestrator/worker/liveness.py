@@ -2,8 +2,9 @@
 ``scaivault-rotator health`` exec probe runs on it, and systemd's watchdog notifications.
 
 The file lives in ``ROTATOR_HEARTBEAT_DIR`` as ``scaivault-rotator-<role>-<pid>.heartbeat`` and
-holds the time of the last beat; the probe needs no Redis, so a Redis outage alone never makes a
-supervisor restart healthy processes. A process removes its file when it stops cleanly.
+holds the time of the last beat; the probe needs no Redis, so Redis going down never makes a
+supervisor restart healthy processes (the worker beats while it reconnects,
+:mod:`orchestrator.worker.heartbeat`). A process removes its file when it stops cleanly.
 This module imports no Celery: the probe starts in a fraction of a second.
 """
 

@@ -78,3 +78,26 @@ def test_grace_counts_from_when_the_new_version_was_stored(engine_stack: EngineS
     assert record.finalize_after is not None
     finalize_after = datetime.fromisoformat(record.finalize_after)
     assert (finalize_after - stored_at).total_seconds() >= 3 - 0.05, (stored_at, finalize_after)
+
+
+def test_a_permanent_refusal_while_settling_a_late_write_discards_nothing(
+    engine_stack: EngineStack,
+) -> None:
+    stack = engine_stack
+    version = _start(stack)
+    # The first PUT lands but is answered after the timeout; the re-send that settles it is
+    # refused (access_denied, as a token withdrawn mid-settle would be). The late write may
+    # still land, so the minted credential must not be discarded.
+    stack.emulator.fault(match=PATH, methods=["PUT"], latency=2.5, count=1)
+    stack.emulator.fault(match=PATH, methods=["PUT"], code="access_denied", count=1)
+    stack.start(workers=1)
+    stack.publish(path=PATH, event_id="evt_late_denied", from_version=version)
+    stack.wait(
+        lambda: len(stack.emulator.versions(PATH)) == 2, timeout=30, what="the late write lands"
+    )
+    current = stack.emulator.get_secret(PATH)
+    stored = current["data"]["password"]
+    record = stack.wait_run(PATH, ("done", "failed", "needs_attention"))
+    assert current["metadata"]["rotation_id"] == record.rotation_id
+    assert record.state == "done", record
+    assert _ledger(stack)[fingerprint(stored)] == "active", "the current credential was discarded"

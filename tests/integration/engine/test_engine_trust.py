@@ -163,6 +163,21 @@ def test_an_unrouted_path_is_skipped_without_reading_scaivault(harness: EngineHa
     assert alert["state"] == "skipped"
 
 
+def test_a_due_event_for_a_routed_path_that_does_not_exist_leaves_only_expiring_keys(
+    harness: EngineHarness,
+) -> None:
+    path = "apps/inproc/forged-nonexistent"
+    request = RotateRequest(path, event_id="evt_forged_path", from_version=1)
+    record = harness.engine.rotate(request, owner="t1")
+    assert record is not None and record.state == "failed", record
+    assert "cannot read the secret" in (record.last_error or "")
+    assert not harness.text.exists(keys.history(path)), "no keys that never expire"
+    forever = [k for k in harness.text.scan_iter(f"*{path}*") if harness.text.ttl(k) == -1]
+    assert forever == []
+    [alert] = harness.alerts.bodies
+    assert alert["state"] == "failed"
+
+
 def test_version_zero_is_stale_not_whatever_is_current(harness: EngineHarness) -> None:
     harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
     record = harness.engine.rotate(RotateRequest(PATH, event_id="evt_0", from_version=0), "t1")

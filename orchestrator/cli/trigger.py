@@ -139,7 +139,7 @@ def publish_manual(oc: OnCall, requests: list[RotateRequest]) -> list[str]:
             queued += len(chunk)
     except KeyboardInterrupt:
         raise PublishInterrupted(queued, min(PUBLISH_CHUNK, len(requests) - queued)) from None
-    return [manual_id(request.event_id) for request in requests]
+    return [manual_id(request.path, request.event_id) for request in requests]
 
 
 def describe_rule(oc: OnCall, path: str) -> str | None:

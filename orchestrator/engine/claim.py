@@ -156,7 +156,7 @@ class Claims:
             # Ids derive from (path, version), but metadata is writable: a run of another path
             # under this id (planted metadata rebuilt by reconcile) is never merged into.
             self.rt.log.warning("rotation_id_taken", rotation_id=rid, holder=existing.path, **about)
-            rid = manual_id()
+            rid = manual_id(request.path)
             existing, active = self.rt.runs.lookup(rid, request.path)
         if existing is not None:
             if existing.state in LEASED:
@@ -223,7 +223,7 @@ class Claims:
         earlier = self.rt.runs.get(first)
         rid = self._event_rid(request, from_version, earlier)
         holder = earlier if rid == first else self.rt.runs.get(rid)
-        return rid if holder is None or holder.path == request.path else manual_id()
+        return rid if holder is None or holder.path == request.path else manual_id(request.path)
 
     def _event_rid(
         self, request: RotateRequest, from_version: int, earlier: RunRecord | None
@@ -312,7 +312,7 @@ def _manual(request: RotateRequest) -> bool:
 def _manual_rid(request: RotateRequest, owner: str | None) -> str:
     """A manual rotation's id: from its ledger entry, so a message the sweep published again
     names the same run (and the CLI knows it before publishing); else from the task."""
-    return manual_id(request.event_id if _manual(request) else owner)
+    return manual_id(request.path, request.event_id if _manual(request) else owner)
 
 
 def _why_not_start(

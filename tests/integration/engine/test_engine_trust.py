@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.engine.ids import scheduled_id
+from orchestrator.engine.ids import manual_id, scheduled_id
 from orchestrator.state import history, keys
 from orchestrator.state.messages import RotateRequest
 from orchestrator.state.records import RunRecord
@@ -51,6 +51,21 @@ def test_reconcile_refuses_a_rotation_id_planted_from_another_path(
     assert "not derived from this path" in log_stream.getvalue()
     record = harness.engine.rotate(RotateRequest(PATH, event_id="evt_b", from_version=version), "t")
     assert record is not None and record.state == "grace" and record.path == PATH
+
+
+def test_reconcile_refuses_a_manual_rotation_id_planted_from_another_path(
+    harness: EngineHarness,
+) -> None:
+    """A writer of another secret copies PATH's manual id (readable in PATH's metadata) into
+    its own; Redis then loses PATH's run: reconcile rebuilds it under PATH, never elsewhere."""
+    forger = "apps/inproc/a-forger"  # listed, and reconciled, before PATH
+    rid = manual_id(PATH, "task-of-path")
+    for path in (forger, PATH):
+        _forged(harness, path, rotation_id=rid, finalize_after=_future(3600), grace_period="1h")
+    assert harness.engine.reconcile() == 1
+    rebuilt = harness.engine.store.require(rid)
+    assert rebuilt.path == PATH and rebuilt.state == "grace"
+    assert harness.engine.client.zscore(keys.DUE, rid) is not None
 
 
 def test_a_due_event_never_merges_into_a_run_of_another_path(harness: EngineHarness) -> None:

@@ -121,13 +121,12 @@ def test_grace_goes_by_redis_clock_not_the_storing_workers(
     harness: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker an hour behind must not schedule finalize an hour early (nor one ahead end
-    grace early): due times are Redis's TIME plus the grace period."""
-    for module in (
-        "orchestrator.engine.driver",
-        "orchestrator.engine.finalize",
-        "orchestrator.engine.core",
-    ):
-        monkeypatch.setattr(f"{module}.datetime", _Skewed, raising=False)
+    grace early): due times are Redis's TIME plus the grace period.
+
+    The driver is the engine module that handles times on the way to grace (it dates the
+    version's ``finalize_after``); its clock runs an hour behind here. Finalizing is judged by
+    the run store's scripts on Redis's clock."""
+    monkeypatch.setattr("orchestrator.engine.driver.datetime", _Skewed)
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
     seconds, micros = harness.engine.client.time()
     redis_now = seconds + micros / 1e6
@@ -135,6 +134,8 @@ def test_grace_goes_by_redis_clock_not_the_storing_workers(
     assert record is not None and record.state == "grace" and record.finalize_after is not None
     due = datetime.fromisoformat(record.finalize_after).timestamp()
     assert due >= redis_now + 3600 - 1, "the rule's 1h grace counts on Redis's clock"
+    stated = harness.emulator.get_secret(PATH)["metadata"]["finalize_after"]
+    assert datetime.fromisoformat(stated).timestamp() >= redis_now + 3600 - 1, stated
     finalized = harness.engine.finalize(record.rotation_id, owner="stray")
     assert finalized is not None and finalized.state == "grace"
     assert "finalize" not in harness.rotator.calls

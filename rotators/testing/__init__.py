@@ -30,7 +30,9 @@ checks that
   ``PermanentError`` saying it cannot, and is safe to repeat;
 - with the target refusing connections, never answering and answering 5xx
   (``Target.fault(kind)``, e.g. through :class:`FaultProxy`), every step raises
-  ``TransientError``, no other exception escapes and no message holds a secret value;
+  ``TransientError``, no other exception escapes and no message holds a secret value, and
+  no step runs longer than the kit's ``step_timeout`` (a call without a timeout would hang a
+  worker);
 - ``preflight`` (where the rotator has one) passes against a healthy target, changes nothing
   (``Target.snapshot()``, optional, is unchanged), and raises ``PermanentError`` when a
   ScaiVault secret it reads is missing;

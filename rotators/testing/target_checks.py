@@ -11,6 +11,7 @@ fails the rotation with its type only.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -176,10 +177,8 @@ class TargetChecks(Kit):
         meaning = FAULT_MEANING[kind]
 
         def try_under(step: str, call: Callable[[], object], may_pass: bool = False) -> None:
-            try:
-                with fault(kind), self.step(step):
-                    call()
-            except ConformanceError as err:
+            err = self._in_time(step, kind, fault, call)
+            if err is not None:
                 self._judge(step, meaning, err.original)
                 return
             if not may_pass:
@@ -187,6 +186,38 @@ class TargetChecks(Kit):
                                 "the target and raise TransientError when it cannot")  # fmt: skip
 
         return try_under
+
+    def _in_time(
+        self, step: str, kind: str, fault: Fault, call: Callable[[], object]
+    ) -> ConformanceError | None:
+        """Run ``step`` under the fault ``kind`` for at most ``step_timeout`` seconds; return
+        what it raised (None when it returned). A step still running then fails the check:
+        leaving the fault's block releases the calls it holds (FaultProxy drops them), so the
+        step's thread ends too."""
+        outcome: list[ConformanceError | None] = []
+
+        def run() -> None:
+            try:
+                with self.step(step):
+                    call()
+            except ConformanceError as err:
+                outcome.append(err)
+            else:
+                outcome.append(None)
+
+        worker = threading.Thread(target=run, name=f"conformance-{step}", daemon=True)
+        with fault(kind):
+            worker.start()
+            worker.join(self.step_timeout)
+            finished = not worker.is_alive()
+        if not finished:
+            raise self.fail(
+                f"{step} was still running after {self.step_timeout:g}s (the kit's "
+                f"step_timeout) while the target {FAULT_MEANING[kind]}: a worker would hang "
+                "with it. Give every call to the target a timeout and raise TransientError "
+                "when it expires"
+            )
+        return outcome[0]
 
     def _judge(self, step: str, meaning: str, raised: BaseException | None) -> None:
         """What ``step`` raised while the target ``meaning``: a TransientError without a

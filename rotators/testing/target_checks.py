@@ -137,8 +137,12 @@ class TargetChecks(Kit):
             self.skip("check_network_faults", "a vault-only rotator calls no target")
             return
         if fault is None:
-            self.skip("check_network_faults", "the target adapter has no fault(kind) "
-                      "(rotators.testing.FaultProxy makes one in a line)", warn=True)  # fmt: skip
+            why = "the target adapter has no fault(kind) (rotators.testing.FaultProxy makes one "
+            if self.strict:
+                self.check_name = "check_network_faults"
+                raise self.fail(why + "in a line): strict=True requires it, to prove every step "
+                                "turns a network failure into TransientError")  # fmt: skip
+            self.skip("check_network_faults", why + "in a line)", warn=True)
             return
         for kind in FAULTS:
             self._rotate_through(kind, fault)

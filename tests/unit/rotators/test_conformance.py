@@ -514,6 +514,20 @@ def test_the_kit_fails_a_step_that_waits_forever_for_the_target() -> None:
     assert SERVER.failing is None and SERVER.answering.is_set()  # the fault was released
 
 
+def test_strict_fails_an_adapter_without_fault() -> None:
+    class NoFaults:
+        setup = SERVER.setup
+        is_valid = SERVER.is_valid
+
+    kit = Conformance(LetsNetworkErrorsOut, NoFaults(), strict=True)
+    with pytest.raises(ConformanceError, match=r"check_network_faults: .*no fault.*strict=True"):
+        kit.check_network_faults()
+    assert kit.skipped == {}
+    vault_only = Conformance(RandomPasswordRotator, PasswordPolicyTarget(), strict=True)
+    vault_only.check_network_faults()  # calls no target: nothing to fault
+    assert "check_network_faults" in vault_only.skipped
+
+
 def test_a_repeated_mint_may_replace_the_first_credential() -> None:
     assert Conformance(ReplacesItsKey, SERVER).run() == list(Conformance.CHECKS)
 

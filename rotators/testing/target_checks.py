@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -84,16 +85,20 @@ class TargetChecks(Kit):
                       f"not a {rotator.strategy}'s")  # fmt: skip
             return
         abandoned = self.begin("check_discard[never stored]")
-        self._discard_twice(abandoned, abandoned.mint())
+        before = self.snapshot()
+        self._discard_twice(abandoned, abandoned.mint(), before)
         rolled_back = self.begin("check_discard[rollback]")
+        before = self.snapshot()
         new = rolled_back.mint()
         rolled_back.verify(new)
         rolled_back.store(new)
         with self.step("verify"):  # a rollback proves the old credential works first
             self.factory().verify(rolled_back.ctx(), SecretData(rolled_back.old))
-        self._discard_twice(rolled_back, new)
+        self._discard_twice(rolled_back, new, before)
 
-    def _discard_twice(self, rotation: Rotation, new: Mapping[str, Any]) -> None:
+    def _discard_twice(self, rotation: Rotation, new: Mapping[str, Any], before: object) -> None:
+        """Discard ``new`` twice; ``before`` is the target's snapshot from before its mint."""
+        minted = self.snapshot()
         revoked = self._discard(rotation, new, "discard")
         self.expect_valid(
             rotation.old,
@@ -101,6 +106,7 @@ class TargetChecks(Kit):
             "the old credential after discard (discard "
             "revokes only the new credential; every consumer uses the old one)",
         )
+        self._expect_only_minted_gone(before, minted, "discard")
         if revoked:
             self.expect_valid(new, False, "the new credential after discard returned (revoke "
                               "it, or raise PermanentError saying it cannot be)")  # fmt: skip
@@ -111,6 +117,21 @@ class TargetChecks(Kit):
                 "credential is success, or a rollback reports it still valid"
             )
         self.expect_valid(rotation.old, True, "the old credential after a second discard")
+        self._expect_only_minted_gone(before, minted, "a second discard")
+
+    def _expect_only_minted_gone(self, before: object, minted: object, what: str) -> None:
+        """Where ``Target.snapshot()`` is a set (e.g. of key ids): nothing left it since
+        ``minted`` (taken before the discard) but what the mint added since ``before``."""
+        after = self.snapshot()
+        if not (isinstance(before, AbstractSet) and isinstance(minted, AbstractSet)):
+            return
+        if not isinstance(after, AbstractSet):
+            return
+        others = (minted - after) - (minted - before)
+        if others:
+            raise self.fail(f"{what} removed {len(others)} other credential(s) from the target "
+                            "(Target.snapshot() lost them): discard revokes only the new "
+                            "credential")  # fmt: skip
 
     def _discard(self, rotation: Rotation, new: Mapping[str, Any], what: str) -> bool:
         """Discard ``new``; True when it returned, False when it raised PermanentError."""

@@ -258,6 +258,18 @@ class DiscardsNothing(ApiKeyRotator):
         ctx.log.info("key_discarded", key_name=new["key_name"])
 
 
+class DiscardsAStranger(ApiKeyRotator):
+    """Revokes the new key, then one that is neither the old nor the new (a wrong id in a
+    cleanup loop): the old key keeps working, someone else's does not."""
+
+    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+        super().discard(ctx, new)
+        keep = {str(ctx.current.data["key_name"]), str(new["key_name"])}
+        stranger = next((name for name in SERVER.keys if name not in keep), None)
+        if stranger is not None:
+            call(lambda: SERVER.revoke(stranger))
+
+
 class DiscardsOnce(ApiKeyRotator):
     def discard(self, ctx: RotationContext, new: SecretData) -> None:
         if str(new["key_name"]) not in SERVER.keys:
@@ -555,6 +567,7 @@ def test_notes_last_for_one_rotation_across_its_crashes() -> None:
         (DiscardsTheOld, "check_discard", "refuses the old credential after discard"),
         (DiscardsNothing, "check_discard", "still accepts the new credential after discard"),
         (DiscardsOnce, "check_discard", "a second discard raised PermanentError"),
+        (DiscardsAStranger, "check_discard", "discard removed 1 other credential"),
         (LetsNetworkErrorsOut, "check_network_faults", "mint let ConnectionRefusedError escape"),
         (
             PermanentOn5xx,

@@ -107,7 +107,9 @@ class RunRecord:
     that holds the lease. ``restored_version`` is the version a rollback wrote back.
     ``slot_wait`` names the target whose concurrency budget the run waits for (None once it
     holds a slot, or when it never waited); ``max_concurrent`` is its batch's own cap below the
-    target's budget (``rotate --prefix --concurrency``).
+    target's budget (``rotate --prefix --concurrency``). ``target`` is the target the worker
+    resolved for the run's rule when it claimed it (with the rotator's own, e.g. a database's
+    ``host:port``), which on-call's CLI cannot work out without the plugins.
     """
 
     rotation_id: str
@@ -142,6 +144,7 @@ class RunRecord:
     may_be_applied: bool = False
     slot_wait: str | None = None
     max_concurrent: int | None = None
+    target: str | None = None
     notes: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property

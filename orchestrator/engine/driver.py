@@ -131,7 +131,7 @@ class Driver:
             previous_version=current.version,
             # Not before (Redis's clock, as the storing transition saw it): the run's own due
             # time is counted again once the version is stored.
-            finalize_after=datetime.fromisoformat(record.updated_at) + grace,
+            finalize_after=_moment(record.updated_at) + grace,
             grace_period=record.grace_period or self.rt.settings.rotator_default_grace,
             event_id=record.event_id,
         )
@@ -202,3 +202,12 @@ class Driver:
             finalize_after=stored.finalize_after,
         )
         return stored
+
+
+def _moment(text: str) -> datetime:
+    """A run record's ISO 8601 time (the store writes each one; a record without one is
+    corrupt, and storing from it must stop)."""
+    moment = parse_time(text)
+    if moment is None:
+        raise ValueError("a run record's time is not ISO 8601")
+    return moment

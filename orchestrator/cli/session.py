@@ -26,7 +26,7 @@ from orchestrator.errors import AccessDenied, CommandError, ConfigError, NotFoun
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.settings import Settings
 from orchestrator.state import history, keys
-from orchestrator.state.records import ACTIVE, RunRecord
+from orchestrator.state.records import ACTIVE, BOTH_VALID, RunRecord
 from orchestrator.state.runs import RunStore
 from orchestrator.state.strays import Stray, Strays
 from orchestrator.vault.client import VaultClient
@@ -255,7 +255,7 @@ def is_overdue(record: RunRecord, now: float | None = None) -> bool:
     due = parse_time(record.finalize_after)
     moment = time.time() if now is None else now
     return (
-        record.state in {"grace", "finalizing"}
+        record.state in BOTH_VALID
         and not record.waiting
         and due is not None
         and moment > due.timestamp() + OVERDUE_SLACK_SECONDS

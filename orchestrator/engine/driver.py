@@ -26,7 +26,7 @@ from orchestrator.errors import (
     NeedsAttention,
 )
 from orchestrator.state import metrics
-from orchestrator.state.records import RunRecord
+from orchestrator.state.records import PRE_GRACE, RunRecord, RunState
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import PermanentError
 from rotators.secret import SecretData
@@ -34,12 +34,10 @@ from rotators.versions import ROTATED_BY, parse_time, version_metadata
 
 __all__ = ["ROTATED_BY", "Driver", "Read", "parse_time"]
 
-#: States a rotation may be in when it enters grace (including "found already stored").
-_PRE_GRACE = ("queued", "minting", "applying", "verifying", "storing")
 #: States a run may store from: after verify (issuers, updaters), and for a vault-only run
 #: also from queued, or from minting or storing left by an earlier attempt.
-_VERIFIED = ("verifying",)
-_VAULT_ONLY_PRE_STORE = ("queued", "minting", "verifying", "storing")
+_VERIFIED = frozenset({RunState.VERIFYING})
+_VAULT_ONLY_PRE_STORE = PRE_GRACE - {RunState.APPLYING}
 
 
 @dataclass(frozen=True)
@@ -184,7 +182,7 @@ class Driver:
         stored = self.rt.runs.transition(
             record,
             "grace",
-            expect=_PRE_GRACE,
+            expect=PRE_GRACE,
             owner=owner,
             step="grace",
             new_version=version,

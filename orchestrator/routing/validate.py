@@ -10,7 +10,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from orchestrator import plugins
 from orchestrator.duration import parse_duration
 from orchestrator.errors import ConfigError
 from orchestrator.routing.matching import check_glob
@@ -104,6 +103,9 @@ class Validator:
         if self.given is not None or not self.plugins:
             return self.given or {}
         names = {r["rotator"] for r in raw_rules if isinstance(r.get("rotator"), str)}
+        # Imported here: a table read without plugins (on-call's) never loads the plugin loader.
+        from orchestrator import plugins
+
         result = plugins.try_load(names)
         self.load_problems = result.problems
         return result.rotators
@@ -165,6 +167,8 @@ class Validator:
             return available[value]
         if value in self.load_problems:
             detail = "; ".join(self.load_problems[value])
+            from orchestrator import plugins  # as in _rotators, which imported it already
+
             guess = _did_you_mean(value, plugins.installed())
             if guess:
                 detail = f"{guess.removeprefix('; ')} {detail}"

@@ -11,7 +11,14 @@ import sys
 #: The plugin contract every part may import; any other ``rotators`` module is a plugin or the
 #: conformance kit.
 CONTRACT = frozenset(
-    {"rotators", "rotators.contract", "rotators.errors", "rotators.secret", "rotators.versions"}
+    {
+        "rotators",
+        "rotators.contract",
+        "rotators.duration",
+        "rotators.errors",
+        "rotators.secret",
+        "rotators.versions",
+    }
 )
 PROBE = """
 import json, sys

@@ -16,7 +16,8 @@ import trustme
 
 from orchestrator.local.processes import free_port
 from rotators import PermanentError, SecretData, TransientError
-from rotators.redis_acl import RedisAclRotator
+from rotators.contract import MemoryNotes
+from rotators.redis_acl import NOTE_MINTED, RedisAclRotator
 from rotators.testing import Conformance, MemoryVault, Scenario, make_context
 from tests.fixtures.redis import AclRedis
 
@@ -86,12 +87,13 @@ class AclPairTarget(AclTarget):
             client.close()
 
 
-def context(scenario: Scenario, **overrides: Any) -> Any:
+def context(scenario: Scenario, notes: MemoryNotes | None = None, **overrides: Any) -> Any:
     vault = MemoryVault()
     for path, data in scenario.vault_secrets.items():
         vault.put(path, data)
     vault.put(PATH, scenario.data)
-    return make_context(RedisAclRotator, vault, PATH, {**dict(scenario.options), **overrides})
+    options = {**dict(scenario.options), **overrides}
+    return make_context(RedisAclRotator, vault, PATH, options, notes=notes or MemoryNotes())
 
 
 def test_one_user_with_two_passwords_passes_the_kit(acl_redis: AclRedis) -> None:
@@ -119,6 +121,31 @@ def test_one_user_holds_both_passwords_through_grace(acl_redis: AclRedis) -> Non
     assert acl_redis.accepts(new["username"], new["password"])
     user = acl_redis.command("ACL", "GETUSER", new["username"])
     assert user["passwords"] == [sha(new["password"])]
+
+
+@pytest.mark.parametrize("dual", [False, True], ids=["one-user", "two-users"])
+def test_a_mint_that_failed_leaves_no_unknown_password(acl_redis: AclRedis, dual: bool) -> None:
+    scenario = AclTarget(acl_redis, dual=dual).setup(connect_timeout=2)
+    notes = MemoryNotes()
+    rotator = RedisAclRotator()
+    first = SecretData(rotator.mint(context(scenario, notes=notes)))
+    with pytest.raises(TransientError):
+        rotator.mint(context(scenario, notes=notes, port=free_port()))
+    # A mint whose ACL SETUSER reached the server but whose answer never came back.
+    lost = "a-password-whose-mint-timed-out"
+    acl_redis.command("ACL", "SETUSER", first["username"], f">{lost}")
+    notes.put(NOTE_MINTED, f"{notes.get(NOTE_MINTED)},{sha(lost)[:16]}")
+    third = SecretData(rotator.mint(context(scenario, notes=notes)))
+    user = third["username"]
+    assert notes.get(NOTE_MINTED) == sha(third["password"])[:16]
+    held = acl_redis.command("ACL", "GETUSER", user)["passwords"]
+    old = [] if dual else [sha(scenario.data["password"])]
+    assert sorted(held) == sorted([*old, sha(third["password"])])
+    assert not acl_redis.accepts(first["username"], first["password"])
+
+    rotator.discard(context(scenario, notes=notes), third)
+    held = acl_redis.command("ACL", "GETUSER", user)["passwords"]
+    assert held == old
 
 
 def test_acl_save_persists_each_change_in_the_acl_file(acl_redis: AclRedis) -> None:

@@ -137,11 +137,14 @@ class RedisAclRotator(Rotator[RedisAclOptions]):
 
     def in_use(self, ctx: Context, old: SecretData) -> Usage | None:
         """Two users: the old user's connections in ``CLIENT LIST``. One user: None (both
-        passwords belong to the same user, so Redis cannot tell them apart)."""
-        if ctx.options.users is None:
-            return None
+        passwords belong to the same user, so Redis cannot tell them apart), once the server
+        has answered that the user exists: an unreachable server is a TransientError here too,
+        never a None that would let finalize go ahead."""
         user = _rule_login(old, "old", ctx.options).username
         with _admin(ctx) as admin:
+            if ctx.options.users is None:
+                admin.user(user)
+                return None
             clients = [c for c in admin.clients() if c.get("user") == user]
         return Usage(
             sessions=len(clients),

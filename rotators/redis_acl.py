@@ -397,7 +397,7 @@ def _note_minted(ctx: Context, fingerprints: list[str]) -> None:
 def _noted(
     held: list[str], noted: tuple[str, ...], current: SecretData, options: RedisAclOptions
 ) -> list[str]:
-    """The held password hashes that one of ``noted`` fingerprints, never the current one's."""
+    """The held password hashes a ``noted`` fingerprint begins, never the current password's."""
     password = current.get(options.password_field)
     keep = password_hash(str(password)) if password is not None else None
     return [h for h in held if h != keep and any(h.startswith(n) for n in noted)]

@@ -29,12 +29,10 @@ from orchestrator.errors import CommandError
 from orchestrator.state import history, keys
 from orchestrator.state.messages import RotateRequest, Task
 from orchestrator.state.pending import manual_event_id, queue_publish
-from orchestrator.state.records import RunRecord
+from orchestrator.state.records import TERMINAL, RunRecord, RunState
 
 #: States at which ``rotate --wait`` stops watching.
-STOP_STATES = frozenset(
-    {"grace", "done", "failed", "needs_attention", "cancelled", "rolled_back", "skipped"}
-)
+STOP_STATES = TERMINAL | {RunState.GRACE, RunState.NEEDS_ATTENTION}
 #: Of those, the ones that mean the rotation worked (so far).
 GOOD_STATES = frozenset({"grace", "done"})
 #: Rotations published per Redis transaction by :func:`publish_manual`.

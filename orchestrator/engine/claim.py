@@ -70,6 +70,7 @@ def new_record(
         from_version=from_version,
         grace_period=grace,
         max_concurrent=request.max_concurrent,
+        target=rule.target.target if rule else None,
     )
 
 

@@ -1,4 +1,5 @@
-"""The scaivault-rotator plugin SDK: the rotator contract and the built-in rotators."""
+"""The scaivault-rotator plugin SDK: the rotator contract, its errors and value wrappers, and
+the password generator (the built-in rotators live in its modules)."""
 
 from rotators.contract import (
     CAPABILITIES,
@@ -15,6 +16,7 @@ from rotators.contract import (
     VaultReader,
 )
 from rotators.errors import CredentialRejected, PermanentError, RotatorError, TransientError
+from rotators.passwords import PasswordPolicy, generate, policy_problem
 from rotators.secret import Secret, SecretData
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "MemoryNotes",
     "NoOptions",
     "Notes",
+    "PasswordPolicy",
     "PermanentError",
     "RotationContext",
     "Rotator",
@@ -36,4 +39,6 @@ __all__ = [
     "TransientError",
     "Usage",
     "VaultReader",
+    "generate",
+    "policy_problem",
 ]

@@ -2,7 +2,7 @@
 rotators, plugins): a policy model to put in a rotator's options, and a generator that draws
 from :mod:`secrets` only.
 
-    from rotators.passwords import PasswordPolicy, generate
+    from rotators import PasswordPolicy, generate
 
     class MyOptions(BaseModel):
         password: PasswordPolicy = PasswordPolicy()   # [rules.options.password] in the file

@@ -10,9 +10,12 @@ Strategy ``issuer``, in one of two modes chosen by the rule's options:
   password (``resetpass #<sha256>``); ``finalize`` removes the old user's password, and
   ``in_use`` counts the old user's connections in ``CLIENT LIST``.
 
-Only sha256 hashes are sent, never a plaintext (``MONITOR`` would show it). A second mint of
-the same rotation removes the password the first one added (its fingerprint is noted in
-``ctx.notes`` before it is added), so a crash never leaves two new passwords behind. Every step
+Only sha256 hashes are sent, never a plaintext (``MONITOR`` would show it). Each mint notes
+its password's fingerprint in ``ctx.notes`` next to those of earlier mints of the same rotation
+before it sends ``ACL SETUSER``, and narrows the note to its own once the change is in place.
+A later mint removes every noted password the user still holds in the same ``ACL SETUSER``
+that adds its own, and ``discard`` removes them all, so a mint that crashed or timed out after
+sending its change never leaves a password nobody knows valid. Every step
 checks before it acts. The admin login comes from ``admin_secret_path``; ``acl_save`` persists
 each change with ``ACL SAVE`` on servers that use an ACL file.
 """
@@ -31,13 +34,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError
 from redis.retry import Retry
 
-from rotators.contract import RotationContext, Rotator, Usage, host_target
+from rotators.contract import NOTE_VALUE_MAX, RotationContext, Rotator, Usage, host_target
 from rotators.errors import CredentialRejected, PermanentError, RotatorError, TransientError
 from rotators.login import Login, LoginFields, admin_login, login_of, with_login
 from rotators.passwords import generate
 from rotators.secret import SecretData
 
-#: ``ctx.notes`` name: the first 16 hex digits of the sha256 of the password this rotation added.
+#: ``ctx.notes`` name: the first 16 hex digits of the sha256 of each password this rotation's
+#: mints may have added (comma-separated), narrowed to the last one once it is in place.
 NOTE_MINTED = "minted_sha256"
 
 
@@ -109,15 +113,17 @@ class RedisAclRotator(Rotator[RedisAclOptions]):
         options = ctx.options
         user = _mint_user(ctx.current.data, options)
         password = generate(options.password)
-        earlier = ctx.notes.get(NOTE_MINTED)
-        ctx.notes.put(NOTE_MINTED, password_hash(password)[:16])
+        digest = password_hash(password)
         with _admin(ctx) as admin:
-            passwords = admin.passwords(user)
+            held = admin.passwords(user)
+            earlier = _minted(ctx)
+            _note_minted(ctx, [*earlier, digest[:16]])
             if options.users:
                 changes = ["resetpass"]
             else:
-                changes = [f"!{h}" for h in passwords if earlier and h.startswith(earlier)]
-            admin.setuser(user, *changes, f"#{password_hash(password)}")
+                changes = [f"!{h}" for h in _noted(held, earlier, ctx.current.data, options)]
+            admin.setuser(user, *changes, f"#{digest}")
+        _note_minted(ctx, [digest[:16]])
         ctx.log.info("redis_acl_minted", user=user, replaced=len(changes))
         return with_login(ctx.current.data, options, user, password)
 
@@ -131,11 +137,14 @@ class RedisAclRotator(Rotator[RedisAclOptions]):
 
     def in_use(self, ctx: Context, old: SecretData) -> Usage | None:
         """Two users: the old user's connections in ``CLIENT LIST``. One user: None (both
-        passwords belong to the same user, so Redis cannot tell them apart)."""
-        if ctx.options.users is None:
-            return None
+        passwords belong to the same user, so Redis cannot tell them apart), once the server
+        has answered that the user exists: an unreachable server is a TransientError here too,
+        never a None that would let finalize go ahead."""
         user = _rule_login(old, "old", ctx.options).username
         with _admin(ctx) as admin:
+            if ctx.options.users is None:
+                admin.user(user)
+                return None
             clients = [c for c in admin.clients() if c.get("user") == user]
         return Usage(
             sessions=len(clients),
@@ -155,8 +164,9 @@ class RedisAclRotator(Rotator[RedisAclOptions]):
         self._remove(ctx, previous, "finalize")
 
     def discard(self, ctx: Context, new: SecretData) -> None:
-        """Remove the unused new password (never stored, or rolled back)."""
-        self._remove(ctx, _rule_login(new, "new", ctx.options), "discard")
+        """Remove the unused new password (never stored, or rolled back), and every other
+        password this rotation's mints noted that the user still holds."""
+        self._remove(ctx, _rule_login(new, "new", ctx.options), "discard", _minted(ctx))
 
     def preflight(self, ctx: Context) -> None:
         """The admin logs in and may change the users; they exist, are on, and need a password;
@@ -174,14 +184,19 @@ class RedisAclRotator(Rotator[RedisAclOptions]):
         if not accepts(options, _rule_login(ctx.current.data, "current", options)):
             raise PermanentError("ScaiVault's current login is refused by Redis")
 
-    def _remove(self, ctx: Context, login: Login, step: str) -> None:
+    def _remove(self, ctx: Context, login: Login, step: str, noted: tuple[str, ...] = ()) -> None:
         digest = password_hash(login.password.reveal())
         with _admin(ctx) as admin:
             if "nopass" in admin.flags(login.username):
                 raise PermanentError(f"ACL user {login.username!r} is nopass: cannot revoke")
-            if digest in admin.passwords(login.username):
-                admin.setuser(login.username, f"!{digest}")
-                ctx.log.info("redis_acl_password_removed", user=login.username, step=step)
+            held = admin.passwords(login.username)
+            gone = {h for h in held if h == digest}
+            gone.update(_noted(held, noted, ctx.current.data, ctx.options))
+            if gone:
+                admin.setuser(login.username, *(f"!{h}" for h in sorted(gone)))
+                ctx.log.info(
+                    "redis_acl_password_removed", user=login.username, step=step, count=len(gone)
+                )
             else:
                 ctx.log.info("redis_acl_already_removed", user=login.username, step=step)
 
@@ -360,6 +375,32 @@ def _mint_user(data: SecretData, options: RedisAclOptions) -> str:
             f"users {list(options.users)}"
         )
     return options.users[1] if current == options.users[0] else options.users[0]
+
+
+def _minted(ctx: Context) -> tuple[str, ...]:
+    """The fingerprints this rotation's mints noted and may have added."""
+    noted = ctx.notes.get(NOTE_MINTED)
+    return tuple(noted.split(",")) if noted else ()
+
+
+def _note_minted(ctx: Context, fingerprints: list[str]) -> None:
+    """Note ``fingerprints`` (without repeats) before a change that may add the last one."""
+    value = ",".join(dict.fromkeys(fingerprints))
+    if len(value) > NOTE_VALUE_MAX:
+        raise PermanentError(
+            f"{len(fingerprints) - 1} mints of this rotation failed after sending ACL SETUSER: "
+            "check the ACL user's passwords, then rotate again"
+        )
+    ctx.notes.put(NOTE_MINTED, value)
+
+
+def _noted(
+    held: list[str], noted: tuple[str, ...], current: SecretData, options: RedisAclOptions
+) -> list[str]:
+    """The held password hashes a ``noted`` fingerprint begins, never the current password's."""
+    password = current.get(options.password_field)
+    keep = password_hash(str(password)) if password is not None else None
+    return [h for h in held if h != keep and any(h.startswith(n) for n in noted)]
 
 
 def _rule_login(data: SecretData, what: str, options: RedisAclOptions) -> Login:

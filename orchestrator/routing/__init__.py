@@ -13,7 +13,7 @@ A rule whose rotator can tell who still uses a credential (``Rotator.in_use``) a
 finalize waits for the old credential's consumers: ``wait_until_unused`` (default on for such
 rotators), ``finalize_wait_max`` (default ``24h``), ``when_still_used`` after that
 (``needs_attention``, the default, or ``finalize``) and ``finalize_recheck`` (the first
-re-check interval, default ``1m``, doubling up to 15 minutes).
+re-check interval, default ``1m``, doubling up to 5 minutes).
 
 Every rule rotates against a *target* with a concurrency budget: ``target`` names it (rules
 naming the same target share one budget; default: what the rotator calls the system its

@@ -69,8 +69,10 @@ def rule_target(match: str) -> str:
     return f"rule:{match}"
 
 
-#: The longest re-check interval of a waiting finalize (unless ``finalize_recheck`` is longer).
-RECHECK_CAP = timedelta(minutes=15)
+#: The longest re-check interval of a waiting finalize (unless ``finalize_recheck`` is longer):
+#: how late finalize may come after the old credential's last consumer left, less a sweep. One
+#: ``in_use`` question per waiting rotation every 5 minutes costs a target next to nothing.
+RECHECK_CAP = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)

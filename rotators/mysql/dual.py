@@ -82,7 +82,8 @@ class MysqlDualRotator(Rotator[MysqlDualOptions]):
         self._revoke(ctx, _rule_login(new, "new", ctx.options), "discard")
 
     def preflight(self, ctx: Context) -> None:
-        """The admin logs in and holds CREATE USER and PROCESS; the current login works."""
+        """The admin logs in and holds CREATE USER and PROCESS; the current login works; the
+        server has ``mysql_native_password``."""
         options = ctx.options
         server = MysqlServer(options)
         admin = admin_login(ctx, options.admin_secret_path, *options.users)
@@ -99,6 +100,7 @@ class MysqlDualRotator(Rotator[MysqlDualOptions]):
             raise PermanentError(
                 f"ScaiVault's current login of {_account(options, current.username)} is refused"
             )
+        server.require_native_password(admin)
 
     def _revoke(self, ctx: Context, login: Login, step: str) -> None:
         """Set a password nobody knows on ``login``'s account, unless ``login`` is refused."""

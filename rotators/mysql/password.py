@@ -39,9 +39,12 @@ class MysqlPasswordRotator(Rotator[MysqlPasswordOptions]):
         return host_target(options.host, options.port)
 
     def mint(self, ctx: Context) -> dict[str, Any]:
-        """A fresh password for the rule's account; every other field kept."""
+        """A fresh password for the rule's account; every other field kept. :meth:`preflight`
+        runs first (read only): an unreachable server or a missing grant stops the rotation
+        before a password exists."""
         options = ctx.options
         _check_username(ctx.current.data, options)
+        self.preflight(ctx)
         ctx.log.info("mysql_password_minted", account=str(_account(options)))
         return with_login(ctx.current.data, options, options.username, generate(options.password))
 
@@ -73,7 +76,8 @@ class MysqlPasswordRotator(Rotator[MysqlPasswordOptions]):
         ctx.log.info("mysql_password_verified", account=str(_account(ctx.options)))
 
     def preflight(self, ctx: Context) -> None:
-        """The current password logs in; an admin, when set, logs in and holds CREATE USER."""
+        """The current password logs in and the server has ``mysql_native_password``; an admin,
+        when set, logs in and holds CREATE USER."""
         options = ctx.options
         server = MysqlServer(options)
         current = login_of(ctx.current.data, "current", options)
@@ -85,6 +89,7 @@ class MysqlPasswordRotator(Rotator[MysqlPasswordOptions]):
             raise PermanentError(
                 f"ScaiVault's current password of {_account(options)} does not log in"
             ) from None
+        server.require_native_password(current)
         if options.admin_secret_path:
             admin = admin_login(ctx, options.admin_secret_path, options.username)
             missing = server.missing_privileges(admin, ("CREATE USER",))

@@ -42,6 +42,7 @@ _CHANGE = "ALTER USER %s@%s IDENTIFIED WITH mysql_native_password AS %s"
 _CHANGE_OWN = "SET PASSWORD = %s"
 _SESSIONS = "SELECT HOST FROM information_schema.PROCESSLIST WHERE USER = %s"
 _PRIVILEGES = "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = %s"
+_NATIVE_PLUGIN = "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = %s"
 
 
 def native_hash(password: str) -> str:
@@ -132,6 +133,20 @@ class MysqlServer:
         """The global privileges of ``needed`` that ``admin`` lacks."""
         with self.session(admin, "reading the admin's privileges") as cursor:
             return self._missing(cursor, needed)
+
+    def require_native_password(self, login: Login) -> None:
+        """:class:`PermanentError` unless the server has ``mysql_native_password`` active, the
+        plugin every rotated account is switched to (MariaDB always has it; MySQL 8.4 turns it
+        off by default and MySQL 9 removed it)."""
+        with self.session(login, "reading the server's authentication plugins") as cursor:
+            cursor.execute(_NATIVE_PLUGIN, ("mysql_native_password",))
+            row = cursor.fetchone()
+        if row is None or str(row[0]).upper() != "ACTIVE":
+            raise PermanentError(
+                "the server has no active mysql_native_password plugin, which these rotators "
+                "set the accounts to: on MySQL 8.4 start the server with "
+                "mysql_native_password=ON; MySQL 9 has none (use MariaDB or MySQL 8.0-8.4)"
+            )
 
     def is_mariadb(self, login: Login) -> bool:
         """Whether the server is MariaDB (``VERSION()`` says so), asked as ``login``."""

@@ -7,6 +7,7 @@ I6): whoever may write a secret must not be able to send its credentials to anot
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -60,6 +61,13 @@ class ServerOptions(BaseModel):
     def _no_url(cls, value: str) -> str:
         if "/" in value or "@" in value or value.strip() != value:
             raise ValueError("expected a host name or address, not a URL or socket folder")
+        return value
+
+    @field_validator("sslrootcert")
+    @classmethod
+    def _ca_file_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"sslrootcert {value!r} is not a file (the CA file must exist)")
         return value
 
     @model_validator(mode="after")

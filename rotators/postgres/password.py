@@ -1,6 +1,8 @@
 """The ``postgres-password`` rotator: one role whose password changes in place (an updater).
 
-- **mint**: a new password from the policy; every other field of the secret is kept.
+- **mint**: a new password from the policy; every other field of the secret is kept. It runs
+  :meth:`~PostgresPasswordRotator.preflight` first (read only), so a server that is down or
+  a missing grant stops the rotation before anything is sealed.
 - **apply**: with ``admin_secret_path``, the admin sets the role's password (setting the same
   password again is harmless, so a resume just sets it). Without one, the role changes its own
   password, logged in with the one ScaiVault holds; if that is refused but the new one is
@@ -45,9 +47,12 @@ class PostgresPasswordRotator(Rotator[PostgresPasswordOptions]):
         return host_target(options.host, options.port)
 
     def mint(self, ctx: Context) -> dict[str, Any]:
-        """The current data with a new password in ``password_field``."""
+        """The current data with a new password in ``password_field``, once :meth:`preflight`
+        found the change can be made: an unreachable server or a missing grant stops the
+        rotation before a password exists."""
         options = ctx.options
         login_of(ctx.current.data, options, "current")  # the secret names a role
+        self.preflight(ctx)
         return {**ctx.current.data, options.password_field: generate(options.password)}
 
     def apply(self, ctx: Context, new: SecretData) -> None:

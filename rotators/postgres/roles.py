@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 from psycopg import sql
 
 from rotators.contract import Usage
 from rotators.errors import PermanentError
-from rotators.postgres.session import Connection, run
+from rotators.postgres.session import Connection, run, translate
 from rotators.secret import Secret
 
 #: The only password hash the rotators send.
@@ -35,9 +36,7 @@ def grant_hint(admin: str, role: str, version: int) -> str:
 
 def set_password(conn: Connection, role: str, password: Secret, *, denied: str = "") -> None:
     """Give ``role`` ``password`` (as a SCRAM-SHA-256 verifier computed here)."""
-    verifier = conn.pgconn.encrypt_password(
-        password.reveal().encode("utf-8"), role.encode("utf-8"), ALGORITHM
-    )
+    verifier = _verifier(conn, role, password)
     statement = sql.SQL("ALTER ROLE {} PASSWORD {}").format(
         sql.Identifier(role), sql.Literal(verifier.decode("ascii"))
     )
@@ -48,6 +47,18 @@ def set_password(conn: Connection, role: str, password: Secret, *, denied: str =
         denied=denied or "the connected role may not change it",
         missing=f"role {role!r} does not exist",
     )
+
+
+def _verifier(conn: Connection, role: str, password: Secret) -> bytes:
+    """libpq's SCRAM-SHA-256 verifier of ``password`` for ``role``, its errors translated here
+    (a plain function, so the driver's exception is not the context of ours)."""
+    try:
+        return conn.pgconn.encrypt_password(
+            password.reveal().encode("utf-8"), role.encode("utf-8"), ALGORITHM
+        )
+    except psycopg.Error as exc:
+        error = translate(exc, f"computing the password verifier of role {role!r}")
+    raise error
 
 
 @dataclass(frozen=True)

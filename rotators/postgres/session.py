@@ -21,7 +21,9 @@ Errors, translated without their text::
 
 A driver exception can hold the password itself (``exc.pgconn`` keeps the connection
 parameters), so it is dropped: the error we raise is built from facts, raised outside the
-``except`` block so it has no ``__context__``, and never carries the driver's text.
+``except`` block so it has no ``__context__``, and never carries the driver's text. Where
+Python keeps it as context anyway (an error leaving a ``with`` block, :func:`using`), it is
+emptied first.
 """
 
 from __future__ import annotations
@@ -80,13 +82,28 @@ def session(options: ServerOptions, login: Login, what: str) -> Iterator[Connect
 
 @contextmanager
 def using(conn: Connection, what: str) -> Iterator[Connection]:
-    """``conn`` for the block, closed after it; a driver error escaping it is translated."""
+    """``conn`` for the block, closed after it; a driver error escaping it is translated.
+
+    Python makes an exception raised while a ``with`` block's exception unwinds (here) keep
+    that exception as ``__context__`` wherever it is raised, so the driver's exception is
+    emptied first: no text, no connection (which holds the password), no frames.
+    """
     try:
         yield conn
     except psycopg.Error as exc:
-        raise translate(exc, what) from None
+        error = translate(exc, what)
+        scrub(exc)
+        raise error from None
     finally:
         conn.close()
+
+
+def scrub(exc: psycopg.Error) -> None:
+    """Empty a driver exception that stays reachable: its text, connection and frames."""
+    exc.args = ()
+    exc._pgconn = None
+    exc._info = None
+    exc.__traceback__ = None
 
 
 def run(

@@ -209,12 +209,12 @@ def test_rules_that_finalize_while_in_use(
 
 
 def test_the_recheck_backs_off_and_never_passes_the_longest_wait(harness: EngineHarness) -> None:
-    waiting = Waiting(harness, 'finalize_recheck = "10m"\nfinalize_wait_max = "25m"\n')
+    waiting = Waiting(harness, 'finalize_recheck = "3m"\nfinalize_wait_max = "12m"\n')
     try:
         rid = waiting.in_grace()
         waiting.rotator.usage = IN_USE
         delays = []
-        for waited in (0, 0, 20 * 60):  # the third check comes 20 minutes into the wait
+        for waited in (0, 0, 10 * 60):  # the third check comes 10 minutes into the wait
             if waited:
                 waiting.waited_since(rid, waited)
             now = int(time.time() * 1000)
@@ -222,9 +222,9 @@ def test_the_recheck_backs_off_and_never_passes_the_longest_wait(harness: Engine
             due = waiting.text.zscore(keys.DUE, rid)
             assert due is not None
             delays.append((due - now) / 60_000)
-        # 10m (less up to 10% jitter), then doubled but capped at 15m, then only what is left
-        # of the 25m, so that the longest wait is acted on in time
-        assert 8.9 <= delays[0] <= 10.1 and 13.4 <= delays[1] <= 15.1
-        assert 4.8 <= delays[2] <= 5.1
+        # 3m (less up to 10% jitter), then doubled but capped at RECHECK_CAP (5m), then only
+        # what is left of the 12m, so that the longest wait is acted on in time
+        assert 2.6 <= delays[0] <= 3.1 and 4.4 <= delays[1] <= 5.1
+        assert 1.8 <= delays[2] <= 2.1
     finally:
         waiting.engine.close()

@@ -6,14 +6,21 @@ to grant, and the conformance kit (sessions included) passes with no secret in t
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
 
 from rotators import PermanentError, SecretData
 from rotators.postgres.dual import PostgresDualRotator
-from rotators.testing import CapturingLog, Conformance, MemoryVault, Scenario, make_context
+from rotators.testing import (
+    CapturingLog,
+    Conformance,
+    FaultProxy,
+    MemoryVault,
+    Scenario,
+    make_context,
+)
 from tests.fixtures.postgres import PgServer
 
 pytestmark = pytest.mark.integration
@@ -197,8 +204,9 @@ def test_options_validate_the_pair() -> None:
 class DualTarget:
     """Conformance target: a fresh pair of roles per scenario, sessions opened on request."""
 
-    def __init__(self, pg: PgServer) -> None:
+    def __init__(self, pg: PgServer, proxy: FaultProxy) -> None:
         self.pg = pg
+        self.proxy = proxy
         self.admin = pg.admin_role("pg_read_all_stats")
 
     def setup(self) -> Scenario:
@@ -207,8 +215,9 @@ class DualTarget:
         return Scenario(
             data={"username": a, "password": password, "note": "kept-field"},
             options={
-                "host": self.pg.host,
-                "port": self.pg.port,
+                "host": self.proxy.host,
+                "port": self.proxy.port,
+                "connect_timeout": 2,
                 "users": [a, b],
                 "admin_secret_path": ADMIN_PATH,
             },
@@ -220,6 +229,9 @@ class DualTarget:
     def is_valid(self, data: Mapping[str, Any]) -> bool:
         return self.pg.accepts(str(data["username"]), str(data["password"]))
 
+    def fault(self, kind: str) -> AbstractContextManager[None]:
+        return self.proxy.fault(kind)
+
     @contextmanager
     def session(self, data: Mapping[str, Any]) -> Iterator[None]:
         with self.pg.holding(str(data["username"]), str(data["password"])):
@@ -227,8 +239,10 @@ class DualTarget:
 
 
 def test_postgres_dual_passes_the_conformance_kit(postgres_server: PgServer) -> None:
-    kit = Conformance(PostgresDualRotator, DualTarget(postgres_server))
-    assert kit.run() == list(Conformance.CHECKS)
+    with FaultProxy((postgres_server.host, postgres_server.port)) as proxy:
+        kit = Conformance(PostgresDualRotator, DualTarget(postgres_server, proxy))
+        assert kit.run() == list(Conformance.CHECKS)
+    assert kit.skipped == {}
     log = postgres_server.log_text()
     assert "SCRAM-SHA-256$4096:" in log, "the server log records the statements"
     leaked = [value for value in kit.sentinels if value in log]

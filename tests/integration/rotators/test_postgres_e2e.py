@@ -4,8 +4,9 @@ old role, and on-call's real CLI.
 
 The rotation moves the secret to the second role at once; once grace is over, finalize waits
 while the consumer is connected (``status`` shows who, ``finalize`` without ``--now`` exits 1
-naming the session), and runs at the first check after the consumer disconnects; the old
-password is then refused. No password reaches a log, the CLI's output or the server log.
+naming the session), and runs at the first check after the consumer disconnects, within the
+re-check delay then scheduled plus a sweep; the old password is then refused. No password
+reaches a log, the CLI's output or the server log.
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ import redis
 
 from orchestrator.local.postgres_target import PostgresTarget
 from orchestrator.local.sandbox import Sandbox
+from orchestrator.routing import RECHECK_CAP
 from orchestrator.state import history
 from tests.fixtures.postgres import PgServer
 from tests.fixtures.stack import OnCallCli
 
 pytestmark = pytest.mark.integration
 
+#: The sandbox's ``finalize_recheck`` and ``ROTATOR_SWEEP_INTERVAL`` (seconds), and what a busy
+#: machine may add to them (a worker picking up the task, finalize's own connections).
+RECHECK_S = 1.0
+SWEEP_S = 2.0
+MARGIN_S = 20.0
 #: The apps whose two roles the module's sandbox rotates (unique on the session's server).
 APP = f"orders_{secrets.token_hex(3)}"
 ROLLBACK_APP = f"billing_{secrets.token_hex(3)}"
@@ -38,7 +45,7 @@ def pg_box(
 ) -> Iterator[Sandbox]:
     """The sandbox with a PostgreSQL part: a ``postgres-dual`` rule per app, re-checking a
     waiting finalize every second (doubling), and a 3 s grace."""
-    target = PostgresTarget(postgres_server.server, [APP, ROLLBACK_APP], recheck="1s")
+    target = PostgresTarget(postgres_server.server, [APP, ROLLBACK_APP], recheck=f"{RECHECK_S:g}s")
     box = Sandbox(tmp_path_factory.mktemp("pg-sandbox"), grace="3s", postgres=target)
     try:
         box.start()
@@ -61,12 +68,19 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 120.0) -> Any
         time.sleep(0.2)
 
 
-def deferrals(box: Sandbox, path: str) -> int:
+def deferrals(box: Sandbox, path: str) -> list[dict[str, str]]:
+    """``path``'s ``finalize_deferred`` history entries, oldest first."""
     client = redis.Redis.from_url(box.ends.redis_url, decode_responses=True)
     try:
-        return sum(1 for e in history.read(client, path) if e["event"] == "finalize_deferred")
+        return [e for e in history.read(client, path) if e["event"] == "finalize_deferred"]
     finally:
         client.close()
+
+
+def longest_recheck(checks: int) -> float:
+    """The longest delay finalize_wait schedules after its ``checks``-th deferral:
+    ``finalize_recheck`` (1 s here) doubling per deferral, at most ``RECHECK_CAP``."""
+    return min(RECHECK_CAP.total_seconds(), RECHECK_S * 2.0 ** (checks - 1))
 
 
 def test_finalize_waits_for_the_consumer_then_revokes_the_old_role(
@@ -106,10 +120,16 @@ def test_finalize_waits_for_the_consumer_then_revokes_the_old_role(
         consumer.kill()
 
     wait_for(lambda: pg.sessions(old_role) == 0, "the consumer's session to end")
-    seen = deferrals(box, path)
+    unused_at = time.monotonic()
+    seen = len(deferrals(box, path))
     done = cli.wait_state(path, {"done", "failed", "needs_attention"}, timeout=120)
+    took = time.monotonic() - unused_at
     assert done["state"] == "done", done
-    assert deferrals(box, path) <= seen + 1, "finalized at the first check after the disconnect"
+    deferred = deferrals(box, path)
+    assert len(deferred) <= seen + 1, "finalized at the first check after the disconnect"
+    # The next check comes at most one scheduled delay later, picked up by the next sweep.
+    bound = longest_recheck(int(deferred[-1]["checks"])) + SWEEP_S + MARGIN_S
+    assert took <= bound, f"finalize came {took:.0f}s after the last session ended (> {bound:.0f}s)"
     assert not pg.accepts(old_role, first["password"]), "the old password is revoked"
     assert pg.accepts(new_role, new["password"])
     after = cli("status", path)

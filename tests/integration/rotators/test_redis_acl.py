@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,17 @@ import trustme
 
 from orchestrator.local.processes import free_port
 from rotators import PermanentError, SecretData, TransientError
-from rotators.redis_acl import RedisAclRotator
-from rotators.testing import Conformance, MemoryVault, Scenario, make_context
+from rotators.contract import MemoryNotes
+from rotators.redis_acl import NOTE_MINTED, RedisAclRotator
+from rotators.testing import Conformance, FaultProxy, MemoryVault, Scenario, make_context
 from tests.fixtures.redis import AclRedis
 
 pytestmark = pytest.mark.integration
 
 ADMIN_PATH = "caches/redis/rotator-admin"
 PATH = "caches/redis/app"
+#: The rotator's timeouts behind a fault proxy: a fault that never answers ends in seconds.
+FAULT_TIMEOUTS = {"connect_timeout": 2.0, "socket_timeout": 3.0}
 #: What the rotated users may do: enough to hold a named connection.
 USER_GRANTS = ("+ping", "+client|setname", "+get", "~app:*")
 
@@ -34,12 +37,26 @@ def sha(password: str) -> str:
 
 class AclTarget:
     """The kit's target: fresh ACL users per scenario, one (``username``) or two (``users``).
-    One user's two passwords cannot be told apart, so it opens no sessions for the kit."""
+    One user's two passwords cannot be told apart, so it opens no sessions for the kit. With
+    a ``proxy`` in front of the server, the rotator goes through it (``fault``), with short
+    timeouts so that a fault that never answers costs seconds."""
 
-    def __init__(self, server: AclRedis, *, dual: bool, admin: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        server: AclRedis,
+        *,
+        dual: bool,
+        admin: Mapping[str, str] | None = None,
+        proxy: FaultProxy | None = None,
+    ):
         self.server = server
         self.dual = dual
         self.admin = dict(admin or server.admin)
+        self.proxy = proxy
+
+    def fault(self, kind: str) -> AbstractContextManager[None]:
+        assert self.proxy is not None, "a target without a proxy injects no faults"
+        return self.proxy.fault(kind)
 
     def setup(self, **options: Any) -> Scenario:
         login = self.server.create_user("app", *USER_GRANTS)
@@ -52,8 +69,9 @@ class AclTarget:
             data={**login, "note": "kept by the rotation"},
             options={
                 "host": "127.0.0.1",
-                "port": self.server.port,
+                "port": self.proxy.port if self.proxy else self.server.port,
                 "admin_secret_path": ADMIN_PATH,
+                **(FAULT_TIMEOUTS if self.proxy else {}),
                 **options,
             },
             path=PATH,
@@ -68,8 +86,13 @@ class AclTarget:
 class AclPairTarget(AclTarget):
     """Two users alternately: the kit also holds sessions of a login (``check_in_use``)."""
 
-    def __init__(self, server: AclRedis, admin: Mapping[str, str] | None = None) -> None:
-        super().__init__(server, dual=True, admin=admin)
+    def __init__(
+        self,
+        server: AclRedis,
+        admin: Mapping[str, str] | None = None,
+        proxy: FaultProxy | None = None,
+    ) -> None:
+        super().__init__(server, dual=True, admin=admin, proxy=proxy)
 
     @contextmanager
     def session(self, data: Mapping[str, Any]) -> Iterator[None]:
@@ -86,22 +109,27 @@ class AclPairTarget(AclTarget):
             client.close()
 
 
-def context(scenario: Scenario, **overrides: Any) -> Any:
+def context(scenario: Scenario, notes: MemoryNotes | None = None, **overrides: Any) -> Any:
     vault = MemoryVault()
     for path, data in scenario.vault_secrets.items():
         vault.put(path, data)
     vault.put(PATH, scenario.data)
-    return make_context(RedisAclRotator, vault, PATH, {**dict(scenario.options), **overrides})
+    options = {**dict(scenario.options), **overrides}
+    return make_context(RedisAclRotator, vault, PATH, options, notes=notes or MemoryNotes())
 
 
 def test_one_user_with_two_passwords_passes_the_kit(acl_redis: AclRedis) -> None:
-    kit = Conformance(RedisAclRotator, AclTarget(acl_redis, dual=False))
-    assert kit.run() == list(Conformance.CHECKS)
+    with FaultProxy(("127.0.0.1", acl_redis.port)) as proxy:
+        kit = Conformance(RedisAclRotator, AclTarget(acl_redis, dual=False, proxy=proxy))
+        assert kit.run() == list(Conformance.CHECKS)
+    assert kit.skipped == {}
 
 
 def test_two_users_alternately_pass_the_kit_with_sessions(acl_redis: AclRedis) -> None:
-    kit = Conformance(RedisAclRotator, AclPairTarget(acl_redis))
-    assert kit.run() == list(Conformance.CHECKS)
+    with FaultProxy(("127.0.0.1", acl_redis.port)) as proxy:
+        kit = Conformance(RedisAclRotator, AclPairTarget(acl_redis, proxy=proxy))
+        assert kit.run() == list(Conformance.CHECKS)
+    assert kit.skipped == {}
 
 
 def test_one_user_holds_both_passwords_through_grace(acl_redis: AclRedis) -> None:
@@ -119,6 +147,31 @@ def test_one_user_holds_both_passwords_through_grace(acl_redis: AclRedis) -> Non
     assert acl_redis.accepts(new["username"], new["password"])
     user = acl_redis.command("ACL", "GETUSER", new["username"])
     assert user["passwords"] == [sha(new["password"])]
+
+
+@pytest.mark.parametrize("dual", [False, True], ids=["one-user", "two-users"])
+def test_a_mint_that_failed_leaves_no_unknown_password(acl_redis: AclRedis, dual: bool) -> None:
+    scenario = AclTarget(acl_redis, dual=dual).setup(connect_timeout=2)
+    notes = MemoryNotes()
+    rotator = RedisAclRotator()
+    first = SecretData(rotator.mint(context(scenario, notes=notes)))
+    with pytest.raises(TransientError):
+        rotator.mint(context(scenario, notes=notes, port=free_port()))
+    # A mint whose ACL SETUSER reached the server but whose answer never came back.
+    lost = "a-password-whose-mint-timed-out"
+    acl_redis.command("ACL", "SETUSER", first["username"], f">{lost}")
+    notes.put(NOTE_MINTED, f"{notes.get(NOTE_MINTED)},{sha(lost)[:16]}")
+    third = SecretData(rotator.mint(context(scenario, notes=notes)))
+    user = third["username"]
+    assert notes.get(NOTE_MINTED) == sha(third["password"])[:16]
+    held = acl_redis.command("ACL", "GETUSER", user)["passwords"]
+    old = [] if dual else [sha(scenario.data["password"])]
+    assert sorted(held) == sorted([*old, sha(third["password"])])
+    assert not acl_redis.accepts(first["username"], first["password"])
+
+    rotator.discard(context(scenario, notes=notes), third)
+    held = acl_redis.command("ACL", "GETUSER", user)["passwords"]
+    assert held == old
 
 
 def test_acl_save_persists_each_change_in_the_acl_file(acl_redis: AclRedis) -> None:

@@ -10,7 +10,7 @@ import re
 
 import rotators
 import rotators.testing
-from rotators import RotationContext, Rotator, SecretVersion
+from rotators import PasswordPolicy, RotationContext, Rotator, SecretVersion
 from rotators.testing import Conformance, Scenario
 from tests.fixtures.docs import REPO, guide
 
@@ -50,6 +50,12 @@ def test_every_field_of_the_data_types_is_named() -> None:
         text = subsection(title)
         missing = [f.name for f in dataclasses.fields(kind) if f"`{f.name}" not in text]
         assert missing == [], kind.__name__
+
+
+def test_every_field_of_the_password_policy_is_named() -> None:
+    text = subsection("Passwords: `PasswordPolicy`, `generate`, `policy_problem`")
+    missing = [name for name in PasswordPolicy.model_fields if f"`{name}`" not in text]
+    assert missing == []
 
 
 def test_the_checks_table_is_conformance_checks_in_order() -> None:

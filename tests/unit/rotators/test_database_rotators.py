@@ -4,6 +4,8 @@ the server's text."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pymysql
@@ -129,3 +131,36 @@ def test_without_the_mysql_extra_the_rotators_say_what_to_install(
     options = MysqlDualOptions(host="db", users=("a", "b"), admin_secret_path="adm")
     with pytest.raises(PermanentError, match=r"scaivault-rotator\[mysql\]"):
         server.MysqlServer(options)
+
+
+class _PluginCursor:
+    """A cursor whose server answers ``status`` for the mysql_native_password plugin."""
+
+    def __init__(self, status: str | None) -> None:
+        self.status = status
+
+    def execute(self, query: str, args: tuple[Any, ...]) -> None:
+        assert "information_schema.PLUGINS" in query and args == ("mysql_native_password",)
+
+    def fetchone(self) -> tuple[str] | None:
+        return None if self.status is None else (self.status,)
+
+
+@pytest.mark.parametrize("status", [None, "DISABLED"], ids=["removed (MySQL 9)", "off (8.4)"])
+def test_a_server_without_mysql_native_password_is_refused(
+    monkeypatch: pytest.MonkeyPatch, status: str | None
+) -> None:
+    from rotators.mysql import server
+
+    @contextmanager
+    def session(self: Any, login: Any, doing: str, grant: str = "") -> Iterator[Any]:
+        yield _PluginCursor(status)
+
+    monkeypatch.setattr(server.MysqlServer, "session", session)
+    options = MysqlDualOptions(host="db", users=("a", "b"), admin_secret_path="adm")
+    login = login_of({"username": "adm", "password": "x" * 16}, "admin", options)
+    mysql = server.MysqlServer(options)
+    with pytest.raises(PermanentError, match="mysql_native_password=ON"):
+        mysql.require_native_password(login)
+    status = "ACTIVE"
+    mysql.require_native_password(login)

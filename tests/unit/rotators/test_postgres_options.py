@@ -3,13 +3,22 @@ libpq message becomes our error (classified, never passed on)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import psycopg
 import pytest
 from pydantic import ValidationError
 
 from orchestrator.routing import RoutingTable
 from rotators import PermanentError, TransientError
 from rotators.postgres.options import PostgresDualOptions, PostgresPasswordOptions
-from rotators.postgres.session import Login, LoginRefused, condition_name, connect_error
+from rotators.postgres.session import (
+    Login,
+    LoginRefused,
+    condition_name,
+    connect_error,
+    using,
+)
 from rotators.secret import Secret
 
 DUAL = {"host": "db.internal", "users": ["app_a", "app_b"], "admin_secret_path": "db/admin"}
@@ -103,3 +112,42 @@ def test_sqlstates_are_named() -> None:
     assert condition_name("42501") == "insufficient_privilege"
     assert condition_name("53300") == "too_many_connections"
     assert condition_name("ZZ999") == "ZZ999"
+
+
+def test_sslrootcert_must_be_an_existing_file(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"sslrootcert .* is not a file"):
+        PostgresDualOptions.model_validate(
+            {**DUAL, "sslmode": "verify-full", "sslrootcert": str(tmp_path / "missing-ca.pem")}
+        )
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    options = PostgresDualOptions.model_validate(
+        {**DUAL, "sslmode": "verify-full", "sslrootcert": str(ca)}
+    )
+    assert options.sslrootcert == str(ca)
+
+
+class _Closing:
+    """Stands in for a connection: :func:`using` only closes it."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_driver_error_leaving_a_session_keeps_nothing_of_the_driver() -> None:
+    conn = _Closing()
+    secret = "hunter2-in-the-drivers-text"
+    with (
+        pytest.raises(TransientError, match="connection to PostgreSQL was lost") as err,
+        using(conn, "admin on db"),  # type: ignore[arg-type]
+    ):
+        raise psycopg.OperationalError(f"password={secret}")
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    chained = err.value.__context__
+    if chained is not None:
+        assert isinstance(chained, psycopg.Error)
+        assert chained.args == () and chained.pgconn is None and chained.__traceback__ is None
+        assert secret not in repr(chained) and secret not in str(chained)
+    assert conn.closed

@@ -16,6 +16,7 @@ CONTRACT = frozenset(
         "rotators.contract",
         "rotators.duration",
         "rotators.errors",
+        "rotators.passwords",
         "rotators.secret",
         "rotators.versions",
     }

@@ -104,3 +104,29 @@ def test_ctrl_c_stops_watching_not_rotating(
     sandbox.admin("DELETE", "/v1/_emulator/faults")
     for path in paths:  # the rotations went on without the CLI
         assert oncall_cli.wait_state(path, {"grace"}, timeout=90)["trigger"] == "manual"
+
+
+def test_a_wave_that_skips_a_busy_secret_names_it_and_exits_1(
+    sandbox: Sandbox, oncall_cli: OnCallCli
+) -> None:
+    """A filed incident: a secret held by another rotation was left out and the wave exited 0."""
+    prefix, paths = _fleet(sandbox, "busy", 2)
+    held = paths[0]
+    holding = oncall_cli("rotate", held, "--wait", "--grace", "1h")
+    assert holding.code == 0, holding  # in grace: the run holds the path
+    holder = oncall_cli.record(held)["rotation_id"]
+
+    done = oncall_cli("rotate", "--prefix", prefix, "--yes", "--grace", "1h")
+    assert done.code == 1, done
+    assert "1 of 2 routed secret(s) rotated (stored), 0 failed, 1 skipped (busy" in done.out
+    assert f"skipped: {held} ({holder} is grace)" in done.err and "next:" in done.err
+
+    assert oncall_cli.record(paths[1])["state"] == "grace"
+
+    prefix, paths = _fleet(sandbox, "busyjson", 2)
+    assert oncall_cli("rotate", paths[0], "--wait", "--grace", "1h").code == 0
+    as_json = oncall_cli("rotate", "--prefix", prefix, "--yes", "--grace", "1h", "--json")
+    assert as_json.code == 1, as_json
+    counts = as_json.json()
+    assert (counts["routed"], counts["stored"], counts["failed"]) == (2, 1, 0), counts
+    assert [b["path"] for b in counts["skipped"]["busy"]] == [paths[0]]

@@ -20,8 +20,15 @@ import redis
 
 from orchestrator import connection
 from orchestrator.cli.output import EXIT_FAILED, EXIT_USAGE, safe_url
-from orchestrator.cli.session import CLI_RETRY_DEADLINE
-from orchestrator.errors import AccessDenied, ConfigError, NotFound, VaultError, VersionConflict
+from orchestrator.cli.session import CLI_RETRY_DEADLINE, require_named_redis
+from orchestrator.errors import (
+    AccessDenied,
+    CommandError,
+    ConfigError,
+    NotFound,
+    VaultError,
+    VersionConflict,
+)
 from orchestrator.routing import RoutingTable, Rule, literal_prefix
 from orchestrator.settings import Settings
 from orchestrator.state.workers import ROLES, WorkerRegistry
@@ -117,6 +124,11 @@ def _check_routing(settings: Settings, report: Report) -> RoutingTable | None:
 
 def _check_redis(settings: Settings, report: Report) -> None:
     url = safe_url(settings.redis_url)
+    try:
+        require_named_redis(settings)
+    except CommandError as refused:
+        report.config_problems.append(f"{refused.message}; {refused.hint}")
+        return
     try:
         client = connection.redis_client(
             settings.redis_url,

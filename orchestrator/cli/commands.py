@@ -22,6 +22,7 @@ from orchestrator.cli.complete import secret_paths
 from orchestrator.cli.options import (
     actor_option,
     json_option,
+    quiet_logs,
     reason_option,
     session,
     who,
@@ -364,6 +365,7 @@ def check_config(probe_write: bool, as_json: bool) -> None:
     with guarded(as_json):
         from orchestrator.cli.check_config import check
 
+        quiet_logs()
         report = check(probe_write=probe_write)
         emit(report.as_dict(), as_json, lambda _: report.render())
         if report.problems:

@@ -29,17 +29,22 @@ def duration(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 
 def session() -> OnCall:
     from orchestrator.cli.session import OnCall
-    from orchestrator.log import configure_logging
     from orchestrator.settings import Settings
 
     settings = Settings.load()
-    # The answer goes to stdout (plain or --json), errors and hints to stderr; log lines only
-    # with -v (-vv: debug), never mixed into a command's output otherwise.
+    quiet_logs()
+    return OnCall(settings)
+
+
+def quiet_logs() -> None:
+    """The answer goes to stdout (plain or --json), errors and hints to stderr; log lines only
+    with -v (-vv: debug), never mixed into a command's output otherwise."""
+    from orchestrator.log import configure_logging
+
     verbose = verbosity()
     configure_logging(level="DEBUG" if verbose > 1 else "INFO", fmt="console")
     if not verbose:
         logging.getLogger().setLevel(logging.CRITICAL + 1)
-    return OnCall(settings)
 
 
 def verbosity() -> int:

@@ -49,6 +49,20 @@ def login_user() -> str:
         return f"uid:{os.getuid()}"
 
 
+def require_named_redis(settings: Settings) -> None:
+    """Refuse (bad usage) when REDIS_URL is the default nobody chose: an answer from another
+    Redis would be a false all-clear."""
+    if settings.redis_url_defaulted and not settings.rotator_cli_allow_defaults:
+        raise CommandError(
+            f"REDIS_URL is not set: on-call commands do not guess which Redis holds the "
+            f"rotations (the default, {settings.redis_url}, may be another one)",
+            hint="set REDIS_URL to the workers' Redis (after `demo --keep-running`: "
+            "`set -a; . demo.env; set +a`, after `dev`: the same with dev.env), or "
+            "ROTATOR_CLI_ALLOW_DEFAULTS=true if the default is it",
+            exit_code=EXIT_USAGE,
+        )
+
+
 class OnCall:
     """What an on-call command talks to, each opened on first use with a clear error."""
 
@@ -58,14 +72,7 @@ class OnCall:
     @cached_property
     def redis(self) -> redis.Redis:
         url = self.settings.redis_url
-        if self.settings.redis_url_defaulted and not self.settings.rotator_cli_allow_defaults:
-            raise CommandError(
-                f"REDIS_URL is not set: on-call commands do not guess which Redis holds the "
-                f"rotations (the default, {url}, may be another one)",
-                hint="set REDIS_URL to the workers' Redis (after `demo --keep-running`: "
-                "`source demo.env`), or ROTATOR_CLI_ALLOW_DEFAULTS=true if the default is it",
-                exit_code=EXIT_USAGE,
-            )
+        require_named_redis(self.settings)
         try:
             client = connection.redis_client(
                 url,

@@ -49,7 +49,9 @@ RECORD_FIELDS = (
 )
 
 #: Columns of the ``status`` table without a path.
-TABLE_COLUMNS = ("path", "state", "step", "rotation_id", "finalize_after", "attempts", "last_error")
+TABLE_COLUMNS = (
+    "path", "state", "step", "rotation_id", "finalize_after", "attempts", "driving", "last_error"
+)  # fmt: skip
 
 _VAULT_HINTS = {
     "authentication_required": "set SCAIVAULT_TOKEN (or SCAIVAULT_TOKEN_FILE) to a valid token",

@@ -22,7 +22,7 @@ import redis
 
 from orchestrator import connection
 from orchestrator.cli.output import EXIT_USAGE, safe_url
-from orchestrator.cli.situation import CANCELLABLE, Situation, hint, refusal
+from orchestrator.cli.situation import CANCELLABLE, Situation, driving, hint, refusal
 from orchestrator.errors import AccessDenied, CommandError, ConfigError, NotFound
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.settings import Settings
@@ -281,6 +281,8 @@ def overview(oc: OnCall, limit: int = 200) -> list[dict[str, Any]]:
     """Rotations on-call should look at: active, failed, needs_attention and overdue ones, and
     every credential left valid at a target (state ``left_valid``) until acknowledged."""
     wanted = set(ACTIVE) | {"failed"}
+    seconds, micros = oc.redis.time()
+    now = datetime.fromtimestamp(seconds + micros / 1e6, UTC)
     rows = [
         {"path": s.path, "state": STRAY_STATE, "rotation_id": s.rotation_id,
          "last_error": s.detail, "since": s.since, "overdue": False}
@@ -291,6 +293,7 @@ def overview(oc: OnCall, limit: int = 200) -> list[dict[str, Any]]:
             continue  # a later rotation of the path took over: nothing to look at
         row = record.to_dict()
         row["overdue"] = is_overdue(record)
+        row["driving"] = driving(record, now)
         rows.append(row)
     return rows
 

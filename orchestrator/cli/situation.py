@@ -252,6 +252,27 @@ def _driven(record: RunRecord, now: datetime) -> list[str]:
     return lines
 
 
+def driving(record: RunRecord, now: datetime) -> str | None:
+    """One short cell for ``status``'s overview: retrying (attempt N of M, the next attempt's
+    time) or failing, and the worker holding the run; ``None`` for a run no worker drives."""
+    if record.state not in LEASED:
+        return None
+    parts = []
+    attempt = f" {record.attempts}/{record.attempts_max}" if record.attempts_max else ""
+    retry_at = parse_time(record.next_attempt)
+    if retry_at is not None and retry_at > now:
+        parts.append(f"retrying{attempt}, next {retry_at.strftime('%H:%M:%SZ')}")
+    elif record.last_error:
+        parts.append(f"failing{attempt}")
+    until = parse_time(record.lease_until)
+    holder = record.lease_worker or record.lease_owner
+    if until is not None and until > now and holder:
+        parts.append(f"worker {holder}")
+    elif until is not None:
+        parts.append("no worker holds it")
+    return ", ".join(parts) or None
+
+
 def _in_grace(record: RunRecord, situation: Situation) -> str:
     if situation.held:
         return f"held by {situation.held}: a rollback is in progress"

@@ -72,14 +72,30 @@ def test_a_failing_store_says_so_while_it_retries(
 
     def failing() -> dict[str, Any] | None:
         status = oncall_cli("status", path, "--json").json()
-        now = " ".join(status["now"])
+        now = " ".join(status.get("now", []))  # no record yet: an error
         return status if "ScaiVault PUT answered 503" in now else None
 
-    status = eventually(failing, "status says the ScaiVault write is failing")
+    def retrying() -> dict[str, Any] | None:
+        status = failing()
+        return status if status and status["now"][0].startswith("retrying: attempt") else None
+
+    status = eventually(retrying, "status says the ScaiVault write is being retried")
     assert status["state"] == "storing"
-    assert "failing: the write to ScaiVault is failing" in status["now"][0] or (
-        status["now"][0].startswith("retrying: attempt")
-    )
+    limit = status["attempts_max"]
+    assert limit and f"attempt {status['attempts']} of {limit} failed" in status["now"][0], status
+    assert "the next attempt is at " in status["now"][0]
+    assert any(line.startswith("held by worker ") for line in status["now"]), status
+
+    def overview_retrying() -> dict[str, Any] | None:
+        rows = oncall_cli("status", "--json").json()
+        row = next(r for r in rows if r["path"] == path)
+        return row if (row["driving"] or "").startswith("retrying ") else None
+
+    row = eventually(overview_retrying, "the overview says the run is retrying")
+    assert row["driving"].startswith(f"retrying {row['attempts']}/{limit}, next "), row
+    assert ", worker " in row["driving"], row
+    table = oncall_cli("status").out
+    assert "DRIVING" in table and f"ing {row['attempts']}/{limit}" in table, table
     assert status["next"] == [f"`status {path}` shows its progress; it goes on by itself"]
 
     # The hints lead somewhere: neither retry nor rotate sends on-call round in circles.

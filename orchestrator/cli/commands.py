@@ -60,7 +60,7 @@ def status(path: str | None, prefix: str | None, as_json: bool) -> None:
     with guarded(as_json):
         from orchestrator.cli import session as oncall
 
-        oc = session()
+        oc = session(naming=True)
         if prefix is not None:
             _status_prefix(oc, prefix, as_json)
             return
@@ -152,7 +152,7 @@ def history(path: str, limit: int, as_json: bool) -> None:
     with guarded(as_json):
         from orchestrator.cli import session as oncall
 
-        oc = session()
+        oc = session(naming=True)
         entries = oncall.recent_history(oc, path, limit)
         emit(entries, as_json, render_history)
         click.echo(oc.asked(), err=True)

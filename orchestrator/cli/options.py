@@ -27,13 +27,19 @@ def duration(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     return value
 
 
-def session() -> OnCall:
+def session(*, naming: bool = False) -> OnCall:
+    """The command's connections; ``naming``: a read command, whose error names the Redis
+    and ScaiVault it asked (as its answer does)."""
+    from orchestrator.cli.output import name_on_error
     from orchestrator.cli.session import OnCall
     from orchestrator.settings import Settings
 
     settings = Settings.load()
     quiet_logs()
-    return OnCall(settings)
+    oc = OnCall(settings)
+    if naming:
+        name_on_error(oc.asked)
+    return oc
 
 
 def quiet_logs() -> None:

@@ -168,7 +168,7 @@ def rotate(
             "grace period of the event it fires"
         )
     with guarded(as_json):
-        oc = session()
+        oc = session(naming=dry_run)
         acting = who(actor)
         if dry_run:
             _dry_run(oc, path, prefix, grace, as_json)
@@ -232,6 +232,8 @@ def _dry_run(
                               "would_fail": len(failing), "skipped": skipped}))  # fmt: skip
     else:
         click.echo(dry_run.render(plans))
+    if asked := oc.asked():
+        click.echo(asked, err=True)
     if failing:
         if not as_json:
             for item in failing:

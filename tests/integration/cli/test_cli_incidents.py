@@ -61,6 +61,26 @@ def test_no_all_clear_from_a_redis_nobody_named(sandbox: Sandbox, oncall_cli: On
     assert answered.code == 0 and f"asked redis redis://127.0.0.1:{port}" in answered.err
 
 
+def test_errors_and_dry_runs_name_the_redis_and_scaivault_they_asked(
+    sandbox: Sandbox, oncall_cli: OnCallCli
+) -> None:
+    """An "unknown path" from the wrong ScaiVault must say which ScaiVault answered."""
+    vault = sandbox.ends.vault_url.rstrip("/")
+    redis_port = sandbox.ends.redis_url.rsplit(":", 1)[1]
+    unknown = oncall_cli("status", f"{sandbox.ends.prefix}/no/such-{unique('x')}")
+    assert unknown.code == 1 and "unknown path" in unknown.err, unknown
+    assert f"asked redis redis://127.0.0.1:{redis_port}" in unknown.err
+    assert f"scaivault {vault}" in unknown.err, unknown
+    as_json = oncall_cli("history", f"{sandbox.ends.prefix}/no/such-{unique('x')}", "--json")
+    assert as_json.code == 1 and "error" in as_json.json()
+    assert f"scaivault {vault}" in as_json.err, as_json
+
+    path = sandbox.add_password(unique("dry"), scheduled=False)
+    dry = oncall_cli("rotate", path, "--dry-run")
+    assert dry.code == 0, dry
+    assert f"scaivault {vault}" in dry.err and "asked redis" in dry.err, dry
+
+
 def test_a_failing_store_says_so_while_it_retries(
     sandbox: Sandbox, oncall_cli: OnCallCli, vault_faults: Callable[..., None]
 ) -> None:

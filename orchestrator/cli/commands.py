@@ -217,10 +217,15 @@ def cancel(
         from orchestrator.cli import session as oncall
 
         oc, acting = session(), who(actor)
-        record = oncall.cancel(oc, path, acting, reason)
+        record, driven = oncall.cancel(oc, path, acting, reason)
+        held = record.sealed
         if wait:
-            record = oncall.await_dropped(oc, record, timeout)
-        report(record, as_json, f"cancelled {path}", acting, reason, good={"cancelled"})
+            record = oncall.await_dropped(oc, record, timeout, driven)
+        fate = oncall.cancelled_fate(oc, record, held, waited=wait)
+        report(
+            record, as_json, f"cancelled {path}", acting, reason, good={"cancelled"},
+            new_fate=fate,
+        )  # fmt: skip
 
 
 @click.command()

@@ -31,6 +31,7 @@ from orchestrator.state.records import ACTIVE, RunRecord
 from orchestrator.state.runs import RunStore
 from orchestrator.state.strays import Stray, Strays
 from orchestrator.vault.client import VaultClient
+from rotators.versions import parse_time
 
 #: The ``status`` state of a credential left valid at a target (not a run state).
 STRAY_STATE = "left_valid"
@@ -330,10 +331,15 @@ def recent_history(oc: OnCall, path: str, limit: int) -> list[dict[str, str]]:
 # --- changing rotations --------------------------------------------------------------------
 
 
-def cancel(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
-    """Stop an active rotation that has stored nothing yet (the engine checks before each step)."""
-    record = refuse_unless_allowed(oc, path, "cancel").record
+def cancel(oc: OnCall, path: str, actor: str, reason: str | None) -> tuple[RunRecord, bool]:
+    """Stop an active rotation that has stored nothing yet (the engine checks before each
+    step). Returns the cancelled run, and whether a worker held it then (that worker records
+    ``rotation_stopped`` when it lets go, after dropping what it minted)."""
+    situation = refuse_unless_allowed(oc, path, "cancel")
+    record = situation.record
     assert record is not None
+    until = parse_time(record.lease_until)
+    driven = until is not None and until > situation._now()
     if _stored(oc, record):
         raise CommandError(
             f"cannot cancel {path}: rotation {record.rotation_id} already stored its new "
@@ -351,15 +357,16 @@ def cancel(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
         oc.redis, path, "rotation_cancelled", rotation_id=done.rotation_id, actor=actor,
         reason=reason, state="cancelled", detail=f"was {record.state}",
     )  # fmt: skip
-    return done
+    return done, driven
 
 
-def await_dropped(oc: OnCall, record: RunRecord, timeout: float) -> RunRecord:
+def await_dropped(oc: OnCall, record: RunRecord, timeout: float, driven: bool) -> RunRecord:
     """After a cancel: wait until the worker dropped the value it minted (and revoked it where
-    the rotator can) — at its next step; a run that held none is returned as it is."""
+    the rotator can) — at its next step — and, when one held the run (``driven``), until it
+    let go; a run nobody drove is returned as it is."""
     deadline = time.monotonic() + timeout
     current = oc.store.require(record.rotation_id)
-    while current.sealed:
+    while current.sealed or (driven and not _events(oc, record, {"rotation_stopped"})):
         if time.monotonic() >= deadline:
             raise CommandError(
                 f"rotation {record.rotation_id} is cancelled, but its worker has not dropped "
@@ -370,6 +377,31 @@ def await_dropped(oc: OnCall, record: RunRecord, timeout: float) -> RunRecord:
         time.sleep(POLL_SECONDS)
         current = oc.store.require(record.rotation_id)
     return current
+
+
+def cancelled_fate(oc: OnCall, record: RunRecord, held: bool, waited: bool) -> str:
+    """What became of the unused new credential of a cancelled run: ``held`` (a value was
+    kept when cancelled), ``waited`` (its worker has let go since, :func:`await_dropped`)."""
+    path = record.path
+    if not waited:
+        return (
+            "none stored; one the worker minted is withdrawn at its next step (`status "
+            f"{path}` shows the outcome: a credential it cannot revoke is listed as left_valid)"
+        )
+    stray = any(s.rotation_id == record.rotation_id for s in Strays(oc.redis).of(path))
+    if stray or _events(oc, record, {"credential_left_valid"}):
+        return f"STILL VALID at the target: revoke it by hand, then `acknowledge {path}`"
+    if _events(oc, record, {"credential_withdrawn"}):
+        return "withdrawn (revoked at the target; none stored)"
+    return "none stored" if held else "none minted"
+
+
+def _events(oc: OnCall, record: RunRecord, events: set[str]) -> bool:
+    """Whether ``record``'s rotation has one of ``events`` in its path's recent history."""
+    return any(
+        entry.get("event") in events and entry.get("rotation_id") == record.rotation_id
+        for entry in history.read(oc.redis, record.path, limit=50)
+    )
 
 
 def _stored(oc: OnCall, record: RunRecord) -> bool:

@@ -293,7 +293,8 @@ def _in_grace(record: RunRecord, situation: Situation) -> str:
 def credentials(record: RunRecord, new_fate: str | None = None) -> list[str]:
     """What became of each credential of ``record``'s rotation, one plain statement each (what
     ``finalize``, ``rollback``, ``cancel`` and ``retry`` end with). ``new_fate``: what the
-    worker recorded about the new credential of a rollback."""
+    worker recorded about the new credential of a rollback, or what became of a cancelled
+    run's unused one (:func:`orchestrator.cli.session.cancelled_fate`)."""
     old = f"old credential (version {record.from_version})"
     new = f"new credential (version {record.new_version})"
     state = record.state
@@ -314,7 +315,7 @@ def credentials(record: RunRecord, new_fate: str | None = None) -> list[str]:
         return [f"{old}: still valid (not revoked)", f"{new}: stored in ScaiVault"]
     lines = [f"{old}: unchanged, still current in ScaiVault"]
     if state == S.CANCELLED:
-        lines.append("new credential: none stored (an unused one is revoked where the rotator can)")
+        lines.append(f"new credential: {new_fate or 'none stored'}")
     else:
         lines.append("new credential: none stored yet")
     return lines

@@ -172,11 +172,17 @@ def finalize(
     with guarded(as_json):
         from orchestrator.cli import grace
 
-        acting = who(actor)
+        oc, acting = session(), who(actor)
         record = grace.finalize_now(
-            session(), path, early=now, timeout=timeout, actor=acting, reason=reason
+            oc, path, early=now, timeout=timeout, actor=acting, reason=reason
         )
-        report(record, as_json, f"finalized {path}", acting, reason, good={"done"})
+        in_use = grace.forced_in_use(oc, record) if record.state == "done" else None
+        report(
+            record, as_json, f"finalized {path}", acting, reason, good={"done"},
+            extra={"in_use_warning": in_use},
+        )  # fmt: skip
+        if in_use and not as_json:
+            click.echo(f"WARNING: {in_use}", err=True)
 
 
 @click.command()

@@ -71,7 +71,10 @@ class Report:
             return "make Redis and ScaiVault reachable and grant what is missing, then run again"
         if self.warnings:
             return "look at each WARNING line: none stops a rotation, each may hide one"
-        return "start (or restart) the workers so they load this routing file"
+        return (
+            "nothing to do: running workers reload this routing file when it changes (or on "
+            "SIGHUP); start workers and beat if none is running"
+        )
 
     def render(self) -> str:
         lines = [f"ok       {text}" for text in self.passed]
@@ -171,7 +174,7 @@ def _check_processes(settings: Settings, client: redis.Redis, report: Report) ->
         if here is not None and routing.sha256 != here:
             report.warnings.append(
                 f"{who} {runs}, not this routing file's content (sha256 {here[:12]}): it has "
-                "not loaded it (invalid there, or another file?); its log says why"
+                f"not loaded it (invalid there, or another file?); its log says why ({beat})"
             )
         else:
             report.passed.append(f"{who}: alive, {runs} ({beat})")

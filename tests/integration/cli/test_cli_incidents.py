@@ -159,7 +159,9 @@ def test_an_unrouted_secret_is_never_sent_to_rotate(
 def test_finalize_now_says_what_became_of_each_credential(
     sandbox: Sandbox, oncall_cli: OnCallCli
 ) -> None:
-    path = sandbox.add_password(unique("fin"), scheduled=False)
+    """The leaked Salesforce credential: rotate it, then revoke the leaked pair at once."""
+    path = sandbox.add_salesforce(unique("fin"), scheduled=False)
+    leaked = sandbox.originals[path]
     assert oncall_cli("rotate", path, "--wait", "--grace", "1h").code == 0
     done = oncall_cli("finalize", path, "--now", "--reason", "leaked in a log", "--actor", "al")
     assert done.code == 0, done
@@ -171,6 +173,8 @@ def test_finalize_now_says_what_became_of_each_credential(
         "  old credential (version 1): revoked",
         "  new credential (version 2): current in ScaiVault",
     ]
+    assert not sandbox.salesforce_accepts(leaked), "the leaked pair is revoked"
+    assert sandbox.salesforce_accepts(sandbox.read(path)["data"]), "the new pair works"
     status = oncall_cli("status", path)
     assert "finalize_after" not in status.out and "now:  done: the old credential" in status.out
     assert_no_log_lines(done, status)

@@ -37,7 +37,7 @@ from rotators.errors import PermanentError, TransientError
 from rotators.salesforce_app import OrgApp, StagedEntry, credential_pair, key_hint
 from rotators.salesforce_client import ConnectionSettings, CredentialRefused, SalesforceConnection
 from rotators.secret import Secret, SecretData
-from rotators.versions import parse_time
+from rotators.versions import finalize_due
 
 MIN_API_VERSION = 65.0
 #: ``ctx.notes`` names: the staged entry this rotation promotes, and its key's fingerprint.
@@ -359,14 +359,15 @@ class SalesforceOAuthRotator(Rotator[SalesforceOAuthOptions]):
                 ctx.notes.put(name, value)
 
     def _late_finalize_due(self, ctx: Context, entry: StagedEntry) -> bool:
-        """Is ``entry`` the previous rotation's old pair, past ``finalize_after``?
+        """Is ``entry`` the previous rotation's old pair, past its grace (``finalize_after``,
+        and a whole ``grace_period`` after the current version was created)?
 
         Metadata anyone with write access may have set: a missing or malformed value means
         "not known to be due".
         """
         metadata = ctx.current.metadata
         previous = metadata.get("previous_version")
-        due = parse_time(metadata.get("finalize_after"))
+        due = finalize_due(metadata, ctx.current.created_at)
         if not isinstance(previous, int) or isinstance(previous, bool) or due is None:
             return False
         if ctx.clock() < due:  # the engine's clock: this machine's may run ahead

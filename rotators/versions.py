@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from rotators.duration import parse_duration
+
 #: ``rotated_by`` on every version the engine writes.
 ROTATED_BY = "scaivault-rotator"
 
@@ -74,3 +76,19 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def finalize_due(metadata: Mapping[str, Any], created_at: str | None) -> datetime | None:
+    """When the credential a version replaced may be revoked, by that version's metadata: not
+    before ``finalize_after`` nor before a whole ``grace_period`` after the version was created
+    (``finalize_after`` is set before the write's retries, and anyone who may write the secret
+    may set it). ``None`` when any of the three is missing or garbled: not known to be due."""
+    after = parse_time(metadata.get("finalize_after"))
+    created = parse_time(created_at)
+    grace = metadata.get("grace_period")
+    if after is None or created is None or not isinstance(grace, str):
+        return None
+    try:
+        return max(after, created + parse_duration(grace))
+    except ValueError:
+        return None

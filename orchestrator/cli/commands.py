@@ -51,12 +51,17 @@ if TYPE_CHECKING:
 @click.command()
 @click.argument("path", required=False, shell_complete=secret_paths)
 @click.option("--prefix", help="Count the latest rotations of the secrets under PREFIX.")
+@click.option(
+    "--by-target", is_flag=True, help="Without PATH: only the summary per target (also --json)."
+)
 @json_option
-def status(path: str | None, prefix: str | None, as_json: bool) -> None:
+def status(path: str | None, prefix: str | None, by_target: bool, as_json: bool) -> None:
     """PATH's current or last rotation; --prefix: how a mass rotation goes; without either,
     what needs a look, and a summary per target."""
     if path is not None and prefix is not None:
         raise click.UsageError("give PATH or --prefix PREFIX, not both")
+    if by_target and (path is not None or prefix is not None):
+        raise click.UsageError("--by-target summarises every run: give neither PATH nor --prefix")
     with guarded(as_json):
         from orchestrator.cli import session as oncall
 
@@ -76,10 +81,10 @@ def status(path: str | None, prefix: str | None, as_json: bool) -> None:
             return
         from orchestrator.cli import wave
 
-        rows = oncall.overview(oc)
-        for row in rows:
-            row["target"] = wave.target_of(oc, row["path"])
-        if as_json:
+        rows = wave.with_targets(oc, oncall.overview(oc))
+        if by_target:
+            emit(wave.by_target(wave.summary_rows(oc, rows)), as_json, render_targets)
+        elif as_json:
             click.echo(dump_json(rows))
         elif not rows:
             click.echo("nothing active, failed, stuck or overdue")

@@ -25,7 +25,7 @@ from orchestrator.errors import CommandError
 from orchestrator.state import history, keys
 from orchestrator.state.due import DueQueue
 from orchestrator.state.messages import Task
-from orchestrator.state.records import RunRecord, RunState, now_iso
+from orchestrator.state.records import BOTH_VALID, RunRecord, RunState, now_iso
 
 
 def finalize_now(
@@ -70,7 +70,7 @@ def _await_finalize(oc: OnCall, record: RunRecord, timeout: float) -> RunRecord:
     left_grace = False
     while time.monotonic() < deadline:
         current = oc.store.require(record.rotation_id)
-        if current.state not in {"grace", "finalizing"}:
+        if current.state not in BOTH_VALID:
             return current  # done, or an end the caller reports (failed, needs_attention...)
         if current.state == "finalizing":
             left_grace = True

@@ -169,13 +169,20 @@ def worker(
     _run_celery(argv + list(celery_args), quiet=module.settings.rotator_log_format == "json")
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.option("--loglevel", "-l", help="Log level (default: ROTATOR_LOG_LEVEL).")
-def beat(loglevel: str | None) -> None:
-    """Run Celery beat: sweep every ROTATOR_SWEEP_INTERVAL, reconcile every ..._INTERVAL."""
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def beat(loglevel: str | None, celery_args: tuple[str, ...]) -> None:
+    """Run Celery beat: sweep every ROTATOR_SWEEP_INTERVAL, reconcile every ..._INTERVAL.
+
+    Arguments after -- go to 'celery beat' as they are:
+
+    \b
+      scaivault-rotator beat -- --pidfile /run/scaivault-rotator/beat.pid
+    """
     module = _celery_app()
     argv = ["beat", "--loglevel", loglevel or module.settings.rotator_log_level]
-    _run_celery(argv, quiet=module.settings.rotator_log_format == "json")
+    _run_celery(argv + list(celery_args), quiet=module.settings.rotator_log_format == "json")
 
 
 @cli.command()

@@ -284,16 +284,18 @@ def _rotate_prefix(
             f"{prefix}` again queues the rest (paths already rotating are left out)",
             exit_code=130,
         )
-    meter = WaveMeter(len(ids), as_json)
-    try:  # a Ctrl-C as soon as the line below is read is a Ctrl-C while watching
+    meter: WaveMeter | None = None
+    try:  # from the line that says Ctrl-C stops watching, it does
         click.echo(
             f"queued {len(ids)} rotation(s); Ctrl-C stops watching, not rotating "
             f"(follow with `scaivault-rotator status --prefix {prefix}`)",
             err=True,
         )
+        meter = WaveMeter(len(ids), as_json)
         counted = watch_wave(oc, ids, meter, timeout, prefix)
     except KeyboardInterrupt:
-        meter.done()
+        if meter is not None:
+            meter.done()
         click.echo(
             f"stopped watching; the rotations go on. Follow them with "
             f"`scaivault-rotator status --prefix {prefix}`",

@@ -9,7 +9,6 @@ finalize early and rollback in :mod:`orchestrator.cli.grace`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import time
@@ -27,7 +26,7 @@ from orchestrator.errors import AccessDenied, CommandError, ConfigError, NotFoun
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.settings import Settings
 from orchestrator.state import history, keys
-from orchestrator.state.records import ACTIVE, RunRecord
+from orchestrator.state.records import ACTIVE, BOTH_VALID, RunRecord
 from orchestrator.state.runs import RunStore
 from orchestrator.state.strays import Stray, Strays
 from orchestrator.vault.client import VaultClient
@@ -257,24 +256,16 @@ def refuse_unless_allowed(oc: OnCall, path: str, command: str) -> Situation:
 # --- reading -------------------------------------------------------------------------------
 
 
-def _iso_to_epoch(text: str | None) -> float | None:
-    if not text:
-        return None
-    with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    return None
-
-
 def is_overdue(record: RunRecord, now: float | None = None) -> bool:
     """True when a rotation in grace should have been finalized a while ago (one whose
     finalize waits for the old credential to be unused is not late: it says why it waits)."""
-    due = _iso_to_epoch(record.finalize_after)
+    due = parse_time(record.finalize_after)
     moment = time.time() if now is None else now
     return (
-        record.state in {"grace", "finalizing"}
+        record.state in BOTH_VALID
         and not record.waiting
         and due is not None
-        and moment > due + OVERDUE_SLACK_SECONDS
+        and moment > due.timestamp() + OVERDUE_SLACK_SECONDS
     )
 
 

@@ -29,12 +29,10 @@ from orchestrator.errors import CommandError
 from orchestrator.state import history, keys
 from orchestrator.state.messages import RotateRequest, Task
 from orchestrator.state.pending import manual_event_id, queue_publish
-from orchestrator.state.records import RunRecord
+from orchestrator.state.records import TERMINAL, RunRecord, RunState
 
 #: States at which ``rotate --wait`` stops watching.
-STOP_STATES = frozenset(
-    {"grace", "done", "failed", "needs_attention", "cancelled", "rolled_back", "skipped"}
-)
+STOP_STATES = TERMINAL | {RunState.GRACE, RunState.NEEDS_ATTENTION}
 #: Of those, the ones that mean the rotation worked (so far).
 GOOD_STATES = frozenset({"grace", "done"})
 #: Rotations published per Redis transaction by :func:`publish_manual`.
@@ -139,7 +137,7 @@ def publish_manual(oc: OnCall, requests: list[RotateRequest]) -> list[str]:
             queued += len(chunk)
     except KeyboardInterrupt:
         raise PublishInterrupted(queued, min(PUBLISH_CHUNK, len(requests) - queued)) from None
-    return [manual_id(request.event_id) for request in requests]
+    return [manual_id(request.path, request.event_id) for request in requests]
 
 
 def describe_rule(oc: OnCall, path: str) -> str | None:

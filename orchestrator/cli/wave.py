@@ -29,7 +29,7 @@ FAILED = frozenset({"failed", "needs_attention", "cancelled", "rolled_back", "sk
 #: States ``status``'s summary looks for the oldest in (a run in grace is waiting, not stuck).
 IN_PROGRESS = ACTIVE - {"grace"}
 #: Run fields a tally reads.
-_FIELDS = ("path", "state", "slot_wait", "last_error", "updated_ms", "created_at")
+_FIELDS = ("path", "state", "slot_wait", "last_error", "updated_ms", "created_at", "target")
 #: Commands per pipeline when reading thousands of keys.
 _BATCH = 1000
 
@@ -46,7 +46,8 @@ class Plan:
 
 @dataclass(frozen=True)
 class Run:
-    """The fields of one run a tally needs (``None`` state: published, no run record yet)."""
+    """The fields of one run a tally needs (``None`` state: published, no run record yet;
+    ``target``: the one the worker resolved, ``None`` before a worker claimed the run)."""
 
     rotation_id: str
     path: str
@@ -54,6 +55,7 @@ class Run:
     slot_wait: str | None = None
     last_error: str | None = None
     updated_ms: int | None = None
+    target: str | None = None
 
     @property
     def column(self) -> str:
@@ -149,8 +151,9 @@ def tally(runs: Iterable[Run]) -> Tally:
 
 
 def by_target(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per target of the routing file: how many of ``rows`` (``status`` rows) are in each
-    state, and the one in progress the longest (by last update; grace is not in progress)."""
+    """Per target (each row's, see :func:`with_targets`): how many of ``rows`` (``status``
+    rows) are in each state, and the one in progress the longest (by last update; grace is not
+    in progress)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["target"] or "(no rule)", []).append(row)
@@ -176,19 +179,31 @@ def summary_rows(oc: OnCall, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
     names = [_text(k) or "" for k in oc.redis.scan_iter(match=keys.active("*"), count=1000)]
     ids = [rid for rid in _strings(oc, names) if rid]
     found = [run for run in read_runs(oc, ids) if run.state in ACTIVE]
-    targets: dict[str, str | None] = {}
     out = []
     for run in found:
-        if run.path not in targets:
-            targets[run.path] = target_of(oc, run.path)
         updated = iso_ms(str(run.updated_ms)) if run.updated_ms else None
-        out.append({"path": run.path, "state": run.state, "target": targets[run.path],
+        out.append({"path": run.path, "state": run.state, "target": run.target,
                     "updated_at": updated})  # fmt: skip
-    return out + [row for row in rows if row["state"] not in ACTIVE]
+    return with_targets(oc, out) + [row for row in rows if row["state"] not in ACTIVE]
+
+
+def with_targets(oc: OnCall, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each one's ``target``: the run's own (the worker resolved it with the
+    rotator, e.g. a database's ``host:port``), else the CLI's guess (:func:`target_of`)."""
+    guessed: dict[str, str | None] = {}
+    for row in rows:
+        if not row.get("target"):
+            path = row["path"]
+            if path not in guessed:
+                guessed[path] = target_of(oc, path)
+            row["target"] = guessed[path]
+    return rows
 
 
 def target_of(oc: OnCall, path: str) -> str | None:
-    """The target (of the CLI's routing file) ``path`` rotates against, if a rule covers it."""
+    """The target (of the CLI's routing file) ``path`` rotates against, if a rule covers it:
+    a rule's ``target``, else the rule itself (the CLI loads no plugin, so a target the rotator
+    derives from its options is known only from a run a worker claimed)."""
     try:
         rule = oc.routing.match(path)
     except Exception:  # no routing file here: the summary just has no targets
@@ -197,10 +212,10 @@ def target_of(oc: OnCall, path: str) -> str | None:
 
 
 def _run(rotation_id: str, values: list[str | None]) -> Run:
-    path, state, slot_wait, last_error, updated_ms, _created = values
+    path, state, slot_wait, last_error, updated_ms, _created, target = values
     return Run(
         rotation_id, path or "", state or None, slot_wait or None, last_error or None,
-        int(updated_ms) if updated_ms else None,
+        int(updated_ms) if updated_ms else None, target or None,
     )  # fmt: skip
 
 

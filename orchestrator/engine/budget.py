@@ -82,6 +82,7 @@ class Budgets:
         phase: str | None = None,
         lease: float | None = None,
         owner: str = "",
+        note_wait: bool = False,
     ) -> Slot | None:
         """A slot of ``budget``'s target for ``record``'s steps now, or None when all are taken.
 
@@ -89,7 +90,8 @@ class Budgets:
         e.g. ``rollback``); ``lease`` (seconds) defaults to the run's lease, renewed with it.
         ``owner`` (the task driving the run) is part of the holder's name, so a worker that lost
         the run's lease to another cannot give back the other's slot; the lost one's slot counts
-        until its lease passes."""
+        until its lease passes. ``note_wait`` records ``slot_wait`` on the run when none is
+        free (a rollback's held run, which waits in its task, not through :meth:`wait`)."""
         rid = record.rotation_id
         before_grace = record.state in LEASED and record.state != RunState.FINALIZING
         if budget.limit is None or not rotator.capabilities.touches_target:
@@ -103,7 +105,8 @@ class Budgets:
         holder = f"{rid}:{phase}:{owner}" if owner else f"{rid}:{phase}"
         seconds = lease or self.rt.lease_seconds
         taken = self.slots.acquire(budget.target, budget.limit, holder, seconds,
-                                   rotation_id=rid, drop_due=before_grace)  # fmt: skip
+                                   rotation_id=rid, drop_due=before_grace,
+                                   note_wait=note_wait)  # fmt: skip
         return Slot(self, budget.target, holder, budget.limit, rid) if taken else None
 
     def renew(self, slot: Slot) -> None:

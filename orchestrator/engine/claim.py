@@ -21,7 +21,7 @@ from orchestrator.engine.driver import Read
 from orchestrator.engine.failures import Failures
 from orchestrator.engine.ids import manual_id, scheduled_id
 from orchestrator.engine.runtime import Runtime
-from orchestrator.errors import IllegalTransition, PathBusy, reason_of
+from orchestrator.errors import AccessDenied, IllegalTransition, NotFound, PathBusy, reason_of
 from orchestrator.routing import Rule, unrouted_reason
 from orchestrator.state.messages import RotateRequest
 from orchestrator.state.pending import is_manual_event
@@ -72,6 +72,7 @@ def new_record(
         from_version=from_version,
         grace_period=grace,
         max_concurrent=request.max_concurrent,
+        target=rule.target.target if rule else None,
         attempts_max=attempts_max,
     )
 
@@ -98,7 +99,10 @@ class Claims:
             read = Read(current, time.monotonic() - started)
         except PermanentError as exc:  # e.g. not_found, access_denied: nothing to rotate
             reason = f"cannot read the secret: {reason_of(exc)}"
-            return Claim(decided=self.refuse(request, reason, owner))
+            # A path that may not exist gets no history stream (a forged event must not create
+            # keys that never expire); its record expires and the alert still goes out.
+            absent = isinstance(exc, NotFound | AccessDenied)
+            return Claim(decided=self.refuse(request, reason, owner, history=not absent))
         # An event names the version it rotates; version 0 never exists, so it is stale too.
         from_version = current.version if request.from_version is None else request.from_version
         if _scheduled(request):
@@ -164,7 +168,7 @@ class Claims:
             # Ids derive from (path, version), but metadata is writable: a run of another path
             # under this id (planted metadata rebuilt by reconcile) is never merged into.
             self.rt.log.warning("rotation_id_taken", rotation_id=rid, holder=existing.path, **about)
-            rid = manual_id()
+            rid = manual_id(request.path)
             existing, active = self.rt.runs.lookup(rid, request.path)
         if existing is not None:
             if existing.state in LEASED:
@@ -203,15 +207,22 @@ class Claims:
             return Claim(drive=rid)
         return Claim(created=record)  # other runs were here: the driver reads again
 
-    def refuse(self, request: RotateRequest, reason: str, owner: str | None = None) -> RunRecord:
+    def refuse(
+        self,
+        request: RotateRequest,
+        reason: str,
+        owner: str | None = None,
+        history: bool = True,
+    ) -> RunRecord:
         """Record ``request`` as a ``failed`` run that stored nothing, loudly (a log line, a
-        metric, a history entry, an alert), under the id its run would have had; an existing
-        record with that id is returned as it is (the request did get an outcome)."""
+        metric, a history entry unless ``history`` is False, an alert), under the id its run
+        would have had; an existing record with that id is returned as it is (the request did
+        get an outcome)."""
         rule = self.rt.routing.match(request.path)
         rid = self.first_rid(request, request.from_version, owner)
         grace = self.grace_text(request, rule)
         record = new_record(request, rid, rule, request.from_version, RunState.FAILED, grace)
-        return self.failures.refuse(record, reason, expire=self._decision_ttl)
+        return self.failures.refuse(record, reason, expire=self._decision_ttl, history=history)
 
     def first_rid(
         self, request: RotateRequest, from_version: int | None, owner: str | None = None
@@ -232,7 +243,7 @@ class Claims:
         earlier = self.rt.runs.get(first)
         rid = self._event_rid(request, from_version, earlier)
         holder = earlier if rid == first else self.rt.runs.get(rid)
-        return rid if holder is None or holder.path == request.path else manual_id()
+        return rid if holder is None or holder.path == request.path else manual_id(request.path)
 
     def _event_rid(
         self, request: RotateRequest, from_version: int, earlier: RunRecord | None
@@ -321,7 +332,7 @@ def _manual(request: RotateRequest) -> bool:
 def _manual_rid(request: RotateRequest, owner: str | None) -> str:
     """A manual rotation's id: from its ledger entry, so a message the sweep published again
     names the same run (and the CLI knows it before publishing); else from the task."""
-    return manual_id(request.event_id if _manual(request) else owner)
+    return manual_id(request.path, request.event_id if _manual(request) else owner)
 
 
 def _why_not_start(

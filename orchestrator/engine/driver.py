@@ -27,7 +27,7 @@ from orchestrator.errors import (
     NeedsAttention,
 )
 from orchestrator.state import metrics
-from orchestrator.state.records import RunRecord
+from orchestrator.state.records import PRE_GRACE, RunRecord, RunState
 from rotators.contract import RotationContext, Rotator, SecretVersion
 from rotators.errors import PermanentError
 from rotators.secret import SecretData
@@ -35,12 +35,10 @@ from rotators.versions import ROTATED_BY, parse_time, version_metadata
 
 __all__ = ["ROTATED_BY", "Driver", "Read", "parse_time"]
 
-#: States a rotation may be in when it enters grace (including "found already stored").
-_PRE_GRACE = ("queued", "minting", "applying", "verifying", "storing")
 #: States a run may store from: after verify (issuers, updaters), and for a vault-only run
 #: also from queued, or from minting or storing left by an earlier attempt.
-_VERIFIED = ("verifying",)
-_VAULT_ONLY_PRE_STORE = ("queued", "minting", "verifying", "storing")
+_VERIFIED = frozenset({RunState.VERIFYING})
+_VAULT_ONLY_PRE_STORE = PRE_GRACE - {RunState.APPLYING}
 
 
 @dataclass(frozen=True)
@@ -132,7 +130,7 @@ class Driver:
             previous_version=current.version,
             # Not before (Redis's clock, as the storing transition saw it): the run's own due
             # time is counted again once the version is stored.
-            finalize_after=datetime.fromisoformat(record.updated_at) + grace,
+            finalize_after=_moment(record.updated_at) + grace,
             grace_period=record.grace_period or self.rt.settings.rotator_default_grace,
             event_id=record.event_id,
         )
@@ -185,7 +183,7 @@ class Driver:
         stored = self.rt.runs.transition(
             record,
             "grace",
-            expect=_PRE_GRACE,
+            expect=PRE_GRACE,
             owner=owner,
             step="grace",
             new_version=version,
@@ -203,3 +201,12 @@ class Driver:
             finalize_after=stored.finalize_after,
         )
         return stored
+
+
+def _moment(text: str) -> datetime:
+    """A run record's ISO 8601 time (the store writes each one; a record without one is
+    corrupt, and storing from it must stop)."""
+    moment = parse_time(text)
+    if moment is None:
+        raise ValueError("a run record's time is not ISO 8601")
+    return moment

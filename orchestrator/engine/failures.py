@@ -58,9 +58,16 @@ class Failures:
             record, state, reason, record.step, rotator=record.rotator, attempt=record.attempts
         )
 
-    def refuse(self, record: RunRecord, reason: str, expire: float | None = None) -> RunRecord:
+    def refuse(
+        self,
+        record: RunRecord,
+        reason: str,
+        expire: float | None = None,
+        history: bool = True,
+    ) -> RunRecord:
         """Record a request that failed before it could start (loud: log, metric, alert);
-        ``expire`` (seconds) lets the record go once it no longer matters (it stored nothing)."""
+        ``expire`` (seconds) lets the record go once it no longer matters (it stored nothing);
+        ``history`` False leaves the path's history stream alone (a path that may not exist)."""
         try:
             failed = self.rt.runs.create(
                 RunRecord(**{**record.to_dict(), "state": "failed", "last_error": reason}),
@@ -68,7 +75,7 @@ class Failures:
             )
         except IllegalTransition:
             return self.rt.runs.require(record.rotation_id)
-        self._announce(failed, "failed", reason, "read")
+        self._announce(failed, "failed", reason, "read", history=history)
         return failed
 
     def alert(self, record: RunRecord, state: str, reason: str, step: str | None) -> None:
@@ -86,7 +93,13 @@ class Failures:
             )
 
     def _announce(
-        self, record: RunRecord, state: str, reason: str, step: str | None, **fields: Any
+        self,
+        record: RunRecord,
+        state: str,
+        reason: str,
+        step: str | None,
+        history: bool = True,
+        **fields: Any,
     ) -> None:
         self.rt.log.error(
             "rotation_failed",
@@ -98,15 +111,16 @@ class Failures:
             **fields,
         )
         self.rt.runs.outcome(record.rotator, state)
-        self.rt.runs.history(
-            record,
-            "rotation_failed",
-            state=state,
-            step=step,
-            outcome=state,
-            detail=reason,
-            **fields,
-        )
+        if history:
+            self.rt.runs.history(
+                record,
+                "rotation_failed",
+                state=state,
+                step=step,
+                outcome=state,
+                detail=reason,
+                **fields,
+            )
         self.alert(record, state, reason, step)
 
     def stray(self, record: RunRecord, detail: str, version: int | None = None) -> None:

@@ -1,9 +1,10 @@
-"""Rotation ids: derived from (path, version) for scheduled runs, random for manual ones.
+"""Rotation ids: derived from (path, version) for scheduled runs, from (path, task) for manual ones.
 
 A scheduled rotation's id is derived, so every delivery of the same ``rotation.due`` (and any
 late duplicate) names one run. Ids read back from ScaiVault metadata (``reconcile``) are
-trusted only when they are bound to the path they were found on: derived from it, or a manual
-id (random, so nobody can plant another path's future one).
+trusted only when they are bound to the path they were found on. A manual id carries its own
+binding: a nonce (from the task that asked for it, or random) followed by a digest of (path,
+nonce), so an id copied from one path's metadata into another's does not verify there.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import re
 import uuid
 
-_MANUAL = re.compile(r"rot-m[0-9a-f]{23}")
+_MANUAL = re.compile(r"rot-m(?P<nonce>[0-9a-f]{12})(?P<check>[0-9a-f]{11})")
 
 
 def scheduled_id(path: str, from_version: int, event_id: str | None = None) -> str:
@@ -25,20 +26,25 @@ def scheduled_id(path: str, from_version: int, event_id: str | None = None) -> s
     return f"rot-{digest[:24]}"
 
 
-def manual_id(task_id: str | None = None) -> str:
-    """The rotation id of a manual rotation: derived from the task that asked for it, so a
-    message delivered again (a worker died after taking it) names the same run; random when
-    there is no task."""
-    if task_id is None:
-        return f"rot-m{uuid.uuid4().hex[:23]}"
-    return f"rot-m{hashlib.sha256(task_id.encode()).hexdigest()[:23]}"
+def manual_id(path: str, task_id: str | None = None) -> str:
+    """The rotation id of a manual rotation of ``path``: derived from the task that asked for
+    it, so a message delivered again (a worker died after taking it) names the same run; random
+    when there is no task. Bound to ``path`` (see :func:`bound_to`)."""
+    seed = uuid.uuid4().hex if task_id is None else task_id
+    nonce = hashlib.sha256(seed.encode()).hexdigest()[:12]
+    return f"rot-m{nonce}{_check(path, nonce)}"
+
+
+def _check(path: str, nonce: str) -> str:
+    return hashlib.sha256(f"{path}\0{nonce}".encode()).hexdigest()[:11]
 
 
 def bound_to(rotation_id: str, path: str, from_version: int, event_id: str | None) -> bool:
     """Whether ``rotation_id``, found in ``path``'s metadata, can be that path's own: a manual
-    id, or the scheduled id derived from (path, version rotated from, event id)."""
-    if _MANUAL.fullmatch(rotation_id):
-        return True
+    id of ``path``, or the scheduled id derived from (path, version rotated from, event id)."""
+    manual = _MANUAL.fullmatch(rotation_id)
+    if manual is not None:
+        return manual["check"] == _check(path, manual["nonce"])
     candidates = {scheduled_id(path, from_version)}
     if event_id:
         candidates.add(scheduled_id(path, from_version, event_id))

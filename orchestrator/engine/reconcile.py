@@ -112,6 +112,7 @@ class Reconciler:
                 trigger="reconcile",
                 # Never from metadata (docs/architecture.md, invariant I6).
                 rotator=rule.rotator if rule else None,
+                target=rule.target.target if rule else None,
                 event_id=claim.event_id,
                 actor="reconcile",
                 reason="rebuilt from ScaiVault metadata after Redis lost the run",

@@ -12,7 +12,8 @@ rotator that cannot revoke it (Salesforce cannot un-rotate a promoted pair) leav
 run's ``last_error`` says so.
 
 A rollback that touches the target takes a slot of its target's budget like any rotation;
-while every slot is taken the run stays held in grace and the task tries again after a short
+while every slot is taken the run stays held in grace with ``slot_wait`` set (so ``status``
+says it waits for a slot; taking the slot clears it) and the task tries again after a short
 countdown.
 
 If anything fails before the write, nothing changed: the run stays in grace, due again at its
@@ -113,16 +114,18 @@ class Rollback:
         rotator = self.rt.routing.rotator_for(rule)
         # The target's own budget: a batch's --concurrency paces its rotations, not on-call's
         # undo of one of them.
-        return self.budgets.take(record, rule.target, rotator, phase="rollback", lease=HOLD_SECONDS)
+        return self.budgets.take(record, rule.target, rotator, phase="rollback",
+                                 lease=HOLD_SECONDS, note_wait=True)  # fmt: skip
 
     def _wait_for_slot(self, record: RunRecord) -> NoReturn:
-        """Every slot of the target is taken: try again in a moment (the task's short
-        countdown; the hold, renewed then, keeps the run in grace and ``status`` says a
-        rollback is in progress)."""
+        """Every slot of the target is taken (the run's ``slot_wait`` says so now): try again
+        in a moment (the task's short countdown; the hold, renewed then, keeps the run in
+        grace). Logged once, when the wait begins."""
         rule = self.rt.routing.match(record.path)
         target = rule.target.target if rule else ""
-        self.rt.log.info("slot_wait", rotation_id=record.rotation_id, path=record.path,
-                         target=target, state=record.state)  # fmt: skip
+        if record.slot_wait != target:
+            self.rt.log.info("slot_wait", rotation_id=record.rotation_id, path=record.path,
+                             target=target, state=record.state)  # fmt: skip
         raise RetryLater(f"waits for a slot of target {target}", rotation_id=record.rotation_id,
                          countdown=random.uniform(*WAIT_DELAY))  # fmt: skip
 

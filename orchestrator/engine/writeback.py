@@ -7,7 +7,10 @@ still land: it is sent again, unchanged (at most one of the two can land), and a
 settled by reading version N+1 back: it is provably ours (it carries our mark) or provably
 someone else's. Past the task's budget the outcome stays unknown:
 :class:`~orchestrator.errors.WriteOutcomeUnknown` (transient) keeps the run where it is for its
-next attempt, and nothing is discarded meanwhile.
+next attempt, and nothing is discarded meanwhile. A permanent refusal while settling (the
+re-send or a read-back denied, a token withdrawn) does not make the first write's outcome any
+less unknown, so it too becomes :class:`~orchestrator.errors.WriteOutcomeUnknown`: a permanent
+error would have the minted credential discarded while that write may still land.
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ from typing import Any
 
 from orchestrator.backoff import backoff
 from orchestrator.engine.runtime import Runtime
-from orchestrator.errors import NeedsAttention, NotFound, VersionConflict, WriteOutcomeUnknown
+from orchestrator.errors import (
+    NeedsAttention,
+    NotFound,
+    VaultPermanentError,
+    VersionConflict,
+    WriteOutcomeUnknown,
+)
 from rotators.contract import SecretVersion
 
 
@@ -66,6 +75,7 @@ class WriteBack:
         )
         attempt = 0
         path = write.current.path
+        unknown: WriteOutcomeUnknown | None = None
         while True:
             attempt += 1
             try:
@@ -77,12 +87,41 @@ class WriteBack:
             except WriteOutcomeUnknown as exc:
                 unknown = exc
             except VersionConflict:
-                return self._after_conflict(write, **about)
+                return self._settled(write, unknown, **about)
+            except VaultPermanentError as exc:
+                if unknown is None:
+                    raise
+                raise self._still_unknown(write, exc, **about) from exc
             remaining = deadline - time.monotonic()
             self.rt.log.warning("store_outcome_unknown", path=path, settling=remaining > 0, **about)
             if remaining <= 0:
                 raise unknown
             self._sleep(min(backoff(attempt, base=0.25, cap=5.0, jitter=0), remaining))
+
+    def _settled(
+        self, write: Write, unknown: WriteOutcomeUnknown | None, **about: Any
+    ) -> Written | None:
+        """After a refusal: whose N+1 is; when an earlier send's outcome was unknown, a
+        permanent error reading it back leaves that outcome unknown."""
+        try:
+            return self._after_conflict(write, **about)
+        except VaultPermanentError as exc:
+            if unknown is None:
+                raise
+            raise self._still_unknown(write, exc, **about) from exc
+
+    def _still_unknown(
+        self, write: Write, exc: VaultPermanentError, **about: Any
+    ) -> WriteOutcomeUnknown:
+        path = write.current.path
+        self.rt.log.warning("store_outcome_unsettled", path=path, code=exc.code, **about)
+        return WriteOutcomeUnknown(
+            f"the write of version {write.ours} may still land, and settling it was refused "
+            f"({exc.code}); nothing was discarded",
+            code=exc.code,
+            status=exc.status,
+            path=path,
+        )
 
     def _after_conflict(self, write: Write, **about: Any) -> Written | None:
         """A write of ours was refused: version N+1 exists. Whose is it?"""

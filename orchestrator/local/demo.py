@@ -36,11 +36,11 @@ from orchestrator.local.provisioning import WHO
 from orchestrator.local.sandbox import GRACE, Sandbox
 from orchestrator.settings import Settings
 from orchestrator.state import history
-from orchestrator.state.records import RunRecord
+from orchestrator.state.records import TERMINAL, RunRecord, RunState
 from orchestrator.state.runs import RunStore
 
 #: States that end the wait: done is success, the rest are failures.
-END_STATES = frozenset({"done", "failed", "needs_attention", "cancelled", "rolled_back", "skipped"})
+END_STATES = TERMINAL | {RunState.NEEDS_ATTENTION}
 
 #: History fields the timeline shows, by event (the rest repeat what is already on screen).
 TIMELINE_FIELDS = {

@@ -52,13 +52,17 @@ def entry(event: str, **fields: Any) -> dict[str, str]:
 
 def append(client: redis.Redis, path: str, event: str, **fields: Any) -> None:
     """Append one entry to ``path``'s history, trimming it to about :data:`MAX_ENTRIES`."""
-    client.xadd(keys.history(path), entry(event, **fields), maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
+    pipe = client.pipeline(transaction=False)
+    queue_entry(pipe, path, entry(event, **fields))
+    pipe.execute()
 
 
 def queue_entry(pipe: redis.client.Pipeline, path: str, built: dict[str, str]) -> None:
     """Queue :func:`append`'s write of an :func:`entry` built earlier (its ``ts`` is when it
-    happened) on ``pipe`` (the caller executes it)."""
+    happened) on ``pipe`` (the caller executes it). The stream is kept from then on: one that
+    only the receiver's events wrote to expires (``event_record.lua``)."""
     pipe.xadd(keys.history(path), built, maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
+    pipe.persist(keys.history(path))
 
 
 def read(client: redis.Redis, path: str, limit: int = 50) -> list[dict[str, str]]:

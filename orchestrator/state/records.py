@@ -48,6 +48,14 @@ TERMINAL: Final = frozenset({S.DONE, S.FAILED, S.CANCELLED, S.ROLLED_BACK, S.SKI
 LEASED: Final = frozenset({S.QUEUED, S.MINTING, S.APPLYING, S.VERIFYING, S.STORING, S.FINALIZING})
 #: States a run may be in before it stores its new version (``cancel`` may stop it there).
 BEFORE_STORE: Final = frozenset({S.QUEUED, S.MINTING, S.APPLYING, S.VERIFYING})
+#: States a rotation may enter grace from (``storing``, or one before it when a resume finds
+#: its version already stored).
+PRE_GRACE: Final = BEFORE_STORE | {S.STORING}
+#: States of a stored rotation whose old credential is still valid too: grace, and finalizing
+#: until the old one is revoked.
+BOTH_VALID: Final = frozenset({S.GRACE, S.FINALIZING})
+#: States whose new version is stored in ScaiVault (the rotation worked, so far).
+STORED: Final = BOTH_VALID | {S.DONE}
 
 #: Legal transitions: state -> states it may move to. A vault-only rotator's run goes from
 #: ``queued`` straight to ``storing``: its mint and verify touch nothing outside the worker.
@@ -107,7 +115,9 @@ class RunRecord:
     that holds the lease. ``restored_version`` is the version a rollback wrote back.
     ``slot_wait`` names the target whose concurrency budget the run waits for (None once it
     holds a slot, or when it never waited); ``max_concurrent`` is its batch's own cap below the
-    target's budget (``rotate --prefix --concurrency``).
+    target's budget (``rotate --prefix --concurrency``). ``target`` is the target the worker
+    resolved for the run's rule when it claimed it (with the rotator's own, e.g. a database's
+    ``host:port``), which on-call's CLI cannot work out without the plugins.
     """
 
     rotation_id: str
@@ -142,6 +152,7 @@ class RunRecord:
     may_be_applied: bool = False
     slot_wait: str | None = None
     max_concurrent: int | None = None
+    target: str | None = None
     notes: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property

@@ -50,12 +50,16 @@ class Slots:
         *,
         rotation_id: str,
         drop_due: bool = False,
+        note_wait: bool = False,
     ) -> bool:
         """Take a slot of ``target`` for ``holder`` (renewed if it holds one); False when all
         ``limit`` are taken. Taking one ends ``rotation_id``'s wait; ``drop_due`` also removes
-        its due entry (a run before grace is in the due-queue only while it waits)."""
+        its due entry (a run before grace is in the due-queue only while it waits);
+        ``note_wait`` records the wait (``slot_wait``) on the run when none is free, in the
+        same step (a held run's: an update would end its hold)."""
         run_keys = [keys.slots(target), keys.slot_waiters(target), keys.DUE, keys.run(rotation_id)]
         argv: list[str | int] = [holder, limit, _ms(lease_seconds), rotation_id, int(drop_due)]
+        argv.append(target if note_wait else "")
         return bool(self._acquire(keys=run_keys, args=argv))
 
     def renew(self, target: str, holder: str, lease_seconds: float) -> bool:

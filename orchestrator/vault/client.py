@@ -24,6 +24,7 @@ from urllib.parse import quote
 import httpx
 
 from orchestrator import __version__
+from orchestrator.backoff import backoff
 from orchestrator.errors import (
     InvalidPath,
     UnexpectedResponse,
@@ -39,7 +40,8 @@ from rotators.contract import SecretVersion
 from rotators.secret import SecretData
 
 USER_AGENT = f"scaivault-rotator/{__version__}"
-#: Full-jitter backoff: attempt n sleeps uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**(n-1))).
+#: Full-jitter backoff (:func:`~orchestrator.backoff.backoff` with ``jitter=1.0``): attempt n
+#: sleeps uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**(n-1))).
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 8.0
 
@@ -330,9 +332,9 @@ class VaultClient:
         return response
 
     def _delay(self, exc: VaultTransientError, attempt: int) -> float:
-        backoff = self._rng.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
+        wait = backoff(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP, jitter=1.0, rng=self._rng)
         # Retry-After is a floor: a server answering "0" every time must not be hammered.
-        return max(backoff, exc.retry_after or 0.0)
+        return max(wait, exc.retry_after or 0.0)
 
     @staticmethod
     def _fields(call: Call, exc: VaultError, attempt: int) -> dict[str, Any]:

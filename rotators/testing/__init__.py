@@ -26,11 +26,14 @@ checks that
 - ``verify`` rejects a wrong credential (raises a :class:`~rotators.RotatorError`), and ends in
   :class:`~rotators.CredentialRejected` or :class:`~rotators.PermanentError` once
   ``TransientError`` has been retried for the rotator's ``verify_timeout``;
-- ``discard`` (issuers with ``can_discard``) revokes the new credential and only it, or raises
+- ``discard`` (issuers with ``can_discard``) revokes the new credential and only it (where
+  ``Target.snapshot()`` is a set, nothing but what ``mint`` added leaves it), or raises
   ``PermanentError`` saying it cannot, and is safe to repeat;
 - with the target refusing connections, never answering and answering 5xx
   (``Target.fault(kind)``, e.g. through :class:`FaultProxy`), every step raises
-  ``TransientError``, no other exception escapes and no message holds a secret value;
+  ``TransientError``, no other exception escapes and no message holds a secret value, and
+  no step runs longer than the kit's ``step_timeout`` (a call without a timeout would hang a
+  worker);
 - ``preflight`` (where the rotator has one) passes against a healthy target, changes nothing
   (``Target.snapshot()``, optional, is unchanged), and raises ``PermanentError`` when a
   ScaiVault secret it reads is missing;

@@ -34,10 +34,17 @@ class Kit:
         target: Target,
         *,
         verify_timeout: float = 30.0,
+        step_timeout: float = 30.0,
+        strict: bool = False,
     ) -> None:
         self.factory = rotator
         self.target = target
         self.verify_timeout = verify_timeout
+        #: Seconds a step may run while the target fails (``check_network_faults``) before
+        #: the kit gives up on it: a step without a timeout of its own would wait forever.
+        self.step_timeout = step_timeout
+        #: Fail, rather than skip with a warning, when the adapter has no ``fault(kind)``.
+        self.strict = strict
         self.log = CapturingLog()
         self.errors: list[str] = []
         self.sentinels: set[str] = set()

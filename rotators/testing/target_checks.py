@@ -11,8 +11,10 @@ fails the rotation with its type only.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -83,16 +85,20 @@ class TargetChecks(Kit):
                       f"not a {rotator.strategy}'s")  # fmt: skip
             return
         abandoned = self.begin("check_discard[never stored]")
-        self._discard_twice(abandoned, abandoned.mint())
+        before = self.snapshot()
+        self._discard_twice(abandoned, abandoned.mint(), before)
         rolled_back = self.begin("check_discard[rollback]")
+        before = self.snapshot()
         new = rolled_back.mint()
         rolled_back.verify(new)
         rolled_back.store(new)
         with self.step("verify"):  # a rollback proves the old credential works first
             self.factory().verify(rolled_back.ctx(), SecretData(rolled_back.old))
-        self._discard_twice(rolled_back, new)
+        self._discard_twice(rolled_back, new, before)
 
-    def _discard_twice(self, rotation: Rotation, new: Mapping[str, Any]) -> None:
+    def _discard_twice(self, rotation: Rotation, new: Mapping[str, Any], before: object) -> None:
+        """Discard ``new`` twice; ``before`` is the target's snapshot from before its mint."""
+        minted = self.snapshot()
         revoked = self._discard(rotation, new, "discard")
         self.expect_valid(
             rotation.old,
@@ -100,6 +106,7 @@ class TargetChecks(Kit):
             "the old credential after discard (discard "
             "revokes only the new credential; every consumer uses the old one)",
         )
+        self._expect_only_minted_gone(before, minted, "discard")
         if revoked:
             self.expect_valid(new, False, "the new credential after discard returned (revoke "
                               "it, or raise PermanentError saying it cannot be)")  # fmt: skip
@@ -110,6 +117,21 @@ class TargetChecks(Kit):
                 "credential is success, or a rollback reports it still valid"
             )
         self.expect_valid(rotation.old, True, "the old credential after a second discard")
+        self._expect_only_minted_gone(before, minted, "a second discard")
+
+    def _expect_only_minted_gone(self, before: object, minted: object, what: str) -> None:
+        """Where ``Target.snapshot()`` is a set (e.g. of key ids): nothing left it since
+        ``minted`` (taken before the discard) but what the mint added since ``before``."""
+        after = self.snapshot()
+        if not (isinstance(before, AbstractSet) and isinstance(minted, AbstractSet)):
+            return
+        if not isinstance(after, AbstractSet):
+            return
+        others = (minted - after) - (minted - before)
+        if others:
+            raise self.fail(f"{what} removed {len(others)} other credential(s) from the target "
+                            "(Target.snapshot() lost them): discard revokes only the new "
+                            "credential")  # fmt: skip
 
     def _discard(self, rotation: Rotation, new: Mapping[str, Any], what: str) -> bool:
         """Discard ``new``; True when it returned, False when it raised PermanentError."""
@@ -136,8 +158,12 @@ class TargetChecks(Kit):
             self.skip("check_network_faults", "a vault-only rotator calls no target")
             return
         if fault is None:
-            self.skip("check_network_faults", "the target adapter has no fault(kind) "
-                      "(rotators.testing.FaultProxy makes one in a line)", warn=True)  # fmt: skip
+            why = "the target adapter has no fault(kind) (rotators.testing.FaultProxy makes one "
+            if self.strict:
+                self.check_name = "check_network_faults"
+                raise self.fail(why + "in a line): strict=True requires it, to prove every step "
+                                "turns a network failure into TransientError")  # fmt: skip
+            self.skip("check_network_faults", why + "in a line)", warn=True)
             return
         for kind in FAULTS:
             self._rotate_through(kind, fault)
@@ -176,10 +202,8 @@ class TargetChecks(Kit):
         meaning = FAULT_MEANING[kind]
 
         def try_under(step: str, call: Callable[[], object], may_pass: bool = False) -> None:
-            try:
-                with fault(kind), self.step(step):
-                    call()
-            except ConformanceError as err:
+            err = self._in_time(step, kind, fault, call)
+            if err is not None:
                 self._judge(step, meaning, err.original)
                 return
             if not may_pass:
@@ -187,6 +211,38 @@ class TargetChecks(Kit):
                                 "the target and raise TransientError when it cannot")  # fmt: skip
 
         return try_under
+
+    def _in_time(
+        self, step: str, kind: str, fault: Fault, call: Callable[[], object]
+    ) -> ConformanceError | None:
+        """Run ``step`` under the fault ``kind`` for at most ``step_timeout`` seconds; return
+        what it raised (None when it returned). A step still running then fails the check:
+        leaving the fault's block releases the calls it holds (FaultProxy drops them), so the
+        step's thread ends too."""
+        outcome: list[ConformanceError | None] = []
+
+        def run() -> None:
+            try:
+                with self.step(step):
+                    call()
+            except ConformanceError as err:
+                outcome.append(err)
+            else:
+                outcome.append(None)
+
+        worker = threading.Thread(target=run, name=f"conformance-{step}", daemon=True)
+        with fault(kind):
+            worker.start()
+            worker.join(self.step_timeout)
+            finished = not worker.is_alive()
+        if not finished:
+            raise self.fail(
+                f"{step} was still running after {self.step_timeout:g}s (the kit's "
+                f"step_timeout) while the target {FAULT_MEANING[kind]}: a worker would hang "
+                "with it. Give every call to the target a timeout and raise TransientError "
+                "when it expires"
+            )
+        return outcome[0]
 
     def _judge(self, step: str, meaning: str, raised: BaseException | None) -> None:
         """What ``step`` raised while the target ``meaning``: a TransientError without a

@@ -42,6 +42,7 @@ from orchestrator.local.processes import ChildProcess
 from orchestrator.receiver.publish import task_message
 from orchestrator.receiver.signing import sign
 from orchestrator.state import keys
+from orchestrator.state.messages import RotateRequest
 from tests.benchmarks.noop_app import DONE_KEY
 from tests.benchmarks.rig import WEBHOOK_SECRET, CpuMeter, Rig, machine, table, wait_until
 
@@ -91,9 +92,10 @@ def noop_baseline(rig: Rig, n: int) -> tuple[float, float]:
     messages = [
         task_message(
             "bench.noop",
-            {"path": f"bench/noop/s{i}", "trigger": "schedule", "event_id": f"evt_noop_{i}",
-             "from_version": 1, "grace_period": "48h", "actor": "scaivault",
-             "reason": "rotation.due event"},
+            RotateRequest(
+                f"bench/noop/s{i}", event_id=f"evt_noop_{i}", from_version=1, grace_period="48h",
+                actor="scaivault", reason="rotation.due event",
+            ).to_kwargs(),
         )[1]
         for i in range(n)
     ]  # fmt: skip

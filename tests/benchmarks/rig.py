@@ -29,6 +29,7 @@ from cryptography.fernet import Fernet
 
 from orchestrator.local.processes import ChildProcess, RedisServer, Stack, cli_argv, free_port
 from orchestrator.state import keys
+from orchestrator.state.messages import RotateRequest, Task
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "whsec_bench_" + secrets.token_hex(8)
@@ -216,13 +217,12 @@ class Rig:
         started = time.perf_counter()
         with producer.connection_for_write() as conn:
             for path in paths:
+                request = RotateRequest(
+                    path, trigger="manual", from_version=1, actor="bench", reason=reason
+                )
                 producer.send_task(
-                    "scaivault.rotate",
-                    kwargs={"path": path, "trigger": "manual", "event_id": None,
-                            "from_version": 1, "grace_period": None, "actor": "bench",
-                            "reason": reason},
-                    queue=keys.TASK_QUEUE, connection=conn,
-                )  # fmt: skip
+                    Task.ROTATE, kwargs=request.to_kwargs(), queue=keys.TASK_QUEUE, connection=conn
+                )
 
         def stored() -> bool:
             return self.outcome("stored", rotator) - before >= len(paths)

@@ -43,6 +43,7 @@ from celery import Celery
 
 from orchestrator.local.processes import cli_argv
 from orchestrator.state import keys
+from orchestrator.state.messages import RotateRequest, Task
 from tests.chaos import checks, faults, leak
 from tests.chaos.checks import Check, Facts, World
 from tests.chaos.consumers import Consumers
@@ -279,10 +280,9 @@ class Scenario:
         """A manual ``scaivault.rotate`` published straight away, as a racing on-call would."""
         producer = Celery("chaos-harness", broker=self.stack.redis.url, set_as_current=False)
         producer.conf.update(task_serializer="json", accept_content=["json"])
-        kwargs = {"path": path, "trigger": "manual", "event_id": None, "from_version": None}
-        kwargs |= {"grace_period": None, "actor": "chaos", "reason": "race"}
+        request = RotateRequest(path, trigger="manual", actor="chaos", reason="race")
         try:
-            producer.send_task("scaivault.rotate", kwargs=kwargs, queue=keys.TASK_QUEUE)
+            producer.send_task(Task.ROTATE, kwargs=request.to_kwargs(), queue=keys.TASK_QUEUE)
         finally:
             producer.close()
         self.tally.manual["published"] += 1

@@ -3,16 +3,25 @@ ledger entry each, watched to the end; ``status --prefix`` counts it; Ctrl-C sto
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from orchestrator.engine.core import Engine
 from orchestrator.local.processes import cli_argv
 from orchestrator.local.sandbox import Sandbox
+from orchestrator.routing import RoutingTable
 from orchestrator.state import keys
+from orchestrator.state.messages import RotateRequest
+from orchestrator.vault.client import VaultClient
+from tests.fixtures.engine import EngineHarness, InprocIssuer
 from tests.fixtures.stack import OnCallCli, unique
 
 pytestmark = pytest.mark.integration
@@ -104,6 +113,59 @@ def test_ctrl_c_stops_watching_not_rotating(
     sandbox.admin("DELETE", "/v1/_emulator/faults")
     for path in paths:  # the rotations went on without the CLI
         assert oncall_cli.wait_state(path, {"grace"}, timeout=90)["trigger"] == "manual"
+
+
+#: The target a rotator derives from its options (as a database rotator's ``host:port``).
+SHARED = "db.shared.test:5432"
+#: Two rules routing to one rotator; the CLI reads them without the plugin, so alone it knows
+#: each rule only as its own target (``rule:<match>``).
+TWO_RULES = """
+[[rules]]
+match = "apps/one/**"
+rotator = "test-inproc"
+grace_period = "1h"
+
+[[rules]]
+match = "apps/two/**"
+rotator = "test-inproc"
+grace_period = "1h"
+"""
+
+
+class SharedTarget(InprocIssuer):
+    """An issuer whose every rule points at one system."""
+
+    def target(self, options: object) -> str:
+        return SHARED
+
+
+def test_status_counts_runs_by_the_target_their_worker_resolved(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    routing = RoutingTable.parse(TWO_RULES, rotators={"test-inproc": SharedTarget()})
+    engine = Engine(harness.settings, harness.client, VaultClient(harness.settings), routing)
+    try:
+        for path in ("apps/one/db", "apps/two/db"):
+            version = harness.emulator.put_secret(path, {"username": "app", "password": "old"})
+            record = engine.rotate(RotateRequest(path, from_version=version), owner="t1")
+            assert record is not None and record.state == "grace" and record.target == SHARED
+    finally:
+        engine.close()
+    routing_file = tmp_path / "rotation.toml"
+    routing_file.write_text(TWO_RULES)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCAIVAULT_", "ROTATOR_"))}
+    env.update(REDIS_URL=harness.settings.redis_url, ROTATOR_CONFIG=str(routing_file))
+
+    def status(*args: str) -> Any:
+        done = subprocess.run(cli_argv("status", *args), env=env, capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done
+        return json.loads(done.stdout) if "--json" in args else done.stdout
+
+    summary = status("--by-target", "--json")
+    assert summary == [{"target": SHARED, "states": {"grace": 2}, "oldest": None}], summary
+    assert [row["target"] for row in status("--json")] == [SHARED, SHARED]
+    assert f"  {SHARED}: 2 grace" in status().split("by target:\n", 1)[1]
 
 
 def test_a_wave_that_skips_a_busy_secret_names_it_and_exits_1(

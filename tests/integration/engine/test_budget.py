@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from orchestrator.cli.situation import Situation, progress
 from orchestrator.engine.budget import Slot
 from orchestrator.engine.core import Engine
 from orchestrator.engine.rollback import RollbackRequest
@@ -233,7 +234,14 @@ def test_a_rollback_takes_a_slot_too_and_waits_held_in_grace(budgeted: Budgeted)
     assert 1.0 <= waited.value.countdown <= 2.0
     held = store.require(rid)
     assert held.state == "grace" and held.lease_owner == "hold-1", "still held for on-call"
+    assert held.slot_wait == TARGET
+    said = progress(Situation(held))
+    assert any("a rollback is in progress" in line for line in said), said
+    assert any(f"waiting for a slot of target {TARGET}" in line for line in said), said
     assert budgeted.harness.text.zscore(keys.DUE, rid) is not None, "its finalize entry stays"
+    with pytest.raises(RetryLater):  # waiting on: the wait stays recorded
+        budgeted.engine.rollback(RollbackRequest(rid, hold="hold-1"), owner="t2")
+    assert store.require(rid).slot_wait == TARGET
     budgeted.slots.release(TARGET, "other:rotate", 300.0)
     done = budgeted.engine.rollback(RollbackRequest(rid, hold="hold-1"), owner="t2")
     assert done is not None and done.state == "rolled_back" and done.slot_wait is None

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.engine.ids import scheduled_id
+from orchestrator.engine.ids import manual_id, scheduled_id
 from orchestrator.state import history, keys
 from orchestrator.state.messages import RotateRequest
 from orchestrator.state.records import RunRecord
@@ -51,6 +51,21 @@ def test_reconcile_refuses_a_rotation_id_planted_from_another_path(
     assert "not derived from this path" in log_stream.getvalue()
     record = harness.engine.rotate(RotateRequest(PATH, event_id="evt_b", from_version=version), "t")
     assert record is not None and record.state == "grace" and record.path == PATH
+
+
+def test_reconcile_refuses_a_manual_rotation_id_planted_from_another_path(
+    harness: EngineHarness,
+) -> None:
+    """A writer of another secret copies PATH's manual id (readable in PATH's metadata) into
+    its own; Redis then loses PATH's run: reconcile rebuilds it under PATH, never elsewhere."""
+    forger = "apps/inproc/a-forger"  # listed, and reconciled, before PATH
+    rid = manual_id(PATH, "task-of-path")
+    for path in (forger, PATH):
+        _forged(harness, path, rotation_id=rid, finalize_after=_future(3600), grace_period="1h")
+    assert harness.engine.reconcile() == 1
+    rebuilt = harness.engine.store.require(rid)
+    assert rebuilt.path == PATH and rebuilt.state == "grace"
+    assert harness.engine.client.zscore(keys.DUE, rid) is not None
 
 
 def test_a_due_event_never_merges_into_a_run_of_another_path(harness: EngineHarness) -> None:
@@ -106,13 +121,12 @@ def test_grace_goes_by_redis_clock_not_the_storing_workers(
     harness: EngineHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker an hour behind must not schedule finalize an hour early (nor one ahead end
-    grace early): due times are Redis's TIME plus the grace period."""
-    for module in (
-        "orchestrator.engine.driver",
-        "orchestrator.engine.finalize",
-        "orchestrator.engine.core",
-    ):
-        monkeypatch.setattr(f"{module}.datetime", _Skewed, raising=False)
+    grace early): due times are Redis's TIME plus the grace period.
+
+    The driver is the engine module that handles times on the way to grace (it dates the
+    version's ``finalize_after``); its clock runs an hour behind here. Finalizing is judged by
+    the run store's scripts on Redis's clock."""
+    monkeypatch.setattr("orchestrator.engine.driver.datetime", _Skewed)
     version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
     seconds, micros = harness.engine.client.time()
     redis_now = seconds + micros / 1e6
@@ -120,6 +134,8 @@ def test_grace_goes_by_redis_clock_not_the_storing_workers(
     assert record is not None and record.state == "grace" and record.finalize_after is not None
     due = datetime.fromisoformat(record.finalize_after).timestamp()
     assert due >= redis_now + 3600 - 1, "the rule's 1h grace counts on Redis's clock"
+    stated = harness.emulator.get_secret(PATH)["metadata"]["finalize_after"]
+    assert datetime.fromisoformat(stated).timestamp() >= redis_now + 3600 - 1, stated
     finalized = harness.engine.finalize(record.rotation_id, owner="stray")
     assert finalized is not None and finalized.state == "grace"
     assert "finalize" not in harness.rotator.calls
@@ -161,6 +177,21 @@ def test_an_unrouted_path_is_skipped_without_reading_scaivault(harness: EngineHa
     assert harness.text.ttl(keys.last("nowhere/routed/x")) > 0
     [alert] = harness.alerts.bodies
     assert alert["state"] == "skipped"
+
+
+def test_a_due_event_for_a_routed_path_that_does_not_exist_leaves_only_expiring_keys(
+    harness: EngineHarness,
+) -> None:
+    path = "apps/inproc/forged-nonexistent"
+    request = RotateRequest(path, event_id="evt_forged_path", from_version=1)
+    record = harness.engine.rotate(request, owner="t1")
+    assert record is not None and record.state == "failed", record
+    assert "cannot read the secret" in (record.last_error or "")
+    assert not harness.text.exists(keys.history(path)), "no keys that never expire"
+    forever = [k for k in harness.text.scan_iter(f"*{path}*") if harness.text.ttl(k) == -1]
+    assert forever == []
+    [alert] = harness.alerts.bodies
+    assert alert["state"] == "failed"
 
 
 def test_version_zero_is_stale_not_whatever_is_current(harness: EngineHarness) -> None:

@@ -49,7 +49,7 @@ def test_a_manual_rotation_keeps_its_short_grace_and_its_derived_id(
     assert harness.client.zscore(keys.PENDING, str(request.event_id)) is not None
     record = harness.engine.rotate(request, owner="task-1")
     assert record is not None and record.state == "grace" and record.grace_period == "0s"
-    assert record.rotation_id == manual_id(request.event_id)
+    assert record.rotation_id == manual_id(request.path, request.event_id)
     assert harness.client.zcard(keys.PENDING) == 0, "the run settles its ledger entry"
 
 
@@ -85,7 +85,7 @@ def test_a_lost_manual_message_is_published_again_and_rotates_once(
     _publish(stack.client, request, queue=NOWHERE)
     stack.start(workers=1)
 
-    rid = manual_id(request.event_id)
+    rid = manual_id(request.path, request.event_id)
     done = stack.wait_rotation(rid, ("grace", "failed", "needs_attention"), timeout=60)
     assert done.state == "grace" and done.grace_period == "1h", done
     assert done.event_id == request.event_id and done.actor == "alice"
@@ -108,7 +108,7 @@ def test_a_manual_rotation_lost_too_often_fails_loudly_under_its_own_id(
     harness.client.hset(keys.PENDING_PUBLISHES, event_id, harness.settings.rotator_max_attempts)
 
     harness.engine.sweep()
-    failed = harness.engine.store.get(manual_id(event_id))
+    failed = harness.engine.store.get(manual_id(PATH, event_id))
     assert failed is not None and failed.state == "failed", failed
     assert "lost" in str(failed.last_error) and failed.actor == "alice"
     assert harness.client.zcard(keys.PENDING) == 0
@@ -125,6 +125,6 @@ def test_a_manual_rotation_meeting_a_queued_run_gets_an_outcome_of_its_own(
     harness.engine.store.create(holder, lease=("someone", 30.0))
     request = _manual(PATH, version, "0s")
     record = harness.engine.rotate(request, owner="task-3")
-    assert record is not None and record.rotation_id == manual_id(request.event_id)
+    assert record is not None and record.rotation_id == manual_id(request.path, request.event_id)
     assert record.state == "skipped" and "rot-holder" in (record.last_error or "")
     assert harness.engine.store.require("rot-holder").state == "queued", "left to its worker"

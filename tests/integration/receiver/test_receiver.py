@@ -102,6 +102,23 @@ def test_secret_events_are_recorded_in_history_once(
     assert redis_client.llen(keys.TASK_QUEUE) == 0
 
 
+def test_events_naming_paths_the_engine_never_wrote_to_leave_only_expiring_keys(
+    receiver: LiveReceiver, redis_client: redis.Redis
+) -> None:
+    """A stolen webhook secret can name any path: each forged event's stream expires with its
+    claim, while a stream the engine writes to is kept."""
+    history.append(redis_client, "app/kept", "rotation_started")
+    for n, path in enumerate(["forged/a", "forged/b", "app/kept"]):
+        body = event_body(f"evt_f{n}", event_type="secret.updated", path=path, version=2)
+        assert receiver.post(body).status_code == 202
+    assert redis_client.ttl(keys.history("app/kept")) == -1
+    assert [k for k in redis_client.scan_iter() if redis_client.ttl(k) == -1] == [
+        keys.history("app/kept")
+    ]
+    limit = claim_ttl(receiver.app.state.receiver.max_age)
+    assert 0 < redis_client.ttl(keys.history("forged/a")) <= limit
+
+
 def test_unknown_types_are_acknowledged_and_ignored(
     receiver: LiveReceiver, redis_client: redis.Redis
 ) -> None:

@@ -1,7 +1,7 @@
 import pytest
 import redis
 
-from orchestrator.state import history
+from orchestrator.state import history, keys
 
 pytestmark = pytest.mark.integration
 
@@ -18,3 +18,17 @@ def test_append_and_read_newest_last(redis_client: redis.Redis) -> None:
 def test_unknown_fields_are_refused(redis_client: redis.Redis) -> None:
     with pytest.raises(ValueError, match="client_secret"):
         history.append(redis_client, "a/b", "oops", client_secret="x")
+
+
+def test_an_engine_entry_keeps_a_stream_that_only_events_had_written(
+    redis_client: redis.Redis,
+) -> None:
+    key = keys.history("a/b")
+    redis_client.xadd(key, {"event": "secret.updated"})
+    redis_client.expire(key, 60)  # as event_record.lua leaves a stream of events only
+    history.append(redis_client, "a/b", "rotation_started")
+    assert redis_client.ttl(key) == -1
+    assert [r["event"] for r in history.read(redis_client, "a/b")] == [
+        "secret.updated",
+        "rotation_started",
+    ]

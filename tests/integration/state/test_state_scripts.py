@@ -1087,20 +1087,31 @@ ENTRY_ARGS = record(*(x for kv in ENTRY.items() for x in kv))
 
 EVENT_RECORD = [
     Case(
-        "fresh: claimed, recorded",
+        "fresh: claimed, recorded in a stream that expires with the claim",
         {},
         RECORD,
         ENTRY_ARGS,
         [1, "recorded"],
-        {CLAIM: Expiring("recorded", WEEK), HISTORY: Stream([ENTRY])},
+        {CLAIM: Expiring("recorded", WEEK), HISTORY: Expiring(Stream([ENTRY]), WEEK)},
     ),
     Case(
-        "fresh, after earlier entries",
+        "fresh, after the engine's entries: the stream is kept",
         {HISTORY: Stream([EARLIER_ENTRY])},
         RECORD,
         ENTRY_ARGS,
         [1, "recorded"],
         {CLAIM: Expiring("recorded", WEEK), HISTORY: Stream([EARLIER_ENTRY, ENTRY])},
+    ),
+    Case(
+        "fresh, after earlier events only: the stream's expiry starts again",
+        {HISTORY: Expiring(Stream([EARLIER_ENTRY]), 60)},
+        RECORD,
+        ENTRY_ARGS,
+        [1, "recorded"],
+        {
+            CLAIM: Expiring("recorded", WEEK),
+            HISTORY: Expiring(Stream([EARLIER_ENTRY, ENTRY]), WEEK),
+        },
     ),
     Case(
         "duplicate: nothing written",

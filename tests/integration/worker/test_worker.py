@@ -62,6 +62,28 @@ def test_a_worker_celery_stops_on_an_error_exits_non_zero(
     assert done.returncode != 0, "a supervisor must see that the worker failed"
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [cli_argv("beat", "--"), [*CELERY[:-1], "beat"]],
+    ids=["cli", "celery"],
+)
+def test_beat_celery_stops_on_an_error_exits_non_zero(
+    engine_stack: EngineStack, tmp_path: Path, argv: list[str]
+) -> None:
+    engine_stack.routing(engine_stack.ledger_rule())
+    taken = tmp_path / "beat.pid"
+    taken.write_text(f"{os.getpid()}\n")  # a live process holds beat's pid file
+    done = subprocess.run(
+        [*argv, "--pidfile", str(taken)],
+        env=engine_stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "already exists" in done.stdout + done.stderr, done.stderr[-2000:]
+    assert done.returncode != 0, "a supervisor must see that beat failed"
+
+
 def test_worker_and_beat_stopped_by_sigterm_exit_0(engine_stack: EngineStack) -> None:
     engine_stack.routing(engine_stack.ledger_rule())
     worker = engine_stack.worker()

@@ -42,6 +42,23 @@ def test_overdue_only_in_grace_and_past_the_slack() -> None:
     assert is_overdue(_record("finalizing", past - timedelta(days=1)), now)
 
 
+def test_overdue_reads_z_suffixed_and_naive_times_as_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run records hold aware UTC times; a ``Z`` suffix or no offset at all means UTC too,
+    never the machine's local zone."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        now = time.time()
+        for seconds_ago, overdue in ((5, False), (OVERDUE_SLACK_SECONDS + 5, True)):
+            due = datetime.fromtimestamp(now - seconds_ago, UTC).replace(tzinfo=None)
+            for text in (due.isoformat(), due.isoformat() + "Z"):
+                record = RunRecord(rotation_id="r1", path="a/b", state="grace", finalize_after=text)
+                assert is_overdue(record, now) is overdue, text
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_rollback_metadata_keeps_the_callers_and_drops_the_engines() -> None:
     old = SecretVersion(
         path="a/b",

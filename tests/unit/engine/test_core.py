@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator.engine.core import REDIS_TIMEOUTS, Engine
-from orchestrator.engine.ids import manual_id, scheduled_id
+from orchestrator.engine.ids import bound_to, manual_id, scheduled_id
 from orchestrator.errors import AccessDenied, ConfigError
 from orchestrator.errors import reason_of as _reason
 from orchestrator.routing import RoutingTable
@@ -25,7 +25,16 @@ def test_scheduled_ids_are_stable_per_path_and_version() -> None:
 
 
 def test_manual_ids_are_fresh() -> None:
-    assert len({manual_id() for _ in range(100)}) == 100
+    assert len({manual_id("a/b") for _ in range(100)}) == 100
+
+
+def test_a_manual_id_is_bound_to_its_path_only() -> None:
+    rid = manual_id("a/b", "task-1")
+    assert rid == manual_id("a/b", "task-1") and rid.startswith("rot-m")
+    assert bound_to(rid, "a/b", 1, None)
+    assert not bound_to(rid, "a/c", 1, None)
+    assert not bound_to(manual_id("a/c", "task-1"), "a/b", 1, None)
+    assert not bound_to("rot-m" + "0" * 23, "a/b", 1, None)
 
 
 def test_rotate_request_defaults_match_the_task_contract() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -82,6 +83,8 @@ class KeyServer:
     def __init__(self) -> None:
         self.keys: dict[str, str] = {}
         self.failing: str | None = None
+        self.answering = threading.Event()  # cleared while a fault holds calls unanswered
+        self.answering.set()
 
     def setup(self) -> Scenario:
         name, value = f"key_{secrets.token_hex(4)}", secrets.token_hex(16)
@@ -102,16 +105,20 @@ class KeyServer:
     @contextmanager
     def fault(self, kind: str) -> Iterator[None]:
         self.failing = kind
+        self.answering.clear()
         try:
             yield
         finally:
             self.failing = None
+            self.answering.set()
 
-    # the API the rotators call
-    def _network(self) -> None:
+    # the API the rotators call; ``timeout=None`` is a client without one
+    def _network(self, timeout: float | None = 1.0) -> None:
         if self.failing == "refused":
             raise ConnectionRefusedError(111, "Connection refused")
         if self.failing == "timeout":
+            if timeout is None and self.answering.wait():
+                raise ConnectionResetError(104, "Connection reset by peer")
             raise TimeoutError("timed out")
         if self.failing == "5xx":
             raise ServerError("503 Service Unavailable")
@@ -120,8 +127,8 @@ class KeyServer:
         self._network()
         return self.keys.setdefault(name, secrets.token_hex(16))
 
-    def accepts(self, data: Mapping[str, Any]) -> bool:
-        self._network()
+    def accepts(self, data: Mapping[str, Any], timeout: float | None = 1.0) -> bool:
+        self._network(timeout)
         return self.is_valid(data)
 
     def revoke(self, name: str) -> None:
@@ -251,6 +258,18 @@ class DiscardsNothing(ApiKeyRotator):
         ctx.log.info("key_discarded", key_name=new["key_name"])
 
 
+class DiscardsAStranger(ApiKeyRotator):
+    """Revokes the new key, then one that is neither the old nor the new (a wrong id in a
+    cleanup loop): the old key keeps working, someone else's does not."""
+
+    def discard(self, ctx: RotationContext, new: SecretData) -> None:
+        super().discard(ctx, new)
+        keep = {str(ctx.current.data["key_name"]), str(new["key_name"])}
+        stranger = next((name for name in SERVER.keys if name not in keep), None)
+        if stranger is not None:
+            call(lambda: SERVER.revoke(stranger))
+
+
 class DiscardsOnce(ApiKeyRotator):
     def discard(self, ctx: RotationContext, new: SecretData) -> None:
         if str(new["key_name"]) not in SERVER.keys:
@@ -289,6 +308,14 @@ class LeaksWhenUnreachable(ApiKeyRotator):
             SERVER.revoke(str(old["key_name"]))
         except (OSError, ServerError):
             raise TransientError(f"could not revoke {old['api_key']}") from None
+
+
+class NoTimeout(ApiKeyRotator):
+    """Asks the key server without a timeout: a server that never answers holds verify."""
+
+    def verify(self, ctx: RotationContext, new: SecretData) -> None:
+        if not call(lambda: SERVER.accepts(new, timeout=None)):
+            raise CredentialRejected("the key server refuses the new key")
 
 
 class FinalizeSwallowsErrors(ApiKeyRotator):
@@ -490,6 +517,29 @@ def test_the_kit_says_which_checks_it_skipped_and_warns_of_gaps() -> None:
     }  # fmt: skip
 
 
+def test_the_kit_fails_a_step_that_waits_forever_for_the_target() -> None:
+    kit = Conformance(NoTimeout, SERVER, step_timeout=0.5)
+    with pytest.raises(ConformanceError, match=r"verify was still running after 0\.5s") as err:
+        kit.check_network_faults()
+    assert "never answers: a worker would hang" in str(err.value)
+    assert "Give every call to the target a timeout and raise TransientError" in str(err.value)
+    assert SERVER.failing is None and SERVER.answering.is_set()  # the fault was released
+
+
+def test_strict_fails_an_adapter_without_fault() -> None:
+    class NoFaults:
+        setup = SERVER.setup
+        is_valid = SERVER.is_valid
+
+    kit = Conformance(LetsNetworkErrorsOut, NoFaults(), strict=True)
+    with pytest.raises(ConformanceError, match=r"check_network_faults: .*no fault.*strict=True"):
+        kit.check_network_faults()
+    assert kit.skipped == {}
+    vault_only = Conformance(RandomPasswordRotator, PasswordPolicyTarget(), strict=True)
+    vault_only.check_network_faults()  # calls no target: nothing to fault
+    assert "check_network_faults" in vault_only.skipped
+
+
 def test_a_repeated_mint_may_replace_the_first_credential() -> None:
     assert Conformance(ReplacesItsKey, SERVER).run() == list(Conformance.CHECKS)
 
@@ -517,6 +567,7 @@ def test_notes_last_for_one_rotation_across_its_crashes() -> None:
         (DiscardsTheOld, "check_discard", "refuses the old credential after discard"),
         (DiscardsNothing, "check_discard", "still accepts the new credential after discard"),
         (DiscardsOnce, "check_discard", "a second discard raised PermanentError"),
+        (DiscardsAStranger, "check_discard", "discard removed 1 other credential"),
         (LetsNetworkErrorsOut, "check_network_faults", "mint let ConnectionRefusedError escape"),
         (
             PermanentOn5xx,

@@ -333,7 +333,8 @@ def test_next_rotation_clears_an_unfinalized_previous_pair_only_after_its_grace(
 ) -> None:
     s = Setup(salesforce)
     first = s.rotator.mint(s.ctx())
-    s.vault.put(TARGET_PATH, first, {"previous_version": 1, "finalize_after": finalize_after})
+    metadata = {"previous_version": 1, "finalize_after": finalize_after, "grace_period": "0s"}
+    s.vault.put(TARGET_PATH, first, metadata)
     s.next_rotation("rot_second")
     if not late_finalize:
         with pytest.raises(PermanentError, match="finalize the previous rotation first"):
@@ -344,6 +345,26 @@ def test_next_rotation_clears_an_unfinalized_previous_pair_only_after_its_grace(
     assert not salesforce.is_valid(s.old)
     assert salesforce.is_valid(first) and salesforce.is_valid(second)
     assert s.staged() is not None and s.staged()["key"] == first["client_id"]
+
+
+@pytest.mark.parametrize(
+    "grace",
+    [{"grace_period": "1h"}, {}, {"grace_period": "soon"}, {"grace_period": 3600}],
+)
+def test_late_finalize_waits_a_whole_grace_after_the_version_was_created(
+    salesforce: FakeSalesforce, grace: dict[str, Any]
+) -> None:
+    """``finalize_after`` is set before the store's retries and may be forged: a version
+    created just now keeps the previous old pair for its whole grace period (or, with no
+    readable grace period, until the previous rotation's own finalize)."""
+    s = Setup(salesforce)
+    first = s.rotator.mint(s.ctx())
+    metadata = {"previous_version": 1, "finalize_after": "2020-01-01T00:00:00Z", **grace}
+    s.vault.put(TARGET_PATH, first, metadata)
+    s.next_rotation("rot_second")
+    with pytest.raises(PermanentError, match="finalize the previous rotation first"):
+        s.rotator.mint(s.ctx())
+    assert salesforce.is_valid(s.old)
 
 
 def test_a_rotation_after_a_rollback_never_stores_the_rolled_back_pair(
@@ -415,7 +436,8 @@ def test_late_finalize_goes_by_the_engines_clock_not_the_machines(
     s = Setup(salesforce)
     first = s.rotator.mint(s.ctx())
     due = datetime.now(UTC) - timedelta(minutes=30)  # past by this machine's clock
-    s.vault.put(TARGET_PATH, first, {"previous_version": 1, "finalize_after": due.isoformat()})
+    metadata = {"previous_version": 1, "finalize_after": due.isoformat(), "grace_period": "0s"}
+    s.vault.put(TARGET_PATH, first, metadata)
     s.next_rotation("rot_second")
     behind = dataclasses.replace(s.ctx(), clock=lambda: due - timedelta(minutes=30))
     with pytest.raises(PermanentError, match="finalize the previous rotation first"):

@@ -454,7 +454,7 @@ def test_backoff_is_exponential_full_jitter_and_capped(
         "a/b"
     )
     expected = [min(BACKOFF_CAP, BACKOFF_BASE * 2**n) for n in range(8)]
-    assert rng.ranges == [(0.0, high) for high in expected]
+    assert rng.ranges == [(0.0, 1.0)] * 8, "full jitter: a factor from 0 to 1 of the delay"
     assert fake_time.sleeps == expected
     assert expected[-1] == BACKOFF_CAP
 
@@ -471,6 +471,9 @@ def test_real_jitter_stays_within_bounds(
     for attempt, slept in enumerate(fake_time.sleeps):
         assert 0.0 <= slept <= min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
     assert len(set(fake_time.sleeps)) > 25  # jittered, not a fixed schedule
+    reference = random.Random(7)
+    highs = [min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) for attempt in range(30)]
+    assert fake_time.sleeps == [reference.uniform(0.0, high) for high in highs]
 
 
 @pytest.mark.parametrize(

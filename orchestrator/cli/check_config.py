@@ -20,8 +20,15 @@ import redis
 
 from orchestrator import connection
 from orchestrator.cli.output import EXIT_FAILED, EXIT_USAGE, safe_url
-from orchestrator.cli.session import CLI_RETRY_DEADLINE
-from orchestrator.errors import AccessDenied, ConfigError, NotFound, VaultError, VersionConflict
+from orchestrator.cli.session import CLI_RETRY_DEADLINE, require_named_redis
+from orchestrator.errors import (
+    AccessDenied,
+    CommandError,
+    ConfigError,
+    NotFound,
+    VaultError,
+    VersionConflict,
+)
 from orchestrator.routing import RoutingTable, Rule, literal_prefix
 from orchestrator.settings import Settings
 from orchestrator.state.workers import ROLES, WorkerRegistry
@@ -64,7 +71,10 @@ class Report:
             return "make Redis and ScaiVault reachable and grant what is missing, then run again"
         if self.warnings:
             return "look at each WARNING line: none stops a rotation, each may hide one"
-        return "start (or restart) the workers so they load this routing file"
+        return (
+            "nothing to do: running workers reload this routing file when it changes (or on "
+            "SIGHUP); start workers and beat if none is running"
+        )
 
     def render(self) -> str:
         lines = [f"ok       {text}" for text in self.passed]
@@ -118,6 +128,11 @@ def _check_routing(settings: Settings, report: Report) -> RoutingTable | None:
 def _check_redis(settings: Settings, report: Report) -> None:
     url = safe_url(settings.redis_url)
     try:
+        require_named_redis(settings)
+    except CommandError as refused:
+        report.config_problems.append(f"{refused.message}; {refused.hint}")
+        return
+    try:
         client = connection.redis_client(
             settings.redis_url,
             master=settings.redis_sentinel_master,
@@ -159,7 +174,7 @@ def _check_processes(settings: Settings, client: redis.Redis, report: Report) ->
         if here is not None and routing.sha256 != here:
             report.warnings.append(
                 f"{who} {runs}, not this routing file's content (sha256 {here[:12]}): it has "
-                "not loaded it (invalid there, or another file?); its log says why"
+                f"not loaded it (invalid there, or another file?); its log says why ({beat})"
             )
         else:
             report.passed.append(f"{who}: alive, {runs} ({beat})")

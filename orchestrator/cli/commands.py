@@ -22,6 +22,7 @@ from orchestrator.cli.complete import secret_paths
 from orchestrator.cli.options import (
     actor_option,
     json_option,
+    quiet_logs,
     reason_option,
     session,
     who,
@@ -64,7 +65,7 @@ def status(path: str | None, prefix: str | None, by_target: bool, as_json: bool)
     with guarded(as_json):
         from orchestrator.cli import session as oncall
 
-        oc = session()
+        oc = session(naming=True)
         if prefix is not None:
             _status_prefix(oc, prefix, as_json)
             return
@@ -156,7 +157,7 @@ def history(path: str, limit: int, as_json: bool) -> None:
     with guarded(as_json):
         from orchestrator.cli import session as oncall
 
-        oc = session()
+        oc = session(naming=True)
         entries = oncall.recent_history(oc, path, limit)
         emit(entries, as_json, render_history)
         click.echo(oc.asked(), err=True)
@@ -176,11 +177,17 @@ def finalize(
     with guarded(as_json):
         from orchestrator.cli import grace
 
-        acting = who(actor)
+        oc, acting = session(), who(actor)
         record = grace.finalize_now(
-            session(), path, early=now, timeout=timeout, actor=acting, reason=reason
+            oc, path, early=now, timeout=timeout, actor=acting, reason=reason
         )
-        report(record, as_json, f"finalized {path}", acting, reason, good={"done"})
+        in_use = grace.forced_in_use(oc, record) if record.state == "done" else None
+        report(
+            record, as_json, f"finalized {path}", acting, reason, good={"done"},
+            extra={"in_use_warning": in_use},
+        )  # fmt: skip
+        if in_use and not as_json:
+            click.echo(f"WARNING: {in_use}", err=True)
 
 
 @click.command()
@@ -221,10 +228,15 @@ def cancel(
         from orchestrator.cli import session as oncall
 
         oc, acting = session(), who(actor)
-        record = oncall.cancel(oc, path, acting, reason)
+        record, driven = oncall.cancel(oc, path, acting, reason)
+        held = record.sealed
         if wait:
-            record = oncall.await_dropped(oc, record, timeout)
-        report(record, as_json, f"cancelled {path}", acting, reason, good={"cancelled"})
+            record = oncall.await_dropped(oc, record, timeout, driven)
+        fate = oncall.cancelled_fate(oc, record, held, waited=wait)
+        report(
+            record, as_json, f"cancelled {path}", acting, reason, good={"cancelled"},
+            new_fate=fate,
+        )  # fmt: skip
 
 
 @click.command()
@@ -369,6 +381,7 @@ def check_config(probe_write: bool, as_json: bool) -> None:
     with guarded(as_json):
         from orchestrator.cli.check_config import check
 
+        quiet_logs()
         report = check(probe_write=probe_write)
         emit(report.as_dict(), as_json, lambda _: report.render())
         if report.problems:

@@ -94,6 +94,17 @@ def _await_finalize(oc: OnCall, record: RunRecord, timeout: float) -> RunRecord:
     )
 
 
+def forced_in_use(oc: OnCall, record: RunRecord) -> str | None:
+    """Who still used the old credential when the worker revoked it anyway (``finalize
+    --now`` past a wait for its consumers), as the worker recorded it; ``None`` otherwise."""
+    for entry in reversed(history.read(oc.redis, record.path, limit=50)):
+        if entry.get("event") == "finalize_in_use" and (
+            entry.get("rotation_id") == record.rotation_id
+        ):
+            return entry.get("detail") or "the old credential was still in use"
+    return None
+
+
 @dataclass(frozen=True)
 class Rollback:
     """What a rollback did: the ``rolled_back`` record, what became of the new credential, and

@@ -27,19 +27,30 @@ def duration(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     return value
 
 
-def session() -> OnCall:
+def session(*, naming: bool = False) -> OnCall:
+    """The command's connections; ``naming``: a read command, whose error names the Redis
+    and ScaiVault it asked (as its answer does)."""
+    from orchestrator.cli.output import name_on_error
     from orchestrator.cli.session import OnCall
-    from orchestrator.log import configure_logging
     from orchestrator.settings import Settings
 
     settings = Settings.load()
-    # The answer goes to stdout (plain or --json), errors and hints to stderr; log lines only
-    # with -v (-vv: debug), never mixed into a command's output otherwise.
+    quiet_logs()
+    oc = OnCall(settings)
+    if naming:
+        name_on_error(oc.asked)
+    return oc
+
+
+def quiet_logs() -> None:
+    """The answer goes to stdout (plain or --json), errors and hints to stderr; log lines only
+    with -v (-vv: debug), never mixed into a command's output otherwise."""
+    from orchestrator.log import configure_logging
+
     verbose = verbosity()
     configure_logging(level="DEBUG" if verbose > 1 else "INFO", fmt="console")
     if not verbose:
         logging.getLogger().setLevel(logging.CRITICAL + 1)
-    return OnCall(settings)
 
 
 def verbosity() -> int:

@@ -49,7 +49,9 @@ RECORD_FIELDS = (
 )
 
 #: Columns of the ``status`` table without a path.
-TABLE_COLUMNS = ("path", "state", "step", "rotation_id", "finalize_after", "attempts", "last_error")
+TABLE_COLUMNS = (
+    "path", "state", "step", "rotation_id", "finalize_after", "attempts", "driving", "last_error"
+)  # fmt: skip
 
 _VAULT_HINTS = {
     "authentication_required": "set SCAIVAULT_TOKEN (or SCAIVAULT_TOKEN_FILE) to a valid token",
@@ -119,9 +121,20 @@ def print_failure(failure: Failure, as_json: bool) -> None:
         click.echo(f"next: {failure.hint}", err=True)
 
 
+#: What a read command asked (``OnCall.asked``), named after its error too: an error from
+#: the wrong Redis or ScaiVault must say which one it came from.
+_asked: list[Callable[[], str]] = []
+
+
+def name_on_error(asked: Callable[[], str]) -> None:
+    """Have :func:`guarded` print ``asked()`` on stderr after the command's error."""
+    _asked[:] = [asked]
+
+
 @contextmanager
 def guarded(as_json: bool) -> Iterator[None]:
     """Run a command body; on any error print it the on-call way and exit with its code."""
+    _asked.clear()
     try:
         yield
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -132,6 +145,9 @@ def guarded(as_json: bool) -> Iterator[None]:
     except Exception as exc:
         failure = describe_error(exc)
         print_failure(failure, as_json)
+        named = [line for line in (asked() for asked in _asked) if line]
+        for line in named:
+            click.echo(line, err=True)
         sys.exit(failure.exit_code)
 
 

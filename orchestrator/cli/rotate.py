@@ -168,7 +168,7 @@ def rotate(
             "grace period of the event it fires"
         )
     with guarded(as_json):
-        oc = session()
+        oc = session(naming=dry_run)
         acting = who(actor)
         if dry_run:
             _dry_run(oc, path, prefix, grace, as_json)
@@ -232,6 +232,8 @@ def _dry_run(
                               "would_fail": len(failing), "skipped": skipped}))  # fmt: skip
     else:
         click.echo(dry_run.render(plans))
+    if asked := oc.asked():
+        click.echo(asked, err=True)
     if failing:
         if not as_json:
             for item in failing:
@@ -413,11 +415,13 @@ def watch_wave(
 def _finish_wave(
     prefix: str, counted: wave.Tally, planned: wave.Plan, meter: WaveMeter, as_json: bool
 ) -> None:
-    """Print the wave's final counts (and its failures); exit 1 unless every one stored."""
+    """Print what happened to every secret under the prefix (stored, failed, skipped and why);
+    exit 1 unless every routed one stored."""
     if as_json:
         data = {
             "prefix": prefix, **counted.as_dict(), "seconds": round(meter.elapsed(), 2),
             "rate_per_second": round(meter.rate(counted.finished), 2),
+            "routed": counted.total + len(planned.busy),
             "skipped": {"unrouted": planned.unrouted,
                         "busy": [{"path": p, "rotation_id": r, "state": s}
                                  for p, r, s in planned.busy]},
@@ -429,10 +433,29 @@ def _finish_wave(
         if len(counted.failures) > PLAN_SHOWN:
             more = len(counted.failures) - PLAN_SHOWN
             click.echo(f"... and {more} more failed (`status --prefix {prefix} --json`)", err=True)
-        click.echo(
-            f"{counted.counts['stored']} of {counted.total} rotation(s) stored, "
-            f"{counted.counts['failed']} failed in {meter.elapsed():.1f}s "
-            f"({meter.rate(counted.finished):.1f}/s)"
-        )
-    if counted.counts["stored"] != counted.total:
+        busy = [f"{path} ({rid} is {state})" for path, rid, state in planned.busy]
+        for line in _first(busy, PLAN_SHOWN):
+            click.echo(f"skipped: {line}: a rotation already holds it", err=True)
+        click.echo(_wave_line(counted, planned, meter))
+    if counted.counts["stored"] != counted.total or planned.busy:
+        if not as_json and planned.busy:
+            click.echo(
+                f"next: when the rotations holding them end (`scaivault-rotator status "
+                f"--prefix {prefix}`), `rotate --prefix {prefix}` again rotates the ones left "
+                "(or `rotate PATH` each)",
+                err=True,
+            )
         sys.exit(EXIT_FAILED)
+
+
+def _wave_line(counted: wave.Tally, planned: wave.Plan, meter: WaveMeter) -> str:
+    """``3 of 5 routed secret(s) rotated (stored), 1 failed, 1 skipped (busy) in 2.0s ...``."""
+    routed = counted.total + len(planned.busy)
+    line = (
+        f"{counted.counts['stored']} of {routed} routed secret(s) rotated (stored), "
+        f"{counted.counts['failed']} failed, {len(planned.busy)} skipped (busy: a rotation "
+        f"holds it) in {meter.elapsed():.1f}s ({meter.rate(counted.finished):.1f}/s)"
+    )
+    if planned.unrouted:
+        line += f"; {len(planned.unrouted)} not routed (no rule), left alone"
+    return line

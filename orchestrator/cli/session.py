@@ -21,7 +21,7 @@ import redis
 
 from orchestrator import connection
 from orchestrator.cli.output import EXIT_USAGE, safe_url
-from orchestrator.cli.situation import CANCELLABLE, Situation, hint, refusal
+from orchestrator.cli.situation import CANCELLABLE, Situation, driving, hint, refusal
 from orchestrator.errors import AccessDenied, CommandError, ConfigError, NotFound
 from orchestrator.routing import RoutingTable, Rule
 from orchestrator.settings import Settings
@@ -49,6 +49,20 @@ def login_user() -> str:
         return f"uid:{os.getuid()}"
 
 
+def require_named_redis(settings: Settings) -> None:
+    """Refuse (bad usage) when REDIS_URL is the default nobody chose: an answer from another
+    Redis would be a false all-clear."""
+    if settings.redis_url_defaulted and not settings.rotator_cli_allow_defaults:
+        raise CommandError(
+            f"REDIS_URL is not set: on-call commands do not guess which Redis holds the "
+            f"rotations (the default, {settings.redis_url}, may be another one)",
+            hint="set REDIS_URL to the workers' Redis (after `demo --keep-running`: "
+            "`set -a; . demo.env; set +a`, after `dev`: the same with dev.env), or "
+            "ROTATOR_CLI_ALLOW_DEFAULTS=true if the default is it",
+            exit_code=EXIT_USAGE,
+        )
+
+
 class OnCall:
     """What an on-call command talks to, each opened on first use with a clear error."""
 
@@ -58,14 +72,7 @@ class OnCall:
     @cached_property
     def redis(self) -> redis.Redis:
         url = self.settings.redis_url
-        if self.settings.redis_url_defaulted and not self.settings.rotator_cli_allow_defaults:
-            raise CommandError(
-                f"REDIS_URL is not set: on-call commands do not guess which Redis holds the "
-                f"rotations (the default, {url}, may be another one)",
-                hint="set REDIS_URL to the workers' Redis (after `demo --keep-running`: "
-                "`source demo.env`), or ROTATOR_CLI_ALLOW_DEFAULTS=true if the default is it",
-                exit_code=EXIT_USAGE,
-            )
+        require_named_redis(self.settings)
         try:
             client = connection.redis_client(
                 url,
@@ -266,6 +273,8 @@ def overview(oc: OnCall, limit: int = 200) -> list[dict[str, Any]]:
     """Rotations on-call should look at: active, failed, needs_attention and overdue ones, and
     every credential left valid at a target (state ``left_valid``) until acknowledged."""
     wanted = set(ACTIVE) | {"failed"}
+    seconds, micros = oc.redis.time()
+    now = datetime.fromtimestamp(seconds + micros / 1e6, UTC)
     rows = [
         {"path": s.path, "state": STRAY_STATE, "rotation_id": s.rotation_id,
          "last_error": s.detail, "since": s.since, "overdue": False}
@@ -276,6 +285,7 @@ def overview(oc: OnCall, limit: int = 200) -> list[dict[str, Any]]:
             continue  # a later rotation of the path took over: nothing to look at
         row = record.to_dict()
         row["overdue"] = is_overdue(record)
+        row["driving"] = driving(record, now)
         rows.append(row)
     return rows
 
@@ -312,10 +322,15 @@ def recent_history(oc: OnCall, path: str, limit: int) -> list[dict[str, str]]:
 # --- changing rotations --------------------------------------------------------------------
 
 
-def cancel(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
-    """Stop an active rotation that has stored nothing yet (the engine checks before each step)."""
-    record = refuse_unless_allowed(oc, path, "cancel").record
+def cancel(oc: OnCall, path: str, actor: str, reason: str | None) -> tuple[RunRecord, bool]:
+    """Stop an active rotation that has stored nothing yet (the engine checks before each
+    step). Returns the cancelled run, and whether a worker held it then (that worker records
+    ``rotation_stopped`` when it lets go, after dropping what it minted)."""
+    situation = refuse_unless_allowed(oc, path, "cancel")
+    record = situation.record
     assert record is not None
+    until = parse_time(record.lease_until)
+    driven = until is not None and until > situation._now()
     if _stored(oc, record):
         raise CommandError(
             f"cannot cancel {path}: rotation {record.rotation_id} already stored its new "
@@ -333,15 +348,16 @@ def cancel(oc: OnCall, path: str, actor: str, reason: str | None) -> RunRecord:
         oc.redis, path, "rotation_cancelled", rotation_id=done.rotation_id, actor=actor,
         reason=reason, state="cancelled", detail=f"was {record.state}",
     )  # fmt: skip
-    return done
+    return done, driven
 
 
-def await_dropped(oc: OnCall, record: RunRecord, timeout: float) -> RunRecord:
+def await_dropped(oc: OnCall, record: RunRecord, timeout: float, driven: bool) -> RunRecord:
     """After a cancel: wait until the worker dropped the value it minted (and revoked it where
-    the rotator can) — at its next step; a run that held none is returned as it is."""
+    the rotator can) — at its next step — and, when one held the run (``driven``), until it
+    let go; a run nobody drove is returned as it is."""
     deadline = time.monotonic() + timeout
     current = oc.store.require(record.rotation_id)
-    while current.sealed:
+    while current.sealed or (driven and not _events(oc, record, {"rotation_stopped"})):
         if time.monotonic() >= deadline:
             raise CommandError(
                 f"rotation {record.rotation_id} is cancelled, but its worker has not dropped "
@@ -352,6 +368,31 @@ def await_dropped(oc: OnCall, record: RunRecord, timeout: float) -> RunRecord:
         time.sleep(POLL_SECONDS)
         current = oc.store.require(record.rotation_id)
     return current
+
+
+def cancelled_fate(oc: OnCall, record: RunRecord, held: bool, waited: bool) -> str:
+    """What became of the unused new credential of a cancelled run: ``held`` (a value was
+    kept when cancelled), ``waited`` (its worker has let go since, :func:`await_dropped`)."""
+    path = record.path
+    if not waited:
+        return (
+            "none stored; one the worker minted is withdrawn at its next step (`status "
+            f"{path}` shows the outcome: a credential it cannot revoke is listed as left_valid)"
+        )
+    stray = any(s.rotation_id == record.rotation_id for s in Strays(oc.redis).of(path))
+    if stray or _events(oc, record, {"credential_left_valid"}):
+        return f"STILL VALID at the target: revoke it by hand, then `acknowledge {path}`"
+    if _events(oc, record, {"credential_withdrawn"}):
+        return "withdrawn (revoked at the target; none stored)"
+    return "none stored" if held else "none minted"
+
+
+def _events(oc: OnCall, record: RunRecord, events: set[str]) -> bool:
+    """Whether ``record``'s rotation has one of ``events`` in its path's recent history."""
+    return any(
+        entry.get("event") in events and entry.get("rotation_id") == record.rotation_id
+        for entry in history.read(oc.redis, record.path, limit=50)
+    )
 
 
 def _stored(oc: OnCall, record: RunRecord) -> bool:

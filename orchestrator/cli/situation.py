@@ -252,6 +252,27 @@ def _driven(record: RunRecord, now: datetime) -> list[str]:
     return lines
 
 
+def driving(record: RunRecord, now: datetime) -> str | None:
+    """One short cell for ``status``'s overview: retrying (attempt N of M, the next attempt's
+    time) or failing, and the worker holding the run; ``None`` for a run no worker drives."""
+    if record.state not in LEASED:
+        return None
+    parts = []
+    attempt = f" {record.attempts}/{record.attempts_max}" if record.attempts_max else ""
+    retry_at = parse_time(record.next_attempt)
+    if retry_at is not None and retry_at > now:
+        parts.append(f"retrying{attempt}, next {retry_at.strftime('%H:%M:%SZ')}")
+    elif record.last_error:
+        parts.append(f"failing{attempt}")
+    until = parse_time(record.lease_until)
+    holder = record.lease_worker or record.lease_owner
+    if until is not None and until > now and holder:
+        parts.append(f"worker {holder}")
+    elif until is not None:
+        parts.append("no worker holds it")
+    return ", ".join(parts) or None
+
+
 def _in_grace(record: RunRecord, situation: Situation) -> str:
     if situation.held:
         return f"held by {situation.held}: a rollback is in progress"
@@ -272,7 +293,8 @@ def _in_grace(record: RunRecord, situation: Situation) -> str:
 def credentials(record: RunRecord, new_fate: str | None = None) -> list[str]:
     """What became of each credential of ``record``'s rotation, one plain statement each (what
     ``finalize``, ``rollback``, ``cancel`` and ``retry`` end with). ``new_fate``: what the
-    worker recorded about the new credential of a rollback."""
+    worker recorded about the new credential of a rollback, or what became of a cancelled
+    run's unused one (:func:`orchestrator.cli.session.cancelled_fate`)."""
     old = f"old credential (version {record.from_version})"
     new = f"new credential (version {record.new_version})"
     state = record.state
@@ -293,7 +315,7 @@ def credentials(record: RunRecord, new_fate: str | None = None) -> list[str]:
         return [f"{old}: still valid (not revoked)", f"{new}: stored in ScaiVault"]
     lines = [f"{old}: unchanged, still current in ScaiVault"]
     if state == S.CANCELLED:
-        lines.append("new credential: none stored (an unused one is revoked where the rotator can)")
+        lines.append(f"new credential: {new_fate or 'none stored'}")
     else:
         lines.append("new credential: none stored yet")
     return lines

@@ -55,8 +55,10 @@ def new_record(
     from_version: int | None,
     state: str,
     grace: str,
+    attempts_max: int | None = None,
 ) -> RunRecord:
-    """The run record a request starts as (in ``state``; ``step`` is ``claim``)."""
+    """The run record a request starts as (in ``state``; ``step`` is ``claim``);
+    ``attempts_max``: the workers' attempt limit, so ``status`` shows "attempt N of M"."""
     return RunRecord(
         rotation_id=rid,
         path=request.path,
@@ -71,6 +73,7 @@ def new_record(
         grace_period=grace,
         max_concurrent=request.max_concurrent,
         target=rule.target.target if rule else None,
+        attempts_max=attempts_max,
     )
 
 
@@ -125,7 +128,15 @@ class Claims:
         """The usual case: create the run at once. Any run already there (this id, or another
         run holding the path) refuses the create, and the request is decided as if this attempt
         had not been made."""
-        record = new_record(request, rid, rule, read.current.version, RunState.QUEUED, grace)
+        record = new_record(
+            request,
+            rid,
+            rule,
+            read.current.version,
+            RunState.QUEUED,
+            grace,
+            attempts_max=self.rt.settings.rotator_max_attempts,
+        )
         try:
             created, quiet_for = self.rt.runs.start(record, lease=(owner, self.rt.lease_seconds))
         except (PathBusy, IllegalTransition):
@@ -177,7 +188,15 @@ class Claims:
             return Claim(drive=active.rotation_id)
         problem = _why_not_start(current, from_version, active)
         state = RunState.SKIPPED if problem else RunState.QUEUED
-        record = new_record(request, rid, rule, from_version, state, grace)
+        record = new_record(
+            request,
+            rid,
+            rule,
+            from_version,
+            state,
+            grace,
+            attempts_max=self.rt.settings.rotator_max_attempts,
+        )
         if problem is not None:
             return Claim(decided=self._skip(record, problem))
         try:

@@ -121,7 +121,7 @@ class Minter:
             except (PermanentError, NeedsAttention):
                 self.discard_unused(rotator, ctx, new)
                 raise
-            except IllegalTransition:
+            except (IllegalTransition, LeaseLost):  # a cancel also drops the lease
                 self.discard_if_cancelled(rid, rotator, ctx, new)
                 raise
 
@@ -149,18 +149,25 @@ class Minter:
                 self._sleep(wait)
                 delay = min(delay * 2, 5.0)
 
-    def discard(self, rotator: Rotator, ctx: RotationContext, new: SecretData) -> None:
+    def discard(
+        self, rotator: Rotator, ctx: RotationContext, new: SecretData, cancelled: bool = False
+    ) -> None:
         """Revoke an unused new value (``rotator.discard``); a failure is logged, not raised,
         and a credential that stays valid is recorded as a stray for on-call. Only an
-        issuer's value is a credential at the target (a vault-only value exists nowhere else)."""
+        issuer's value is a credential at the target (a vault-only value exists nowhere else).
+        A ``cancelled`` run's lease is gone, yet no other worker will drive it: revoke anyway."""
         if not rotator.capabilities.issues:
             return
         if not rotator.can_discard:
             self._stray(ctx, f"rotator {rotator.name} cannot revoke it")
             return
         try:
-            self.rt.guard.check(ctx.rotation_id, "discard")
+            if not cancelled:
+                self.rt.guard.check(ctx.rotation_id, "discard")
             rotator.discard(ctx, new)
+            record = self.rt.runs.get(ctx.rotation_id)
+            if record is not None:
+                self.rt.runs.history(record, "credential_withdrawn", detail="revoked unused")
         except LeaseLost:
             return  # another worker drives the run now: it decides what becomes of the value
         except Exception as exc:
@@ -189,7 +196,7 @@ class Minter:
         """On-call cancelled the run after we minted: revoke an issuer's unused credential."""
         record = self.rt.runs.get(rotation_id)
         if rotator.capabilities.issues and record is not None and record.state == "cancelled":
-            self.discard(rotator, ctx, new)
+            self.discard(rotator, ctx, new, cancelled=True)
             self.rt.runs.update(record, sealed=None)
 
     def discard_unused(self, rotator: Rotator, ctx: RotationContext, new: SecretData) -> None:

@@ -23,6 +23,7 @@ from orchestrator.engine.runtime import Runtime
 from orchestrator.engine.writeback import Write, WriteBack
 from orchestrator.errors import (
     IllegalTransition,
+    LeaseLost,
     NeedsAttention,
 )
 from orchestrator.state import metrics
@@ -87,7 +88,7 @@ class Driver:
         except PermanentError:  # never stored: revoke an issuer's unused credential
             self.minter.discard_unused(rotator, ctx, new)
             raise
-        except IllegalTransition:
+        except (IllegalTransition, LeaseLost):  # a cancel also drops the lease
             self.minter.discard_if_cancelled(record.rotation_id, rotator, ctx, new)
             raise
 

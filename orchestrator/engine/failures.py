@@ -146,7 +146,11 @@ class Failures:
             return
         record, owner = current
         try:
-            self.rt.runs.update(record, owner=owner, last_error=notice.describe())
+            when = self.rt.runs.now() + timedelta(seconds=notice.delay)
+            self.rt.runs.update(
+                record, owner=owner, last_error=notice.describe(),
+                next_attempt=when.isoformat(timespec="seconds"),
+            )  # fmt: skip
         except (LeaseLost, IllegalTransition, redis.RedisError) as exc:
             self.rt.log.info("vault_retry_not_recorded", rotation_id=record.rotation_id,
                              reason=type(exc).__name__)  # fmt: skip

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.engine.lease import Heartbeat
 from orchestrator.errors import IllegalTransition, LeaseLost, reason_of
-from orchestrator.state.records import RunRecord
+from orchestrator.state.records import RunRecord, RunState
 from rotators.errors import TransientError
 
 if TYPE_CHECKING:
@@ -101,6 +101,10 @@ class StepRunner:
             self.rt.log.info(
                 "rotation_stopped", rotation_id=rotation_id, path=path, reason=reason_of(exc)
             )
+            if record is not None and record.state == RunState.CANCELLED:
+                # `cancel --wait` waits for this: the worker has let go of the run, after
+                # revoking (or recording as left valid) what it minted
+                self.rt.runs.history(record, "rotation_stopped", detail="cancelled")
             return
         reason = f"unexpected state: {reason_of(exc)}"
         self.failures.fail(rotation_id, "needs_attention", reason, owner)

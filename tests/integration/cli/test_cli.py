@@ -3,6 +3,9 @@ cancel, and the failure messages and exit codes on-call sees at 3 a.m."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 
 from orchestrator.local.processes import free_port
@@ -160,3 +163,41 @@ def test_cancel_stops_a_rotation_before_it_stores(
 
     again = oncall_cli("cancel", path)
     assert again.code == 1 and "no active rotation" in again.err
+
+
+def test_cancel_wait_says_plainly_what_became_of_the_new_credential(
+    sandbox: Sandbox, oncall_cli: OnCallCli, salesforce_reset: Any
+) -> None:
+    """A Salesforce pair minted before the cancel is promoted already: it cannot be revoked,
+    and `cancel --wait` says so instead of a hedge."""
+    salesforce_reset(propagation_delay=15.0)
+    path = sandbox.add_salesforce(unique("cancelw"), scheduled=False)
+    assert oncall_cli("rotate", path).code == 0
+    oncall_cli.wait_state(path, {"minting"}, timeout=30)
+    left = oncall_cli("cancel", path, "--wait", "--reason", "wrong secret", "--json")
+    assert left.code == 0, left
+    assert left.json()["credentials"][1] == (
+        f"new credential: STILL VALID at the target: revoke it by hand, then `acknowledge {path}`"
+    ), left
+    assert sandbox.read(path)["version"] == 1
+    listed = [r for r in oncall_cli("status", "--json").json() if r["path"] == path]
+    assert [r["state"] for r in listed] == ["left_valid"], listed
+
+    later = sandbox.add_salesforce(unique("cancelnw"), scheduled=False)
+    assert oncall_cli("rotate", later).code == 0
+    oncall_cli.wait_state(later, {"minting"}, timeout=30)
+    unwaited = oncall_cli("cancel", later)
+    assert unwaited.code == 0, unwaited
+    assert "new credential: none stored; one the worker minted is withdrawn at its next " in (
+        unwaited.out
+    )
+    assert f"`status {later}` shows the outcome" in unwaited.out
+    stopped = oncall_cli.wait_state  # the run stays cancelled; its history says when it let go
+    assert stopped(later, {"cancelled"})["state"] == "cancelled"
+    deadline = time.monotonic() + 60
+    while "rotation_stopped" not in oncall_cli("history", later).out:
+        assert time.monotonic() < deadline, "the worker let go of the cancelled run"
+        time.sleep(0.3)
+    for each in (path, later):  # both pairs stay valid: on-call revokes them by hand
+        acked = oncall_cli("acknowledge", each, "--reason", "revoked by hand")
+        assert acked.code == 0, acked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from orchestrator.local.processes import free_port
 from orchestrator.local.sandbox import Sandbox
 from tests.fixtures.stack import OnCallCli, unique
+from tests.integration.cli.test_cli_incidents import assert_no_log_lines
 
 pytestmark = pytest.mark.integration
 
@@ -140,6 +142,32 @@ def test_check_config_keeps_checking_after_a_bad_rule_and_warns_about_unrouted_s
     assert f"WARNING  rule 3 ('{prefix}/salesforce'): no secret this token may list" in out
     assert "is under" in out and "no rule matches it, so it is never rotated" in out
     assert out.rstrip().splitlines()[-1].startswith("next: fix each PROBLEM line")
-    assert "not this routing file's content" in out, "the live worker runs the sandbox's file"
+    stale = next(line for line in out.splitlines() if "not this routing file's content" in line)
+    assert re.search(r"\(last heartbeat \d+s ago\)$", stale), stale
     report = oncall_cli("check-config", "--json", ROTATOR_CONFIG=str(routing)).json()
     assert report["warnings"] and report["next"].startswith("fix each PROBLEM")
+
+
+def test_check_config_against_an_unavailable_scaivault_prints_no_log_lines(
+    sandbox: Sandbox, oncall_cli: OnCallCli
+) -> None:
+    sandbox.add_password(unique("down"), scheduled=False)
+    faults = {"match": f"{sandbox.ends.prefix}/**", "code": "service_unavailable"}
+    sandbox.admin("POST", "/v1/_emulator/faults", {**faults, "count": 100})
+    try:
+        down = oncall_cli("check-config", "--json", SCAIVAULT_RETRY_DEADLINE="2")
+    finally:
+        sandbox.admin("DELETE", "/v1/_emulator/faults")
+    assert down.code == 1, down
+    assert any("503" in p or "unavailable" in p for p in down.json()["problems"]), down
+    assert_no_log_lines(down)
+
+
+def test_check_config_refuses_the_default_redis_nobody_named(oncall_cli: OnCallCli) -> None:
+    """Other read commands refuse it; check-config used to give an all-clear from it."""
+    refused = oncall_cli("check-config", "--json", without=("REDIS_URL",))
+    assert refused.code == 2, refused
+    problems = refused.json()["problems"]
+    assert any("REDIS_URL is not set" in p and "ROTATOR_CLI_ALLOW_DEFAULTS" in p for p in problems)
+    assert any("set -a; . demo.env; set +a" in p for p in problems), problems
+    assert not any(line.startswith("Redis at") for line in refused.json()["passed"])

@@ -96,6 +96,8 @@ def test_finalize_now_revokes_at_once_and_records_who_still_used_it(
         wait_waiting(oncall_cli, path)
         forced = oncall_cli("finalize", path, "--now", "--reason", "consumer is gone", "--json")
         assert forced.code == 0 and forced.json()["state"] == "done", forced
+        warning = forced.json()["in_use_warning"]
+        assert warning and f"1 session of {old['username']}" in warning, forced
         assert not sandbox.redis_accepts(old), "--now revoked the old password although in use"
         assert sandbox.redis_accepts(new)
     history = oncall_cli("history", path, "--json").json()

@@ -61,6 +61,26 @@ def test_no_all_clear_from_a_redis_nobody_named(sandbox: Sandbox, oncall_cli: On
     assert answered.code == 0 and f"asked redis redis://127.0.0.1:{port}" in answered.err
 
 
+def test_errors_and_dry_runs_name_the_redis_and_scaivault_they_asked(
+    sandbox: Sandbox, oncall_cli: OnCallCli
+) -> None:
+    """An "unknown path" from the wrong ScaiVault must say which ScaiVault answered."""
+    vault = sandbox.ends.vault_url.rstrip("/")
+    redis_port = sandbox.ends.redis_url.rsplit(":", 1)[1]
+    unknown = oncall_cli("status", f"{sandbox.ends.prefix}/no/such-{unique('x')}")
+    assert unknown.code == 1 and "unknown path" in unknown.err, unknown
+    assert f"asked redis redis://127.0.0.1:{redis_port}" in unknown.err
+    assert f"scaivault {vault}" in unknown.err, unknown
+    as_json = oncall_cli("history", f"{sandbox.ends.prefix}/no/such-{unique('x')}", "--json")
+    assert as_json.code == 1 and "error" in as_json.json()
+    assert f"scaivault {vault}" in as_json.err, as_json
+
+    path = sandbox.add_password(unique("dry"), scheduled=False)
+    dry = oncall_cli("rotate", path, "--dry-run")
+    assert dry.code == 0, dry
+    assert f"scaivault {vault}" in dry.err and "asked redis" in dry.err, dry
+
+
 def test_a_failing_store_says_so_while_it_retries(
     sandbox: Sandbox, oncall_cli: OnCallCli, vault_faults: Callable[..., None]
 ) -> None:
@@ -72,14 +92,30 @@ def test_a_failing_store_says_so_while_it_retries(
 
     def failing() -> dict[str, Any] | None:
         status = oncall_cli("status", path, "--json").json()
-        now = " ".join(status["now"])
+        now = " ".join(status.get("now", []))  # no record yet: an error
         return status if "ScaiVault PUT answered 503" in now else None
 
-    status = eventually(failing, "status says the ScaiVault write is failing")
+    def retrying() -> dict[str, Any] | None:
+        status = failing()
+        return status if status and status["now"][0].startswith("retrying: attempt") else None
+
+    status = eventually(retrying, "status says the ScaiVault write is being retried")
     assert status["state"] == "storing"
-    assert "failing: the write to ScaiVault is failing" in status["now"][0] or (
-        status["now"][0].startswith("retrying: attempt")
-    )
+    limit = status["attempts_max"]
+    assert limit and f"attempt {status['attempts']} of {limit} failed" in status["now"][0], status
+    assert "the next attempt is at " in status["now"][0]
+    assert any(line.startswith("held by worker ") for line in status["now"]), status
+
+    def overview_retrying() -> dict[str, Any] | None:
+        rows = oncall_cli("status", "--json").json()
+        row = next(r for r in rows if r["path"] == path)
+        return row if (row["driving"] or "").startswith("retrying ") else None
+
+    row = eventually(overview_retrying, "the overview says the run is retrying")
+    assert row["driving"].startswith(f"retrying {row['attempts']}/{limit}, next "), row
+    assert ", worker " in row["driving"], row
+    table = oncall_cli("status").out
+    assert "DRIVING" in table and f"ing {row['attempts']}/{limit}" in table, table
     assert status["next"] == [f"`status {path}` shows its progress; it goes on by itself"]
 
     # The hints lead somewhere: neither retry nor rotate sends on-call round in circles.
@@ -123,7 +159,9 @@ def test_an_unrouted_secret_is_never_sent_to_rotate(
 def test_finalize_now_says_what_became_of_each_credential(
     sandbox: Sandbox, oncall_cli: OnCallCli
 ) -> None:
-    path = sandbox.add_password(unique("fin"), scheduled=False)
+    """The leaked Salesforce credential: rotate it, then revoke the leaked pair at once."""
+    path = sandbox.add_salesforce(unique("fin"), scheduled=False)
+    leaked = sandbox.originals[path]
     assert oncall_cli("rotate", path, "--wait", "--grace", "1h").code == 0
     done = oncall_cli("finalize", path, "--now", "--reason", "leaked in a log", "--actor", "al")
     assert done.code == 0, done
@@ -135,6 +173,8 @@ def test_finalize_now_says_what_became_of_each_credential(
         "  old credential (version 1): revoked",
         "  new credential (version 2): current in ScaiVault",
     ]
+    assert not sandbox.salesforce_accepts(leaked), "the leaked pair is revoked"
+    assert sandbox.salesforce_accepts(sandbox.read(path)["data"]), "the new pair works"
     status = oncall_cli("status", path)
     assert "finalize_after" not in status.out and "now:  done: the old credential" in status.out
     assert_no_log_lines(done, status)

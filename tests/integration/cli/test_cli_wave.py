@@ -166,3 +166,29 @@ def test_status_counts_runs_by_the_target_their_worker_resolved(
     assert summary == [{"target": SHARED, "states": {"grace": 2}, "oldest": None}], summary
     assert [row["target"] for row in status("--json")] == [SHARED, SHARED]
     assert f"  {SHARED}: 2 grace" in status().split("by target:\n", 1)[1]
+
+
+def test_a_wave_that_skips_a_busy_secret_names_it_and_exits_1(
+    sandbox: Sandbox, oncall_cli: OnCallCli
+) -> None:
+    """A filed incident: a secret held by another rotation was left out and the wave exited 0."""
+    prefix, paths = _fleet(sandbox, "busy", 2)
+    held = paths[0]
+    holding = oncall_cli("rotate", held, "--wait", "--grace", "1h")
+    assert holding.code == 0, holding  # in grace: the run holds the path
+    holder = oncall_cli.record(held)["rotation_id"]
+
+    done = oncall_cli("rotate", "--prefix", prefix, "--yes", "--grace", "1h")
+    assert done.code == 1, done
+    assert "1 of 2 routed secret(s) rotated (stored), 0 failed, 1 skipped (busy" in done.out
+    assert f"skipped: {held} ({holder} is grace)" in done.err and "next:" in done.err
+
+    assert oncall_cli.record(paths[1])["state"] == "grace"
+
+    prefix, paths = _fleet(sandbox, "busyjson", 2)
+    assert oncall_cli("rotate", paths[0], "--wait", "--grace", "1h").code == 0
+    as_json = oncall_cli("rotate", "--prefix", prefix, "--yes", "--grace", "1h", "--json")
+    assert as_json.code == 1, as_json
+    counts = as_json.json()
+    assert (counts["routed"], counts["stored"], counts["failed"]) == (2, 1, 0), counts
+    assert [b["path"] for b in counts["skipped"]["busy"]] == [paths[0]]

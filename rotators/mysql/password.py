@@ -76,10 +76,22 @@ class MysqlPasswordRotator(Rotator[MysqlPasswordOptions]):
         ctx.log.info("mysql_password_verified", account=str(_account(ctx.options)))
 
     def preflight(self, ctx: Context) -> None:
-        """The current password logs in and the server has ``mysql_native_password``; an admin,
-        when set, logs in and holds CREATE USER."""
+        """The server has ``mysql_native_password`` and whoever sets the password may: an
+        admin, when set, logs in and holds CREATE USER (then ScaiVault's current password need
+        not work: the admin's change repairs one that drifted); without one, the current
+        password logs in and the server is MariaDB."""
         options = ctx.options
         server = MysqlServer(options)
+        if options.admin_secret_path:
+            admin = admin_login(ctx, options.admin_secret_path, options.username)
+            server.require_native_password(admin)
+            missing = server.missing_privileges(admin, ("CREATE USER",))
+            if missing:
+                raise PermanentError(
+                    f"the admin account {admin.username!r} lacks the global CREATE USER "
+                    "privilege: GRANT CREATE USER ON *.* TO it"
+                )
+            return
         current = login_of(ctx.current.data, "current", options)
         _check_login(current, options)
         try:
@@ -90,15 +102,7 @@ class MysqlPasswordRotator(Rotator[MysqlPasswordOptions]):
                 f"ScaiVault's current password of {_account(options)} does not log in"
             ) from None
         server.require_native_password(current)
-        if options.admin_secret_path:
-            admin = admin_login(ctx, options.admin_secret_path, options.username)
-            missing = server.missing_privileges(admin, ("CREATE USER",))
-            if missing:
-                raise PermanentError(
-                    f"the admin account {admin.username!r} lacks the global CREATE USER "
-                    "privilege: GRANT CREATE USER ON *.* TO it"
-                )
-        elif not server.is_mariadb(current):
+        if not server.is_mariadb(current):
             raise PermanentError(
                 "without admin_secret_path the account changes its own password, which only "
                 "MariaDB accepts as a hash: set admin_secret_path"

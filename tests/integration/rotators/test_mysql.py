@@ -393,3 +393,19 @@ def test_account_host_rotates_only_that_account(mariadb: MariaDB, accounts: Acco
     finally:
         mariadb.drop_account(user, host="127.0.0.1")
         mariadb.drop_account(user)
+
+
+def test_an_admin_repairs_a_password_that_drifted_from_scaivault(
+    mariadb: MariaDB, accounts: Accounts
+) -> None:
+    """Someone changed the account's password by hand: with an admin the rotation still mints,
+    applies and verifies, and what ScaiVault then holds logs in again."""
+    scenario = MysqlTarget(accounts).setup()
+    user = scenario.data["username"]
+    mariadb.execute("ALTER USER %s@'%%' IDENTIFIED BY %s", (user, password()))
+    assert not mariadb.accepts(user, scenario.data["password"]), "the password drifted"
+    rotator, ctx = MysqlPasswordRotator(), password_context(scenario)
+    new = SecretData(rotator.mint(ctx))
+    rotator.apply(ctx, new)
+    rotator.verify(ctx, new)
+    assert mariadb.accepts(user, new["password"])

@@ -106,6 +106,12 @@ def _cancel_refusal(record: RunRecord) -> str | None:
             f"rotation {record.rotation_id} is {record.state} and its new value may already "
             "be in use at the target"
         )
+    if record.write_sent:
+        return (
+            f"rotation {record.rotation_id} is {record.state} and has begun writing its new "
+            "version to ScaiVault (a write may still land), so cancelling could revoke what "
+            "ScaiVault serves"
+        )
     return None
 
 

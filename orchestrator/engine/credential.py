@@ -165,9 +165,6 @@ class Minter:
             if not cancelled:
                 self.rt.guard.check(ctx.rotation_id, "discard")
             rotator.discard(ctx, new)
-            record = self.rt.runs.get(ctx.rotation_id)
-            if record is not None:
-                self.rt.runs.history(record, "credential_withdrawn", detail="revoked unused")
         except LeaseLost:
             return  # another worker drives the run now: it decides what becomes of the value
         except Exception as exc:
@@ -180,6 +177,10 @@ class Minter:
                 reason=reason,
             )
             self._stray(ctx, f"revoking it failed: {reason}")
+            return
+        record = self.rt.runs.get(ctx.rotation_id)  # revoked: a failure here is not the revoke's
+        if record is not None:
+            self.rt.runs.history(record, "credential_withdrawn", detail="revoked unused")
 
     def _stray(self, ctx: RotationContext, why: str) -> None:
         record = self.rt.runs.get(ctx.rotation_id)
@@ -193,9 +194,18 @@ class Minter:
     def discard_if_cancelled(
         self, rotation_id: str, rotator: Rotator, ctx: RotationContext, new: SecretData
     ) -> None:
-        """On-call cancelled the run after we minted: revoke an issuer's unused credential."""
+        """On-call cancelled the run after we minted: revoke an issuer's unused credential.
+
+        Only a run that never entered ``storing``: from then on a write of the value may land
+        in ScaiVault late (cancel refuses such a run; checked here again, as this worker may
+        have lost its lease long ago)."""
         record = self.rt.runs.get(rotation_id)
-        if rotator.capabilities.issues and record is not None and record.state == "cancelled":
+        if (
+            rotator.capabilities.issues
+            and record is not None
+            and record.state == "cancelled"
+            and not record.write_sent
+        ):
             self.discard(rotator, ctx, new, cancelled=True)
             self.rt.runs.update(record, sealed=None)
 

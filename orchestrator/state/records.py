@@ -106,7 +106,9 @@ class RunRecord:
     moment the new version was stored); ``finalize_requested`` says who asked to finalize
     before that (``finalize --now``); ``sealed`` says whether an encrypted new value is held
     (the blob itself never leaves the store's API), ``may_be_applied`` whether it is an
-    updater's, which the target may already use. ``notes`` are the rotator's notes of this
+    updater's, which the target may already use. ``write_sent`` says the run has entered
+    ``storing`` at least once: a write of its new value may have reached ScaiVault, or still
+    may, so the run can no longer be cancelled. ``notes`` are the rotator's notes of this
     rotation. ``waiting`` says who still used the old credential when finalize last deferred
     (``3 sessions of app_a from 10.0.4.7``), ``waiting_since`` when the first deferral was
     and ``waiting_checks`` how many times finalize deferred. After a transient failure,
@@ -150,6 +152,7 @@ class RunRecord:
     restored_version: int | None = None
     sealed: bool = False
     may_be_applied: bool = False
+    write_sent: bool = False
     slot_wait: str | None = None
     max_concurrent: int | None = None
     target: str | None = None
@@ -182,14 +185,15 @@ _FIELD_NAMES = tuple(f.name for f in fields(RunRecord))
 _RECORD_FIELDS = frozenset(_FIELD_NAMES)
 #: Fields derived in :func:`_record` from what the scripts store (``*_ms`` on Redis's clock).
 _DERIVED = frozenset(
-    {"sealed", "may_be_applied", "lease_until", "notes", "updated_at", "waiting_since"}
+    {"sealed", "may_be_applied", "write_sent", "lease_until", "notes", "updated_at"}
+    | {"waiting_since"}
 )
 #: The fields stored as they are.
 _PLAIN_FIELDS = tuple(name for name in _FIELD_NAMES if name not in _DERIVED)
 #: Hash fields the store manages itself; callers may not set them through ``**changes``.
 RESERVED = frozenset(
     {"state", "sealed", "lease_until", "lease_owner", "rotation_id", "path", "finalize_after"}
-    | {"notes", "updated_at", "waiting_since", "lease_worker", "may_be_applied"}
+    | {"notes", "updated_at", "waiting_since", "lease_worker", "may_be_applied", "write_sent"}
 )
 #: The hash field of note ``name`` is ``note.<name>``.
 NOTE_PREFIX = "note."
@@ -220,6 +224,7 @@ def from_hash(raw: Mapping[str, str]) -> RunRecord:
     values["updated_at"] = iso_ms(changed_ms) if changed_ms else raw.get("updated_at", "")
     values["sealed"] = bool(raw.get("sealed") or raw.get("minted"))
     values["may_be_applied"] = bool(raw.get("sealed"))
+    values["write_sent"] = bool(raw.get("write_sent"))
     values["notes"] = {
         k.removeprefix(NOTE_PREFIX): v for k, v in raw.items() if k.startswith(NOTE_PREFIX)
     }

@@ -232,8 +232,9 @@ class RunStore:
         id). Allowed only from states that :data:`TRANSITIONS` lets reach ``to`` (narrowed
         further by ``expect``), and, when ``owner`` is given, only while that owner holds the
         lease. ``refuse_if_sealed`` refuses while an updater's sealed value is held (it may be
-        applied). Leaving the leased states drops the lease; a terminal state frees the path;
-        leaving a terminal state (``retry``) claims the path again. ``sealed=None`` drops the
+        applied) and once the run has entered ``storing`` (``write_sent``: a write may land).
+        Leaving the leased states drops the lease; a terminal state frees the path; leaving a
+        terminal state (``retry``) claims the path again. ``sealed=None`` drops the
         sealed value; ``seal`` keeps one, only for the lease ``owner`` (see :class:`Sealed`);
         ``due_in`` (seconds) makes the run due that long after Redis's clock now: its
         ``finalize_after`` and its finalize due-queue entry (unless one is there already), in

@@ -60,6 +60,13 @@ def refusal(status: str, detail: str, rotation_id: str, path: str, to: str) -> S
             rotation_id=rid,
             state=detail,
         )
+    if status == "sent":
+        return IllegalTransition(
+            f"rotation {rid} is {detail} and has begun writing its new version to ScaiVault "
+            f"(a write may still land); it cannot become {to}",
+            rotation_id=rid,
+            state=detail,
+        )
     if status == "busy":
         return PathBusy(
             f"path {path!r} is held by rotation {detail}", rotation_id=rid, holder=detail

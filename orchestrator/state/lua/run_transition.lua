@@ -9,7 +9,8 @@
 -- ARGV[2] the state to move to ('' = keep the state: an update)
 -- ARGV[3] the states it may move from, comma-separated
 -- ARGV[4] lease owner ('' = any): refused unless this owner holds the lease
--- ARGV[5] '1' = refused while an updater's sealed value is held (it may be applied)
+-- ARGV[5] '1' = refused while an updater's sealed value is held (it may be applied), or once
+--         the run has entered storing (write_sent: a write of its value may land late)
 -- ARGV[6] due in ms ('' = none): the run is due that long after now (finalize_after_ms) and
 --         enters the due-queue unless it is there already
 -- ARGV[7] counter field ('' = none): incremented only if the change is made
@@ -21,8 +22,10 @@
 -- A run that moves to grace with a 'waiting' field is waiting for its old credential to be
 -- unused: the first time stamps waiting_since_ms and indexes it; leaving grace and finalizing
 -- drops it from the index.
+-- A run that enters storing is marked write_sent for good: from then on a write of its new
+-- value may be in flight or land late, whatever state the run is in later.
 -- Returns {'ok', previous state, the record as HGETALL} or {why, detail}: why is 'missing',
--- 'illegal', 'lease', 'sealed', 'held', 'early' or 'busy'.
+-- 'illegal', 'lease', 'sealed', 'sent', 'held', 'early' or 'busy'.
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {'missing', ''} end
 local to = ARGV[2]
@@ -36,7 +39,10 @@ end
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[4] then
   return {'lease', cur}
 end
-if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[1], 'sealed') == 1 then return {'sealed', cur} end
+if ARGV[5] == '1' then
+  if redis.call('HEXISTS', KEYS[1], 'sealed') == 1 then return {'sealed', cur} end
+  if redis.call('HEXISTS', KEYS[1], 'write_sent') == 1 then return {'sent', cur} end
+end
 if cur == 'grace' then
   local holder = redis.call('HGET', KEYS[1], 'lease_owner')
   local held = tonumber(redis.call('HGET', KEYS[1], 'lease_until_ms') or '0')
@@ -55,6 +61,7 @@ elseif TERMINAL[cur] then
 end
 if not LEASED[to] then redis.call('HDEL', KEYS[1], 'slot_wait') end
 redis.call('HSET', KEYS[1], 'state', to)
+if to == 'storing' then redis.call('HSET', KEYS[1], 'write_sent', '1') end
 apply_fields(KEYS[1], 9)
 if LEASED[to] then
   local lu = redis.call('HGET', KEYS[1], 'lease_until_ms')

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import redis
 
+from orchestrator.cli.situation import CANCELLABLE
 from orchestrator.engine.core import Engine
-from orchestrator.errors import RetryLater
+from orchestrator.errors import IllegalTransition, RetryLater
 from orchestrator.log import configure_logging
 from orchestrator.routing import RoutingTable
 from orchestrator.state import history, keys
@@ -371,3 +372,46 @@ def test_each_step_is_logged_at_debug_and_not_at_info(
     harness.engine.rotate(RotateRequest("apps/inproc/other", from_version=other), owner="t2")
     assert '"event": "rotation_stored"' in log_stream.getvalue()
     assert "step_done" not in log_stream.getvalue()
+
+
+def test_once_a_write_is_sent_a_cancel_is_refused_and_never_revokes_what_lands(
+    harness: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's write is on its way when the run looks cancellable to on-call (here: it was
+    marked needs_attention meanwhile, as a worker that took over after a lost lease does).
+    ``cancel`` is refused; and had a run been cancelled anyway, the worker whose write lands
+    would not revoke the credential ScaiVault now serves."""
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    store = harness.engine.store
+    write = harness.engine.driver.writeback.write
+
+    def late_write(*args: Any, **kwargs: Any) -> Any:
+        rid = kwargs["rotation_id"]
+        store.transition(rid, "needs_attention", last_error="taken over")
+        with pytest.raises(IllegalTransition, match="begun writing its new version"):
+            store.transition(rid, "cancelled", expect=CANCELLABLE, refuse_if_sealed=True)
+        store.transition(rid, "cancelled")  # what nothing may do now: cancel it regardless
+        return write(*args, **kwargs)  # the write lands
+
+    monkeypatch.setattr(harness.engine.driver.writeback, "write", late_write)
+    harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")  # it stops
+    current = harness.emulator.get_secret(PATH)
+    assert current["version"] == version + 1, "the write landed"
+    assert "discard" not in harness.rotator.calls, "what ScaiVault serves was revoked"
+
+
+def test_an_issuer_run_cancelled_before_it_stores_revokes_what_it_minted(
+    harness: EngineHarness,
+) -> None:
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+
+    def cancel(ctx: RotationContext) -> None:  # on-call cancels while the value is verified
+        store = harness.engine.store
+        store.transition(ctx.rotation_id, "cancelled", expect=CANCELLABLE, refuse_if_sealed=True)
+
+    harness.rotator.verify_hook = cancel
+    harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")  # it stops
+    assert harness.emulator.get_secret(PATH)["version"] == version, "nothing was stored"
+    assert harness.rotator.calls.count("discard") >= 1
+    events = [e["event"] for e in history.read(harness.text, PATH)]
+    assert "credential_withdrawn" in events

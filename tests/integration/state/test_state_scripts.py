@@ -312,6 +312,21 @@ RUN_TRANSITION = [
         ["sealed", "minting"],
     ),
     Case(
+        "sent: refused once the run has entered storing (a write may land late)",
+        {**DRIVING, RUN: changed(DRIVEN, state="needs_attention", write_sent="1")},
+        MOVE,
+        move("cancelled", "minting,needs_attention", owner="w1", sealed="1", count="x"),
+        ["sent", "needs_attention"],
+    ),
+    Case(
+        "entering storing marks the run write_sent for good",
+        DRIVING,
+        MOVE,
+        move("storing", "minting", owner="w1"),
+        moved("minting"),
+        {RUN: stamped(DRIVEN, state="storing", write_sent="1"), **TOUCHED},
+    ),
+    Case(
         "sealed asked, none held: moved",
         DRIVING,
         MOVE,

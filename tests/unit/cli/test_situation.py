@@ -40,6 +40,7 @@ def variants() -> list[RunRecord | None]:
         out.append(replace(record, new_version=4, finalize_after=LATER))
         out.append(replace(record, sealed=True))
         out.append(replace(record, sealed=True, may_be_applied=True))
+        out.append(replace(record, write_sent=True))  # began a write that may still land
         out.append(replace(record, new_version=4, lease_owner="rollback:x", lease_until=LATER))
         out.append(replace(record, new_version=4, waiting="2 sessions of app_a"))
         out.append(replace(record, next_attempt=LATER, attempts=2, last_error="boom"))
@@ -81,6 +82,9 @@ def test_what_each_state_offers() -> None:
     run = RunRecord(rotation_id="r1", path=PATH, state="storing", from_version=3)
     assert offers(run) == f"`status {PATH}` shows its progress; it goes on by itself"
     assert "`cancel" in offers(replace(run, state="minting"))
+    sent = replace(run, state="needs_attention", write_sent=True)
+    assert "`cancel" not in offers(sent)
+    assert "may still land" in (refusal(Situation(sent, routed=True, now=NOW), "cancel") or "")
     grace = replace(run, state="grace", new_version=4, finalize_after=LATER)
     assert offers(grace) == (
         f"`finalize {PATH} --now` ends grace early | `rollback {PATH}` undoes the rotation"

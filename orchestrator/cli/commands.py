@@ -44,7 +44,6 @@ from orchestrator.cli.situation import next_steps, progress
 
 if TYPE_CHECKING:
     from orchestrator.cli.session import OnCall
-    from orchestrator.cli.wave import Tally
     from orchestrator.state.records import RunRecord
 
 
@@ -83,7 +82,7 @@ def status(path: str | None, prefix: str | None, by_target: bool, as_json: bool)
 
         rows = wave.with_targets(oc, oncall.overview(oc))
         if by_target:
-            emit(wave.by_target(wave.summary_rows(oc, rows)), as_json, render_targets)
+            emit(wave.by_target(wave.summary_rows(oc, rows)), as_json, wave.render_targets)
         elif as_json:
             click.echo(dump_json(rows))
         elif not rows:
@@ -96,7 +95,7 @@ def status(path: str | None, prefix: str | None, by_target: bool, as_json: bool)
                 elif row.get("waiting") and row["state"] == "grace":
                     row["state"] = f"grace (waiting: {row['waiting']})"
             click.echo(render_table(rows, TABLE_COLUMNS))
-            click.echo(render_targets(summary))
+            click.echo(wave.render_targets(summary))
         click.echo(oc.asked(), err=True)
 
 
@@ -112,34 +111,8 @@ def _status_prefix(oc: OnCall, prefix: str, as_json: bool) -> None:
             "`scaivault-rotator status` lists what needs a look",
         )
     counted = wave.tally(wave.read_runs(oc, ids))
-    emit({"prefix": prefix, **counted.as_dict()}, as_json, lambda _: render_wave(counted))
+    emit({"prefix": prefix, **counted.as_dict()}, as_json, lambda _: wave.render(counted))
     click.echo(oc.asked(), err=True)
-
-
-def render_wave(counted: Tally) -> str:
-    """A wave's counts and its first failures, for people."""
-    lines = [f"{counted.total} rotation(s): {counted.line()}"]
-    lines += [
-        f"  failed: {r.path}: {r.state}: {r.last_error or '-'}" for r in counted.failures[:20]
-    ]
-    if len(counted.failures) > 20:
-        lines.append(f"  ... and {len(counted.failures) - 20} more (--json lists them all)")
-    return "\n".join(lines)
-
-
-def render_targets(summary: list[dict[str, Any]]) -> str:
-    """``status``'s per-target summary: states counted, and the oldest active run."""
-    lines = ["", "by target:"]
-    for item in summary:
-        states = ", ".join(f"{n} {state}" for state, n in item["states"].items())
-        oldest = item["oldest"]
-        since = (
-            f"; oldest {oldest['path']} ({oldest['state']} since {oldest['since']})"
-            if oldest
-            else ""
-        )
-        lines.append(f"  {item['target']}: {states}{since}")
-    return "\n".join(lines)
 
 
 @click.command()

@@ -235,3 +235,29 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def render(counted: Tally) -> str:
+    """A wave's counts and its first failures, for people."""
+    lines = [f"{counted.total} rotation(s): {counted.line()}"]
+    lines += [
+        f"  failed: {r.path}: {r.state}: {r.last_error or '-'}" for r in counted.failures[:20]
+    ]
+    if len(counted.failures) > 20:
+        lines.append(f"  ... and {len(counted.failures) - 20} more (--json lists them all)")
+    return "\n".join(lines)
+
+
+def render_targets(summary: list[dict[str, Any]]) -> str:
+    """``status``'s per-target summary: states counted, and the oldest active run."""
+    lines = ["", "by target:"]
+    for item in summary:
+        states = ", ".join(f"{n} {state}" for state, n in item["states"].items())
+        oldest = item["oldest"]
+        since = (
+            f"; oldest {oldest['path']} ({oldest['state']} since {oldest['since']})"
+            if oldest
+            else ""
+        )
+        lines.append(f"  {item['target']}: {states}{since}")
+    return "\n".join(lines)

@@ -66,7 +66,7 @@ def test_a_batch_cap_travels_only_when_set() -> None:
 
 
 def test_the_meter_shows_the_rate_and_an_eta() -> None:
-    from orchestrator.cli.rotate import WaveMeter, _clock_text
+    from orchestrator.cli.rotate_prefix import WaveMeter, _clock_text
 
     meter = WaveMeter(total=100, as_json=True)
     meter.started -= 10.0  # ten seconds in

@@ -44,35 +44,22 @@ def test_updater_without_a_seal_key_refuses_to_start(engine_stack: EngineStack) 
     assert done.returncode == 2 and "ROTATOR_SEAL_KEY is not set" in done.stderr
 
 
-@pytest.mark.parametrize("argv", [cli_argv("worker", "--"), CELERY], ids=["cli", "celery"])
-def test_a_worker_celery_stops_on_an_error_exits_non_zero(
-    engine_stack: EngineStack, tmp_path: Path, argv: list[str]
-) -> None:
-    engine_stack.routing(engine_stack.ledger_rule())
-    taken = tmp_path / "worker.pid"
-    taken.write_text(f"{os.getpid()}\n")  # a live process holds the worker's pid file
-    done = subprocess.run(
-        [*argv, "--pidfile", str(taken)],
-        env=engine_stack.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "already exists" in done.stdout + done.stderr, done.stderr[-2000:]
-    assert done.returncode != 0, "a supervisor must see that the worker failed"
-
-
 @pytest.mark.parametrize(
-    "argv",
-    [cli_argv("beat", "--"), [*CELERY[:-1], "beat"]],
-    ids=["cli", "celery"],
+    ("role", "argv"),
+    [
+        ("worker", cli_argv("worker", "--")),
+        ("worker", CELERY),
+        ("beat", cli_argv("beat", "--")),
+        ("beat", [*CELERY[:-1], "beat"]),
+    ],
+    ids=["worker-cli", "worker-celery", "beat-cli", "beat-celery"],
 )
-def test_beat_celery_stops_on_an_error_exits_non_zero(
-    engine_stack: EngineStack, tmp_path: Path, argv: list[str]
+def test_a_process_celery_stops_on_an_error_exits_non_zero(
+    engine_stack: EngineStack, tmp_path: Path, role: str, argv: list[str]
 ) -> None:
     engine_stack.routing(engine_stack.ledger_rule())
-    taken = tmp_path / "beat.pid"
-    taken.write_text(f"{os.getpid()}\n")  # a live process holds beat's pid file
+    taken = tmp_path / f"{role}.pid"
+    taken.write_text(f"{os.getpid()}\n")  # a live process holds the pid file
     done = subprocess.run(
         [*argv, "--pidfile", str(taken)],
         env=engine_stack.env,
@@ -81,7 +68,7 @@ def test_beat_celery_stops_on_an_error_exits_non_zero(
         timeout=120,
     )
     assert "already exists" in done.stdout + done.stderr, done.stderr[-2000:]
-    assert done.returncode != 0, "a supervisor must see that beat failed"
+    assert done.returncode != 0, f"a supervisor must see that the {role} failed"
 
 
 def test_worker_and_beat_stopped_by_sigterm_exit_0(engine_stack: EngineStack) -> None:

@@ -116,6 +116,7 @@ class Driver:
         owner: str,
     ) -> RunRecord | None:
         rid = record.rotation_id
+        sent_before = record.write_sent  # an earlier attempt's write may still land
         # Only a vault-only run may come straight from queued (its mint and verify change no
         # state); any other must have verified first. The state machine alone allows both.
         before = _VERIFIED if rotator.capabilities.touches_target else _VAULT_ONLY_PRE_STORE
@@ -136,7 +137,7 @@ class Driver:
         )
         write = Write(current, new, metadata, mark="rotation_id")
         with self.rt.runs.timed(record, "store"):
-            stored = self.writeback.write(write, rotation_id=rid)
+            stored = self.writeback.write(write, sent_before=sent_before, rotation_id=rid)
         if stored is None:
             self._abandon(record, rotator, ctx, new, owner, write.ours)
             return None

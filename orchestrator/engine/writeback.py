@@ -67,15 +67,21 @@ class WriteBack:
         self.rt = runtime
         self._sleep = sleep
 
-    def write(self, write: Write, **about: Any) -> Written | None:
+    def write(self, write: Write, *, sent_before: bool = False, **about: Any) -> Written | None:
         """Store ``write``; return what was stored as N+1 for us, or ``None`` when N+1 is
-        provably someone else's. ``about`` goes on the log lines."""
+        provably someone else's. ``sent_before``: an earlier attempt of the run sent a write
+        (it may still land), so the outcome is unknown from the start. ``about`` goes on the
+        log lines."""
         deadline = self.rt.guard.deadline or (
             time.monotonic() + self.rt.settings.scaivault_retry_deadline
         )
         attempt = 0
         path = write.current.path
         unknown: WriteOutcomeUnknown | None = None
+        if sent_before:
+            unknown = WriteOutcomeUnknown(
+                "an earlier attempt's write may still land", code="earlier_write", path=path
+            )
         while True:
             attempt += 1
             try:

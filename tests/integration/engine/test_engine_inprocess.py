@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 import redis
+from cryptography.fernet import Fernet
 
 from orchestrator.cli.situation import CANCELLABLE
 from orchestrator.engine.core import Engine
-from orchestrator.errors import IllegalTransition, RetryLater
+from orchestrator.engine.seal import Sealer
+from orchestrator.errors import AccessDenied, IllegalTransition, RetryLater, WriteOutcomeUnknown
 from orchestrator.log import configure_logging
 from orchestrator.routing import RoutingTable
 from orchestrator.state import history, keys
@@ -415,3 +417,34 @@ def test_an_issuer_run_cancelled_before_it_stores_revokes_what_it_minted(
     assert harness.rotator.calls.count("discard") >= 1
     events = [e["event"] for e in history.read(harness.text, PATH)]
     assert "credential_withdrawn" in events
+
+
+def test_a_retry_refused_for_good_never_revokes_a_value_an_earlier_write_may_still_land(
+    harness: EngineHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attempt 1's write goes out and its answer is lost (settling it is refused); attempt 2
+    resumes the sealed value and its own write is refused too (a token withdrawn meanwhile).
+    Attempt 1's write may still land, so nothing is revoked; when it lands, ScaiVault serves a
+    credential that works."""
+    harness.engine.driver.minter.sealer = Sealer([Fernet.generate_key().decode()])
+    version = harness.emulator.put_secret(PATH, {"username": "app", "password": "old"})
+    vault = harness.engine.vault
+    real_write = vault.write
+    lost: list[tuple[Any, Any]] = []
+
+    def write(*args: Any, **kwargs: Any) -> Any:
+        if not lost:  # attempt 1: the request is on its way, its answer lost
+            lost.append((args, kwargs))
+            raise WriteOutcomeUnknown("read timeout", code="timeout", path=PATH)
+        raise AccessDenied("denied", code="access_denied", status=403, path=PATH)
+
+    monkeypatch.setattr(vault, "write", write)
+    with pytest.raises(RetryLater) as caught:
+        harness.engine.rotate(RotateRequest(PATH, from_version=version), owner="t1")
+    assert harness.rotator.calls == ["mint", "verify"]
+    with pytest.raises(RetryLater):  # attempt 2: refused, the outcome still unknown
+        harness.engine.drive(caught.value.rotation_id, owner="t2")
+    assert "discard" not in harness.rotator.calls, "a value whose write may land was revoked"
+    args, kwargs = lost[0]
+    real_write(*args, **kwargs)  # attempt 1's write lands late
+    assert harness.emulator.get_secret(PATH)["version"] == version + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +34,14 @@ class LoginFields(BaseModel):
         default=PasswordPolicy(),
         description="How generated passwords look ([rules.options.password])",
     )
+
+
+def existing_file(value: str | None, option: str) -> str | None:
+    """A CA file option: unset, or a file that exists, checked when the routing file loads
+    rather than at the first rotation that needs it."""
+    if value is not None and not Path(value).is_file():
+        raise ValueError(f"{option} {value!r} is not a file (the CA file must exist)")
+    return value
 
 
 #: Where an admin secret holds its login: always ``username`` and ``password``.

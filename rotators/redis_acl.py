@@ -36,7 +36,7 @@ from redis.retry import Retry
 
 from rotators.contract import NOTE_VALUE_MAX, RotationContext, Rotator, Usage, host_target
 from rotators.errors import CredentialRejected, PermanentError, RotatorError, TransientError
-from rotators.login import Login, LoginFields, admin_login, login_of, with_login
+from rotators.login import Login, LoginFields, admin_login, existing_file, login_of, with_login
 from rotators.passwords import generate
 from rotators.secret import SecretData
 
@@ -65,6 +65,11 @@ class RedisAclOptions(LoginFields):
     acl_save: bool = Field(default=False, description="ACL SAVE after each change (aclfile)")
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
     socket_timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: str | None) -> str | None:
+        return existing_file(value, "ca_file")
 
     @field_validator("users")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from rotators.login import LoginFields
+from rotators.login import LoginFields, existing_file
 
 
 class MysqlOptions(LoginFields):
@@ -22,6 +22,11 @@ class MysqlOptions(LoginFields):
     )
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
     read_timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: str | None) -> str | None:
+        return existing_file(value, "ca_file")
 
     @model_validator(mode="after")
     def _tls_for_ca(self) -> MysqlOptions:

@@ -7,11 +7,11 @@ I6): whoever may write a secret must not be able to send its credentials to anot
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rotators.login import existing_file
 from rotators.passwords import PasswordPolicy
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
@@ -66,9 +66,7 @@ class ServerOptions(BaseModel):
     @field_validator("sslrootcert")
     @classmethod
     def _ca_file_exists(cls, value: str | None) -> str | None:
-        if value is not None and not Path(value).is_file():
-            raise ValueError(f"sslrootcert {value!r} is not a file (the CA file must exist)")
-        return value
+        return existing_file(value, "sslrootcert")
 
     @model_validator(mode="after")
     def _fields_differ(self) -> ServerOptions:

@@ -333,7 +333,7 @@ def test_verify_identity_refuses_a_certificate_that_does_not_name_the_host(
 def test_options_refuse_a_ca_file_without_tls_and_one_user_twice() -> None:
     with pytest.raises(ValueError, match="tls = true"):
         MysqlPasswordRotator.Options.model_validate(
-            {"host": "db", "username": "app", "ca_file": "/ca.pem"}
+            {"host": "db", "username": "app", "ca_file": __file__}  # a file that exists
         )
     with pytest.raises(ValueError, match="two different"):
         MysqlDualRotator.Options.model_validate(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -61,7 +62,7 @@ def test_admin_login_refuses_the_rotated_secret_and_accounts() -> None:
 @pytest.mark.parametrize(
     ("options", "complaint"),
     [
-        ({"host": "db", "username": "app", "ca_file": "/ca.pem"}, "tls = true"),
+        ({"host": "db", "username": "app", "ca_file": __file__}, "tls = true"),  # a real file
         ({"host": "db", "username": "app", "port": 0}, "greater than or equal to 1"),
         ({"host": "db"}, "username"),
         ({"host": "db", "username": "app", "extra": 1}, "Extra inputs"),
@@ -164,3 +165,22 @@ def test_a_server_without_mysql_native_password_is_refused(
         mysql.require_native_password(login)
     status = "ACTIVE"
     mysql.require_native_password(login)
+
+
+@pytest.mark.parametrize(
+    ("rotator", "options"),
+    [
+        (MysqlDualRotator, {"host": "db", "users": ["a", "b"], "admin_secret_path": "adm"}),
+        (RedisAclRotator, {"host": "cache", "username": "app", "admin_secret_path": "adm"}),
+    ],
+    ids=["mysql", "redis-acl"],
+)
+def test_a_ca_file_must_exist_when_the_rule_loads(
+    rotator: Any, options: dict[str, Any], tmp_path: Path
+) -> None:
+    missing = {**options, "tls": True, "ca_file": str(tmp_path / "missing-ca.pem")}
+    with pytest.raises(ValidationError, match=r"ca_file .* is not a file"):
+        rotator.Options.model_validate(missing)
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    rotator.Options.model_validate({**missing, "ca_file": str(ca)})

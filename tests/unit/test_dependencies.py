@@ -115,11 +115,15 @@ def _floor(requirement: Requirement) -> Version | None:
     return max(floors) if floors else None
 
 
-def test_the_runtime_and_otel_floors_are_the_locked_major_minor() -> None:
+def test_the_runtime_and_extras_floors_are_the_locked_major_minor() -> None:
     """A lower bound is a release the suite ran against: at most the locked version, and of
     the same major.minor (a floor left behind claims support nobody tested)."""
     pins = _lock()
-    requirements = [*PROJECT["dependencies"], *PROJECT["optional-dependencies"]["otel"]]
+    extras = PROJECT["optional-dependencies"]
+    requirements = [
+        *PROJECT["dependencies"],
+        *(text for name in ("otel", "postgres", "mysql", "local") for text in extras[name]),
+    ]
     problems = []
     for text in requirements:
         requirement = Requirement(text)

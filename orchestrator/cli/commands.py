@@ -35,9 +35,9 @@ from orchestrator.cli.output import (
     fail,
     guarded,
     render_history,
-    render_record,
     render_status,
     render_table,
+    report,
 )
 from orchestrator.cli.rotate import rotate
 from orchestrator.cli.situation import next_steps, progress
@@ -198,14 +198,14 @@ def cancel(
 ) -> None:
     """Cancel PATH's active rotation before it stores a new version."""
     with guarded(as_json):
-        from orchestrator.cli import session as oncall
+        from orchestrator.cli import cancel as cancelling
 
         oc, acting = session(), who(actor)
-        record, driven = oncall.cancel(oc, path, acting, reason)
+        record, driven = cancelling.cancel(oc, path, acting, reason)
         held = record.sealed
         if wait:
-            record = oncall.await_dropped(oc, record, timeout, driven)
-        fate = oncall.cancelled_fate(oc, record, held, waited=wait)
+            record = cancelling.await_dropped(oc, record, timeout, driven)
+        fate = cancelling.cancelled_fate(oc, record, held, waited=wait)
         report(
             record, as_json, f"cancelled {path}", acting, reason, good={"cancelled"},
             new_fate=fate,
@@ -237,35 +237,6 @@ def rollback(path: str, reason: str | None, actor: str | None, as_json: bool) ->
         )  # fmt: skip
         if done.warning:
             click.echo(f"WARNING: {done.warning}", err=True)
-
-
-def report(
-    record: RunRecord,
-    as_json: bool,
-    headline: str,
-    actor: str,
-    reason: str | None,
-    *,
-    good: set[str],
-    new_fate: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """End a changing command: what happened, one statement per credential, who and why; exit
-    1 with the run's reason and the next step when it did not end in a ``good`` state."""
-    from orchestrator.cli.situation import Situation, credentials, hint
-
-    statements = credentials(record, new_fate)
-    data = {**record.to_dict(), "credentials": statements, **(extra or {})}
-    if record.state not in good:
-        emit(data, as_json, render_record)
-        if not as_json:
-            click.echo(f"error: rotation {record.rotation_id} is {record.state}: "
-                       f"{record.last_error or 'see `history`'}", err=True)  # fmt: skip
-            click.echo(f"next: {hint(Situation(record), record.path)}", err=True)
-        sys.exit(EXIT_FAILED)
-    why = f" by {actor}" + (f": {reason}" if reason else "")
-    lines = [f"{headline} (rotation {record.rotation_id},{why})"]
-    emit(data, as_json, lambda _: "\n".join(lines + [f"  {s}" for s in statements]))
 
 
 def follow(oc: OnCall, rotation_id: str, timeout: float, as_json: bool) -> RunRecord:

@@ -13,13 +13,16 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import click
 import redis
 
 from orchestrator.errors import CommandError, ConfigError, OrchestratorError, VaultError
+
+if TYPE_CHECKING:
+    from orchestrator.state.records import RunRecord
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -247,3 +250,32 @@ def render_step(record: Mapping[str, Any]) -> str:
     if record.get("last_error"):
         parts.append(f"last_error={record['last_error']}")
     return " ".join(parts)
+
+
+def report(
+    record: RunRecord,
+    as_json: bool,
+    headline: str,
+    actor: str,
+    reason: str | None,
+    *,
+    good: set[str],
+    new_fate: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """End a changing command: what happened, one statement per credential, who and why; exit
+    1 with the run's reason and the next step when it did not end in a ``good`` state."""
+    from orchestrator.cli.situation import Situation, credentials, hint
+
+    statements = credentials(record, new_fate)
+    data = {**record.to_dict(), "credentials": statements, **(extra or {})}
+    if record.state not in good:
+        emit(data, as_json, render_record)
+        if not as_json:
+            click.echo(f"error: rotation {record.rotation_id} is {record.state}: "
+                       f"{record.last_error or 'see `history`'}", err=True)  # fmt: skip
+            click.echo(f"next: {hint(Situation(record), record.path)}", err=True)
+        sys.exit(EXIT_FAILED)
+    why = f" by {actor}" + (f": {reason}" if reason else "")
+    lines = [f"{headline} (rotation {record.rotation_id},{why})"]
+    emit(data, as_json, lambda _: "\n".join(lines + [f"  {s}" for s in statements]))

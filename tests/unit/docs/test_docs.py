@@ -233,7 +233,7 @@ def test_code_refers_to_documents_in_the_repository() -> None:
                 problems.append(f"{name}:{number}: an invariant without docs/architecture.md")
             if re.search(r"\bREADME\b(?!\.md)", line) and name.parts[0] != "tests":
                 problems.append(f"{name}:{number}: names the README; give a guide's path")
-            if "/work/" in line:
+            if MACHINE_PATH.search(line):
                 problems.append(f"{name}:{number}: an absolute path of a machine")
             for ref, anchor in GUIDE_REF.findall(line):
                 if why := resolve(ref + anchor, REPO / "x"):

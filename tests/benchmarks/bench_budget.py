@@ -143,7 +143,7 @@ def main() -> None:
     plugins_dir = Path(tempfile.mkdtemp(prefix="svr-bench-plugins-"))
     plugins = write_dist_info(plugins_dir, {ROTATOR: "tests.rotators.ledger:LedgerIssuer"})
     rig = Rig(PYTHONPATH=plugin_env(plugins, {"PYTHONPATH": str(ROOT)})["PYTHONPATH"])
-    try:
+    with rig:  # closed at the end; its logs kept if the run fails
         target_url = rig.redis_server.url.rsplit("/", 1)[0] + "/1"
         budgets = {"wave-unpaced": None, "wave-paced": args.wave_budget,
                    "burst-unpaced": None, "burst-paced": args.burst_budget}  # fmt: skip
@@ -183,10 +183,6 @@ def main() -> None:
         print(table(bursts, ["run", "events", "all accepted s", "all stored s", "per second",
                              "most at target at once"]))  # fmt: skip
         print(f"runs that waited for a slot (slot_wait log lines): {waits}")
-    except BaseException:
-        rig.close(keep_logs=True)
-        raise
-    rig.close()
 
 
 if __name__ == "__main__":

@@ -232,7 +232,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rig = Rig()
-    try:
+    with rig:  # closed at the end; its logs kept if the run fails
         rig.emulator()
         rounds = [[f"bench/e2e/r{r}/s{i:06d}" for i in range(args.secrets)]
                   for r in range(args.rounds)]  # fmt: skip
@@ -319,10 +319,6 @@ def main() -> None:
         if extra:
             print()
             print(profile(rig, extra))
-    except BaseException:
-        rig.close(keep_logs=True)
-        raise
-    rig.close()
 
 
 if __name__ == "__main__":

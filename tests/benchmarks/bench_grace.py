@@ -173,7 +173,7 @@ def main() -> None:
         ROTATOR_TASK_TIME_LIMIT="30",
         ROTATOR_SWEEP_INTERVAL="2",
     )
-    try:
+    with rig:  # closed at the end; its logs kept if the run fails
         rig.vault_url = "http://127.0.0.1:9"  # nothing here talks to ScaiVault
         worker = rig.worker(concurrency=2)
         idle = sample(worker, 6, 2)
@@ -203,10 +203,6 @@ def main() -> None:
         print(f"B. baseline: {args.waiting} tasks with a 48 h countdown on the same worker; "
               f"Redis holds {redis_mb:.0f} MiB afterwards")  # fmt: skip
         print(table(rows, ["moment", "worker RSS MiB", "queued", "unacked", "redeliveries"]))
-    except BaseException:
-        rig.close(keep_logs=True)
-        raise
-    rig.close()
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ def main() -> None:
     rig.routing.write_text(routing(args.rotator, args.budget, target_url, args.busy_ms))
     target = Target(target_url)
     counted = args.rotator == LEDGER and args.busy_ms > 0
-    try:
+    with rig:  # closed at the end; its logs kept if the run fails
         rig.emulator()
         rounds = range(args.rounds)
         base = [[f"bench/base{r}/s{i:06d}" for i in range(args.baseline)] for r in rounds]
@@ -231,10 +231,6 @@ def main() -> None:
         if kill:
             print(f"SIGKILL wave: CLI exit code {kill_code}; {once} of {len(kill)} secrets with "
                   f"exactly one new version; {kill_counts.get('failed')} failed")  # fmt: skip
-    except BaseException:
-        rig.close(keep_logs=True)
-        raise
-    rig.close()
 
 
 if __name__ == "__main__":

@@ -124,6 +124,12 @@ class Rig:
         self.extra_env = env
         self.workers: list[ChildProcess] = []
 
+    def __enter__(self) -> Rig:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.close(keep_logs=kind is not None)
+
     def close(self, keep_logs: bool = False) -> None:
         """Stop every process; remove the temp dir unless its logs are wanted (after a failure)."""
         self.stack.close()
